@@ -14,9 +14,17 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
-include: "workflow/rules/toy.smk"
+include: "workflow/rules/data.smk"
+
+
+if "world" in config:  # the embedded toy world; the paper configuration has none
+
+    include: "workflow/rules/toy.smk"
+
+
 include: "workflow/rules/dice.smk"
 include: "workflow/rules/eval.smk"
+include: "workflow/rules/agreement.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny toy model built once per test session (no downloads)."""
+"""Shared fixtures: a tiny toy model built once per test session (no downloads), and a way
+to undo what a rule script does to logging."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -31,3 +33,19 @@ def tiny_model(tmp_path_factory, world):
                         num_attention_heads=1, intermediate_size=128,
                         max_position_embeddings=128, seed=0)
     return root / "model"
+
+
+@pytest.fixture
+def restore_logging():
+    """Rule scripts send stdout, stderr and logging to their log file; undo that afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stdout, stderr = sys.stdout, sys.stderr
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:], root.level = handlers, level
+    sys.stdout, sys.stderr = stdout, stderr

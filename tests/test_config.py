@@ -362,3 +362,117 @@ def test_a_fixed_reference_stays_the_base_policy_in_every_iteration():
         ["sft", "pi0", "results/dice/iter1/policy", "results/dice/iter2/policy"]
     assert [cfg.reference_path(config, "offline", t) for t in range(4)] == \
         ["sft", "pi0", "pi0", "pi0"]
+
+
+# --- settings (the paper's two backbones) --------------------------------------------------------
+
+
+def two_settings() -> dict:
+    return {
+        "base": {"prompts": "x.parquet", "offline": "d.parquet"},
+        "settings": {
+            "zephyr": {"label": "zephyr-7B-beta",
+                       "base": {"policy": "hf://HuggingFaceH4/zephyr-7b-beta",
+                                "reference": "hf://HuggingFaceH4/mistral-7b-sft-beta"},
+                       "defaults": {"sampling": {"temperature": 0.7, "top_p": 0.9},
+                                    "mix": {"gamma": 0.5}}},
+            "llama3": {"base": {"policy": "llama-dpo", "reference": "llama-sft"},
+                       "defaults": {"sampling": {"temperature": 0.9}, "mix": {"gamma": 0.1}}},
+        },
+        "defaults": {"iterations": 2, "sampling": {"n": 16, "temperature": 1.0, "top_p": 1.0},
+                     "score": {"method": "implicit"}, "train": {"beta": 0.01},
+                     "mix": {"gamma": 0.0}},
+        "experiments": {
+            "dice": {},
+            "judge": {"score": {"method": "judge"}},
+            "dice_kto": {"settings": ["zephyr"], "iterations": 1, "trainer": "kto"},
+            "dice_gamma050": {"settings": ["llama3"], "mix": {"gamma": 0.5}},
+        },
+    }
+
+
+def test_every_experiment_runs_in_each_of_its_settings_under_a_prefixed_name():
+    config = two_settings()
+    assert cfg.settings(config) == ["zephyr", "llama3"]
+    assert cfg.expanded(config) == {
+        "zephyr_dice": ("zephyr", "dice"), "zephyr_judge": ("zephyr", "judge"),
+        "zephyr_dice_kto": ("zephyr", "dice_kto"), "llama3_dice": ("llama3", "dice"),
+        "llama3_judge": ("llama3", "judge"), "llama3_dice_gamma050": ("llama3", "dice_gamma050")}
+    assert cfg.setting_label(config, "zephyr") == "zephyr-7B-beta"
+    assert cfg.setting_label(config, "llama3") == "llama3"
+
+
+def test_a_setting_merges_its_defaults_between_defaults_and_the_experiment():
+    config = two_settings()
+    z, l3 = cfg.experiment(config, "zephyr_dice"), cfg.experiment(config, "llama3_dice")
+    assert z["sampling"] == {"n": 16, "temperature": 0.7, "top_p": 0.9}
+    assert l3["sampling"] == {"n": 16, "temperature": 0.9, "top_p": 1.0}
+    assert (z["mix"]["gamma"], l3["mix"]["gamma"]) == (0.5, 0.1)
+    # the experiment's own block wins over the setting's defaults
+    assert cfg.experiment(config, "llama3_dice_gamma050")["mix"]["gamma"] == 0.5
+    assert "settings" not in cfg.experiment(config, "zephyr_dice_kto")
+
+
+def test_each_setting_starts_from_its_own_base_models():
+    config = two_settings()
+    assert cfg.policy_path(config, "zephyr_dice", 0) == "resources/hub/HuggingFaceH4--zephyr-7b-beta"
+    assert cfg.reference_path(config, "zephyr_dice", 0) == \
+        "resources/hub/HuggingFaceH4--mistral-7b-sft-beta"
+    assert cfg.policy_path(config, "llama3_dice", 0) == "llama-dpo"
+    assert cfg.reference_path(config, "llama3_dice", 1) == "llama-dpo"
+    assert cfg.policy_path(config, "llama3_dice", 2) == "results/llama3_dice/iter2/policy"
+    names = cfg.model_names(config)
+    assert names[:2] == ["zephyr_base", "llama3_base"]
+    assert "zephyr_dice_kto-iter1" in names and "llama3_dice_kto-iter1" not in names
+    assert cfg.model_policy(config, "llama3_base") == "llama-dpo"
+
+
+def test_iteration_one_is_shared_within_a_setting_only_and_scores_need_equal_scoring():
+    owners = cfg.iteration1_owners(two_settings())
+    # samples: shared by every experiment of the setting (same sampling settings)
+    assert {e: o[0] for e, o in owners.items()} == {
+        "zephyr_dice": "zephyr_dice", "zephyr_judge": "zephyr_dice",
+        "zephyr_dice_kto": "zephyr_dice", "llama3_dice": "llama3_dice",
+        "llama3_judge": "llama3_dice", "llama3_dice_gamma050": "llama3_dice"}
+    # scores: the LLM-as-a-Judge scores its samples its own way
+    assert owners["zephyr_judge"][1] == "zephyr_judge"
+    assert owners["zephyr_dice_kto"][1] == "zephyr_dice"
+    assert owners["llama3_dice_gamma050"][1] == "llama3_dice"
+
+
+def test_an_unknown_setting_of_an_experiment_is_named():
+    config = two_settings()
+    config["experiments"]["dice_kto"]["settings"] = ["zephir"]
+    with pytest.raises(KeyError, match="zephir"):
+        cfg.expanded(config)
+    config = small_config()
+    config["experiments"]["dice"] = {"settings": ["zephyr"]}
+    with pytest.raises(KeyError, match="experiments.dice.settings"):
+        cfg.expanded(config)
+
+
+def test_the_paper_config_is_valid_and_names_the_papers_models():
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    jsonschema.validate(paper, yaml.safe_load(SCHEMA.read_text()))
+    assert cfg.base(paper, "zephyr")["policy"] == "hf://HuggingFaceH4/zephyr-7b-beta"
+    assert cfg.base(paper, "zephyr")["reference"] == "hf://HuggingFaceH4/mistral-7b-sft-beta"
+    assert cfg.base(paper, "llama3")["policy"] == "hf://princeton-nlp/Llama-3-Base-8B-SFT-DPO"
+    assert cfg.base(paper, "llama3")["reference"] == "hf://princeton-nlp/Llama-3-Base-8B-SFT"
+    z, l3 = cfg.experiment(paper, "zephyr_dice"), cfg.experiment(paper, "llama3_dice")
+    assert (z["sampling"]["temperature"], z["sampling"]["top_p"]) == (0.7, 0.9)
+    assert (l3["sampling"]["temperature"], l3["sampling"]["top_p"]) == (0.9, 1.0)
+    assert z["sampling"]["n"] == 16 and z["sampling"]["max_tokens"] == 2048
+    assert (z["mix"]["gamma"], l3["mix"]["gamma"]) == (0.5, 0.1)
+    train = z["train"]
+    assert (train["learning_rate"], train["max_steps"], train["warmup_steps"]) == (5e-7, 300, 50)
+    assert train["lr_scheduler_type"] == "constant_with_warmup"
+    assert z["mix"]["n_pairs"] == 9600 and train["beta"] in (0.01, 0.1)
+    assert paper["data"]["ultrafeedback"]["dataset"] == \
+        "hf://datasets/HuggingFaceH4/ultrafeedback_binarized"
+    gammas = {s: sorted(cfg.experiment(paper, e)["mix"]["gamma"]
+                        for e, (setting, name) in cfg.expanded(paper).items()
+                        if setting == s and (name in ("dice", "offline_dpo_newref")
+                                             or re.fullmatch(r"dice_gamma\d+", name)))
+              for s in ("zephyr", "llama3")}
+    assert gammas == {"zephyr": [0.0, 0.25, 0.5, 0.75, 1.0],
+                      "llama3": [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]}

@@ -25,21 +25,33 @@ KINDS = ("sampling", "training", "analysis")
 # Which environment each rule with a script runs in.
 RULE_ENVS = {
     "sample": "sampling",
+    "judge": "sampling",
     "eval": "sampling",
+    "generate_benchmarks": "sampling",
     "train": "training",
     "score": "training",
     "toy_init_model": "training",
     "toy_sft": "training",
     "toy_start_policy": "training",
     "reward_agreement": "training",
+    "train_reward_model": "training",
+    "agreement": "training",
+    "download_model": "training",
+    "download_dataset": "training",
     "search_alpha": "analysis",
     "mix": "analysis",
     "gather_shards": "analysis",
-    "download_model": "training",
+    "gather_samples": "analysis",
     "toy_world": "analysis",
-    "tables": "analysis",
-    "figure2": "analysis",
-    "figure4": "analysis",
+    "prepare_ultrafeedback": "analysis",
+    "prepare_alpaca_eval": "analysis",
+    "prepare_arena_hard": "analysis",
+    "download_alpaca_eval_lc": "analysis",
+    "alpaca_eval_annotate": "analysis",
+    "arena_hard_judge": "analysis",
+    "eval_summary": "analysis",
+    "table": "analysis",
+    "figure": "analysis",
 }
 
 # Packages whose version is not pinned on purpose (see the comment in envs/sampling.yaml).
@@ -250,7 +262,8 @@ def rule_blocks() -> dict[str, dict[str, str]]:
     """rule name -> {'script': path, 'conda': path} (when present), from workflow/rules/*.smk."""
     rules = {}
     for smk in sorted(RULES.glob("*.smk")):
-        parts = re.split(r"^rule\s+(\w+)\s*:", smk.read_text(), flags=re.M)
+        # rules may be indented (defined under an `if`, e.g. eval.smk's two suites)
+        parts = re.split(r"^[ \t]*rule\s+(\w+)\s*:", smk.read_text(), flags=re.M)
         for name, body in zip(parts[1::2], parts[2::2]):
             entry = {}
             for key in ("script", "conda"):

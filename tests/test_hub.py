@@ -1,5 +1,7 @@
-"""Hub models in config: the URI scheme, the local folder, and the download rule's function."""
+"""Hub models and datasets in config: the URI scheme, the local folder, and the download rules'
+function."""
 
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,8 @@ def test_policy_paths_map_hub_models_to_their_download_folder():
 
 
 class FakeSnapshotDownload:
-    """Test double for huggingface_hub.snapshot_download: writes files, records the call."""
+    """Test double for huggingface_hub.snapshot_download: writes the repository's files that
+    match allow_patterns (fnmatch on the path, as the hub client filters), records the call."""
 
     def __init__(self, files):
         self.files, self.calls = files, []
@@ -42,7 +45,10 @@ class FakeSnapshotDownload:
     def __call__(self, **kwargs):
         self.calls.append(kwargs)
         for name in self.files:
-            (Path(kwargs["local_dir"]) / name).write_text("{}")
+            if any(fnmatch(name, pattern) for pattern in kwargs["allow_patterns"]):
+                path = Path(kwargs["local_dir"]) / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("{}")
         return kwargs["local_dir"]
 
 
@@ -60,3 +66,66 @@ def test_download_is_atomic_and_asks_only_for_model_files(tmp_path):
         hub.download("hf://org/dataset-not-model", tmp_path / "org--x", snapshot_download=broken)
     assert not (tmp_path / "org--x").exists()
     assert not list(tmp_path.glob(".*tmp-*"))
+
+
+DATASETS = ("hf://datasets/HuggingFaceH4/ultrafeedback_binarized",
+            "hf://datasets/tatsu-lab/alpaca_eval", "hf://datasets/lmarena-ai/arena-hard-auto@v1.0")
+
+
+def test_dataset_uris_land_under_resources_hub_datasets_and_round_trip():
+    assert hub.is_dataset(DATASETS[0]) and not hub.is_dataset("hf://HuggingFaceH4/zephyr-7b-beta")
+    assert hub.local_dir(DATASETS[0]) == \
+        "resources/hub/datasets/HuggingFaceH4--ultrafeedback_binarized"
+    assert hub.local_dir(DATASETS[2]) == "resources/hub/datasets/lmarena-ai--arena-hard-auto--v1.0"
+    assert hub.parse(DATASETS[2]) == ("lmarena-ai/arena-hard-auto", "v1.0")
+    for spec in DATASETS:
+        folder = hub.local_dir(spec)
+        assert hub.spec_of(folder) == spec  # the path names the kind
+        assert hub.spec_of(Path(folder).name, dataset=True) == spec  # a download rule's wildcard
+        assert hub.spec_of(Path(folder).name) == spec.replace("datasets/", "")  # a model's name
+    # a model and a dataset of the same name do not share a folder
+    assert hub.local_dir("hf://org/name") != hub.local_dir("hf://datasets/org/name")
+    for bad in ("hf://datasets/only-org", "hf://datasets/a/b/c", "hf://dataset/a/b/c"):
+        with pytest.raises(ValueError, match="hf://datasets/ORG/NAME"):
+            hub.parse(bad)
+    with pytest.raises(ValueError, match="ORG--NAME"):
+        hub.spec_of("resources/hub/datasets/no-separator")
+
+
+def test_dataset_download_asks_for_a_dataset_repo_and_its_data_files(tmp_path):
+    repo = ["README.md", "alpaca_eval.py", "alpaca_eval_gpt4_baseline.json",
+            "data/train_prefs-00000-of-00001.parquet", "data/arena-hard-v0.1/question.jsonl"]
+    fake = FakeSnapshotDownload(repo)
+    out = tmp_path / "datasets" / "tatsu-lab--alpaca_eval"
+    hub.download("hf://datasets/tatsu-lab/alpaca_eval", out, snapshot_download=fake)
+    (call,) = fake.calls
+    assert call["repo_type"] == "dataset" and call["repo_id"] == "tatsu-lab/alpaca_eval"
+    assert call["revision"] is None
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert got == ["README.md", "alpaca_eval_gpt4_baseline.json",
+                   "data/arena-hard-v0.1/question.jsonl",
+                   "data/train_prefs-00000-of-00001.parquet"]  # no loading script
+    # config narrows the files, e.g. to one split of UltraFeedback
+    narrow = FakeSnapshotDownload(repo)
+    out2 = tmp_path / "datasets" / "HuggingFaceH4--ultrafeedback_binarized"
+    hub.download("hf://datasets/HuggingFaceH4/ultrafeedback_binarized", out2,
+                 snapshot_download=narrow, allow_patterns=["data/train_prefs-*"])
+    assert narrow.calls[0]["allow_patterns"] == ["data/train_prefs-*"]
+    assert [p.name for p in out2.rglob("*") if p.is_file()] == \
+        ["train_prefs-00000-of-00001.parquet"]
+    # a model download still asks for a model repo
+    model = FakeSnapshotDownload(["config.json"])
+    hub.download("hf://org/model", tmp_path / "org--model", snapshot_download=model)
+    assert model.calls[0]["repo_type"] == "model"
+
+
+def test_dataset_download_with_no_matching_file_fails_and_leaves_nothing(tmp_path):
+    fake = FakeSnapshotDownload(["README.md", "loader.py"])
+    with pytest.raises(FileNotFoundError, match=r"data/test-\*"):
+        hub.download("hf://datasets/org/name", tmp_path / "org--name", snapshot_download=fake,
+                     allow_patterns=["data/test-*"])
+    assert not (tmp_path / "org--name").exists()
+    assert not list(tmp_path.glob(".*tmp-*"))
+    with pytest.raises(ValueError, match="allow_patterns is empty"):
+        hub.download("hf://datasets/org/name", tmp_path / "x", snapshot_download=fake,
+                     allow_patterns=[])

@@ -115,3 +115,20 @@ def test_bad_inputs_name_their_file():
             generated_source="gen.parquet")
     with pytest.raises(ValueError, match="n_pairs"):
         mix(GENERATED, OFFLINE, 0.5, 0, seed=0)
+
+
+def test_a_shortfall_of_generated_pairs_shrinks_the_mixture_when_asked():
+    generated = pairs(12, "g")
+    offline = pairs(200, "o", first_prompt=1000)
+    with pytest.raises(ValueError, match="only 12 are available"):
+        mix(generated, offline, gamma=0.5, n_pairs=100, seed=0)
+    mixed = mix(generated, offline, gamma=0.5, n_pairs=100, seed=0, shortfall="shrink")
+    assert (mixed["source"] == "generated").sum() == 12
+    assert (mixed["source"] == "offline").sum() == 12  # gamma kept: 12 offline for 12 generated
+    mixed = mix(generated, offline, gamma=0.25, n_pairs=100, seed=0, shortfall="shrink")
+    assert (mixed["source"] == "offline").sum() == 4
+    # enough pairs: shrink changes nothing
+    pd.testing.assert_frame_equal(mix(generated, offline, 0.5, 10, 0, shortfall="shrink"),
+                                  mix(generated, offline, 0.5, 10, 0))
+    with pytest.raises(ValueError, match="shortfall"):
+        mix(generated, offline, 0.5, 10, 0, shortfall="drop")

@@ -16,45 +16,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TABLE1_COLUMNS = ["Method", "LC (%)", "WR (%)", "SE (%)", "Len", "Gold"]
 
 
-def metrics(lc: float, wr: float, se: float, length: float, gold: float) -> dict[str, float]:
-    return {"lc_win_rate": lc, "win_rate": wr, "standard_error": se, "mean_len_model": length,
-            "gold_quality": gold, "n": 100}
-
-
-METRICS = {
-    "base": metrics(50.0, 50.0, 0.0, 41.2, 0.31),
-    "dice-iter1": metrics(55.5, 58.25, 4.9, 47.0, 0.42),
-    "dice-iter2": metrics(61.125, 66.0, 4.7, 52.5, 0.47),
-}
-
-
-@pytest.mark.parametrize(
-    "model, label",
-    [("base", "Base"), ("dice-iter2", "dice Iter 2"), ("dice_long-iter10", "dice_long Iter 10"),
-     ("a-iter1-iter3", "a-iter1 Iter 3"), ("sft", "sft"), ("dice-iterX", "dice-iterX")],
-)
-def test_model_label(model, label):
-    assert report.model_label(model) == label
-
-
-def test_table1_rows_columns_and_values_in_order():
-    df = report.table1(METRICS)
-    assert list(df.columns) == TABLE1_COLUMNS
-    assert df["Method"].tolist() == ["Base", "dice Iter 1", "dice Iter 2"]
-    assert df.loc[1].tolist() == ["dice Iter 1", 55.5, 58.25, 4.9, 47.0, 0.42]
-    assert df["LC (%)"].tolist() == [50.0, 55.5, 61.125]
-    assert df["Gold"].tolist() == [0.31, 0.42, 0.47]
-
-
-def test_table1_follows_the_order_of_the_metrics():
-    reordered = {k: METRICS[k] for k in ["dice-iter2", "base", "dice-iter1"]}
-    assert report.table1(reordered)["Method"].tolist() == ["dice Iter 2", "Base", "dice Iter 1"]
-
-
-def test_table1_names_a_missing_metric():
-    broken = {"base": {k: v for k, v in METRICS["base"].items() if k != "gold_quality"}}
-    with pytest.raises(KeyError, match="gold_quality"):
-        report.table1(broken)
+def table1() -> pd.DataFrame:
+    return pd.DataFrame({"Method": ["Base", "dice Iter 1", "dice Iter 2"],
+                         "LC (%)": [50.0, 55.5, 61.125], "WR (%)": [50.0, 58.25, 66.0],
+                         "SE (%)": [0.0, 4.9, 4.7], "Len": [41.2, 47.0, 52.5],
+                         "Gold": [0.31, 0.42, 0.47]})
 
 
 def test_to_markdown_header_alignment_and_formatted_rows():
@@ -75,7 +41,7 @@ def test_to_markdown_honours_floatfmt_and_ends_with_a_newline():
 
 
 def test_to_markdown_has_one_row_per_record():
-    df = report.table1(METRICS)
+    df = table1()
     lines = report.to_markdown(df).splitlines()
     assert len(lines) == 2 + len(df)
     assert lines[1] == "|:---|---:|---:|---:|---:|---:|"
@@ -83,7 +49,7 @@ def test_to_markdown_has_one_row_per_record():
 
 
 def test_write_table_writes_csv_and_markdown_with_caption(tmp_path):
-    df = report.table1(METRICS)
+    df = table1()
     csv, md = tmp_path / "tables" / "table1.csv", tmp_path / "tables" / "table1.md"
     report.write_table(df, csv, md, caption="Table 1: win rates.")
     back = pd.read_csv(csv)
@@ -101,20 +67,18 @@ def test_write_table_without_caption_starts_with_the_header(tmp_path):
     assert (tmp_path / "t.md").read_text() == report.to_markdown(df)
 
 
-def test_table5():
-    df = report.table5({"agreement": 0.6725, "n_pairs": 300.0, "target": 0.65})
-    assert list(df.columns) == ["Reward model", "Agreement (%)", "Pairs", "Target (%)"]
-    assert len(df) == 1
-    row = df.iloc[0]
-    assert row["Agreement (%)"] == pytest.approx(67.25)
-    assert row["Pairs"] == 300 and isinstance(row["Pairs"], (int, np.integer))
-    assert row["Target (%)"] == pytest.approx(65.0)
-    assert "implicit reward" in row["Reward model"]
+def test_to_markdown_per_column_formats_and_missing_values():
+    df = pd.DataFrame({"Method": ["a", "b"], "lambda": [math.nan, 0.02], "Len": [2109.4, 876.0],
+                       "LC": [18.881, 14.4]})
+    lines = report.to_markdown(df, {"lambda": ".2f", "Len": ".0f"}).splitlines()
+    assert lines[2:] == ["| a | - | 2109 | 18.88 |", "| b | 0.02 | 876 | 14.40 |"]
 
 
-def test_table5_without_target_leaves_it_blank():
-    row = report.table5({"agreement": 0.5, "n_pairs": 10}).iloc[0]
-    assert math.isnan(row["Target (%)"])
+def test_to_markdown_uses_the_frame_formats_unless_given():
+    df = pd.DataFrame({"rate": [0.6981]})
+    df.attrs["floatfmt"] = {"rate": ".3f"}
+    assert "| 0.698 |" in report.to_markdown(df)
+    assert "| 0.70 |" in report.to_markdown(df, ".2f")
 
 
 # --- figures -----------------------------------------------------------------------------------
@@ -190,3 +154,49 @@ def test_write_table_writes_latex_when_asked(tmp_path):
     report.write_table(df, tmp_path / "t.csv", tmp_path / "t.md", caption="c",
                        tex=tmp_path / "t.tex", label="tab:x")
     assert r"Base & 10.00 \\" in (tmp_path / "t.tex").read_text()
+
+
+def landscape(slope: float = 600.0) -> pd.DataFrame:
+    alphas = np.linspace(0.0, 0.1, 25)
+    return pd.DataFrame({"alpha": alphas, "objective": np.abs(30 - slope * alphas)})
+
+
+def test_figure4_with_the_judge_panel(tmp_path):
+    png, pdf = tmp_path / "figure4.png", tmp_path / "figure4.pdf"
+    report.figure4(landscape(), png, pdf, alpha_star=0.05, judge=landscape(-300.0))
+    assert_png_and_pdf(png, pdf)
+    single = tmp_path / "single.png"
+    report.figure4(landscape(), single, alpha_star=0.05)
+    assert png.stat().st_size > single.stat().st_size  # two panels
+
+
+def test_figure4_names_a_bad_judge_landscape(tmp_path):
+    with pytest.raises(DatasetError, match="judge/landscape.parquet.*'objective'"):
+        report.figure4(landscape(), tmp_path / "f.png", judge=pd.DataFrame({"alpha": [0.0]}),
+                       judge_source="judge/landscape.parquet")
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_figure1_and_figure3_write_png_and_pdf(tmp_path):
+    bars = pd.DataFrame({"setting": ["zephyr", "zephyr", "llama3"], "method": ["Base", "DICE",
+                                                                             "Base"],
+                         "lc": [12.69, 20.71, 18.2]})
+    report.figure1(bars, tmp_path / "f1.png", tmp_path / "f1.pdf", iteration=2)
+    assert_png_and_pdf(tmp_path / "f1.png", tmp_path / "f1.pdf")
+    sweep = pd.DataFrame({"gamma": [0.0, 0.5, 1.0, 0.0, 0.5], "iteration": [1, 1, 1, 2, 2],
+                          "lc": [18.9, 19.0, 13.4, 17.0, 20.71]})
+    report.figure3(sweep, tmp_path / "f3.png", tmp_path / "f3.pdf", title="Zephyr")
+    assert_png_and_pdf(tmp_path / "f3.png", tmp_path / "f3.pdf")
+
+
+def test_figure3_names_a_missing_column(tmp_path):
+    with pytest.raises(DatasetError, match="'iteration'"):
+        report.figure3(pd.DataFrame({"gamma": [0.0], "lc": [1.0]}), tmp_path / "f.png")
+
+
+def test_empty_figures_are_written_with_a_note(tmp_path):
+    report.figure1(pd.DataFrame({"setting": [], "method": [], "lc": []}), tmp_path / "a.png")
+    report.figure3(pd.DataFrame({"gamma": [], "iteration": [], "lc": []}), tmp_path / "b.png")
+    report.placeholder_figure("not configured", tmp_path / "c.png", tmp_path / "c.pdf")
+    for name in ("a.png", "b.png", "c.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)

@@ -75,6 +75,25 @@ def test_transformers_greedy_is_deterministic(tiny_model):
         b.set_index("prompt_id")["response"].to_dict()
 
 
+def test_several_prompt_sets_in_one_run_come_back_per_set_with_their_ids(tiny_model):
+    spec = {"n": 1, "temperature": 0.0, "max_tokens": 8}
+    # two benchmarks whose prompt ids collide; greedy answers depend on the prompt alone
+    other = PROMPTS.iloc[[2, 0]].assign(prompt_id=["q1", "q2"])
+    first = PROMPTS.assign(prompt_id=[f"q{i}" for i in range(1, len(PROMPTS) + 1)])
+    out = sampling.sample_sets(tiny_model, {"alpaca_eval": first, "arena_hard": other}, spec,
+                               backend="transformers")
+    assert list(out) == ["alpaca_eval", "arena_hard"]
+    assert out["alpaca_eval"]["prompt_id"].tolist() == first["prompt_id"].tolist()
+    assert out["arena_hard"]["prompt_id"].tolist() == ["q1", "q2"]
+    alone = sampling.sample(tiny_model, first, spec, backend="transformers")
+    assert out["alpaca_eval"]["response"].tolist() == alone["response"].tolist()
+    assert out["arena_hard"]["prompt"].tolist() == other["prompt"].tolist()
+    assert out["arena_hard"]["response"].tolist() == \
+        alone.set_index("prompt")["response"].loc[other["prompt"]].tolist()
+    with pytest.raises(ValueError, match="must not contain"):
+        sampling.sample_sets(tiny_model, {"a/b": first}, spec, backend="transformers")
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")

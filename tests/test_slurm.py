@@ -69,6 +69,8 @@ def _snakemake_cmd(workdir: Path, *args: str) -> list[str]:
 def _workdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    # the loop and one baseline: what Slurm must run is the same for the rest of the matrix
+    config["experiments"] = {k: config["experiments"][k] for k in ("dice", "offline_dpo")}
     (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -208,7 +210,7 @@ def test_every_remote_job_went_through_sbatch(runs):
     assert runs["injector"].run_id, "no 'SLURM run ID' in the log: the slurm executor was not used"
     local = set(re.findall(r"^localrule (\w+):", log, re.MULTILINE))
     remote = set(planned) - local
-    assert {"toy_world", "tables", "all"} <= local, local
+    assert {"toy_world", "table", "figure", "all"} <= local, local
     assert {"toy_sft", "sample", "score", "train", "eval"} <= remote, remote
     # Slurm's own record of the run: every job of a non-local rule completed as a Slurm job
     # (the dry run's count per rule), and local rules never reached Slurm.

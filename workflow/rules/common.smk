@@ -1,5 +1,7 @@
 # Workflow-level Python: config validation, wildcard constraints, input functions and targets.
+import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -9,19 +11,36 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from dicewf import config as cfg  # noqa: E402
 from dicewf import hub  # noqa: E402
+from dicewf import paper  # noqa: E402
 
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
-RESERVED = {"toy", "eval", "tables", "figures", "benchmarks", "base"}
-_clash = RESERVED & set(config["experiments"])
+RESERVED = {"toy", "eval", "tables", "figures", "benchmarks", "base", "data", "agreement"}
+SETTINGS = cfg.settings(config)
+RUNS = cfg.expanded(config)  # full experiment name -> (setting, experiment)
+_clash = RESERVED & (set(RUNS) | set(config.get("settings") or {}))
 if _clash:
-    raise ValueError(f"experiments: names {sorted(_clash)} are reserved for result folders")
-for _name in config["experiments"]:
-    cfg.experiment(config, _name)  # fails early, naming the experiment, on a bad block
+    raise ValueError(f"experiments/settings: names {sorted(_clash)} are reserved for result folders")
+for _setting in SETTINGS:
+    _missing = [k for k in ("policy", "reference") if k not in cfg.base(config, _setting)]
+    if _missing:
+        raise ValueError(f"base: {_missing} missing (top-level base or settings.{_setting}.base)")
+# every experiment resolved once: a bad block fails here, naming the experiment
+XP = {_name: cfg.experiment(config, _name) for _name in RUNS}
+OWNERS = cfg.iteration1_owners(config)  # iteration-1 work shared between experiments
+LAYOUT = paper.Layout.from_config(config)  # which run fills which cell of the paper's tables
+# the layout as a param of the table and figure jobs, less Figure 2's bins (their own param, so
+# a new bin count reruns Figure 2 alone)
+LAYOUT_PARAM = {k: v for k, v in LAYOUT.to_dict().items() if k != "figure2_bins"}
 
-EXPERIMENTS = list(config["experiments"])
+EXPERIMENTS = list(RUNS)
 MODELS = cfg.model_names(config)
+TOY_EVAL = config["eval"].get("suite", "toy") == "toy"
+# the setting of the single-setting tables and figures (Tables 3, 4, 5, 7; Figures 2, 4)
+MAIN_SETTING = config["report"].get("setting") or SETTINGS[0]
+if MAIN_SETTING not in SETTINGS:
+    raise ValueError(f"report.setting: {MAIN_SETTING!r} is not a configured setting {SETTINGS}")
 
 
 scattergather:
@@ -34,11 +53,40 @@ wildcard_constraints:
     hub_model=r"[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*--[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*(--[\w.]+)?",
     iter=r"[1-9]\d*",
     model=cfg.alternation(MODELS),
+    bench="alpaca_eval|arena_hard",
+    table=cfg.alternation(list(paper.TABLES) + ["paper_vs_reproduced"]),
+    figure=cfg.alternation(list(paper.FIGURES)),
+
+
+def repo_path(path):
+    """A file shipped with the workflow (e.g. workflow/prompts/...): relative paths that do not
+    exist in the working directory are taken from the repository."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return str(Path(workflow.basedir) / path)
+
+
+def data_snapshot(name):
+    """The downloaded hub snapshot of dataset ``data.<name>.dataset`` (ancient: see model_input)."""
+
+    def path(w):
+        return ancient(hub.local_dir(config["data"][name]["dataset"]))
+
+    return path
+
+
+def dataset_patterns(w):
+    """allow_patterns of the data block that names this hub dataset (None: the defaults)."""
+    folder = f"{hub.HUB_DIR}/datasets/{w.hub_dataset}"
+    for block in (config.get("data") or {}).values():
+        if hub.local_dir(block["dataset"]) == folder:
+            return block.get("allow_patterns")
+    return None
 
 
 def xp(wildcards):
     """The resolved settings of the job's experiment."""
-    return cfg.experiment(config, wildcards.exp)
+    return XP[wildcards.exp]
 
 
 def model_input(path):
@@ -46,20 +94,31 @@ def model_input(path):
     return ancient(path) if path.startswith(f"{hub.HUB_DIR}/") else path
 
 
+# paths are resolved once per (experiment, iteration): the paper's DAG asks for them ~2,000 times
+@functools.cache
+def policy_of(exp, t):
+    return model_input(cfg.policy_path(config, exp, t))
+
+
+@functools.cache
+def reference_of(exp, t):
+    return model_input(cfg.reference_path(config, exp, t))
+
+
 def prev_policy(w):
     """pi_theta^(t-1): what iteration t samples from, scores with, and starts training from."""
-    return model_input(cfg.policy_path(config, w.exp, int(w.iter) - 1))
+    return policy_of(w.exp, int(w.iter) - 1)
 
 
 def prev_reference(w):
     """pi_ref^(t-1): the reference of the implicit reward at iteration t."""
-    return model_input(cfg.reference_path(config, w.exp, int(w.iter) - 1))
+    return reference_of(w.exp, int(w.iter) - 1)
 
 
 def train_reference(w):
     """The DPO reference pi_ref^(t) of iteration t: pi_theta^(t-1) (Algorithm 1 line 6), or
     pi_theta^(0) in every iteration for `reference: fixed` (the paper's Offline DPO)."""
-    return model_input(cfg.reference_path(config, w.exp, int(w.iter)))
+    return reference_of(w.exp, int(w.iter))
 
 
 def generated_pairs(w):
@@ -69,24 +128,80 @@ def generated_pairs(w):
     return {"pairs": f"results/{w.exp}/iter{w.iter}/pairs.parquet"}
 
 
+@functools.cache
+def eval_policy_of(model):
+    return model_input(cfg.model_policy(config, model))
+
+
 def eval_policy(w):
-    return model_input(cfg.model_policy(config, w.model))
+    return eval_policy_of(w.model)
+
+
+def samples_owner(w):
+    return OWNERS[w.exp][0] if int(w.iter) == 1 else w.exp
+
+
+def scores_owner(w):
+    return OWNERS[w.exp][1] if int(w.iter) == 1 else w.exp
+
+
+def shard_samples(w):
+    """A shard's samples: at iteration 1 those of the first experiment with equal sampling."""
+    return f"{cfg.iter_dir(samples_owner(w), w.iter)}/shards/{w.scatteritem}/samples.parquet"
+
+
+def shard_scores(kind):
+    """The scores of every shard of the job's iteration: implicit rewards or the judge's."""
+
+    def paths(w):
+        name = "judge_scores" if xp(w)["score"].get("method", "implicit") == "judge" else "scores"
+        pattern = f"results/{w.exp}/iter{w.iter}/shards/{{scatteritem}}/{name}.parquet"
+        return gather.split(pattern)
+
+    return paths
 
 
 def shared_scores(w):
-    """Scores of iteration t: iteration 1 is shared by experiments with equal sampling settings."""
-    owner = cfg.sampling_owner(config, w.exp, int(w.iter))
-    return f"{cfg.iter_dir(owner, w.iter)}/scores.parquet"
+    """Scores of iteration t: iteration 1 is shared by experiments with equal sampling and
+    scoring settings."""
+    return f"{cfg.iter_dir(scores_owner(w), w.iter)}/scores.parquet"
 
 
-def report_dir():
-    return cfg.iter_dir(config["report"]["experiment"], config["report"]["iteration"])
+def agreement_inputs(w):
+    """Iteration-1 scores of the agreement experiment (and, with the gold judge, its tasks)."""
+    exp = cfg.full_name(MAIN_SETTING, config["agreement"]["experiment"])
+    if exp not in RUNS:
+        raise ValueError(f"agreement.experiment: no experiment {exp!r} to sample tuples from")
+    inputs = {"scores": f"{cfg.iter_dir(OWNERS[exp][1], 1)}/scores.parquet"}
+    if config["agreement"]["judge"] == "gold":
+        inputs["tasks"] = cfg.base(config, MAIN_SETTING)["prompts"]
+    return inputs
+
+
+@functools.cache
+def caption_of(name):
+    """The caption of a table or figure: workflow/report/<name>.rst."""
+    return (Path(workflow.basedir) / "workflow" / "report" / f"{name}.rst").read_text().strip()
+
+
+def table_inputs(w):
+    """Exactly the files a table reads (dicewf.paper.needs)."""
+    return paper.input_paths(w.table, LAYOUT)
+
+
+def figure_inputs(w):
+    """Exactly the files a figure reads (dicewf.paper.needs)."""
+    return paper.input_paths(w.figure, LAYOUT)
 
 
 def all_targets():
-    return [
-        "results/tables/table1.md",
-        "results/tables/table5.md",
-        "results/figures/figure2.png",
-        "results/figures/figure4.png",
-    ]
+    targets = [f"results/tables/{name}.md" for name in paper.TABLES + ("paper_vs_reproduced",)]
+    targets += [f"results/figures/{name}.png" for name in paper.FIGURES]
+    # every configured run is evaluated, also those no table shows (e.g. beta tuning)
+    targets += [f"results/eval/{model}/metrics.json" for model in MODELS]
+    # each set of samples once, gathered from its shards for inspection
+    targets += sorted({f"{cfg.iter_dir(OWNERS[e][0] if t == 1 else e, t)}/samples.parquet"
+                       for e, t in cfg.iterations(config) if XP[e]["mix"]["gamma"] < 1})
+    if "world" in config:  # the toy world's check that pi_theta^(0)'s implicit reward is useful
+        targets.append("results/toy/agreement.json")
+    return targets

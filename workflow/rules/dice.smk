@@ -34,7 +34,7 @@ rule sample:
 rule score:
     """The implicit reward of one shard's samples (pi_theta^(t-1) against pi_ref^(t-1))."""
     input:
-        samples="results/{exp}/iter{iter}/shards/{scatteritem}/samples.parquet",
+        samples=shard_samples,
         policy=prev_policy,
         reference=prev_reference,
     output:
@@ -43,7 +43,8 @@ rule score:
         ),
     params:
         beta=lambda w: xp(w)["train"]["beta"],
-        score=lambda w: xp(w)["score"],
+        # the implicit reward's settings (method and judge belong to the judge rule)
+        score=lambda w: {k: v for k, v in xp(w)["score"].items() if k not in ("method", "judge")},
     log:
         "logs/{exp}/iter{iter}/score/{scatteritem}.log",
     benchmark:
@@ -60,16 +61,61 @@ rule score:
         "../scripts/score.py"
 
 
-rule gather_shards:
-    """Concatenate the shards: the same files for any number of shards."""
+rule judge:
+    """LLM-as-a-Judge (score.method: judge): pi_theta^(t-1) rates each of its own responses
+    0-5 with the Appendix E template; the rating is the reward (alpha = 0, Appendix C)."""
     input:
-        samples=gather.split("results/{{exp}}/iter{{iter}}/shards/{scatteritem}/samples.parquet"),
-        scores=gather.split("results/{{exp}}/iter{{iter}}/shards/{scatteritem}/scores.parquet"),
+        samples=shard_samples,
+        policy=prev_policy,
+        template=lambda w: repo_path(xp(w)["score"]["judge"]["template"]),
     output:
-        samples=ensure("results/{exp}/iter{iter}/samples.parquet", non_empty=True),
+        scores=ensure(
+            "results/{exp}/iter{iter}/shards/{scatteritem}/judge_scores.parquet", non_empty=True
+        ),
+    params:
+        sampling=lambda w: xp(w)["score"]["judge"]["sampling"],
+        drop_truncated=lambda w: xp(w)["score"]["drop_truncated"],
+        backend=config["sampler"]["backend"],
+        engine=config["sampler"].get("vllm", {}),
+    log:
+        "logs/{exp}/iter{iter}/judge/{scatteritem}.log",
+    benchmark:
+        "results/benchmarks/{exp}/iter{iter}/judge/{scatteritem}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=64000,
+        runtime=240,
+        cpus_per_task=8,
+    conda:
+        "../../envs/sampling.yaml"
+    script:
+        "../scripts/judge_score.py"
+
+
+rule gather_shards:
+    """Concatenate the shards' rewards: the same file for any number of shards."""
+    input:
+        scores=shard_scores("scores"),
+    output:
         scores=ensure("results/{exp}/iter{iter}/scores.parquet", non_empty=True),
     log:
         "logs/{exp}/iter{iter}/gather.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/gather.py"
+
+
+rule gather_samples:
+    """All samples of an iteration in one file (for inspection; nothing downstream reads it)."""
+    input:
+        samples=gather.split("results/{{exp}}/iter{{iter}}/shards/{scatteritem}/samples.parquet"),
+    output:
+        samples=ensure("results/{exp}/iter{iter}/samples.parquet", non_empty=True),
+    log:
+        "logs/{exp}/iter{iter}/gather_samples.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -121,7 +167,8 @@ rule mix:
 
 
 rule train:
-    # DPO on the mixed pairs (Algorithm 1 line 6), one process per GPU of the job's gpu
+    # DPO on the mixed pairs (Algorithm 1 line 6; or KTO, or length-regularised DPO with
+    # `length_penalty`, for the paper's ablations), one process per GPU of the job's gpu
     # resource under `accelerate launch` with the accelerate config chosen by
     # train_launcher.accelerate_config (workflow/accelerate/); a job with gpu=0 runs one CPU
     # process. With `save_steps` in the train block, checkpoints go to the sibling folder
@@ -143,12 +190,14 @@ rule train:
         # input.code is Snakemake's cached copy of the script, away from its dicewf package
         scripts=str(Path(workflow.basedir) / "workflow" / "scripts"),
         # derived from resources, so a different GPU count does not by itself rerun the job
-        accelerate_config=lambda w, resources: workflow.source_path(
-            "../accelerate/{}.yaml".format(
+        accelerate_config=lambda w, resources: str(
+            Path(workflow.basedir) / "workflow" / "accelerate" / "{}.yaml".format(
                 config["train_launcher"]["accelerate_config"] if resources.gpu else "single"
             )
         ),
         processes=lambda w, resources: max(int(resources.gpu), 1),
+        trainer=lambda w: xp(w).get("trainer", "dpo"),
+        length_penalty=lambda w: xp(w).get("length_penalty", 0.0),
         device=lambda w, resources: "" if resources.gpu else "--cpu",
     log:
         "logs/{exp}/iter{iter}/train.log",
@@ -169,4 +218,5 @@ rule train:
         " {input.code:q} --model {input.model:q} --pairs {input.pairs:q}"
         " --ref {input.ref:q} --out {output.model:q} --metrics {output.metrics:q}"
         " --args {params.args:q} --seed {params.seed}"
+        " --trainer {params.trainer} --length-penalty {params.length_penalty}"
         " > {log:q} 2>&1"

@@ -1,35 +1,28 @@
-# The paper's tables and figures: local jobs that read only small metric files.
+# The paper's tables and figures: local jobs that read only small metric files (dicewf/paper.py
+# says which), so deleting one and asking for it again reruns only its own job, in seconds.
+# `snakemake --report report.html` makes one HTML page of them, captions included.
 
 
-rule tables:
+rule table:
+    """A table of the paper (table1..table10, paper_vs_reproduced) as CSV, Markdown and LaTeX."""
     input:
-        evals=expand("results/eval/{model}/metrics.json", model=MODELS),
-        agreement="results/toy/agreement.json",
+        unpack(table_inputs),
     output:
-        table1_csv="results/tables/table1.csv",
-        table1_md=report(
-            "results/tables/table1.md",
-            caption="../report/table1.rst",
+        csv="results/tables/{table}.csv",
+        md=report(
+            "results/tables/{table}.md",
+            caption="../report/caption.rst",
             category="Paper",
             subcategory="Tables",
+            labels={"name": "{table}"},
         ),
-        table1_tex="results/tables/table1.tex",
-        table5_csv="results/tables/table5.csv",
-        table5_md=report(
-            "results/tables/table5.md",
-            caption="../report/table5.rst",
-            category="Paper",
-            subcategory="Tables",
-        ),
-        table5_tex="results/tables/table5.tex",
+        tex="results/tables/{table}.tex",
     params:
-        models=MODELS,
-        caption1="Table 1 (toy world): length-controlled (LC) and raw (WR) win rate against the "
-        "reference responses, standard error of WR, mean length in characters and gold quality.",
-        caption5="Table 5 (toy world): agreement of the DPO implicit reward with the gold "
-        "judge's labels on held-out response pairs.",
+        table="{table}",
+        layout=LAYOUT_PARAM,
+        caption=lambda w: caption_of(w.table),
     log:
-        "logs/report/tables.log",
+        "logs/report/{table}.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -37,47 +30,26 @@ rule tables:
         "../scripts/report_tables.py"
 
 
-rule figure2:
+rule figure:
+    """A figure of the paper (figure1..figure5) as PNG and PDF."""
     input:
-        alpha=f"{report_dir()}/alpha.json",
-        length_diffs=f"{report_dir()}/length_diffs.parquet",
-        offline=config["base"]["offline"],
+        unpack(figure_inputs),
     output:
         png=report(
-            "results/figures/figure2.png",
-            caption="../report/figure2.rst",
+            "results/figures/{figure}.png",
+            caption="../report/caption.rst",
             category="Paper",
             subcategory="Figures",
+            labels={"name": "{figure}"},
         ),
-        pdf="results/figures/figure2.pdf",
+        pdf="results/figures/{figure}.pdf",
     params:
-        figure="figure2",
-        bins=config["report"]["figure2"]["bins"],
+        figure="{figure}",
+        layout=LAYOUT_PARAM,
+        bins=lambda w: config["report"]["figure2"]["bins"] if w.figure == "figure2" else None,
+        caption=lambda w: caption_of(w.figure),
     log:
-        "logs/report/figure2.log",
-    localrule: True
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/report_figures.py"
-
-
-rule figure4:
-    input:
-        alpha=f"{report_dir()}/alpha.json",
-        landscape=f"{report_dir()}/landscape.parquet",
-    output:
-        png=report(
-            "results/figures/figure4.png",
-            caption="../report/figure4.rst",
-            category="Paper",
-            subcategory="Figures",
-        ),
-        pdf="results/figures/figure4.pdf",
-    params:
-        figure="figure4",
-    log:
-        "logs/report/figure4.log",
+        "logs/report/{figure}.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"

@@ -1,7 +1,12 @@
-"""Snakemake adapter: generate on held-out prompts, judge against the references, win rates."""
+"""Snakemake adapter: generate on held-out prompts, judge against the references, win rates.
+
+The toy world's two benchmarks from one set of gold-judge preferences: AlpacaEval-style raw and
+length-controlled win rates (our LC GLM), and an Arena-Hard-style score with a bootstrap 95%
+interval (the gold judge's probabilities mapped to verdicts, scored by dicewf.arena.score).
+"""
 from typing import TYPE_CHECKING
 
-from dicewf import logs, toyworld
+from dicewf import arena, logs, toyworld
 from dicewf.io import read_parquet, write_json, write_parquet
 from dicewf.lcwinrate import win_rates
 from dicewf.sampling import sample
@@ -20,8 +25,12 @@ judge = toyworld.JudgeSpec.from_dict(snakemake.params.judge)
 judged = toyworld.judge_responses(toyworld.tasks_from_frame(prompts), responses, judge)
 wr = win_rates(judged["preference"], judged["len_model"], judged["len_baseline"],
                l2=snakemake.params.l2)
+battles = arena.judgments_from_probabilities(judged["prompt_id"], judged["preference"])
+arena_metrics = arena.score(battles, n_bootstrap=snakemake.params.arena["n_bootstrap"],
+                            seed=snakemake.params.arena["seed"])
 metrics = {
     **wr.to_dict(),
+    **{k if k.startswith("arena_") else f"arena_{k}": v for k, v in arena_metrics.items()},
     "gold_quality": float(judged["quality"].mean()),
     "truncated": int((responses["finish_reason"] == "length").sum()),
     "policy": snakemake.input.policy,

@@ -1,4 +1,4 @@
-"""Snakemake adapter: concatenate the shards' samples and scores in shard order."""
+"""Snakemake adapter: concatenate the shards' samples or rewards in shard order."""
 from typing import TYPE_CHECKING
 
 from dicewf import logs
@@ -9,7 +9,8 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
-for kind in ("samples", "scores"):
-    paths = list(snakemake.input[kind])
-    frames = [read_parquet(p, kind) for p in paths]
-    write_parquet(gather(frames, paths), snakemake.output[kind])
+for kind, paths in snakemake.input.items():
+    # implicit-reward and LLM-as-a-Judge scores share the `rewards` columns
+    schema = "samples" if kind == "samples" else "rewards"
+    frames = [read_parquet(p, schema) for p in paths]
+    write_parquet(gather(frames, list(paths)), snakemake.output[kind])

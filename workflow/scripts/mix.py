@@ -17,6 +17,7 @@ generated = (read_parquet(snakemake.input.pairs) if "pairs" in snakemake.input.k
              else pd.DataFrame({c: pd.Series(dtype=str) for c in PAIR_COLUMNS}))
 mixed = mix(generated, read_parquet(snakemake.input.offline),
             gamma=p["gamma"], n_pairs=p["n_pairs"], seed=p["seed"],
+            shortfall=p.get("shortfall", "error"),
             generated_source=snakemake.input.get("pairs", "<none: gamma = 1>"),
             offline_source=snakemake.input.offline)
 write_parquet(mixed, snakemake.output.mixed)

@@ -1,19 +1,20 @@
-"""Snakemake adapter: Figures 2 and 4 from the search_alpha outputs of one iteration."""
+"""Snakemake adapter: one of the paper's figures from metric, alpha and landscape files.
+
+params: figure (a name from dicewf.paper.FIGURES), layout (Layout.to_dict()). Inputs as
+dicewf.paper.input_paths(figure, layout) names them; outputs png and pdf.
+"""
+import dataclasses
 from typing import TYPE_CHECKING
 
-from dicewf import logs, report
-from dicewf.io import read_json, read_parquet
+from dicewf import logs, paper
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
-alpha = read_json(snakemake.input.alpha)["alpha"]
-out = snakemake.output
-if snakemake.params.figure == "figure2":
-    report.figure2(read_parquet(snakemake.input.length_diffs), read_parquet(snakemake.input.offline),
-                   out.png, out.pdf, bins=snakemake.params.bins, alpha_star=alpha,
-                   source=snakemake.input.length_diffs)
-else:
-    report.figure4(read_parquet(snakemake.input.landscape), out.png, out.pdf, alpha_star=alpha,
-                   source=snakemake.input.landscape)
+name = snakemake.params.figure
+layout = paper.Layout.from_dict(snakemake.params.layout)
+if snakemake.params.bins is not None:  # Figure 2's bins travel as their own param
+    layout = dataclasses.replace(layout, figure2_bins=int(snakemake.params.bins))
+data = paper.read_inputs(name, layout, snakemake.input)
+paper.draw_figure(name, layout, data, snakemake.output.png, snakemake.output.pdf)

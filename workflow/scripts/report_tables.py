@@ -1,17 +1,23 @@
-"""Snakemake adapter: Table 1 and Table 5 of the toy reproduction from metric files."""
+"""Snakemake adapter: one of the paper's tables (or paper_vs_reproduced) from metric files.
+
+params: table (a name from dicewf.paper.TABLES or "paper_vs_reproduced"), layout
+(Layout.to_dict()), caption. Inputs as dicewf.paper.input_paths(table, layout) names them.
+"""
 from typing import TYPE_CHECKING
 
-from dicewf import logs, report
-from dicewf.io import read_json
+from dicewf import logs, paper, report
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
-metrics = {m: read_json(path) for m, path in zip(snakemake.params.models, snakemake.input.evals,
-                                                  strict=True)}
-out, params = snakemake.output, snakemake.params
-report.write_table(report.table1(metrics), out.table1_csv, out.table1_md,
-                   caption=params.caption1, tex=out.table1_tex, label="tab:table1")
-report.write_table(report.table5(read_json(snakemake.input.agreement)), out.table5_csv,
-                   out.table5_md, caption=params.caption5, tex=out.table5_tex, label="tab:table5")
+name = snakemake.params.table
+layout = paper.Layout.from_dict(snakemake.params.layout)
+data = paper.read_inputs(name, layout, snakemake.input)
+if name == "paper_vs_reproduced":
+    df = paper.paper_vs_reproduced(layout, data["metrics"], data["alphas"], data["agreement"])
+else:
+    df = paper.build_table(name, layout, data["metrics"], data["alphas"], data["agreement"])
+out = snakemake.output
+report.write_table(df, out.csv, out.md, caption=snakemake.params.caption, tex=out.tex,
+                   label=f"tab:{name}")

@@ -13,7 +13,13 @@ if TYPE_CHECKING:
 logs.to_file(snakemake.log[0])
 p = snakemake.params.alpha
 source = snakemake.input.scores
-scores = read_parquet(source, "scores", finite=("reward", "len_chars", "len_tokens"))
+scores = read_parquet(source, "rewards", finite=("len_chars", "len_tokens"))
+# an LLM-as-a-Judge rating that could not be parsed is NaN: that response takes no part
+unrated = scores["reward"].isna()
+if unrated.any():
+    print(f"{int(unrated.sum())} of {len(scores)} responses have no reward (unparsed rating)")
+    scores = scores[~unrated].reset_index(drop=True)
+n_unrated = int(unrated.sum())
 common = dict(length_unit=p["length_unit"], min_responses=p["min_responses"], source=source)
 lo, hi = p["bounds"]
 if p["fixed"] is not None:
@@ -34,7 +40,7 @@ unshaped = search.build_pairs(scores, 0.0, **common)
 result.update(n_pairs=len(pairs), n_degenerate=pairs.attrs["n_degenerate"],
               n_prompts_dropped=pairs.attrs["n_dropped"],
               mean_len_diff=float(pairs["len_diff"].mean()),
-              mean_len_diff_alpha0=float(unshaped["len_diff"].mean()))
+              mean_len_diff_alpha0=float(unshaped["len_diff"].mean()), n_unrated=n_unrated)
 alphas = np.linspace(lo, hi, snakemake.params.landscape_points)
 length_diffs = pd.concat([
     pd.DataFrame({"dataset": "D(0)", "prompt_id": unshaped["prompt_id"],

@@ -1,4 +1,4 @@
-"""Command-line DPO training for `accelerate launch` (the `train` rule's multi-GPU entry point).
+"""Command-line DPO/KTO training for `accelerate launch` (the `train` rule's multi-GPU entry point).
 
 Snakemake's `script:` runs one process, so the `train` rule runs
 
@@ -7,9 +7,10 @@ Snakemake's `script:` runs one process, so the `train` rule runs
 
 Every process runs this file and calls :func:`dicewf.training.train_dpo`; only the main process
 writes the outputs and the log lines of this script. Plain `python train_launch.py ...` is one
-process. ``--args`` holds literal ``DPOConfig`` fields, as a JSON string or the path of a
-JSON/YAML file; ``save_steps: N`` turns on resumable checkpoints in ``<out>.checkpoints/``
-(``--checkpoint-dir`` overrides the folder).
+process. ``--args`` holds literal TRL config fields (``DPOConfig``, or ``KTOConfig`` with
+``--trainer kto``), as a JSON string or the path of a JSON/YAML file; ``save_steps: N`` turns on
+resumable checkpoints in ``<out>.checkpoints/`` (``--checkpoint-dir`` overrides the folder).
+``--length-penalty LAMBDA`` (> 0) trains length-regularised DPO (``loss_type`` sigmoid only).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dicewf import logs  # noqa: E402
 from dicewf.io import read_parquet  # noqa: E402
+from dicewf.training import TRAINERS  # noqa: E402  (imports neither torch nor TRL)
 
 
 def load_args(value: str) -> dict[str, Any]:
-    """DPOConfig fields from a JSON string, or from a JSON/YAML file when ``value`` is a path."""
+    """TRL config fields from a JSON string, or from a JSON/YAML file when ``value`` is a path."""
     if os.path.isfile(value):
         import yaml
 
@@ -45,7 +47,7 @@ def load_args(value: str) -> dict[str, Any]:
         where = "--args"
     if not isinstance(args, dict):
         raise SystemExit(
-            f"{where}: expected a mapping of DPOConfig fields, got {type(args).__name__}"
+            f"{where}: expected a mapping of TRL config fields, got {type(args).__name__}"
         )
     return args
 
@@ -58,7 +60,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output model folder (written atomically)")
     p.add_argument("--metrics", help="training metrics JSON (log history and final values)")
     p.add_argument("--args", required=True, type=load_args,
-                   help="DPOConfig fields: a JSON string or a JSON/YAML file")
+                   help="DPOConfig (KTOConfig with --trainer kto) fields: a JSON string or a "
+                        "JSON/YAML file")
+    p.add_argument("--trainer", choices=TRAINERS, default="dpo",
+                   help="dpo: TRL DPOTrainer, any loss_type (sigmoid, ipo, hinge, ...); kto: TRL "
+                        "KTOTrainer on the unpaired pairs (default: %(default)s)")
+    p.add_argument("--length-penalty", type=float, default=0.0, metavar="LAMBDA",
+                   help="length-regularised DPO (Park et al. 2024): lambda per response token in "
+                        "the DPO margin; 0 is plain DPO (default: %(default)s)")
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--ref", help="reference model (default: a frozen copy of --model)")
     p.add_argument("--checkpoint-dir",
@@ -82,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
 
     pairs = read_parquet(opts.pairs, "pairs")
     train_dpo(opts.model, pairs, opts.out, opts.args, seed=opts.seed, ref=opts.ref,
-              metrics_path=opts.metrics, source=opts.pairs, checkpoint_dir=opts.checkpoint_dir)
+              metrics_path=opts.metrics, source=opts.pairs, checkpoint_dir=opts.checkpoint_dir,
+              trainer=opts.trainer, length_penalty=opts.length_penalty)
 
 
 if __name__ == "__main__":

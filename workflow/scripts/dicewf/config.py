@@ -5,11 +5,19 @@ An experiment is a named block under ``experiments:``; its keys are deep-merged 
 starts from the policy of iteration t-1 (iteration 0 is the configured base policy) and scores
 with the reference of iteration t-1 (the configured base reference for t=1, the policy of
 iteration t-2 after that), as in Algorithm 1.
+
+Settings. A config may define ``settings:`` (the paper's zephyr and llama3 backbones): each has a
+``label``, a partial ``base`` block merged over the top-level ``base`` and a partial ``defaults``
+block merged over ``defaults``. Every experiment then runs once per setting (or in the settings
+listed by its own ``settings:`` key) under the full name ``{setting}_{experiment}``; the base
+model of a setting is evaluated as ``{setting}_base``. Without ``settings:`` there is one unnamed
+setting, experiments keep their names and the base model is ``base``.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +28,23 @@ RESULTS = "results"
 
 # Keys of an experiment block (the rest of the merged block must come from defaults).
 EXPERIMENT_KEYS = ("iterations", "reference", "sampling", "score", "alpha", "mix", "train",
-                   "description")
+                   "trainer", "length_penalty", "description")
+# Keys of an experiment block that are not settings of the experiment itself.
+PLACEMENT_KEYS = ("settings",)
+
+
+class LazyModule:
+    """A module imported on first attribute access: the Snakefile reads the layout of the
+    paper's tables without importing pandas (a third of a dry run's time)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -34,24 +58,82 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
+def settings(config: Mapping[str, Any]) -> list[str]:
+    """Names of the configured settings; ``[""]`` (one unnamed setting) when there are none."""
+    return list(config.get("settings") or {}) or [""]
+
+
+def setting_label(config: Mapping[str, Any], setting: str) -> str:
+    if not setting:
+        return (config.get("report") or {}).get("label", "toy world")
+    return (config["settings"][setting] or {}).get("label", setting)
+
+
+def full_name(setting: str, exp: str) -> str:
+    """The name experiment ``exp`` runs under in ``setting`` (results/{full_name}/...)."""
+    return f"{setting}_{exp}" if setting else exp
+
+
+def base_model(setting: str) -> str:
+    """The evaluated model name of a setting's base policy."""
+    return f"{setting}_base" if setting else "base"
+
+
+def expanded(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """Every experiment run: full name -> (setting, experiment name), in config order."""
+    known = settings(config)
+    out: dict[str, tuple[str, str]] = {}
+    for setting in known:
+        for name, block in (config.get("experiments") or {}).items():
+            wanted = (block or {}).get("settings")
+            if wanted is not None:
+                unknown = [s for s in wanted if s not in known]
+                if unknown or known == [""]:
+                    raise KeyError(f"experiments.{name}.settings: unknown setting(s) "
+                                   f"{unknown or wanted}; configured: {[s for s in known if s]}")
+                if setting not in wanted:
+                    continue
+            out[full_name(setting, name)] = (setting, name)
+    return out
+
+
+def locate(config: Mapping[str, Any], full: str) -> tuple[str, str]:
+    """(setting, experiment name) of a full experiment name."""
+    runs = expanded(config)
+    if full not in runs:
+        raise KeyError(f"experiments: no experiment named {full!r}; have {sorted(runs)}")
+    return runs[full]
+
+
+def base(config: Mapping[str, Any], setting: str = "") -> dict[str, Any]:
+    """The ``base`` block of a setting: the top-level one with the setting's overrides."""
+    top = config.get("base") or {}
+    if not setting:
+        return dict(top)
+    return deep_merge(top, (config["settings"][setting] or {}).get("base") or {})
+
+
 def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The fully resolved settings of experiment ``name``."""
-    experiments = config.get("experiments") or {}
-    if name not in experiments:
-        raise KeyError(f"experiments: no experiment named {name!r}; have {sorted(experiments)}")
-    block = experiments[name] or {}
-    unknown = set(block) - set(EXPERIMENT_KEYS)
+    """The fully resolved settings of experiment ``name`` (a full name when settings exist)."""
+    setting, logical = locate(config, name)
+    block = dict(config["experiments"][logical] or {})
+    unknown = set(block) - set(EXPERIMENT_KEYS) - set(PLACEMENT_KEYS)
     if unknown:
-        raise KeyError(f"experiments.{name}: unknown key(s) {sorted(unknown)}; "
-                       f"allowed: {list(EXPERIMENT_KEYS)}")
-    return deep_merge(config.get("defaults") or {}, block)
+        raise KeyError(f"experiments.{logical}: unknown key(s) {sorted(unknown)}; "
+                       f"allowed: {list(EXPERIMENT_KEYS + PLACEMENT_KEYS)}")
+    for key in PLACEMENT_KEYS:
+        block.pop(key, None)
+    defaults = config.get("defaults") or {}
+    if setting:
+        defaults = deep_merge(defaults, (config["settings"][setting] or {}).get("defaults") or {})
+    return deep_merge(defaults, block)
 
 
 def iterations(config: Mapping[str, Any]) -> list[tuple[str, int]]:
     """Every (experiment, iteration) of the config, iterations counted from 1."""
     return [
         (name, t)
-        for name in (config.get("experiments") or {})
+        for name in expanded(config)
         for t in range(1, int(experiment(config, name)["iterations"]) + 1)
     ]
 
@@ -65,7 +147,9 @@ def policy_path(config: Mapping[str, Any], exp: str, t: int) -> str:
     t = int(t)
     if t < 0:
         raise ValueError(f"iteration must be >= 0, got {t}")
-    return hub.local_dir(config["base"]["policy"]) if t == 0 else f"{iter_dir(exp, t)}/policy"
+    if t == 0:
+        return hub.local_dir(base(config, locate(config, exp)[0])["policy"])
+    return f"{iter_dir(exp, t)}/policy"
 
 
 def reference_path(config: Mapping[str, Any], exp: str, t: int) -> str:
@@ -76,42 +160,62 @@ def reference_path(config: Mapping[str, Any], exp: str, t: int) -> str:
     """
     t = int(t)
     if t == 0:
-        return hub.local_dir(config["base"]["reference"])
+        return hub.local_dir(base(config, locate(config, exp)[0])["reference"])
     fixed = experiment(config, exp).get("reference", "previous") == "fixed"
     return policy_path(config, exp, 0 if fixed else t - 1)
 
 
-def _sampling_key(settings: Mapping[str, Any]) -> tuple:
-    # what decides iteration-1 samples and scores besides the (shared) base models
-    return (settings["sampling"], settings["score"], settings["train"]["beta"])
+def iteration1_owners(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """Every experiment -> (samples owner, scores owner) at iteration 1, in one pass."""
+    first_samples: dict[str, str] = {}
+    first_scores: dict[str, str] = {}
+    out = {}
+    for exp, (setting, _) in expanded(config).items():
+        settings_ = experiment(config, exp)
+        samples_key = repr((setting, settings_["sampling"]))
+        scores_key = repr((samples_key, settings_["score"], settings_["train"]["beta"]))
+        out[exp] = (first_samples.setdefault(samples_key, exp),
+                    first_scores.setdefault(scores_key, exp))
+    return out
+
+
+def _owner(config: Mapping[str, Any], exp: str, t: int, key) -> str:
+    if int(t) != 1:
+        return exp
+    locate(config, exp)
+    return iteration1_owners(config)[exp][key]
+
+
+def samples_owner(config: Mapping[str, Any], exp: str, t: int) -> str:
+    """The experiment whose iteration-``t`` samples ``exp`` reads.
+
+    Experiments of one setting start from the same base policy, so at iteration 1 all of them
+    with equal sampling settings share one set of samples: that of the first such experiment in
+    config order. Later iterations start from the experiment's own policy and are never shared.
+    """
+    return _owner(config, exp, t, 0)
 
 
 def sampling_owner(config: Mapping[str, Any], exp: str, t: int) -> str:
-    """The experiment whose iteration-``t`` samples and scores ``exp`` reads.
+    """The experiment whose iteration-``t`` scores (and samples) ``exp`` reads.
 
-    Every experiment starts from the same base policy and reference, so at iteration 1 all
-    experiments with equal sampling and scoring settings (and beta) share one set of samples and
-    scores: those of the first such experiment in config order. Later iterations start from the
-    experiment's own policy and are never shared.
+    As :func:`samples_owner`, but the scoring settings (the ``score`` block, with the LLM-as-a-
+    Judge or implicit-reward method, and beta) must be equal too.
     """
-    if int(t) != 1:
-        return exp
-    mine = _sampling_key(experiment(config, exp))
-    for other in config.get("experiments") or {}:
-        if _sampling_key(experiment(config, other)) == mine:
-            return other
-    return exp
+    return _owner(config, exp, t, 1)
 
 
 def model_names(config: Mapping[str, Any]) -> list[str]:
-    """Names of every evaluated model: ``base`` and ``{exp}-iter{t}``."""
-    return ["base"] + [f"{e}-iter{t}" for e, t in iterations(config)]
+    """Names of every evaluated model: each setting's base model and ``{exp}-iter{t}``."""
+    return [base_model(s) for s in settings(config)] + [f"{e}-iter{t}"
+                                                         for e, t in iterations(config)]
 
 
 def model_policy(config: Mapping[str, Any], model: str) -> str:
     """Policy folder of an evaluated model name (see :func:`model_names`)."""
-    if model == "base":
-        return hub.local_dir(config["base"]["policy"])
+    for setting in settings(config):
+        if model == base_model(setting):
+            return hub.local_dir(base(config, setting)["policy"])
     m = re.fullmatch(r"(?P<exp>.+)-iter(?P<t>\d+)", model)
     if not m:
         raise ValueError(f"model name {model!r} is neither 'base' nor '<experiment>-iter<t>'")

@@ -53,6 +53,17 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "len_chars": "int",
         "len_tokens": "int",
     },
+    # what the alpha search reads: implicit-reward scores and LLM-as-a-Judge scores both have it
+    "rewards": {
+        "prompt_id": "str",
+        "prompt": "str",
+        "sample_idx": "int",
+        "response": "str",
+        "finish_reason": "str",
+        "reward": "float",
+        "len_chars": "int",
+        "len_tokens": "int",
+    },
     "pairs": {
         "prompt_id": "str",
         "prompt": "str",
@@ -67,6 +78,10 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "source": "str",
     },
 }
+
+
+# LLM-as-a-Judge scores: the rewards columns and the judge's own text
+SCHEMAS["judge_scores"] = {**SCHEMAS["rewards"], "judgement": "str"}
 
 
 def _kind_ok(series: pd.Series, kind: str) -> bool:

@@ -7,12 +7,16 @@ use, so no prompt appears from both sources.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from dicewf.io import check_frame
 
 PAIR_COLUMNS = ["prompt_id", "prompt", "chosen", "rejected"]
+
+log = logging.getLogger(__name__)
 
 
 def counts(gamma: float, n_pairs: int | None, n_generated_available: int) -> tuple[int, int]:
@@ -41,6 +45,7 @@ def mix(
     n_pairs: int | None,
     seed: int,
     *,
+    shortfall: str = "error",
     generated_source: str = "<generated>",
     offline_source: str = "<offline>",
 ) -> pd.DataFrame:
@@ -49,11 +54,21 @@ def mix(
     Both sides are drawn without replacement with a generator seeded by ``seed``, so the same
     inputs and seed give the same output. Columns: prompt_id, prompt, chosen, rejected, source,
     then any other column present in both inputs (an input ``source`` column is replaced).
-    Raises ValueError when a side has fewer rows than the mixture asks for.
+    Raises ValueError when a side has fewer rows than the mixture asks for, except that with
+    ``shortfall="shrink"`` fewer generated pairs than asked (an LLM judge's ratings often tie)
+    shrink the mixture: every generated pair is used and the offline share keeps ``gamma``.
     """
+    if shortfall not in ("error", "shrink"):
+        raise ValueError(f"shortfall must be 'error' or 'shrink', got {shortfall!r}")
     check_frame(generated, "pairs", generated_source, allow_empty=True)
     check_frame(offline, "pairs", offline_source, allow_empty=True)
     n_generated, n_offline = counts(gamma, n_pairs, len(generated))
+    if n_generated > len(generated) and shortfall == "shrink" and gamma < 1.0:
+        if len(generated) == 0:
+            raise ValueError(f"{generated_source}: no generated pair to mix")
+        log.warning("%s: %d generated pairs of the %d asked for; the mixture shrinks to keep "
+                    "gamma=%s", generated_source, len(generated), n_generated, gamma)
+        n_generated, n_offline = counts(gamma, None, len(generated))
     if n_generated > len(generated):
         raise ValueError(
             f"{generated_source}: asked for {n_generated} generated pairs "

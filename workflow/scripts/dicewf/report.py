@@ -1,9 +1,12 @@
-"""The paper's tables and figures, built from small metric files only (no model, no GPU)."""
+"""Writing tables (CSV, Markdown, LaTeX) and drawing the paper's figures, atomically.
+
+Everything here reads small frames only (no model, no GPU); what goes into each table and
+figure is decided by :mod:`dicewf.paper`.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,40 +16,41 @@ import pandas as pd
 from .io import atomic_path, check_frame, write_text
 
 
-def model_label(model: str) -> str:
-    """``base`` -> ``Base``; ``dice-iter2`` -> ``dice Iter 2``."""
-    if model == "base":
-        return "Base"
-    m = re.fullmatch(r"(?P<exp>.+)-iter(?P<t>\d+)", model)
-    return f"{m['exp']} Iter {m['t']}" if m else model
+FloatFormat = str | Mapping[str, str]
 
 
-def table1(metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
-    """Table 1 (toy): LC win rate, win rate, mean length and gold quality for each model."""
-    rows = []
-    for model, m in metrics.items():
-        rows.append({
-            "Method": model_label(model),
-            "LC (%)": m["lc_win_rate"],
-            "WR (%)": m["win_rate"],
-            "SE (%)": m["standard_error"],
-            "Len": m["mean_len_model"],
-            "Gold": m["gold_quality"],
-        })
-    return pd.DataFrame(rows)
+def _formatter(floatfmt: FloatFormat | None, escape=str):
+    """A cell formatter: floats by their column's format (default .2f), NaN as "-"."""
+    per_column = dict(floatfmt) if isinstance(floatfmt, Mapping) else {}
+    default = floatfmt if isinstance(floatfmt, str) else ".2f"
+
+    def fmt(column: str, value) -> str:
+        if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+            return "-"
+        if isinstance(value, (float, np.floating)):
+            return format(float(value), per_column.get(column, default))
+        return escape(str(value))
+
+    return fmt
 
 
-def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency)."""
-    def fmt(v):
-        if isinstance(v, (float, np.floating)):
-            return format(float(v), floatfmt)
-        return str(v)
+def _floatfmt(df: pd.DataFrame, floatfmt: FloatFormat | None) -> FloatFormat:
+    # a table built by dicewf.paper carries its column formats in df.attrs["floatfmt"]
+    return floatfmt if floatfmt is not None else df.attrs.get("floatfmt") or ".2f"
 
+
+def to_markdown(df: pd.DataFrame, floatfmt: FloatFormat | None = None) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency).
+
+    ``floatfmt``: one format for every float, or {column: format} (others .2f); by default
+    ``df.attrs["floatfmt"]`` or .2f. Missing values print as "-".
+    """
+    fmt = _formatter(_floatfmt(df, floatfmt))
     header = "| " + " | ".join(map(str, df.columns)) + " |"
     align = "|" + "|".join(
         "---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns) + "|"
-    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    body = ["| " + " | ".join(fmt(c, v) for c, v in zip(df.columns, row)) + " |"
+            for row in df.itertuples(index=False)]
     return "\n".join([header, align, *body]) + "\n"
 
 
@@ -60,13 +64,9 @@ def _latex_escape(text: str) -> str:
 
 
 def to_latex(df: pd.DataFrame, caption: str = "", label: str = "",
-             floatfmt: str = ".2f") -> str:
-    """A booktabs ``table`` environment (no extra dependency)."""
-    def fmt(v):
-        if isinstance(v, (float, np.floating)):
-            return format(float(v), floatfmt)
-        return _latex_escape(str(v))
-
+             floatfmt: FloatFormat | None = None) -> str:
+    """A booktabs ``table`` environment (no extra dependency); formats as :func:`to_markdown`."""
+    fmt = _formatter(_floatfmt(df, floatfmt), escape=_latex_escape)
     cols = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) else "l" for c in df.columns)
     lines = [r"\begin{table}[t]", r"\centering"]
     if caption:
@@ -75,21 +75,22 @@ def to_latex(df: pd.DataFrame, caption: str = "", label: str = "",
         lines.append(rf"\label{{{label}}}")
     lines += [rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
               " & ".join(_latex_escape(str(c)) for c in df.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(fmt(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [" & ".join(fmt(c, v) for c, v in zip(df.columns, row)) + r" \\"
+              for row in df.itertuples(index=False)]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
 def write_table(df: pd.DataFrame, csv: str | os.PathLike, md: str | os.PathLike,
                 caption: str = "", tex: str | os.PathLike | None = None,
-                label: str = "") -> None:
+                label: str = "", floatfmt: FloatFormat | None = None) -> None:
     """Write a table as CSV, Markdown and (when ``tex`` is given) LaTeX, atomically."""
     with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.4f")
-    text = (f"{caption}\n\n" if caption else "") + to_markdown(df)
+    text = (f"{caption.strip()}\n\n" if caption.strip() else "") + to_markdown(df, floatfmt)
     write_text(text, md)
     if tex is not None:
-        write_text(to_latex(df, caption, label), tex)
+        write_text(to_latex(df, " ".join(caption.split()), label, floatfmt), tex)
 
 
 def _save_figure(fig, png: str | os.PathLike, pdf: str | os.PathLike | None) -> None:
@@ -102,13 +103,10 @@ def _save_figure(fig, png: str | os.PathLike, pdf: str | os.PathLike | None) -> 
 def figure2(length_diffs: pd.DataFrame, offline: pd.DataFrame, png, pdf=None, *,
             bins: int = 30, alpha_star: float | None = None, source: str = "<length_diffs>"):
     """Figure 2: distribution of |y_w| - |y_l| for D(0), D(alpha*) (top) and D_offline (bottom)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     check_frame(length_diffs, {"dataset": "str", "len_diff": "int"}, source)
-    check_frame(offline, {"chosen": "str", "rejected": "str"}, "<offline>")
+    check_frame(offline, {"chosen": "str", "rejected": "str"},
+                offline.attrs.get("source", "<offline>"))
     off = offline["chosen"].str.len() - offline["rejected"].str.len()
     allv = np.concatenate([length_diffs["len_diff"].to_numpy(), off.to_numpy()])
     edges = np.histogram_bin_edges(allv, bins=bins)
@@ -134,33 +132,124 @@ def figure2(length_diffs: pd.DataFrame, offline: pd.DataFrame, png, pdf=None, *,
     plt.close(fig)
 
 
-def figure4(landscape: pd.DataFrame, png, pdf=None, *, alpha_star: float | None = None,
-            source: str = "<landscape>"):
-    """Figure 4: the Eq. 6 objective |E[|y_w| - |y_l|]| against alpha."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    check_frame(landscape, {"alpha": "float", "objective": "float"}, source)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.step(landscape["alpha"], landscape["objective"], where="post", color="tab:purple",
-            label="implicit reward")
-    if alpha_star is not None:
-        ax.axvline(alpha_star, color="tab:orange", ls="--", label=f"alpha* = {alpha_star:.4g}")
+    return plt
+
+
+def _landscape_panel(ax, landscape: pd.DataFrame, colour: str, label: str) -> None:
+    ax.step(landscape["alpha"], landscape["objective"], where="post", color=colour, label=label)
     ax.set_xlabel("alpha")
     ax.set_ylabel("|E[|y_w| - |y_l|]| (characters)")
-    ax.set_title("Objective landscape of Eq. 6")
-    ax.legend(fontsize=8)
+
+
+def figure4(landscape: pd.DataFrame, png, pdf=None, *, alpha_star: float | None = None,
+            source: str = "<landscape>", judge: pd.DataFrame | None = None,
+            judge_source: str = "<judge landscape>"):
+    """Figure 4: the Eq. 6 objective |E[|y_w| - |y_l|]| against alpha.
+
+    Left: the implicit reward, with alpha* marked. Right (when ``judge`` is given): the
+    LLM-as-a-Judge reward, with the minimum of its landscape marked (the paper's is at alpha=0).
+    """
+    plt = _pyplot()
+    check_frame(landscape, {"alpha": "float", "objective": "float"}, source)
+    if judge is not None:
+        check_frame(judge, {"alpha": "float", "objective": "float"}, judge_source)
+    ncols = 1 if judge is None else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 3.5), squeeze=False)
+    left = axes[0][0]
+    _landscape_panel(left, landscape, "tab:purple", "implicit reward")
+    if alpha_star is not None:
+        left.axvline(alpha_star, color="tab:orange", ls="--", label=f"alpha* = {alpha_star:.4g}")
+    left.set_title("Objective landscape of Eq. 6" if judge is None else "Implicit reward")
+    left.legend(fontsize=8)
+    if judge is not None:
+        right = axes[0][1]
+        _landscape_panel(right, judge, "tab:blue", "LLM-as-a-Judge")
+        best = judge.loc[judge["objective"].idxmin()]
+        right.plot([best["alpha"]], [best["objective"]], "o", color="tab:red",
+                   label=f"minimum at alpha = {best['alpha']:.4g}")
+        right.set_title("LLM-as-a-Judge reward")
+        right.legend(fontsize=8)
     _save_figure(fig, png, pdf)
     plt.close(fig)
 
 
-def table5(agreement: Mapping[str, float]) -> pd.DataFrame:
-    """Table 5 (toy): agreement of the implicit reward with the gold judge's labels."""
-    return pd.DataFrame([{
-        "Reward model": "DPO implicit reward (pi_theta^(0) vs pi_ref^(0))",
-        "Agreement (%)": 100 * agreement["agreement"],
-        "Pairs": int(agreement["n_pairs"]),
-        "Target (%)": 100 * agreement.get("target", float("nan")),
-    }])
+def figure1(bars: pd.DataFrame, png, pdf=None, *, iteration: int | None = None):
+    """Figure 1 (right): grouped bars of the LC win rate, one group per setting.
+
+    ``bars``: columns setting, method, lc (one row per bar, in drawing order).
+    """
+    plt = _pyplot()
+    check_frame(bars, {"setting": "str", "method": "str", "lc": "float"}, "<figure1>",
+                allow_empty=True)
+    settings = list(dict.fromkeys(bars["setting"]))
+    methods = list(dict.fromkeys(bars["method"]))
+    fig, ax = plt.subplots(figsize=(max(4.0, 2.2 * len(settings) + 1), 3.8))
+    width = 0.8 / max(len(methods), 1)
+    x = np.arange(len(settings))
+    for i, method in enumerate(methods):
+        sel = bars[bars["method"] == method].set_index("setting")["lc"]
+        heights = [float(sel.get(s, np.nan)) for s in settings]
+        drawn = ax.bar(x + (i - (len(methods) - 1) / 2) * width, heights, width, label=method)
+        ax.bar_label(drawn, labels=["" if np.isnan(h) else f"{h:.2f}" for h in heights],
+                     fontsize=7, padding=1)
+    ax.set_xticks(x, settings)
+    ax.set_ylabel("LC win rate (%)")
+    suffix = f" (iteration {iteration} or the last)" if iteration else ""
+    ax.set_title("Length-controlled win rate" + suffix, fontsize=10)
+    if methods:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no configured models", ha="center", va="center",
+                transform=ax.transAxes)
+    _save_figure(fig, png, pdf)
+    plt.close(fig)
+
+
+def figure3(sweep: pd.DataFrame, png, pdf=None, *, title: str = "LC win rate against gamma"):
+    """Figures 3 and 5: LC win rate against the replay ratio gamma, one line per iteration;
+    the best point is annotated with its value.
+
+    ``sweep``: columns gamma, iteration, lc.
+    """
+    plt = _pyplot()
+    check_frame(sweep, {"gamma": "float", "iteration": "int", "lc": "float"}, "<sweep>",
+                allow_empty=True)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for t, line in sweep.sort_values("gamma").groupby("iteration", sort=True):
+        ax.plot(line["gamma"], line["lc"], marker="o", label=f"Iter {t}")
+    finite = sweep.dropna(subset=["lc"])
+    if len(finite):
+        best = finite.loc[finite["lc"].idxmax()]
+        ax.annotate(f"{best['lc']:.2f}", (best["gamma"], best["lc"]),
+                    textcoords="offset points", xytext=(0, 6), ha="center", fontsize=9,
+                    fontweight="bold")
+        ax.legend(fontsize=8)
+        ax.set_xticks(sorted(set(sweep["gamma"])))
+        ax.margins(y=0.15)
+    else:
+        ax.text(0.5, 0.5, "no configured sweep", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlabel("experience replay ratio gamma")
+    ax.set_ylabel("LC win rate (%)")
+    ax.set_title(title, fontsize=10)
+    _save_figure(fig, png, pdf)
+    plt.close(fig)
+
+
+figure5 = figure3  # the same plot for the second setting
+
+
+def placeholder_figure(text: str, png, pdf=None) -> None:
+    """A figure that says why it is empty (its experiment is not configured)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9)
+    _save_figure(fig, png, pdf)
+    plt.close(fig)

@@ -191,3 +191,31 @@ def sample(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingSpec |
     if chosen == "vllm":
         return sample_vllm(model, prompts, spec, engine)
     return sample_transformers(model, prompts, spec)
+
+
+def sample_sets(model: str | os.PathLike, sets: Mapping[str, pd.DataFrame],
+                spec: SamplingSpec | Mapping, backend: str = "auto",
+                engine: Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+    """:func:`sample` over several prompt sets in one run (one model load), split back per set.
+
+    Prompt ids are namespaced ``{set}/{prompt_id}`` for the run, so two sets may share ids; the
+    seeds derive from the namespaced ids. Each returned frame has the set's own ids, in its
+    order.
+    """
+    for name in sets:
+        if "/" in name:
+            raise ValueError(f"prompt set name {name!r} must not contain '/'")
+    frames = []
+    for name, prompts in sets.items():
+        check_frame(prompts, "prompts", name)
+        frames.append(prompts[["prompt_id", "prompt"]].assign(
+            prompt_id=name + "/" + prompts["prompt_id"]))
+    responses = sample(model, pd.concat(frames, ignore_index=True), spec, backend=backend,
+                       engine=engine, source=", ".join(sets))
+    owner = responses["prompt_id"].str.split("/", n=1).str[0]
+    out = {}
+    for name in sets:
+        mine = responses[owner == name]
+        out[name] = mine.assign(prompt_id=mine["prompt_id"].str.slice(len(name) + 1)) \
+            .reset_index(drop=True)
+    return out

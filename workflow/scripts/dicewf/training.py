@@ -30,21 +30,34 @@ multiple of ``logging_steps``, checked) and the same number of processes.
 Under ``accelerate launch`` every process calls :func:`train_dpo` (DeepSpeed ZeRO-3 and FSDP need
 all of them to train and to gather the final weights); only the main process writes files, and
 the atomic rename of the output folder happens once.
+
+Ablation variants (paper Tables 3 and 7) share that code path (checkpoints, resume, fingerprint,
+atomic outputs, metrics JSON); :func:`train_dpo` picks them with two arguments:
+
+- ``trainer="kto"``: TRL's ``KTOTrainer`` on the unpaired form of the pairs (:func:`unpaired`):
+  each (prompt, chosen, rejected) row gives (prompt, chosen, desirable) and (prompt, rejected,
+  undesirable). ``args`` then holds ``KTOConfig`` fields (``beta``, ``desirable_weight``, ...).
+  IPO and hinge are ``DPOConfig`` loss types of the default ``trainer="dpo"``.
+- ``length_penalty=lambda > 0``: length-regularised DPO (R-DPO, Park et al. 2024, "Disentangling
+  length from quality in DPO"), :class:`LengthRegularisedDPOTrainer`. Zero is plain DPO through
+  the unchanged ``DPOTrainer``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .chat import render_prompts
@@ -62,6 +75,9 @@ RUN_FILE = "run.json"  # fingerprint of the run that wrote the checkpoints next 
 RESUME_NEUTRAL_KEYS = frozenset(
     {"save_steps", "save_strategy", "save_total_limit", "disable_tqdm", "report_to"}
 )
+# preference trainers of :func:`train_dpo`: "dpo" (DPOTrainer, any DPOConfig loss_type) and
+# "kto" (KTOTrainer on the unpaired form of the pairs)
+TRAINERS = ("dpo", "kto")
 
 
 def _device_defaults(args: dict[str, Any]) -> dict[str, Any]:
@@ -145,11 +161,17 @@ def train_dpo(
     metrics_path: str | os.PathLike | None = None,
     source: str = "<pairs>",
     checkpoint_dir: str | os.PathLike | None = None,
+    trainer: str = "dpo",
+    length_penalty: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """DPO-family training (any TRL ``loss_type``) of ``policy`` on preference ``pairs``.
+    """Preference training of ``policy`` on ``pairs``: DPO-family (any TRL ``loss_type``) or KTO.
 
     The reference model is ``ref`` when given, else a frozen copy of the initial policy
     (Algorithm 1 line 6: pi_theta^(t-1) is both the initialisation and the reference).
+
+    ``trainer`` is ``"dpo"`` (``args`` are ``DPOConfig`` fields) or ``"kto"`` (``KTOConfig``
+    fields; the pairs are unpaired, see :func:`unpaired`). ``length_penalty`` > 0 trains
+    length-regularised DPO (:class:`LengthRegularisedDPOTrainer`; DPO with the sigmoid loss only).
 
     With ``save_steps`` in ``args``, checkpoints go to ``checkpoint_dir`` (default: the sibling
     ``<out_dir>.checkpoints``) and a rerun resumes from the last complete one (module docstring).
@@ -157,38 +179,210 @@ def train_dpo(
     """
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
 
     check_frame(pairs, "pairs", source)
-    dpo_args = _checkpoint_defaults(dict(args))
-    if isinstance(dpo_args.get("loss_type"), str):
-        dpo_args["loss_type"] = [dpo_args["loss_type"]]
+    if trainer not in TRAINERS:
+        raise ValueError(f"trainer must be one of {list(TRAINERS)}, got {trainer!r}")
+    trl_args = _checkpoint_defaults(dict(args))
+    if trainer == "dpo" and isinstance(trl_args.get("loss_type"), str):
+        trl_args["loss_type"] = [trl_args["loss_type"]]
     out_dir = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else checkpoint_dir_for(out_dir)
+    config_cls, trainer_cls = _trl_classes(trainer, length_penalty)
     # the config first: a bad key fails before any model is loaded, and under `accelerate launch`
     # with ZeRO-3 it must exist before from_pretrained so the weights are loaded sharded
-    cfg = DPOConfig(output_dir=str(ckpt_dir), seed=seed, data_seed=seed,
-                    **_device_defaults(dpo_args))
+    cfg = config_cls(output_dir=str(ckpt_dir), seed=seed, data_seed=seed,
+                     **_device_defaults(trl_args))
+    if trainer == "dpo":
+        check_length_penalty(cfg, length_penalty)
+    else:
+        _check_kto_loss(cfg)
+    fingerprint = _fingerprint(policy, ref, pairs, trl_args, seed, cfg.world_size,
+                               trainer=trainer, length_penalty=length_penalty)
+
+    def build():
+        tokenizer = AutoTokenizer.from_pretrained(policy)
+        model = AutoModelForCausalLM.from_pretrained(policy)
+        ref_model = AutoModelForCausalLM.from_pretrained(ref if ref is not None else policy)
+        prompts = render_prompts(tokenizer, pairs["prompt"].tolist())
+        rendered = pairs.assign(prompt=prompts)
+        if trainer == "kto":
+            data = Dataset.from_pandas(unpaired(rendered, seed=seed), preserve_index=False)
+        else:
+            data = Dataset.from_dict({c: rendered[c].tolist()
+                                      for c in ("prompt", "chosen", "rejected")})
+        extra = {"length_penalty": length_penalty} if length_penalty else {}
+        built = trainer_cls(model=model, ref_model=ref_model, args=cfg, train_dataset=data,
+                            processing_class=tokenizer, **extra)
+        return built, tokenizer
+
+    return _train_resumable(cfg, build, out_dir=out_dir, ckpt_dir=ckpt_dir,
+                            fingerprint=fingerprint, metrics_path=metrics_path)
+
+
+def _trl_classes(trainer: str, length_penalty: float) -> tuple[type, type]:
+    """(config class, trainer class) of a preference trainer; plain DPOTrainer when lambda=0."""
+    if trainer == "kto":
+        if length_penalty:
+            raise ValueError(
+                f"length_penalty ({length_penalty}) is a term of the DPO loss (length-regularised "
+                "DPO); it does not apply to trainer='kto'"
+            )
+        from trl import KTOConfig, KTOTrainer
+
+        return KTOConfig, KTOTrainer
+    from trl import DPOConfig, DPOTrainer
+
+    return DPOConfig, (_length_regularised_dpo_trainer() if length_penalty else DPOTrainer)
+
+
+def _check_kto_loss(cfg) -> None:
+    """KTOConfig does not check ``loss_type`` itself, and KTOTrainer fails only at its first
+    step on a DPO loss type (e.g. ``sigmoid`` inherited from a shared train block)."""
+    import dataclasses
+
+    choices = next(f for f in dataclasses.fields(cfg) if f.name == "loss_type").metadata["choices"]
+    if cfg.loss_type not in choices:
+        raise ValueError(
+            f"trainer='kto' takes a KTOConfig loss_type ({', '.join(choices)}), got "
+            f"{cfg.loss_type!r}: set loss_type: kto in the train block"
+        )
+
+
+def unpaired(pairs: pd.DataFrame, *, seed: int) -> pd.DataFrame:
+    """The unpaired (KTO) form of preference pairs, in a seeded random order.
+
+    Each (prompt, chosen, rejected) row gives (prompt, chosen, label True) and (prompt,
+    rejected, label False): columns ``prompt``, ``completion``, ``label``. KTOTrainer reads its
+    data in order (``train_sampling_strategy: sequential``, since it estimates the KL term from
+    the other completions of the same batch) so the rows are shuffled here, once, with ``seed``:
+    a batch then mixes prompts and labels instead of holding the two halves of one pair.
+    """
+    n = len(pairs)
+    rows = pd.DataFrame({
+        "prompt": pairs["prompt"].tolist() * 2,
+        "completion": pairs["chosen"].tolist() + pairs["rejected"].tolist(),
+        "label": [True] * n + [False] * n,
+    })
+    order = np.random.default_rng(seed).permutation(2 * n)
+    return rows.iloc[order].reset_index(drop=True)
+
+
+def check_length_penalty(cfg, length_penalty: float) -> None:
+    """Length-regularised DPO is defined for the sigmoid (Bradley-Terry) DPO loss: refuse a
+    penalty with any other loss type or with TRL options that change what the margin is."""
+    if not math.isfinite(length_penalty) or length_penalty < 0:
+        raise ValueError(f"length_penalty must be a finite number >= 0, got {length_penalty}")
+    if not length_penalty:
+        return
+    loss_types = [cfg.loss_type] if isinstance(cfg.loss_type, str) else list(cfg.loss_type)
+    if loss_types != ["sigmoid"]:
+        raise ValueError(
+            f"length_penalty ({length_penalty}) is defined for DPO's sigmoid loss only "
+            f"(length-regularised DPO); got loss_type {loss_types}. Use loss_type: sigmoid, "
+            "or length_penalty 0"
+        )
+    if cfg.f_divergence_type != "reverse_kl" or cfg.ld_alpha is not None:
+        raise ValueError(
+            f"length_penalty ({length_penalty}) needs the plain DPO margin: f_divergence_type "
+            f"must be reverse_kl (got {cfg.f_divergence_type!r}) and ld_alpha unset "
+            f"(got {cfg.ld_alpha!r})"
+        )
+
+
+def __getattr__(name: str) -> Any:
+    # the trainer subclass is built on first use, so importing this module does not import TRL
+    if name == "LengthRegularisedDPOTrainer":
+        return _length_regularised_dpo_trainer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _length_regularised_dpo_trainer() -> type:
+    """:class:`LengthRegularisedDPOTrainer` (defined here, on first use, to import TRL lazily)."""
+    from trl import DPOTrainer
+
+    class LengthRegularisedDPOTrainer(DPOTrainer):
+        """DPO with the length regularisation of Park et al. (2024), "Disentangling length from
+        quality in direct preference optimization" (R-DPO):
+
+            loss = -log sigmoid(beta * (logratio_w - logratio_l) + lambda * (|y_w| - |y_l|))
+
+        with logratio = log pi_theta(y|x) - log pi_ref(y|x) summed over the response tokens and
+        |y| the number of response tokens (EOS included, after TRL's truncation). lambda > 0
+        penalises length. The loss is the Bradley-Terry likelihood of the preferences under the
+        reward r = beta * logratio + lambda * |y|, so the length term takes up the part of a
+        preference that length explains: a pair whose winner is longer needs a smaller log-ratio
+        margin, one whose winner is shorter a larger one, and the policy's implicit reward
+        beta * logratio = r - lambda * |y| learns less of a length bias in the data.
+
+        The term is exactly DPO against a reference whose log-probability of each response is
+        lowered by (lambda / beta) per token, and that is how it is implemented: the reference
+        log-probs of the batch are computed with TRL's own ``compute_ref_log_probs``, shifted,
+        and handed to TRL's loss as precomputed reference log-probs, so everything else
+        (tokenisation, truncation, logging, distributed gathering) is TRL's. The logged
+        ``rewards/*`` are therefore the length-regularised rewards beta * logratio + lambda *
+        |y| (what the loss compares); ``rewards/length_margins`` logs the mean lambda * (|y_w| -
+        |y_l|), so the plain implicit-reward margin is ``rewards/margins`` minus it.
+
+        Only ``loss_type`` sigmoid (see :func:`check_length_penalty`).
+        """
+
+        def __init__(self, *args: Any, length_penalty: float, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            check_length_penalty(self.args, length_penalty)
+            self.length_penalty = float(length_penalty)
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            mode = "train" if self.model.training else "eval"
+            # response tokens of each sequence: those the (summed) log-probs run over
+            lengths = inputs["completion_mask"][:, 1:].sum(dim=1)
+            len_chosen, len_rejected = lengths.chunk(2, dim=0)  # the batch is [chosen, rejected]
+            if self.precompute_ref_logps:
+                ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+            else:
+                reference = self.ref_model if self.ref_model is not None else self.model
+                ref_chosen, ref_rejected = self.compute_ref_log_probs(reference, inputs)
+            shift = self.length_penalty / self.beta
+            shifted = dict(inputs)
+            shifted["ref_chosen_logps"] = ref_chosen - shift * len_chosen.to(ref_chosen.dtype)
+            shifted["ref_rejected_logps"] = (ref_rejected
+                                             - shift * len_rejected.to(ref_rejected.dtype))
+            length_margins = self.length_penalty * (len_chosen - len_rejected).float()
+            self._metrics[mode]["rewards/length_margins"].append(
+                self.accelerator.gather_for_metrics(length_margins).mean().item()
+            )
+            precompute = self.precompute_ref_logps
+            self.precompute_ref_logps = True  # TRL reads the reference log-probs off the batch
+            try:
+                return super()._compute_loss(model, shifted, return_outputs)
+            finally:
+                self.precompute_ref_logps = precompute
+
+    LengthRegularisedDPOTrainer.__module__ = __name__
+    LengthRegularisedDPOTrainer.__qualname__ = "LengthRegularisedDPOTrainer"
+    return LengthRegularisedDPOTrainer
+
+
+def _train_resumable(cfg, build: Callable[[], tuple[Any, Any]], *, out_dir: Path, ckpt_dir: Path,
+                     fingerprint: dict[str, Any],
+                     metrics_path: str | os.PathLike | None) -> list[dict[str, Any]]:
+    """Train the trainer that ``build()`` returns (with its tokenizer) under the checkpoint
+    scheme of the module docstring, then write the model folder and the metrics atomically.
+
+    ``cfg`` is the trainer's TRL config (``output_dir`` = ``ckpt_dir``); ``build`` loads the
+    models, so it runs after the checkpoint folder is checked. Every process calls this.
+    """
     checkpointing = cfg.save_strategy != "no"
     main = cfg.process_index == 0
     resume = None
     if checkpointing:
         if main:
-            _prepare_checkpoint_dir(ckpt_dir, _fingerprint(policy, ref, pairs, dpo_args, seed,
-                                                           cfg.world_size))
+            _prepare_checkpoint_dir(ckpt_dir, fingerprint)
         _wait_for_everyone()
         resume = _last_checkpoint(ckpt_dir)
 
-    tokenizer = AutoTokenizer.from_pretrained(policy)
-    model = AutoModelForCausalLM.from_pretrained(policy)
-    ref_model = AutoModelForCausalLM.from_pretrained(ref if ref is not None else policy)
-    data = Dataset.from_dict(
-        {"prompt": render_prompts(tokenizer, pairs["prompt"].tolist()),
-         "chosen": pairs["chosen"].tolist(),
-         "rejected": pairs["rejected"].tolist()}
-    )
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=cfg, train_dataset=data,
-                         processing_class=tokenizer)
+    trainer, tokenizer = build()
     resumed_at = 0
     if resume is not None:
         resumed_at = _restore_untracked_state(trainer, resume)
@@ -263,18 +457,25 @@ def _wait_for_everyone() -> None:
 
 
 def _fingerprint(policy, ref, pairs: pd.DataFrame, args: Mapping[str, Any], seed: int,
-                 world_size: int) -> dict[str, Any]:
+                 world_size: int, *, trainer: str = "dpo",
+                 length_penalty: float = 0.0) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed from: inputs, settings, processes."""
-    cols = ["prompt", "chosen", "rejected"]
-    data = pd.util.hash_pandas_object(pairs[cols], index=False).to_numpy().tobytes()
     return {
         "policy": _model_fingerprint(policy),
         "ref": None if ref is None else _model_fingerprint(ref),
-        "pairs": hashlib.sha256(data).hexdigest(),
+        "pairs": _pairs_fingerprint(pairs),
         "args": {k: v for k, v in sorted(args.items()) if k not in RESUME_NEUTRAL_KEYS},
         "seed": seed,
         "world_size": world_size,
+        "trainer": trainer,
+        "length_penalty": float(length_penalty),
     }
+
+
+def _pairs_fingerprint(pairs: pd.DataFrame) -> str:
+    cols = ["prompt", "chosen", "rejected"]
+    data = pd.util.hash_pandas_object(pairs[cols], index=False).to_numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _model_fingerprint(model: str | os.PathLike) -> str:

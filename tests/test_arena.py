@@ -1,0 +1,318 @@
+"""Arena-Hard judging (verdict parsing, both orders, follow-ups) and scoring (Bradley-Terry, CI)."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dicewf import arena
+from dicewf.io import DatasetError
+from dicewf.judge_client import ChatClient
+
+
+
+from fake_chat_server import FakeChatServer  # noqa: E402  (tests/, a test double)
+
+
+# --------------------------------------------------------------------------- verdicts
+@pytest.mark.parametrize("text, expected", [
+    ("Both are fine.\n\nMy final verdict is: [[B>A]]", "B>A"),
+    ("**Final verdict: [[A>>B]]**", "A>>B"),
+    ("Final verdict: [[ B >> A ]].", "B>>A"),
+    ("Tie. [[A=B]]", "A=B"),
+    ("[[A<B]]", "B>A"),          # equivalent spellings map onto the five labels
+    ("[[B<<A]]", "A>>B"),
+    ("[[B=A]]", "A=B"),
+    ("I said [[A>B]] above and repeat it: [[A>B]]", "A>B"),
+    ("First [[A>B]], then on reflection [[B>A]]", None),   # two verdicts: ambiguous
+    ("No label here, A is better.", None),
+    ("[A>B]", None),             # single brackets are not a label
+    ("[[A>A]]", None),
+    ("[[C>D]]", None),
+    ("", None),
+    (None, None),
+])
+def test_parse_verdict(text, expected):
+    assert arena.parse_verdict(text) == expected
+
+
+@pytest.mark.parametrize("verdict, position, expected", [
+    ("A>>B", "A", (1.0, 3)), ("A>B", "A", (1.0, 1)), ("A=B", "A", (0.5, 1)),
+    ("B>A", "A", (0.0, 1)), ("B>>A", "A", (0.0, 3)),
+    ("A>>B", "B", (0.0, 3)), ("B>A", "B", (1.0, 1)), ("B>>A", "B", (1.0, 3)),
+])
+def test_model_outcome_follows_the_models_position(verdict, position, expected):
+    assert arena.model_outcome(verdict, position) == expected
+
+
+@pytest.mark.parametrize("p, as_a, as_b", [
+    (1.0, "A>>B", "B>>A"), (0.9, "A>>B", "B>>A"), (0.89, "A>B", "B>A"), (0.6, "A>B", "B>A"),
+    (0.59, "A=B", "A=B"), (0.5, "A=B", "A=B"), (0.41, "A=B", "A=B"), (0.4, "B>A", "A>B"),
+    (0.11, "B>A", "A>B"), (0.1, "B>>A", "A>>B"), (0.0, "B>>A", "A>>B"),
+])
+def test_verdict_from_probability_thresholds(p, as_a, as_b):
+    assert arena.verdict_from_probability(p, "A") == as_a
+    assert arena.verdict_from_probability(p, "B") == as_b
+    # the label always describes the model's result the same way, whatever its position
+    assert arena.model_outcome(as_a, "A") == arena.model_outcome(as_b, "B")
+
+
+def test_verdict_from_probability_rejects_non_probabilities():
+    with pytest.raises(ValueError):
+        arena.verdict_from_probability(1.2)
+
+
+# --------------------------------------------------------------------------- score
+def _judgments(rows):
+    return pd.DataFrame(rows, columns=["prompt_id", "model_position", "verdict"])
+
+
+def test_score_hand_computed():
+    j = _judgments([
+        ("q1", "B", "B>>A"),   # model (B) much better: outcome 1, weight 3
+        ("q1", "A", "A>B"),    # model (A) better: 1, weight 1
+        ("q2", "B", "A=B"),    # tie: 0.5, weight 1
+        ("q2", "A", "B>A"),    # baseline better: 0, weight 1
+        ("q3", "B", "A>B"),    # baseline (A) better: 0, weight 1
+        ("q3", "A", None),     # no verdict: left out
+    ])
+    out = arena.score(j, n_bootstrap=200, seed=0)
+    # (3*1 + 1*1 + 1*0.5 + 1*0 + 1*0) / (3 + 1 + 1 + 1 + 1) = 4.5 / 7
+    assert out["arena_score"] == pytest.approx(100 * 4.5 / 7)
+    assert (out["n"], out["n_battles"], out["n_invalid"]) == (3, 5, 1)
+    # a resample of questions has a score between the per-question extremes
+    per_question = [4 / 4, 0.5 / 2, 0 / 1]
+    assert 100 * min(per_question) <= out["arena_ci_low"] <= out["arena_score"]
+    assert out["arena_score"] <= out["arena_ci_high"] <= 100 * max(per_question)
+    assert arena.score(j, n_bootstrap=200, seed=0) == out       # seeded
+    assert arena.score(j, n_bootstrap=200, seed=1) != out
+
+
+def test_question_bootstrap_matches_the_exact_resampling_distribution():
+    # 2 questions: (sum w*y, sum w) = (3, 3) and (0, 1). Resampling 2 of 2 with replacement gives
+    # {q1,q1}: 1.0 (p=1/4), {q1,q2}: 0.75 (p=1/2), {q2,q2}: 0.0 (p=1/4).
+    j = _judgments([("q1", "B", "B>>A"), ("q2", "A", "B>A")])
+    out = arena.score(j, n_bootstrap=4000, seed=0)
+    assert out["arena_score"] == pytest.approx(75.0)
+    assert out["arena_ci_low"] == pytest.approx(0.0)
+    assert out["arena_ci_high"] == pytest.approx(100.0)
+
+
+def test_bradley_terry_equals_the_benchmarks_logistic_regression_fit():
+    """Fit BT the way Arena-Hard v0.1 does (battles expanded by weight, each battle duplicated,
+    a tie counted as one win for each side, logistic regression without intercept on +-log(10)
+    rating columns) and compare its predicted win rate with our closed form."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    verdicts = rng.choice(arena.VERDICTS, size=300, p=[0.1, 0.25, 0.2, 0.3, 0.15])
+    positions = rng.choice(["A", "B"], size=300)
+    pairs = [arena.model_outcome(v, p) for v, p in zip(verdicts, positions)]
+    y = np.array([o for o, _ in pairs])
+    w = np.array([k for _, k in pairs])
+
+    outcome = np.repeat(y, w)                       # expanded battles, model's outcome
+    n = outcome.size
+    x = np.zeros((2 * n, 2))                        # columns: model, baseline
+    x[:, 0], x[:, 1] = math.log(10), -math.log(10)  # model always "model_a" here
+    target = np.concatenate([outcome == 1.0, (outcome == 1.0) | (outcome == 0.5)]).astype(float)
+    lr = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-10, max_iter=1000)
+    lr.fit(x, target)
+    rating = 400 * lr.coef_[0] + 1000
+    p_lr = 1 / (1 + 10 ** ((rating[1] - rating[0]) / 400))
+    assert arena.bradley_terry(y, w) == pytest.approx(p_lr, abs=1e-6)
+
+
+def test_planted_win_rate_is_recovered_with_calibrated_intervals():
+    truth = 0.7
+    covered = 0
+    for rep in range(40):
+        rng = np.random.default_rng(100 + rep)
+        wins = rng.random((500, 2)) < truth   # two games per question, no ties, no strong verdicts
+        rows = []
+        for q in range(500):
+            rows.append((f"q{q}", "B", "B>A" if wins[q, 0] else "A>B"))
+            rows.append((f"q{q}", "A", "A>B" if wins[q, 1] else "B>A"))
+        out = arena.score(_judgments(rows), n_bootstrap=100, seed=rep)
+        assert out["arena_score"] == pytest.approx(100 * wins.mean())
+        assert abs(out["arena_score"] - 100 * truth) < 5
+        assert 1.0 < out["arena_ci_high"] - out["arena_ci_low"] < 8.0
+        covered += out["arena_ci_low"] <= 100 * truth <= out["arena_ci_high"]
+    assert covered >= 34   # about 95 % of 40 expected
+
+
+def test_battle_bootstrap_is_available_and_narrower_with_strong_verdicts():
+    rows = [(f"q{i}", "B", "B>>A" if i % 3 else "A>>B") for i in range(300)]
+    by_question = arena.score(_judgments(rows), n_bootstrap=300, seed=0)
+    by_battle = arena.score(_judgments(rows), n_bootstrap=300, seed=0, unit="battle")
+    assert by_battle["arena_score"] == by_question["arena_score"]
+    # copies of a strong verdict are not independent; treating them so understates the spread
+    width = lambda r: r["arena_ci_high"] - r["arena_ci_low"]  # noqa: E731
+    assert width(by_battle) < width(by_question)
+
+
+def test_judgments_from_probabilities_score_like_any_judge():
+    ids = [f"q{i}" for i in range(10)]
+    j = arena.judgments_from_probabilities(ids, [0.95] * 5 + [0.5] * 5)
+    assert list(j["model_position"][:2]) == ["B", "A"]
+    assert list(j["verdict"][:2]) == ["B>>A", "A>>B"]
+    # 5 questions won strongly in both games (weight 3 each), 5 tied in both (weight 1 each)
+    assert arena.score(j, n_bootstrap=10)["arena_score"] == pytest.approx(
+        100 * (5 * 2 * 3 + 5 * 2 * 0.5) / (5 * 2 * 3 + 5 * 2))
+
+
+def test_score_needs_some_verdict():
+    with pytest.raises(DatasetError, match="no game has a verdict"):
+        arena.score(_judgments([("q1", "A", None)]))
+
+
+# --------------------------------------------------------------------------- judging
+QUESTIONS = pd.DataFrame({
+    "prompt_id": ["q1", "q2", "q3", "q4"],
+    "prompt": [f"Question {i}: explain topic {i}." for i in range(1, 5)],
+    "reference": [f"BASELINE answer {i}" for i in range(1, 5)],
+})
+RESPONSES = pd.DataFrame({
+    "prompt_id": ["q4", "q3", "q2", "q1"],   # order does not matter
+    "prompt": QUESTIONS["prompt"][::-1].tolist(),
+    "sample_idx": [0] * 4,
+    "response": [f"MODEL answer {i}" for i in (4, 3, 2, 1)],
+    "finish_reason": ["stop"] * 4,
+    "seed": [0] * 4,
+})
+# what the fake judge thinks of the model's answer, per question
+PLAN = {"1": "much better", "2": "better", "3": "worse", "4": "no verdict"}
+
+
+def fake_arena_judge(body):
+    """Reads which assistant holds the model's answer and replies with the planned verdict.
+    q2 needs the follow-up to give its label; q4 never gives one."""
+    user = body["messages"][1]["content"]
+    q = re.search(r"Question (\d)", user).group(1)
+    model_is = "A" if user.index("MODEL answer") < user.index("BASELINE answer") else "B"
+    other = "B" if model_is == "A" else "A"
+    plan = PLAN[q]
+    followed_up = len(body["messages"]) > 2
+    if plan == "no verdict" or (plan == "better" and not followed_up):
+        return "Let me think about both answers carefully."
+    label = {"much better": f"{model_is}>>{other}", "better": f"{model_is}>{other}",
+             "worse": f"{other}>{model_is}"}[plan]
+    return f"Assessment of question {q}.\n\nFinal verdict: [[{label}]]"
+
+
+def test_judge_plays_both_orders_and_follows_up_once(tmp_path):
+    with FakeChatServer(fake_arena_judge) as server:
+        client = ChatClient(server.base_url, "judge", api_key_env=None,
+                            cache=tmp_path / "cache.jsonl")
+        judgments = arena.judge(QUESTIONS, RESPONSES, QUESTIONS, client)
+    j = judgments.set_index(["prompt_id", "game"])
+    assert len(judgments) == 8
+    assert j.loc[("q1", 1), "verdict"] == "B>>A" and j.loc[("q1", 2), "verdict"] == "A>>B"
+    assert j.loc[("q3", 1), "verdict"] == "A>B" and j.loc[("q3", 2), "verdict"] == "B>A"
+    assert j.loc[("q2", 1), "verdict"] == "B>A" and j.loc[("q2", 1), "attempts"] == 2
+    assert pd.isna(j.loc[("q4", 2), "verdict"]) and j.loc[("q4", 2), "attempts"] == 2
+    assert (j.xs(1, level="game")["model_position"] == "B").all()
+    assert j.loc[("q1", 1), "len_model"] == len("MODEL answer 1")
+    # game 1 shows the baseline first, game 2 the model first, both under our system prompt
+    first = [r["body"] for r in server.requests if "Question 1" in r["body"]["messages"][1]
+             ["content"]]
+    assert {b["messages"][0]["content"] for b in first} == {arena.SYSTEM_PROMPT}
+    orders = sorted(b["messages"][1]["content"].index("MODEL") <
+                    b["messages"][1]["content"].index("BASELINE") for b in first)
+    assert orders == [False, True]
+    # 8 first attempts + follow-ups for q2 and q4 (2 games each)
+    assert len(server.requests) == 12
+    follow = [r["body"]["messages"] for r in server.requests if len(r["body"]["messages"]) > 2]
+    assert all(m[-1]["content"] == arena.FOLLOW_UP and m[-2]["role"] == "assistant"
+               for m in follow)
+
+    out = arena.score(judgments, n_bootstrap=50, seed=0)
+    # q1: 2 strong wins (w 3+3), q2: 2 wins, q3: 2 losses, q4: none -> 8 / 10
+    assert out["arena_score"] == pytest.approx(80.0)
+    assert (out["n"], out["n_battles"], out["n_invalid"]) == (3, 6, 2)
+
+    # the rerun replays every reply from the cache: no server, no key
+    replay = ChatClient("http://127.0.0.1:9/v1", "judge", api_key_env="DICE_TEST_UNSET_KEY",
+                        cache=tmp_path / "cache.jsonl", replay_only=True)
+    pd.testing.assert_frame_equal(arena.judge(QUESTIONS, RESPONSES, QUESTIONS, replay),
+                                  judgments)
+
+
+def test_judge_and_score_reports_lengths_and_judge(tmp_path):
+    with FakeChatServer(fake_arena_judge) as server:
+        client = ChatClient(server.base_url, "judge", api_key_env=None)
+        judgments, metrics = arena.judge_and_score(QUESTIONS, RESPONSES, client,
+                                                   n_bootstrap=20)
+    assert metrics["arena_score"] == pytest.approx(80.0)
+    assert metrics["mean_len_model"] == len("MODEL answer 1")
+    assert metrics["judge_model"] == "judge"
+
+
+def test_judge_accepts_the_benchmarks_prompt_at_run_time():
+    seen = []
+
+    def record(body):
+        seen.append(body["messages"])
+        return "[[A=B]]"
+
+    with FakeChatServer(record) as server:
+        client = ChatClient(server.base_url, "judge", api_key_env=None)
+        arena.judge(QUESTIONS[:1], RESPONSES, QUESTIONS, client, system_prompt="SYS",
+                    prompt_template="Q={question}|A={answer_a}|B={answer_b}")
+    assert {m[0]["content"] for m in seen} == {"SYS"}
+    assert {m[1]["content"] for m in seen} == {
+        "Q=Question 1: explain topic 1.|A=BASELINE answer 1|B=MODEL answer 1",
+        "Q=Question 1: explain topic 1.|A=MODEL answer 1|B=BASELINE answer 1"}
+
+
+def test_an_ambiguous_judgment_is_not_followed_up_and_not_counted():
+    with FakeChatServer(lambda body: "Maybe [[A>B]]; on reflection [[B>A]].") as server:
+        client = ChatClient(server.base_url, "judge", api_key_env=None)
+        judgments = arena.judge(QUESTIONS[:1], RESPONSES, QUESTIONS, client)
+    assert len(server.requests) == 2
+    assert judgments["verdict"].isna().all() and (judgments["attempts"] == 1).all()
+
+
+def test_judge_needs_exactly_one_response_per_question():
+    client = ChatClient(None, "judge", api_key_env=None)
+    with pytest.raises(DatasetError, match=r"responses: no answer for prompt_id \['q4'\]"):
+        arena.judge(QUESTIONS, RESPONSES[RESPONSES["prompt_id"] != "q4"], QUESTIONS, client)
+    doubled = pd.concat([RESPONSES, RESPONSES.iloc[:1]])
+    with pytest.raises(DatasetError, match=r"more than one row for prompt_id \['q4'\]"):
+        arena.judge(QUESTIONS, doubled, QUESTIONS, client)
+
+
+
+
+def test_snakemake_adapter_writes_judgments_and_metrics(tmp_path, restore_logging):
+    import runpy
+    import types
+
+    from snakemake.iocontainers import Namedlist
+
+    from dicewf.io import read_json, read_parquet
+
+    QUESTIONS.to_parquet(tmp_path / "questions.parquet", index=False)
+    RESPONSES.to_parquet(tmp_path / "responses.parquet", index=False)
+    script = Path(__file__).parents[1] / "workflow" / "scripts" / "arena_hard_judge.py"
+    with FakeChatServer(fake_arena_judge) as server:
+        snakemake = types.SimpleNamespace(
+            input=Namedlist(fromdict={"responses": str(tmp_path / "responses.parquet"),
+                                      "questions": str(tmp_path / "questions.parquet")}),
+            output=Namedlist(fromdict={"judgments": str(tmp_path / "out" / "judgments.parquet"),
+                                       "metrics": str(tmp_path / "out" / "metrics.json")}),
+            params=Namedlist(fromdict={"judge": {"base_url": server.base_url, "model": "judge",
+                                                 "api_key_env": None},
+                                       "n_bootstrap": 20, "seed": 0}),
+            log=[str(tmp_path / "log" / "arena.log")])
+        runpy.run_path(str(script), init_globals={"snakemake": snakemake})
+    metrics = read_json(tmp_path / "out" / "metrics.json")
+    assert metrics["arena_score"] == pytest.approx(80.0)
+    assert metrics["n"] == 3 and metrics["judge_model"] == "judge"
+    assert len(read_parquet(tmp_path / "out" / "judgments.parquet")) == 8
+    assert "judge judge: 8 requests" in (tmp_path / "log" / "arena.log").read_text()

@@ -1,0 +1,210 @@
+"""ChatClient against FakeChatServer (a local OpenAI-compatible test double) and recorded data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dicewf.judge_client import (
+    ChatClient,
+    JudgeError,
+    MissingAPIKeyError,
+    ReplayMissError,
+    request_key,
+)
+
+DATA = Path(__file__).parent / "data" / "judge"
+MODEL = "mistralai/Mistral-Large-Instruct-2407"
+
+
+from fake_chat_server import FakeChatServer  # noqa: E402  (tests/, a test double)
+
+
+def _conv(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "judge"}, {"role": "user", "content": text}]
+
+
+def _echo(body):
+    time.sleep(random.uniform(0, 0.02))  # scramble completion order across threads
+    return "echo: " + body["messages"][-1]["content"]
+
+
+@pytest.fixture
+def key_env(monkeypatch):
+    monkeypatch.setenv("DICE_TEST_JUDGE_KEY", "sk-test-not-a-real-key")
+    return "DICE_TEST_JUDGE_KEY"
+
+
+def test_replies_come_back_in_request_order_with_the_configured_parameters(key_env):
+    with FakeChatServer(_echo) as server:
+        client = ChatClient(server.base_url, MODEL, api_key_env=key_env, temperature=0.0,
+                            max_tokens=321, concurrency=4, request={"top_p": 0.5, "seed": 7})
+        texts = [f"q{i}" for i in range(20)]
+        replies = client.complete([_conv(t) for t in texts])
+    assert replies == [f"echo: {t}" for t in texts]
+    assert len(server.requests) == 20
+    body = server.requests[0]["body"]
+    assert body["model"] == MODEL
+    assert (body["temperature"], body["max_tokens"], body["top_p"], body["seed"]) == (
+        0.0, 321, 0.5, 7)
+    assert server.requests[0]["headers"]["authorization"] == "Bearer sk-test-not-a-real-key"
+
+
+def test_identical_conversations_are_sent_once(key_env):
+    with FakeChatServer(_echo) as server:
+        client = ChatClient(server.base_url, MODEL, api_key_env=key_env)
+        replies = client.complete([_conv("same"), _conv("other"), _conv("same")])
+    assert replies == ["echo: same", "echo: other", "echo: same"]
+    assert len(server.requests) == 2
+
+
+def test_transient_errors_are_retried_with_backoff(key_env):
+    failures = {"n": 0}
+    lock = threading.Lock()
+
+    def flaky(body):
+        with lock:
+            if failures["n"] < 2:
+                failures["n"] += 1
+                return {"status": 429 if failures["n"] == 1 else 503,
+                        "error": {"message": "slow down"}}
+        return "fine"
+
+    with FakeChatServer(flaky) as server:
+        client = ChatClient(server.base_url, MODEL, api_key_env=key_env, max_retries=3,
+                            backoff_s=0.01)
+        assert client.complete([_conv("x")]) == ["fine"]
+    assert len(server.requests) == 3
+
+
+def test_retries_give_up_and_name_the_request(key_env):
+    with FakeChatServer(lambda body: {"status": 500, "error": {"message": "boom"}}) as server:
+        client = ChatClient(server.base_url, MODEL, api_key_env=key_env, max_retries=2,
+                            backoff_s=0.01)
+        with pytest.raises(JudgeError, match=r"after 3 attempts.*'which is better\?'"):
+            client.complete([_conv("which is better?")])
+    assert len(server.requests) == 3
+
+
+def test_a_client_error_is_not_retried(key_env):
+    with FakeChatServer(lambda body: {"status": 400, "error": {"message": "bad request"}}) as s:
+        client = ChatClient(s.base_url, MODEL, api_key_env=key_env, max_retries=5, backoff_s=0.01)
+        with pytest.raises(JudgeError, match="BadRequestError"):
+            client.complete([_conv("x")])
+    assert len(s.requests) == 1
+
+
+def test_missing_key_names_the_variable_and_sends_nothing(monkeypatch):
+    monkeypatch.delenv("DICE_TEST_UNSET_KEY", raising=False)
+    with FakeChatServer(_echo) as server:
+        client = ChatClient(server.base_url, MODEL, api_key_env="DICE_TEST_UNSET_KEY")
+        with pytest.raises(MissingAPIKeyError, match="DICE_TEST_UNSET_KEY"):
+            client.complete([_conv("x")])
+    assert server.requests == []
+
+
+def test_a_local_server_needs_no_key():
+    with FakeChatServer(_echo) as server:
+        client = ChatClient(server.base_url, MODEL, api_key_env=None)
+        assert client.complete([_conv("x")]) == ["echo: x"]
+    assert server.requests[0]["headers"]["authorization"] == "Bearer EMPTY"
+
+
+def test_the_key_never_reaches_logs_cache_or_errors(tmp_path, monkeypatch, caplog):
+    secret = "sk-SECRET-" + "7" * 24
+    monkeypatch.setenv("DICE_TEST_SECRET", secret)
+    # the openai package and its HTTP library log requests at DEBUG: capture everything
+    caplog.set_level(logging.DEBUG)
+    for name in ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "dicewf"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+    def leaky(body):  # a server that echoes what it saw, including the key, in an error
+        if body["messages"][-1]["content"] == "fail":
+            return {"status": 400, "error": {"message": f"rejected key {leaky.auth}"}}
+        return "ok"
+
+    cache = tmp_path / "cache.jsonl"
+    with FakeChatServer(leaky) as server:
+        leaky.auth = secret  # what an echoing server would put in its error body
+        client = ChatClient(server.base_url, MODEL, api_key_env="DICE_TEST_SECRET",
+                            cache=cache, max_retries=1, backoff_s=0.01)
+        assert client.complete([_conv("hello")]) == ["ok"]
+        with pytest.raises(JudgeError) as err:
+            client.complete([_conv("fail")])
+        assert server.requests[0]["headers"]["authorization"] == f"Bearer {secret}"
+    assert "***" in str(err.value) and secret not in str(err.value)
+    assert secret not in repr(client)
+    assert caplog.records, "expected some log records to scan"
+    assert secret not in caplog.text
+    assert secret not in "\n".join(str(r.__dict__) for r in caplog.records)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+
+
+def test_cache_resumes_then_replays_without_network(tmp_path, key_env):
+    cache = tmp_path / "judge_cache.jsonl"
+    with FakeChatServer(_echo) as server:
+        first = ChatClient(server.base_url, MODEL, api_key_env=key_env, cache=cache)
+        assert first.complete([_conv("a"), _conv("b")]) == ["echo: a", "echo: b"]
+        # a rerun with one more conversation sends only the new one
+        again = ChatClient(server.base_url, MODEL, api_key_env=key_env, cache=cache)
+        assert again.complete([_conv("a"), _conv("b"), _conv("c")]) == [
+            "echo: a", "echo: b", "echo: c"]
+    assert [r["body"]["messages"][-1]["content"] for r in server.requests] == ["a", "b", "c"]
+    assert len(cache.read_text().splitlines()) == 3
+
+    # the server is gone: replay-only reads everything from the cache, needing no key either
+    replay = ChatClient("http://127.0.0.1:9/v1", MODEL, api_key_env="DICE_TEST_UNSET_KEY",
+                        cache=cache, replay_only=True)
+    assert replay.complete([_conv("c"), _conv("a")]) == ["echo: c", "echo: a"]
+    with pytest.raises(ReplayMissError, match=r"'never asked'"):
+        replay.complete([_conv("a"), _conv("never asked")])
+    # other parameters are other requests
+    hotter = ChatClient(None, MODEL, cache=cache, replay_only=True, temperature=0.7)
+    with pytest.raises(ReplayMissError):
+        hotter.complete([_conv("a")])
+
+
+def test_a_truncated_last_cache_line_is_skipped(tmp_path, key_env):
+    cache = tmp_path / "cache.jsonl"
+    with FakeChatServer(_echo) as server:
+        ChatClient(server.base_url, MODEL, api_key_env=key_env, cache=cache).complete(
+            [_conv("a")])
+    with open(cache, "a") as f:
+        f.write('{"key": "abc", "respo')  # a job killed mid-write
+    replay = ChatClient(None, MODEL, cache=cache, replay_only=True)
+    assert replay.complete([_conv("a")]) == ["echo: a"]
+
+
+def test_recorded_replies_replay_offline(tmp_path):
+    cache = tmp_path / "recorded.jsonl"
+    shutil.copy(DATA / "recorded_chat.jsonl", cache)
+    records = [json.loads(line) for line in cache.read_text().splitlines()]
+    for rec in records:  # the key scheme is stable: recorded keys are recomputed identically
+        assert rec["key"] == request_key(rec["model"], rec["messages"], rec["params"])
+    client = ChatClient(None, MODEL, api_key_env="DICE_TEST_UNSET_KEY", cache=cache,
+                        replay_only=True, temperature=0.0, max_tokens=4096)
+    replies = client.complete([rec["messages"] for rec in reversed(records)])
+    assert replies == [rec["response"] for rec in reversed(records)]
+    assert replies[-1].endswith("[[B>>A]]")
+
+
+def test_from_config_passes_extra_keys_to_create_and_rejects_typos():
+    client = ChatClient.from_config({"base_url": "http://localhost:8000/v1", "model": MODEL,
+                                     "api_key_env": None, "max_tokens": 2048, "top_p": 0.9})
+    assert client.params == {"temperature": 0.0, "max_tokens": 2048, "top_p": 0.9}
+    assert client.api_key_env is None
+    with pytest.raises(ValueError, match="temprature"):
+        ChatClient.from_config({"base_url": None, "model": MODEL, "temprature": 0.0})
+    with pytest.raises(ValueError, match="api_key_env"):
+        ChatClient.from_config({"base_url": None, "model": MODEL, "api_key": "sk-in-config"})
+    with pytest.raises(ValueError, match="replay_only needs a cache"):
+        ChatClient(None, MODEL, replay_only=True)

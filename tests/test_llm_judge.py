@@ -1,0 +1,239 @@
+"""LLM-as-a-Judge: templates, score parsing, and the policy judging its own responses."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dicewf import llm_judge, sampling, scoring
+from dicewf.io import DatasetError, check_frame
+
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "workflow" / "prompts"
+TOY_TEMPLATE = llm_judge.load_template(PROMPTS_DIR / "llm_as_judge_toy.txt")
+
+SAMPLES = pd.DataFrame({
+    "prompt_id": ["p0", "p0", "p1", "p1", "p2", "p2"],
+    "prompt": ["What is 1 plus 2?"] * 2 + ["Reverse the word kabo."] * 2
+    + ["Write zu in capital letters."] * 2,
+    "sample_idx": [0, 1, 0, 1, 0, 1],
+    "response": ["3", "The answer is 3.", "obak", "It is obak {response}", "ZU", "zu"],
+    "finish_reason": ["stop"] * 6,
+    "seed": [1] * 6,
+})
+
+
+def test_the_paper_template_is_figure_6():
+    text = llm_judge.load_template(PROMPTS_DIR / "llm_as_judge.txt")
+    assert text.startswith("Review the user's question and the corresponding response using the "
+                           "additive 5-point scoring system described below.")
+    for criterion in ("- Add 1 point if", "- Add another point if", "- Award a third point if",
+                      "- Grant a fourth point if", "- Bestow a fifth point for"):
+        assert text.count(criterion) == 1
+    assert "User: {instruction}\nResponse: {response}\n" in text
+    assert "conclude with a score between 0 to 5" in text
+    assert text.rstrip().endswith("Evaluation: <evaluation> Score: <score>")
+
+
+def test_the_toy_template_fits_the_toy_context(tiny_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    bare = llm_judge.render(TOY_TEMPLATE, "", "")
+    assert len(tok(bare, add_special_tokens=False)["input_ids"]) <= 25
+
+
+def test_templates_need_both_placeholders(tmp_path):
+    bad = tmp_path / "judge.txt"
+    bad.write_text("Rate this: {response}\nScore:")
+    with pytest.raises(ValueError, match=rf"{bad}: .*placeholder\(s\) \{{instruction\}}"):
+        llm_judge.load_template(bad)
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        llm_judge.load_template(tmp_path / "missing.txt")
+
+
+def test_the_judge_scores_contract_is_registered():
+    from dicewf.io import SCHEMAS
+
+    assert SCHEMAS["judge_scores"] == llm_judge.JUDGE_SCORES
+
+
+def test_render_fills_placeholders_once_and_keeps_other_braces():
+    out = llm_judge.render("U: {instruction}\nR: {response}\n{\"json\": 1}",
+                           "say {response}", "a {instruction} b")
+    assert out == "U: say {response}\nR: a {instruction} b\n{\"json\": 1}"
+
+
+PARSE_CASES = [
+    # the format the template asks for
+    ("Evaluation: The response is relevant and answers the question. Score: 4", 4.0),
+    ("Evaluation: Off topic.\nScore: 0", 0.0),
+    ("Score: 5", 5.0),
+    # markdown and variants
+    ("**Evaluation:** thorough.\n\n**Score:** 4", 4.0),
+    ("**Score**: 3", 3.0),
+    ("Score: **2**", 2.0),
+    ("### Score: 1", 1.0),
+    ("SCORE: 3", 3.0),
+    ("Final score = 2", 2.0),
+    ("Score - 4", 4.0),
+    ("Score: <3>", 3.0),
+    ("Score: [4]", 4.0),
+    ("Score: 4.5", 4.5),
+    ("score: 3.5/5.", 3.5),
+    ("Score: 4/5", 4.0),
+    ("Score: 4 out of 5", 4.0),
+    ("Score: 3 (out of 5)", 3.0),
+    ("Score:\n\n5 points", 5.0),
+    ("Thus the response earns a score of 2.", 2.0),
+    ("The total score is 3 points.", 3.0),
+    ("Score: 4.", 4.0),
+    # the template echoed before the real score: the last score wins
+    ("Evaluation: <evaluation> Score: <score>\nEvaluation: Helpful. Score: 3", 3.0),
+    ("Score: 2\nOn reflection, Score: 3", 3.0),
+    # out-of-range or off-scale scores do not count
+    ("Score: 7\nThe response earns 4 points.", 4.0),
+    ("Score: 3/10", math.nan),
+    ("Score: 10", math.nan),
+    ("Score: -1", math.nan),
+    # scales are not scores
+    ("provide a score between 0 to 5", math.nan),
+    ("a score between 0 and 5 is required", math.nan),
+    ("Rated on a 0-5 scale: 3", 3.0),
+    ("This earns 2 on the additive 5-point scale.", 2.0),
+    # no "Score:": N/5, else the last standalone number
+    ("I would rate this 4/5 overall.", 4.0),
+    ("It deserves 3 out of 5; a 5/5 needs more depth", 5.0),
+    ("The response earns 3 points.", 3.0),
+    ("Points: 1 + 1 + 1 = 3", 3.0),
+    ("50% of the answer is right", math.nan),
+    # nothing
+    ("I cannot evaluate this response.", math.nan),
+    ("Score: N/A", math.nan),
+    ("", math.nan),
+    (None, math.nan),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PARSE_CASES)
+def test_parse_score(text, expected):
+    got = llm_judge.parse_score(text)
+    if math.isnan(expected):
+        assert math.isnan(got), got
+    else:
+        assert got == expected
+
+
+class FakeJudgeSampler:
+    """Test double for dicewf.sampling.sample: records the judge requests and answers each with
+    a fixed judgement, as a model following the template would."""
+
+    def __init__(self, judgements):
+        self.judgements, self.calls = judgements, []
+
+    def __call__(self, model, prompts, spec, backend="auto", engine=None, source="<prompts>"):
+        self.calls.append({"model": model, "prompts": prompts.copy(), "spec": dict(spec),
+                           "backend": backend, "engine": engine})
+        return pd.DataFrame({
+            "prompt_id": prompts["prompt_id"].tolist(), "prompt": prompts["prompt"].tolist(),
+            "sample_idx": 0, "response": [self.judgements[i] for i in prompts["prompt_id"]],
+            "finish_reason": "stop", "seed": 0,
+        })
+
+
+def test_judge_renders_one_request_per_response_and_parses_the_scores(tiny_model, monkeypatch):
+    samples = SAMPLES.copy()
+    samples.loc[5, "finish_reason"] = "length"  # truncated: not judged
+    fake = FakeJudgeSampler({"p0#0": "Evaluation: correct. Score: 5", "p0#1": "**Score:** 4",
+                             "p1#0": "Score: 3/5", "p1#1": "I cannot judge this.",
+                             "p2#0": "Evaluation: fine\nScore: 2", "p2#1": "Score: 1"})
+    monkeypatch.setattr(sampling, "sample", fake)
+    params = {"temperature": 0.0, "max_tokens": 32, "seed": 7}
+    out = llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, params, backend="transformers",
+                          engine={"dtype": "float32"})
+    (call,) = fake.calls
+    assert call["spec"] == {**params, "n": 1}
+    assert call["backend"] == "transformers" and call["engine"] == {"dtype": "float32"}
+    assert call["prompts"]["prompt_id"].tolist() == ["p0#0", "p0#1", "p1#0", "p1#1", "p2#0"]
+    assert call["prompts"]["prompt"].iloc[3] == \
+        "Score the answer 0-5.\nReverse the word kabo.\nIt is obak {response}\nScore:"
+    check_frame(out, llm_judge.JUDGE_SCORES)
+    assert out["prompt_id"].tolist() == ["p0", "p0", "p1", "p1", "p2"]
+    assert out["reward"].tolist()[:3] == [5.0, 4.0, 3.0] and out["reward"].iloc[4] == 2.0
+    assert math.isnan(out["reward"].iloc[3])
+    assert out["judgement"].iloc[1] == "**Score:** 4"
+    assert out["len_chars"].tolist() == samples["response"].str.len().tolist()[:5]
+    from transformers import AutoTokenizer
+
+    encoded = scoring.encode(AutoTokenizer.from_pretrained(tiny_model),
+                             samples["prompt"].tolist()[:5], samples["response"].tolist()[:5])
+    assert out["len_tokens"].tolist() == [e.n_response for e in encoded]
+    kept = llm_judge.parsed(out)
+    assert kept["prompt_id"].tolist() == ["p0", "p0", "p1", "p2"]
+    with_truncated = llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, params,
+                                     drop_truncated=False)
+    assert with_truncated["finish_reason"].tolist()[-2:] == ["stop", "length"]
+    assert with_truncated["reward"].iloc[-1] == 1.0
+
+
+def test_judge_checks_its_inputs():
+    with pytest.raises(ValueError, match="n must be 1"):
+        llm_judge.judge("unused", SAMPLES, TOY_TEMPLATE, {"n": 2})
+    with pytest.raises(DatasetError, match="samples.parquet"):
+        llm_judge.judge("unused", SAMPLES.drop(columns="response"), TOY_TEMPLATE, {},
+                        source="samples.parquet")
+    with pytest.raises(ValueError, match="placeholder"):
+        llm_judge.judge("unused", SAMPLES, "Score: {response}", {})
+    truncated = SAMPLES.assign(finish_reason="length")
+    with pytest.raises(ValueError, match="no response left"):
+        llm_judge.judge("unused", truncated, TOY_TEMPLATE, {})
+    repeated = pd.concat([SAMPLES, SAMPLES.iloc[:1]], ignore_index=True)
+    with pytest.raises(ValueError, match=r"repeated \(prompt_id, sample_idx\) at rows \[6\]"):
+        llm_judge.judge("unused", repeated, TOY_TEMPLATE, {})
+
+
+def test_the_policy_judges_with_transformers_seeded_per_response(tiny_model):
+    params = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 6, "seed": 3}
+    out = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, params, backend="transformers")
+    check_frame(out, llm_judge.JUDGE_SCORES, allow_empty=False)
+    assert len(out) == len(SAMPLES)
+    assert set(out["judge_finish_reason"]) <= {"stop", "length"}
+    # the judgements are what the policy generates for the rendered judge prompts
+    requests = pd.DataFrame({
+        "prompt_id": [f"{p}#{k}" for p, k in zip(SAMPLES["prompt_id"], SAMPLES["sample_idx"])],
+        "prompt": [llm_judge.render(TOY_TEMPLATE, p, r)
+                   for p, r in zip(SAMPLES["prompt"], SAMPLES["response"])],
+    })
+    direct = sampling.sample(tiny_model, requests, {**params, "n": 1}, backend="transformers")
+    assert out["judgement"].tolist() == direct["response"].tolist()
+    for reward, text in zip(out["reward"], out["judgement"]):
+        expected = llm_judge.parse_score(text)
+        assert (math.isnan(reward) and math.isnan(expected)) or reward == expected
+    # a response's judgement depends on its own id and the seed, not on the rest of the batch
+    part = llm_judge.judge(tiny_model, SAMPLES.iloc[[5, 2]], TOY_TEMPLATE, params,
+                           backend="transformers")
+    assert part["judgement"].tolist() == out["judgement"].iloc[[5, 2]].tolist()
+    again = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, params, backend="transformers")
+    pd.testing.assert_frame_equal(out, again)
+    other = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {**params, "seed": 4},
+                            backend="transformers")
+    assert other["judgement"].tolist() != out["judgement"].tolist()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
+def test_the_policy_judges_with_vllm_on_cpu(tiny_model):
+    engine = {"dtype": "float32", "max_model_len": 128, "kv_cache_memory_bytes": 2**28,
+              "enforce_eager": True}
+    params = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 6, "seed": 3}
+    out = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, params, backend="vllm",
+                          engine=engine)
+    check_frame(out, llm_judge.JUDGE_SCORES)
+    assert len(out) == len(SAMPLES)
+    part = llm_judge.judge(tiny_model, SAMPLES.iloc[[5, 2]], TOY_TEMPLATE, params,
+                           backend="vllm", engine=engine)
+    assert part["judgement"].tolist() == out["judgement"].iloc[[5, 2]].tolist()

@@ -1,0 +1,61 @@
+# Table 5: agreement of reward models with a judge's labels on (x, y1, y2) tuples sampled from
+# the first DICE iteration of the main setting (report.setting): the DPO implicit reward against
+# an internal scalar reward model (IntlRM) trained on D_offline alone.
+
+
+rule train_reward_model:
+    """IntlRM: TRL's RewardTrainer on D_offline, from the setting's SFT model pi_ref^(0)."""
+    input:
+        model=model_input(hub.local_dir(cfg.base(config, MAIN_SETTING)["reference"])),
+        offline=cfg.base(config, MAIN_SETTING)["offline"],
+    output:
+        model=directory("results/agreement/reward_model"),
+        metrics="results/agreement/reward_model_metrics.json",
+    params:
+        args=config["agreement"]["reward_model"],
+        seed=config["seed"],
+    log:
+        "logs/agreement/train_reward_model.log",
+    benchmark:
+        "results/benchmarks/agreement/train_reward_model.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=128000,
+        runtime=480,
+        cpus_per_task=16,
+    conda:
+        "../../envs/training.yaml"
+    script:
+        "../scripts/train_reward_model.py"
+
+
+rule agreement:
+    input:
+        unpack(agreement_inputs),
+        reward_model="results/agreement/reward_model",
+    output:
+        agreement="results/agreement/agreement.json",
+        tuples="results/agreement/tuples.parquet",
+    params:
+        n=config["agreement"]["tuples"],
+        seed=config["agreement"]["seed"],
+        # an API judge appends its replies to a cache beside the outputs, so a rerun resumes
+        judge=lambda w: (config["agreement"]["judge"] if config["agreement"]["judge"] == "gold"
+                         else {"cache": "results/agreement/judge_cache.jsonl",
+                               **config["agreement"]["judge"]}),
+        gold_judge=config.get("world", {}).get("judge", {}),
+        setting=MAIN_SETTING,
+        max_tokens_per_batch=config["defaults"]["score"]["max_tokens_per_batch"],
+    log:
+        "logs/agreement/agreement.log",
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=60,
+        cpus_per_task=4,
+    conda:
+        "../../envs/training.yaml"
+    script:
+        "../scripts/agreement.py"

@@ -1,0 +1,21 @@
+"""Snakemake adapter: one answer per benchmark prompt from the model (its chat template).
+
+Every input but ``policy`` is a benchmark's prompt set; all of them go through one generation
+run (one model load) and the answers are written per benchmark to the output of the same name.
+"""
+from typing import TYPE_CHECKING
+
+from dicewf import logs
+from dicewf.io import read_parquet, write_parquet
+from dicewf.sampling import sample_sets
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+logs.to_file(snakemake.log[0])
+sets = {name: read_parquet(path, "eval_prompts")
+        for name, path in snakemake.input.items() if name != "policy"}
+answers = sample_sets(snakemake.input.policy, sets, snakemake.params.sampling,
+                      backend=snakemake.params.backend, engine=snakemake.params.engine)
+for name, responses in answers.items():
+    write_parquet(responses, snakemake.output[name])

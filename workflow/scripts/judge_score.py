@@ -1,0 +1,23 @@
+"""Snakemake adapter: the policy judges its own sampled responses (LLM-as-a-Judge baseline)."""
+from typing import TYPE_CHECKING
+
+from dicewf import llm_judge, logs
+from dicewf.io import read_parquet, write_parquet
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+logs.to_file(snakemake.log[0])
+source = snakemake.input.samples
+scores = llm_judge.judge(
+    snakemake.input.policy,
+    read_parquet(source, "samples"),
+    # the template file is an input (a changed template reruns the job); params.template also works
+    llm_judge.load_template(snakemake.input.get("template") or snakemake.params.template),
+    snakemake.params.sampling,
+    backend=snakemake.params.backend,
+    engine=snakemake.params.engine,
+    drop_truncated=snakemake.params.get("drop_truncated", True),
+    source=source,
+)
+write_parquet(scores, snakemake.output.scores)

@@ -1,0 +1,15 @@
+"""Snakemake adapter: AlpacaEval 2 prompts with the gpt4_turbo baseline replies as references."""
+from typing import TYPE_CHECKING
+
+from dicewf import datasets, logs
+from dicewf.io import write_parquet
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+logs.to_file(snakemake.log[0])
+prompts = datasets.prepare_alpaca_eval(
+    snakemake.input.snapshot,
+    filename=snakemake.params.get("filename", datasets.ALPACA_EVAL_FILE),
+)
+write_parquet(prompts, snakemake.output.eval_set)

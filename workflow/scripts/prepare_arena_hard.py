@@ -1,0 +1,16 @@
+"""Snakemake adapter: Arena-Hard v0.1 questions with the baseline model's answers as references."""
+from typing import TYPE_CHECKING
+
+from dicewf import datasets, logs
+from dicewf.io import write_parquet
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+logs.to_file(snakemake.log[0])
+prompts = datasets.prepare_arena_hard(
+    snakemake.input.snapshot,
+    baseline=snakemake.params.baseline,
+    bench=snakemake.params.get("bench", datasets.ARENA_HARD_BENCH),
+)
+write_parquet(prompts, snakemake.output.eval_set)

@@ -1,0 +1,18 @@
+"""Snakemake adapter: D_offline (a seeded subset of UltraFeedback pairs) and its prompt set."""
+from typing import TYPE_CHECKING
+
+from dicewf import datasets, logs
+from dicewf.io import write_parquet
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+logs.to_file(snakemake.log[0])
+offline, prompts = datasets.prepare_ultrafeedback(
+    snakemake.input.snapshot,
+    split=snakemake.params.split,
+    n_pairs=snakemake.params.n_pairs,
+    seed=snakemake.params.seed,
+)
+write_parquet(offline, snakemake.output.offline)
+write_parquet(prompts, snakemake.output.prompts)

@@ -1,0 +1,15 @@
+"""Snakemake adapter: the internal reward model (IntlRM, Table 5), trained on D_offline only."""
+from typing import TYPE_CHECKING
+
+from dicewf import logs
+from dicewf.io import read_parquet
+from dicewf.reward_model import train_reward_model
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+logs.to_file(snakemake.log[0])
+pairs = read_parquet(snakemake.input.offline, "pairs")
+train_reward_model(snakemake.input.model, pairs, snakemake.output.model, snakemake.params.args,
+                   seed=snakemake.params.seed, metrics_path=snakemake.output.metrics,
+                   source=snakemake.input.offline)
