@@ -30,29 +30,13 @@ JUDGE_MODEL = "fake/alpaca-judge"
 
 
 from fake_chat_server import FakeChatServer  # noqa: E402  (tests/, a test double)
+from fakes_alpacaeval import write_fake_lc_cache  # noqa: E402  (tests/, a test double)
 
 
 @pytest.fixture(scope="module")
 def fake_lc_cache(tmp_path_factory):
-    """A Hugging Face cache holding a test double of tatsu-lab/alpaca_eval's df_gamed.csv.
-
-    Rows: for each instruction, a "verbose" and a "concise" variant of the baseline compared with
-    the baseline (not_gamed_baseline False); the verbose one wins with probability 0.8, the
-    concise one with 0.2, so the double encodes a judge that likes length, as the real file does.
-    """
-    root = tmp_path_factory.mktemp("hf_cache")
-    repo = root / "datasets--tatsu-lab--alpaca_eval"
-    commit = "0" * 40
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    difficulty = np.random.default_rng(0).normal(size=N)
-    rows = [{"model": f"gamed_{kind}", "index": i, "preference": p, "std_delta_len": d,
-             "instruction_difficulty": difficulty[i], "not_gamed_baseline": False}
-            for kind, p, d in (("verbose", 0.8, -1.0), ("concise", 0.2, 1.0)) for i in range(N)]
-    pd.DataFrame(rows).to_csv(snapshot / "df_gamed.csv", index=False)
-    return root
+    """A Hugging Face cache holding a test double of df_gamed.csv for N instructions."""
+    return write_fake_lc_cache(tmp_path_factory.mktemp("hf_cache"), N)
 
 
 def _eval_set(n=N):

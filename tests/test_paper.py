@@ -642,3 +642,13 @@ def test_figures_2_and_4_use_the_report_iteration_capped_at_the_last():
     assert paper.needs("figure2", layout)["length_diffs"] == [("zephyr_dice_gamma0", 2)]
     assert paper.needs("figure4", layout)["landscapes"] == [("zephyr_dice_gamma0", 2),
                                                             ("zephyr_judge", 3)]
+
+
+@pytest.mark.parametrize("name", [*paper.TARGETS])
+def test_every_caption_is_valid_restructuredtext(name):
+    """`snakemake --report` renders captions with docutils: a stray |x| is a substitution."""
+    from docutils.core import publish_parts
+
+    text = (Path(__file__).resolve().parents[1] / "workflow" / "report" / f"{name}.rst").read_text()
+    publish_parts(text, writer="html",
+                  settings_overrides={"halt_level": 2, "report_level": 2})

@@ -48,6 +48,29 @@ def test_encode_masks_the_prompt_and_ends_with_eos(tiny_model):
     assert tok.decode(enc.input_ids[:enc.response_start]).endswith("<|assistant|>\n")
 
 
+def test_encode_adds_the_tokenizers_special_tokens_as_trl_does(tiny_model):
+    """A tokenizer with a BOS (Mistral, Zephyr): TRL's DPO tokenizes a rendered prompt with the
+    tokenizer's special tokens, so the implicit reward must score the same sequence."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+    from trl.data_utils import _tokenize
+
+    from dicewf.chat import render_prompts
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    bos = tok.eos_token  # any special token serves as this tokenizer's BOS
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, tok.convert_tokens_to_ids(bos))])
+    prompt, response = "What is 2 plus 3?", "The answer is 5."
+    (enc,) = scoring.encode(tok, [prompt], [response])
+    rendered = render_prompts(tok, [prompt])[0]
+    trl_prompt = _tokenize(tok, rendered)["input_ids"]
+    trl_full = _tokenize(tok, rendered + response + tok.eos_token)["input_ids"]
+    assert trl_full[0] == tok.convert_tokens_to_ids(bos)  # the post-processor is in effect
+    assert enc.input_ids == trl_full
+    assert enc.response_start == len(trl_prompt)
+
+
 def test_batched_scoring_equals_one_sequence_at_a_time(tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -317,6 +317,16 @@ def test_changing_a_plot_parameter_reruns_only_that_plot(e2e):
 
 
 @pytest.mark.slow
+def test_the_report_is_one_html_page_of_the_paper(e2e, tmp_path):
+    report = tmp_path / "report.html"
+    proc = snakemake("--report", str(report), cwd=e2e)
+    assert "ERROR/" not in proc.stdout + proc.stderr  # captions are valid reStructuredText
+    html = report.read_text(errors="replace")
+    for name in ("table1.md", "table9.md", "paper_vs_reproduced.md", "figure3.png"):
+        assert name in html, name
+
+
+@pytest.mark.slow
 def test_a_deleted_figure_or_table_is_rebuilt_by_its_own_job_alone(e2e):
     for path in ("results/figures/figure3.png", "results/figures/figure3.pdf",
                  "results/tables/table4.md"):

@@ -55,8 +55,10 @@ def encode(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[
     eos = tokenizer.eos_token
     out = []
     for text, resp in zip(rendered, responses, strict=True):
-        p_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        full = tokenizer(text + resp + eos, add_special_tokens=False)["input_ids"]
+        # TRL tokenizes a rendered (string) prompt with the tokenizer's own special tokens (a
+        # BOS for Mistral/Zephyr): so do we, or the implicit reward would score other sequences
+        p_ids = tokenizer(text)["input_ids"]
+        full = tokenizer(text + resp + eos)["input_ids"]
         start = common_prefix_length(p_ids, full)
         if start == len(full):
             raise ValueError(f"empty completion after tokenization for prompt {text!r}")
