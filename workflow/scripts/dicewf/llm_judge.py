@@ -149,7 +149,7 @@ def judge(policy: str | os.PathLike, samples: pd.DataFrame, template: str,
     """
     from transformers import AutoTokenizer
 
-    from .scoring import encode
+    from .scoring import encode, finished
 
     check_frame(samples, "samples", source)
     check_template(template)
@@ -158,14 +158,7 @@ def judge(policy: str | os.PathLike, samples: pd.DataFrame, template: str,
     if params["n"] != 1:
         raise ValueError(f"judge sampling: n must be 1 (one judgement per response), "
                          f"got {params['n']}")
-    df = samples
-    if drop_truncated:
-        keep = df["finish_reason"] != "length"
-        log.info("dropping %d truncated responses of %d", int((~keep).sum()), len(df))
-        df = df[keep]
-    df = df.reset_index(drop=True)
-    if len(df) == 0:
-        raise ValueError(f"{source}: no response left to judge (all truncated?)")
+    df = finished(samples, drop_truncated, source, "judge")
     dup = df.index[df.duplicated(["prompt_id", "sample_idx"])].tolist()
     if dup:
         raise ValueError(f"{source}: repeated (prompt_id, sample_idx) at rows {dup[:5]}")

@@ -148,6 +148,21 @@ def load_model(path: str | os.PathLike, dtype: str = "auto", attn_implementation
     return model
 
 
+def finished(samples: pd.DataFrame, drop_truncated: bool, source: str,
+             what: str) -> pd.DataFrame:
+    """The responses to ``what`` (score, judge): without those that hit the token limit when
+    ``drop_truncated``, re-indexed; an error naming ``source`` when none is left."""
+    df = samples
+    if drop_truncated:
+        keep = df["finish_reason"] != "length"
+        log.info("dropping %d truncated responses of %d", int((~keep).sum()), len(df))
+        df = df[keep]
+    df = df.reset_index(drop=True)
+    if len(df) == 0:
+        raise ValueError(f"{source}: no response left to {what} (all truncated?)")
+    return df
+
+
 def score(samples: pd.DataFrame, policy: str | os.PathLike, ref: str | os.PathLike, *, beta: float,
           max_tokens_per_batch: int = 8192, drop_truncated: bool = True, dtype: str = "auto",
           attn_implementation: str | None = None, source: str = "<samples>") -> pd.DataFrame:
@@ -160,14 +175,7 @@ def score(samples: pd.DataFrame, policy: str | os.PathLike, ref: str | os.PathLi
     from transformers import AutoTokenizer
 
     check_frame(samples, "samples", source)
-    df = samples
-    if drop_truncated:
-        keep = df["finish_reason"] != "length"
-        log.info("dropping %d truncated responses of %d", int((~keep).sum()), len(df))
-        df = df[keep]
-    df = df.reset_index(drop=True)
-    if len(df) == 0:
-        raise ValueError(f"{source}: no response left to score (all truncated?)")
+    df = finished(samples, drop_truncated, source, "score")
     tokenizer = AutoTokenizer.from_pretrained(policy)
     encoded = encode(tokenizer, df["prompt"].tolist(), df["response"].tolist())
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
