@@ -286,7 +286,12 @@ def test_every_output_exists_with_its_schema(e2e):
     agreement = json.loads((r / "agreement" / "agreement.json").read_text())
     assert set(agreement["rates"]) == {"IntlRM", "DPO Implicit Reward"}
     assert all(0 <= v <= 1 for v in agreement["rates"].values())
-    assert agreement["n_tuples"] == min(cfg["agreement"]["tuples"], cfg["world"]["n_train_prompts"])
+    # at most one tuple per prompt, from prompts with two different untruncated responses
+    assert 0 < agreement["n_tuples"] <= min(cfg["agreement"]["tuples"],
+                                            cfg["world"]["n_train_prompts"])
+    tuples = pd.read_parquet(r / "agreement" / "tuples.parquet")
+    assert len(tuples) == agreement["n_tuples"] and tuples["prompt_id"].is_unique
+    assert (tuples["response_1"] != tuples["response_2"]).all()
     versus = pd.read_csv(r / "tables" / "paper_vs_reproduced.csv")
     assert {"paper", "reproduced"} <= set(versus.columns) and len(versus) > 0
     calibration = json.loads((r / "toy" / "agreement.json").read_text())
