@@ -49,3 +49,24 @@ def restore_logging():
             handler.close()
     root.handlers[:], root.level = handlers, level
     sys.stdout, sys.stderr = stdout, stderr
+
+
+def assert_same_run(reference: dict, resumed: dict, a_dir, b_dir, output: str) -> None:
+    """A resumed training run logged the same metrics (timings aside) and wrote the same weights
+    as an uninterrupted one; ``a_dir``/``b_dir`` hold ``output``/model.safetensors and
+    metrics.json, and nothing else (the checkpoints are gone)."""
+    import math
+
+    import torch
+    from safetensors.torch import load_file
+
+    timing = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
+    assert len(resumed["log_history"]) == len(reference["log_history"])
+    for a, b in zip(reference["log_history"], resumed["log_history"], strict=True):
+        assert a.keys() == b.keys()
+        for k in a.keys() - timing:
+            assert math.isclose(a[k], b[k], rel_tol=1e-6, abs_tol=1e-9), (a["step"], k)
+    wa = load_file(a_dir / output / "model.safetensors")
+    wb = load_file(b_dir / output / "model.safetensors")
+    assert all(torch.allclose(wa[n], wb[n], rtol=1e-6, atol=1e-8) for n in wa)
+    assert sorted(p.name for p in b_dir.iterdir()) == ["metrics.json", output]

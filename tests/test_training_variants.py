@@ -22,15 +22,9 @@ from dicewf.chat import render_prompts
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 import train_launch  # noqa: E402
+from conftest import assert_same_run  # noqa: E402
 
-# chosen and rejected differ in length, both ways
-PAIRS = pd.DataFrame({
-    "prompt_id": ["a", "b", "c", "d"],
-    "prompt": ["What is 1 plus 2?", "Reverse the word kabo.", "What is 3 plus 3?",
-               "Write zu in capital letters."],
-    "chosen": ["The answer is 3.", "The answer is obak.", "6.", "ZU."],
-    "rejected": ["The answer is 4.", "kaob.", "The answer is 7.", "The answer is Zu."],
-})
+from test_training import PAIRS  # noqa: E402  (chosen/rejected differ in length both ways)
 # fp32 also where a GPU would turn bf16 on: the tests compare losses with a formula to 1e-5
 ARGS = {"beta": 0.1, "learning_rate": 1e-3, "max_steps": 3, "per_device_train_batch_size": 2,
         "logging_steps": 1, "disable_tqdm": True, "bf16": False}
@@ -280,9 +274,7 @@ def crashing_training_step(original, after: int):
 @pytest.mark.parametrize("variant", ["kto", "r-dpo"])
 def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_path, variant,
                                                              caplog):
-    import torch
     import trl
-    from safetensors.torch import load_file
 
     kwargs = {"trainer": "kto"} if variant == "kto" else {"length_penalty": 0.05}
     cls = trl.KTOTrainer if variant == "kto" else training.LengthRegularisedDPOTrainer
@@ -307,16 +299,8 @@ def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_pat
         resumed = run("resumed")
     assert f"resuming from checkpoint {ckpts / 'checkpoint-2'} (step 2)" in caplog.text
 
-    timing = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
-    assert len(resumed["log_history"]) == len(reference["log_history"])
-    for a, b in zip(reference["log_history"], resumed["log_history"], strict=True):
-        assert a.keys() == b.keys()
-        for k in a.keys() - timing:
-            assert math.isclose(a[k], b[k], rel_tol=1e-6, abs_tol=1e-9), (a["step"], k)
-    wa = load_file(tmp_path / "uninterrupted" / "policy" / "model.safetensors")
-    wb = load_file(tmp_path / "resumed" / "policy" / "model.safetensors")
-    assert all(torch.allclose(wa[n], wb[n], rtol=1e-6, atol=1e-8) for n in wa)
-    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["metrics.json", "policy"]
+    assert_same_run(reference, resumed, tmp_path / "uninterrupted", tmp_path / "resumed",
+                    "policy")
 
 
 def test_train_launch_flags(tiny_model, tmp_path):
