@@ -137,6 +137,24 @@ def test_the_paper_config_plans_the_whole_matrix_offline_in_under_3_seconds(tmp_
     assert elapsed < 3.0, f"dry run of the paper matrix took {elapsed:.1f} s"
 
 
+def test_the_mini_paper_overlay_plans_the_paper_matrix_with_no_toy_rule(tmp_path):
+    """.test/paper-mini.yaml (tests/test_paper_mini.py) only resizes config/paper.yaml: the same
+    matrix, one shard per iteration, no toy rule, from the command line's files alone."""
+    paper = REPO / "config" / "paper.yaml"
+    mini = REPO / ".test" / "paper-mini.yaml"
+    jobs = planned_jobs(tmp_path, "--configfile", str(paper), str(mini))
+    cfg = load(paper)
+    cfg["sharding"]["shards"] = 1
+    want = expected_jobs(cfg)
+    models = want.pop("eval")  # the paper suite evaluates through other rules
+    assert {rule: jobs.get(rule, 0) for rule in want} == want
+    assert jobs["generate_benchmarks"] == jobs["eval_summary"] == models
+    assert jobs["download_model"] == 4 and jobs["download_dataset"] == 3
+    assert not [rule for rule in jobs if rule.startswith("toy_")], jobs
+    assert "eval" not in jobs, jobs  # the toy suite's rule
+    assert not (tmp_path / "config.yaml").exists()
+
+
 def test_asking_for_one_table_builds_only_its_own_dependencies(tmp_path):
     cfg = load(REPO / "config.yaml")
     wd = workdir(tmp_path, cfg)
