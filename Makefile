@@ -39,6 +39,7 @@ dag: env
 bench: env
 	$(PY) benchmarks/alpha_search.py
 	$(PY) benchmarks/scoring_throughput.py
+	$(PY) benchmarks/dry_run.py
 
 clean:
 	rm -rf results logs .snakemake

@@ -466,7 +466,18 @@ def test_the_paper_config_is_valid_and_names_the_papers_models():
     train = z["train"]
     assert (train["learning_rate"], train["max_steps"], train["warmup_steps"]) == (5e-7, 300, 50)
     assert train["lr_scheduler_type"] == "constant_with_warmup"
-    assert z["mix"]["n_pairs"] == 9600 and train["beta"] in (0.01, 0.1)
+    assert z["mix"]["n_pairs"] == 9600
+    # beta: the official scripts' 0.1 in every iteration of both backbones; Appendix F's other
+    # value, 0.01, in the first iteration of each tuned method
+    for run, (setting, name) in cfg.expanded(paper).items():
+        xp = cfg.experiment(paper, run)
+        want = 0.01 if name.endswith("_beta001") else 0.1
+        assert xp["train"]["beta"] == want, run
+        if name.endswith("_beta001"):
+            assert xp["iterations"] == 1
+            twin = cfg.experiment(paper, cfg.full_name(setting, name.removesuffix("_beta001")))
+            assert {k: v for k, v in xp.items() if k not in ("train", "iterations", "description")} == \
+                {k: v for k, v in twin.items() if k not in ("train", "iterations", "description")}, run
     assert paper["data"]["ultrafeedback"]["dataset"] == \
         "hf://datasets/HuggingFaceH4/ultrafeedback_binarized"
     gammas = {s: sorted(cfg.experiment(paper, e)["mix"]["gamma"]
@@ -476,3 +487,12 @@ def test_the_paper_config_is_valid_and_names_the_papers_models():
               for s in ("zephyr", "llama3")}
     assert gammas == {"zephyr": [0.0, 0.25, 0.5, 0.75, 1.0],
                       "llama3": [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]}
+
+
+def test_a_config_merged_from_the_toy_world_and_the_paper_is_refused():
+    toy = yaml.safe_load((ROOT / "config.yaml").read_text())
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    cfg.check_standalone(toy)
+    cfg.check_standalone(paper)
+    with pytest.raises(ValueError, match=r"both `world`.*and `settings`"):
+        cfg.check_standalone(cfg.deep_merge(toy, paper))

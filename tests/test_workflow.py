@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -109,19 +108,16 @@ def test_dry_run_of_the_default_config_plans_the_whole_paper_matrix(tmp_path):
         assert jobs[rule] == 1, (rule, jobs)
 
 
-def test_the_paper_config_plans_the_whole_matrix_offline_in_under_3_seconds(tmp_path):
+def test_the_paper_config_plans_the_whole_matrix_offline(tmp_path):
+    """The whole matrix, with the hub offline and HTTP(S) at a dead proxy (its time is
+    benchmarks/dry_run.py's)."""
     paper = REPO / "config" / "paper.yaml"
     cfg = load(paper)
     wd = workdir(tmp_path, cfg)
     # no network: the hub is offline and any HTTP(S) request goes to a dead proxy
     dead = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
             "NO_PROXY": ""}
-    elapsed = []
-    for _ in range(2):  # the faster of two: the first may read the packages from a cold disk
-        t0 = time.monotonic()
-        jobs = planned_jobs(wd, env=dead)
-        elapsed.append(time.monotonic() - t0)
-    elapsed = min(elapsed)
+    jobs = planned_jobs(wd, env=dead)
     want = expected_jobs(cfg)
     models = want.pop("eval")  # the paper suite evaluates through other rules
     assert {rule: jobs.get(rule, 0) for rule in want} == want
@@ -134,7 +130,6 @@ def test_the_paper_config_plans_the_whole_matrix_offline_in_under_3_seconds(tmp_
     assert jobs["prepare_ultrafeedback"] == 1
     assert jobs["table"] == 10 and jobs["figure"] == 5
     assert "toy_world" not in jobs
-    assert elapsed < 3.0, f"dry run of the paper matrix took {elapsed:.1f} s"
 
 
 def test_the_mini_paper_overlay_plans_the_paper_matrix_with_no_toy_rule(tmp_path):

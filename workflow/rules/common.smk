@@ -15,6 +15,7 @@ from dicewf import paper  # noqa: E402
 
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+cfg.check_standalone(config)
 
 RESERVED = {"toy", "eval", "tables", "figures", "benchmarks", "base", "data", "agreement"}
 SETTINGS = cfg.settings(config)

@@ -58,6 +58,17 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
+def check_standalone(config: Mapping[str, Any]) -> None:
+    """A configuration is the embedded toy world (``world:``) or hub backbones (``settings:``),
+    never both: both come only from merging two configurations, whose runs would then mix."""
+    if config.get("world") and config.get("settings"):
+        raise ValueError(
+            "config: both `world` (the embedded toy world) and `settings` (the paper's backbones)"
+            " are set: two configurations were merged into one. Give one: `snakemake` alone runs"
+            " config.yaml, `snakemake --configfile config/paper.yaml` runs the paper alone"
+        )
+
+
 def settings(config: Mapping[str, Any]) -> list[str]:
     """Names of the configured settings; ``[""]`` (one unnamed setting) when there are none."""
     return list(config.get("settings") or {}) or [""]

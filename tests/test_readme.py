@@ -1,0 +1,154 @@
+"""Every command README.md shows, run as a user types it, in a copy of the repository.
+
+The Snakemake commands of README's ``bash`` blocks run as dry runs (``-n`` added where the
+command has none; cluster commands are checked this way too: nothing is submitted) and their
+DAGs are checked against the configuration the command names: the paper's DAG holds no toy-world
+job, a test config plans only its own experiments, and a job count that README's comment states
+is the count planned. Make targets are checked with ``make -n``. The rest of README's shell lines
+(``apt-get``, ``sudo tests/slurm/start.sh``, ``squeue``, ...) are Slurm set-up that
+tests/test_slurm.py runs for real.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_workflow import NO_SLURM, REPO, SNAKEMAKE, expected_jobs, load
+
+from dicewf import config as wfconfig
+
+SNAKEMAKE_PROGRAMS = ("snakemake", ".venv/bin/snakemake")
+# what the copy leaves out: the environment and anything a run wrote
+NOT_COPIED = (".git", ".venv", "results", "resources", "logs", ".snakemake", ".pytest_cache",
+              "__pycache__")
+
+
+def readme_commands(text: str) -> list[str]:
+    """The logical command lines of README's ``bash`` blocks: continuations joined, comments
+    and blank lines dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        line = ""
+        for raw in block.splitlines():
+            line += raw
+            if line.endswith("\\"):
+                line = line[:-1]
+                continue
+            if line.strip() and not line.lstrip().startswith("#"):
+                commands.append(line.strip())
+            line = ""
+    return commands
+
+
+def split_comment(command: str) -> tuple[str, str]:
+    """(command, comment) of a line ``command   # comment``."""
+    m = re.match(r"(.*?)\s+#\s?(.*)$", command)
+    return (m[1], m[2]) if m else (command, "")
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table of a dry run: rule -> jobs."""
+    stats: dict[str, int] = {}
+    table = output.split("Job stats:", 1)[1]
+    for line in table.splitlines():
+        m = re.fullmatch(r"\s*([a-z_0-9]+)\s+(\d+)\s*", line)
+        if m:
+            stats[m[1]] = int(m[2])
+            if m[1] == "total":
+                break
+    return stats
+
+
+def configfiles(argv: list[str]) -> list[str]:
+    """The files given to ``--configfile`` (several may follow one flag)."""
+    files, taking = [], False
+    for arg in argv:
+        if arg in ("--configfile", "--configfiles"):
+            taking = True
+        elif taking and not arg.startswith("-"):
+            files.append(arg)
+        else:
+            taking = False
+    return files
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A copy of the repository as a fresh clone has it, without environment or results."""
+    dest = tmp_path_factory.mktemp("readme") / "repo"
+    shutil.copytree(REPO, dest, symlinks=True, ignore=shutil.ignore_patterns(*NOT_COPIED))
+    return dest
+
+
+COMMANDS = readme_commands((REPO / "README.md").read_text())
+SNAKEMAKE_COMMANDS = [c for c in COMMANDS if c.split()[0] in SNAKEMAKE_PROGRAMS]
+MAKE_COMMANDS = [c for c in COMMANDS if c.split()[0] == "make"]
+
+
+def test_readme_shows_the_commands_these_tests_run():
+    # the two set-up commands, the paper's dry run, the DAG inspection and the cluster runs
+    assert {"make run", "make test"} <= {split_comment(c)[0] for c in MAKE_COMMANDS}
+    assert any("--configfile config/paper.yaml" in c and " -n" in c for c in SNAKEMAKE_COMMANDS)
+    assert any("--profile slurm" in c for c in SNAKEMAKE_COMMANDS)
+    assert len(SNAKEMAKE_COMMANDS) >= 6
+
+
+@pytest.mark.parametrize("command", SNAKEMAKE_COMMANDS)
+def test_each_snakemake_command_of_the_readme_runs_as_written(command, clone):
+    line, comment = split_comment(command)
+    line = line.split("|")[0]  # `--rulegraph | dot ...`: Snakemake's part (dot may be missing)
+    argv = shlex.split(line)[1:]
+    if any(a.startswith("--profile") for a in argv) and \
+            importlib_missing("snakemake_executor_plugin_slurm"):
+        pytest.skip("the Slurm executor plugin is not installed")
+    graph = "--rulegraph" in argv or "--dag" in argv
+    if not graph and "-n" not in argv and "--dry-run" not in argv:
+        # a dry run: after `--` (targets) the flag must come first
+        argv = ["-n", *argv]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "PATH": f"{NO_SLURM}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}"
+                   f"{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([*SNAKEMAKE, *argv], cwd=clone, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+    if graph:
+        assert proc.stdout.lstrip().startswith("digraph"), proc.stdout[:200]
+        return
+    stats = job_stats(proc.stdout + proc.stderr)
+    files = configfiles(argv)
+    cfg: dict = {}
+    for name in files or ["config.yaml"]:  # --configfile replaces config.yaml, never merges
+        cfg = wfconfig.deep_merge(cfg, load(clone / name))
+    toy_jobs = sorted(rule for rule in stats if rule.startswith("toy_"))
+    if "world" in cfg:
+        assert toy_jobs, (command, stats)
+    else:
+        assert not toy_jobs, f"{command} plans toy-world jobs {toy_jobs}"
+    targets = [a for a in argv if a.startswith("results/")]
+    want = expected_jobs(cfg)["train"]
+    # the whole configuration, or a target's part of it: never a run the config does not have
+    assert (stats.get("train", 0) == want) if not targets else (stats.get("train", 0) <= want)
+    m = re.search(r"(\d[\d,]*) jobs", comment)
+    if m:  # a count README states is the count planned
+        assert stats["total"] == int(m[1].replace(",", "")), (command, stats["total"])
+
+
+@pytest.mark.parametrize("command", MAKE_COMMANDS)
+def test_each_make_target_of_the_readme_exists(command, clone):
+    target = shlex.split(split_comment(command)[0])[1:]
+    proc = subprocess.run(["make", "-n", *target], cwd=clone, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+
+
+def importlib_missing(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is None
