@@ -1,6 +1,9 @@
 """Hub models and datasets in config: the URI scheme, the local folder, and the download rules'
 function."""
 
+import os
+import subprocess
+import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -129,3 +132,46 @@ def test_dataset_download_with_no_matching_file_fails_and_leaves_nothing(tmp_pat
     with pytest.raises(ValueError, match="allow_patterns is empty"):
         hub.download("hf://datasets/org/name", tmp_path / "x", snapshot_download=fake,
                      allow_patterns=[])
+
+
+def test_download_through_huggingface_hub_from_a_local_hub(tmp_path):
+    """hub.download with huggingface_hub's own snapshot_download, against FakeHub (a test double
+    of the hub's HTTP API serving local folders): a model's weights, config and tokenizer but not
+    its other files, a dataset's allow_patterns only, every file as served."""
+    from fake_hub import FakeHub  # tests/, a test double
+
+    model, data = tmp_path / "src" / "model", tmp_path / "src" / "data"
+    files = {model: {"config.json": "{}", "model.safetensors": "weights",
+                     "tokenizer_config.json": "{}", "chat_template.jinja": "t",
+                     "README.md": "card", "pytorch_model.bin": "old weights",
+                     "optimizer.pt": "state"},
+             data: {"data/train_prefs-00000-of-00001.parquet": "a",
+                    "data/test_prefs-00000-of-00001.parquet": "b", "README.md": "card"}}
+    for root, contents in files.items():
+        for name, text in contents.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+    out = tmp_path / "out"
+    script = ("from dicewf import hub\n"
+              f"hub.download('hf://org/model', {str(out / 'model')!r})\n"
+              f"hub.download('hf://datasets/org/data', {str(out / 'data')!r},"
+              " allow_patterns=['data/train_prefs-*'])\n")
+    with FakeHub({"org/model": model, "datasets/org/data": data}) as fake:
+        env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": fake.endpoint,
+               "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_DISABLE_TELEMETRY": "1",
+               "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+               "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
+               "PYTHONPATH": str(Path(hub.__file__).parents[1])}
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+    def got(folder):
+        return {p.relative_to(folder).as_posix(): p.read_text() for p in folder.rglob("*")
+                if p.is_file() and ".cache" not in p.relative_to(folder).parts}
+
+    assert got(out / "model") == {name: text for name, text in files[model].items()
+                                  if name not in ("README.md", "pytorch_model.bin",
+                                                  "optimizer.pt")}
+    assert got(out / "data") == {"data/train_prefs-00000-of-00001.parquet": "a"}
+    assert {r["method"] for r in fake.requests} >= {"GET", "HEAD"}
