@@ -1,0 +1,156 @@
+"""The mini models: the paper backbones' real tokenizers, chat templates and architectures, tiny.
+
+Tokenizer tests are fast (a tokenizer builds in seconds); tests on built models are slow (a build
+fine-tunes for about a minute on one core) and share the session fixture ``mini_models``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dicewf import chat, miniworld
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hello"},
+    {"role": "assistant", "content": "Hi there"},
+]
+
+
+@pytest.fixture(scope="module")
+def zephyr_tok():
+    return miniworld.zephyr_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def llama3_tok():
+    return miniworld.llama3_tokenizer()
+
+
+def test_zephyr_tokenizer_is_mistral_v01(zephyr_tok):
+    tok = zephyr_tok
+    assert len(tok) == 32000
+    assert tok("Hello world", add_special_tokens=False)["input_ids"] == [22557, 1526]
+    assert tok("Hello world")["input_ids"] == [1, 22557, 1526]
+    assert (tok.bos_token, tok.bos_token_id, tok.eos_token, tok.eos_token_id) == ("<s>", 1, "</s>", 2)
+    assert tok.unk_token_id == 0
+
+
+def test_llama3_tokenizer_ids(llama3_tok):
+    tok = llama3_tok
+    assert len(tok) == 128256
+    assert tok("Hello world", add_special_tokens=False)["input_ids"] == [9906, 1917]
+    assert tok("Hello world")["input_ids"] == [128000, 9906, 1917]
+    assert tok.bos_token_id == 128000 and tok.eos_token_id == 128001
+    ids = {t: tok.convert_tokens_to_ids(t) for t in
+           ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+            "<|reserved_special_token_0|>", "<|reserved_special_token_250|>")}
+    assert ids == {"<|start_header_id|>": 128006, "<|end_header_id|>": 128007,
+                   "<|eot_id|>": 128009, "<|reserved_special_token_0|>": 128002,
+                   "<|reserved_special_token_250|>": 128255}
+    # special tokens are matched whole in text, never split into pieces
+    assert tok("<|eot_id|>x", add_special_tokens=False)["input_ids"][0] == 128009
+
+
+def test_zephyr_chat_template_renders_as_published(zephyr_tok):
+    text = zephyr_tok.apply_chat_template(CONVERSATION, tokenize=False)
+    assert text == "<|system|>\nBe brief.</s>\n<|user|>\nHello</s>\n<|assistant|>\nHi there</s>\n"
+    prompt = zephyr_tok.apply_chat_template(CONVERSATION[:2], tokenize=False,
+                                            add_generation_prompt=True)
+    assert prompt == "<|system|>\nBe brief.</s>\n<|user|>\nHello</s>\n<|assistant|>\n"
+
+
+def test_llama3_chat_template_renders_as_published(llama3_tok):
+    text = llama3_tok.apply_chat_template(CONVERSATION, tokenize=False)
+    assert text == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>"
+    )
+    prompt = llama3_tok.apply_chat_template([{"role": "user", "content": " Hello \n"}],
+                                            tokenize=False, add_generation_prompt=True)
+    assert prompt == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+def test_unknown_backbone_or_role_is_named(tmp_path):
+    with pytest.raises(ValueError, match="backbone 'gpt2'"):
+        miniworld.build_model("gpt2", tmp_path / "m")
+    with pytest.raises(ValueError, match="role 'judge'"):
+        miniworld.build_model("zephyr", tmp_path / "m", role="judge")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.fixture(scope="session")
+def mini_models(tmp_path_factory):
+    """{(backbone, role): folder} for both backbones and both roles, seed 0."""
+    root = tmp_path_factory.mktemp("mini")
+    return {(b, r): miniworld.build_model(b, root / f"{b}-{r}", role=r, seed=0)
+            for b in miniworld.BACKBONES for r in miniworld.ROLES}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone, arch, vocab, eos", [
+    ("zephyr", "MistralForCausalLM", 32000, 2),
+    ("llama3", "LlamaForCausalLM", 128256, [128001, 128009]),
+])
+def test_built_folder_loads_like_a_hub_snapshot(mini_models, backbone, arch, vocab, eos):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    path = mini_models[(backbone, "policy")]
+    assert {"config.json", "model.safetensors", "generation_config.json",
+            "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in path.iterdir()}
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # nothing half-written
+    config = AutoConfig.from_pretrained(path)
+    assert config.architectures == [arch] and config.vocab_size == vocab
+    assert config.max_position_embeddings >= 2048
+    assert type(AutoModelForCausalLM.from_pretrained(path)).__name__ == arch
+    assert GenerationConfig.from_pretrained(path).eos_token_id == eos
+    assert json.loads((path / "generation_config.json").read_text())["eos_token_id"] == eos
+    tok = AutoTokenizer.from_pretrained(path)
+    assert len(tok) == vocab
+    assert chat.turn_end_token(tok) == ("</s>" if backbone == "zephyr" else "<|eot_id|>")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_policy_and_reference_differ(mini_models, backbone):
+    import torch
+    from safetensors.torch import load_file
+
+    a = load_file(mini_models[(backbone, "policy")] / "model.safetensors")
+    b = load_file(mini_models[(backbone, "reference")] / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert not any(torch.equal(a[k], b[k]) for k in a if "norm" not in k)
+
+
+@pytest.mark.slow
+def test_build_is_deterministic(mini_models, tmp_path):
+    again = miniworld.build_model("zephyr", tmp_path / "again", role="reference", seed=0)
+    first = mini_models[("zephyr", "reference")]
+    assert (again / "model.safetensors").read_bytes() == (first / "model.safetensors").read_bytes()
+    assert (again / "tokenizer.json").read_bytes() == (first / "tokenizer.json").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_models_end_their_turns(mini_models, backbone):
+    """Sampled at the paper's temperature, most replies end on the turn-end token well before
+    64 tokens (a random model over this vocabulary would practically never)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = mini_models[(backbone, "policy")]
+    tok = AutoTokenizer.from_pretrained(path)
+    lm = AutoModelForCausalLM.from_pretrained(path)
+    end = chat.turn_end_id(tok)
+    ids = tok(chat.render_prompts(tok, ["Name three rivers in Europe."])[0])["input_ids"]
+    torch.manual_seed(0)
+    x = torch.tensor([ids])
+    out = lm.generate(x, attention_mask=torch.ones_like(x), do_sample=True, temperature=0.9,
+                      top_k=0, max_new_tokens=64, num_return_sequences=16, eos_token_id=[end],
+                      pad_token_id=end)
+    ended = [end in row for row in out[:, len(ids):].tolist()]
+    assert sum(ended) >= 12
