@@ -154,3 +154,95 @@ def test_models_end_their_turns(mini_models, backbone):
                       pad_token_id=end)
     ended = [end in row for row in out[:, len(ids):].tolist()]
     assert sum(ended) >= 12
+
+
+# ---- tokenization: one BOS, the turn-end token, the ids TRL trains on, stop tokens ----------
+
+BACKBONE_IDS = {  # backbone: (BOS id, turn-end id, EOS id of the tokenizer)
+    "zephyr": (1, 2, 2),
+    "llama3": (128000, 128009, 128001),
+}
+PAIRS = [
+    ("What is 2 plus 2?", "It is 4.", "Five, I think."),
+    ("  Name a colour.  ", " Blue", "Green\nor red."),
+    ("Write a haiku about rain.", "Soft rain on the roof\nwhispers", "Rain."),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(zephyr_tok, llama3_tok):
+    return {"zephyr": zephyr_tok, "llama3": llama3_tok}
+
+
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_turn_end_token_and_trl_tokenizer(tokenizers, backbone):
+    tok = tokenizers[backbone]
+    bos, end, eos = BACKBONE_IDS[backbone]
+    assert chat.turn_end_id(tok) == end
+    trl_tok = chat.for_trl(tok)
+    assert trl_tok.eos_token_id == end
+    assert tok.eos_token_id == eos  # the tokenizer itself is left as it was
+
+
+def test_stop_token_ids_merge_template_generation_config_and_extra(llama3_tok, zephyr_tok):
+    assert chat.stop_token_ids(llama3_tok, [128001, 128009], [13]) == [128009, 128001, 13]
+    assert chat.stop_token_ids(llama3_tok) == [128009, 128001]
+    assert chat.stop_token_ids(zephyr_tok, 2) == [2]
+
+
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_exactly_one_bos_when_sampling_and_scoring(tokenizers, backbone):
+    from dicewf import reward_model, sampling, scoring
+
+    tok = tokenizers[backbone]
+    bos, end, eos = BACKBONE_IDS[backbone]
+    prompts = [p for p, _, _ in PAIRS]
+    responses = [c for _, c, _ in PAIRS]
+    for ids in sampling.prompt_token_ids(tok, prompts):
+        assert ids[0] == bos and ids.count(bos) == 1
+    for enc, resp in zip(scoring.encode(tok, prompts, responses), responses, strict=True):
+        ids = enc.input_ids
+        assert ids[0] == bos and ids.count(bos) == 1
+        # the user's turn and the response end with the turn-end token, nothing with another EOS
+        assert ids[-1] == end and ids.count(end) == 2
+        assert eos == end or eos not in ids
+        assert tok.decode(ids[enc.response_start:-1]).strip() == resp.strip()
+    for ids in reward_model.encode(tok, prompts, responses):
+        assert ids[0] == bos and ids.count(bos) == 1
+
+
+def _trl_dataset(tok, config):
+    """TRL's DPOTrainer on a randomly initialised mini model: its tokenized train dataset."""
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from dicewf import training
+
+    pairs = pd.DataFrame(PAIRS, columns=["prompt", "chosen", "rejected"])
+    torch.manual_seed(0)
+    model, ref = (AutoModelForCausalLM.from_config(config) for _ in range(2))
+    args = DPOConfig(output_dir=config.output_dir, use_cpu=True, report_to="none",
+                     max_steps=1)
+    trainer = DPOTrainer(model=model, ref_model=ref, args=args,
+                         train_dataset=training.preference_dataset(tok, pairs),
+                         processing_class=chat.for_trl(tok))
+    return pairs, trainer.train_dataset
+
+
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_scoring_ids_equal_the_ids_trl_trains_on(tokenizers, backbone, tmp_path):
+    from dicewf import scoring
+
+    tok = tokenizers[backbone]
+    bos, end, _ = BACKBONE_IDS[backbone]
+    config = miniworld._config(backbone, tok)
+    config.output_dir = str(tmp_path / "trainer")
+    pairs, data = _trl_dataset(tok, config)
+    for side in ("chosen", "rejected"):
+        ours = scoring.encode(tok, pairs["prompt"].tolist(), pairs[side].tolist())
+        for enc, row in zip(ours, data, strict=True):
+            assert enc.input_ids[:enc.response_start] == row["prompt_ids"]
+            assert enc.input_ids[enc.response_start:] == row[f"{side}_ids"]
+            assert row["prompt_ids"].count(bos) == 1 and row[f"{side}_ids"][-1] == end
