@@ -6,6 +6,7 @@ fine-tunes for about a minute on one core) and share the session fixture ``mini_
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -246,3 +247,71 @@ def test_scoring_ids_equal_the_ids_trl_trains_on(tokenizers, backbone, tmp_path)
             assert enc.input_ids[:enc.response_start] == row["prompt_ids"]
             assert enc.input_ids[enc.response_start:] == row[f"{side}_ids"]
             assert row["prompt_ids"].count(bos) == 1 and row[f"{side}_ids"][-1] == end
+
+
+# ---- the workflow's steps on the built models --------------------------------------------
+
+VLLM_ENGINE = {"dtype": "float32", "max_model_len": 512, "kv_cache_memory_bytes": 2**28,
+               "enforce_eager": True}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [
+    "transformers",
+    pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None, reason="vllm is not installed")]),
+])
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_sampled_responses_stop_on_the_turn_end_token(mini_models, backbone, backend):
+    """At the paper's Llama-3 temperature, most responses stop (on the turn-end token: the only
+    stop token these models learnt to emit) well before ``max_tokens``, none is dropped for want
+    of a stop token."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from dicewf import sampling
+
+    path = mini_models[(backbone, "policy")]
+    prompts = pd.DataFrame({"prompt_id": ["a", "b", "c", "d"],
+                            "prompt": [p for p, _, _ in PAIRS] + ["Explain photosynthesis."]})
+    spec = sampling.SamplingSpec(n=4, temperature=0.9, top_p=1.0, max_tokens=64, seed=0)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert sampling.model_stop_token_ids(path, tok, spec)[0] == BACKBONE_IDS[backbone][1]
+    out = sampling.sample(path, prompts, spec, backend=backend,
+                          engine=VLLM_ENGINE if backend == "vllm" else None)
+    assert len(out) == 16
+    assert (out["finish_reason"] == "stop").mean() >= 0.75
+    # the stop token is not part of the text
+    for marker in ("<|eot_id|>", "<|end_of_text|>", "</s>"):
+        assert not out["response"].str.contains(marker, regex=False).any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_scoring_and_a_dpo_step_on_the_mini_models(mini_models, backbone, tmp_path):
+    import math
+
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from dicewf import scoring, training
+
+    policy, ref = mini_models[(backbone, "policy")], mini_models[(backbone, "reference")]
+    pairs = pd.DataFrame(PAIRS, columns=["prompt", "chosen", "rejected"]).assign(
+        prompt_id=["a", "b", "c"])
+    samples = pd.DataFrame({"prompt_id": pairs["prompt_id"], "prompt": pairs["prompt"],
+                            "sample_idx": 0, "response": pairs["chosen"],
+                            "finish_reason": "stop", "seed": 0})
+    scored = scoring.score(samples, policy, ref, beta=0.1)
+    assert scored["reward"].abs().min() > 0  # policy and reference differ
+    tok = AutoTokenizer.from_pretrained(policy)
+    # the response's own tokens plus the turn-end token
+    assert scored["len_tokens"].tolist() == [
+        e.n_response for e in scoring.encode(tok, pairs["prompt"], pairs["chosen"])]
+    history = training.train_dpo(policy, pairs, tmp_path / "dpo",
+                                 {"max_steps": 1, "per_device_train_batch_size": 3,
+                                  "learning_rate": 1e-3, "beta": 0.1}, seed=0, ref=ref)
+    assert math.isfinite(next(e["loss"] for e in history if "loss" in e))
+    trained = AutoTokenizer.from_pretrained(tmp_path / "dpo")
+    assert trained.eos_token == tok.eos_token  # the folder keeps the tokenizer as loaded
+    assert chat.turn_end_id(trained) == BACKBONE_IDS[backbone][1]
