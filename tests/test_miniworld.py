@@ -6,6 +6,7 @@ fine-tunes for about a minute on one core) and share the session fixture ``mini_
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -34,7 +35,8 @@ def test_zephyr_tokenizer_is_mistral_v01(zephyr_tok):
     assert len(tok) == 32000
     assert tok("Hello world", add_special_tokens=False)["input_ids"] == [22557, 1526]
     assert tok("Hello world")["input_ids"] == [1, 22557, 1526]
-    assert (tok.bos_token, tok.bos_token_id, tok.eos_token, tok.eos_token_id) == ("<s>", 1, "</s>", 2)
+    assert (tok.bos_token, tok.bos_token_id) == ("<s>", 1)
+    assert (tok.eos_token, tok.eos_token_id) == ("</s>", 2)
     assert tok.unk_token_id == 0
 
 
@@ -154,3 +156,163 @@ def test_models_end_their_turns(mini_models, backbone):
                       pad_token_id=end)
     ended = [end in row for row in out[:, len(ids):].tolist()]
     assert sum(ended) >= 12
+
+
+# ---- tokenization: one BOS, the turn-end token, the ids TRL trains on, stop tokens ----------
+
+BACKBONE_IDS = {  # backbone: (BOS id, turn-end id, EOS id of the tokenizer)
+    "zephyr": (1, 2, 2),
+    "llama3": (128000, 128009, 128001),
+}
+PAIRS = [
+    ("What is 2 plus 2?", "It is 4.", "Five, I think."),
+    ("  Name a colour.  ", " Blue", "Green\nor red."),
+    ("Write a haiku about rain.", "Soft rain on the roof\nwhispers", "Rain."),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(zephyr_tok, llama3_tok):
+    return {"zephyr": zephyr_tok, "llama3": llama3_tok}
+
+
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_turn_end_token_and_trl_tokenizer(tokenizers, backbone):
+    tok = tokenizers[backbone]
+    bos, end, eos = BACKBONE_IDS[backbone]
+    assert chat.turn_end_id(tok) == end
+    trl_tok = chat.for_trl(tok)
+    assert trl_tok.eos_token_id == end
+    assert tok.eos_token_id == eos  # the tokenizer itself is left as it was
+
+
+def test_stop_token_ids_merge_template_generation_config_and_extra(llama3_tok, zephyr_tok):
+    assert chat.stop_token_ids(llama3_tok, [128001, 128009], [13]) == [128009, 128001, 13]
+    assert chat.stop_token_ids(llama3_tok) == [128009, 128001]
+    assert chat.stop_token_ids(zephyr_tok, 2) == [2]
+
+
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_exactly_one_bos_when_sampling_and_scoring(tokenizers, backbone):
+    from dicewf import reward_model, sampling, scoring
+
+    tok = tokenizers[backbone]
+    bos, end, eos = BACKBONE_IDS[backbone]
+    prompts = [p for p, _, _ in PAIRS]
+    responses = [c for _, c, _ in PAIRS]
+    for ids in sampling.prompt_token_ids(tok, prompts):
+        assert ids[0] == bos and ids.count(bos) == 1
+    for enc, resp in zip(scoring.encode(tok, prompts, responses), responses, strict=True):
+        ids = enc.input_ids
+        assert ids[0] == bos and ids.count(bos) == 1
+        # the user's turn and the response end with the turn-end token, nothing with another EOS
+        assert ids[-1] == end and ids.count(end) == 2
+        assert eos == end or eos not in ids
+        assert tok.decode(ids[enc.response_start:-1]).strip() == resp.strip()
+    for ids in reward_model.encode(tok, prompts, responses):
+        assert ids[0] == bos and ids.count(bos) == 1
+
+
+def _trl_dataset(tok, config):
+    """TRL's DPOTrainer on a randomly initialised mini model: its tokenized train dataset."""
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from dicewf import training
+
+    pairs = pd.DataFrame(PAIRS, columns=["prompt", "chosen", "rejected"])
+    torch.manual_seed(0)
+    model, ref = (AutoModelForCausalLM.from_config(config) for _ in range(2))
+    args = DPOConfig(output_dir=config.output_dir, use_cpu=True, report_to="none",
+                     max_steps=1)
+    trainer = DPOTrainer(model=model, ref_model=ref, args=args,
+                         train_dataset=training.preference_dataset(tok, pairs),
+                         processing_class=chat.for_trl(tok))
+    return pairs, trainer.train_dataset
+
+
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_scoring_ids_equal_the_ids_trl_trains_on(tokenizers, backbone, tmp_path):
+    from dicewf import scoring
+
+    tok = tokenizers[backbone]
+    bos, end, _ = BACKBONE_IDS[backbone]
+    config = miniworld._config(backbone, tok)
+    config.output_dir = str(tmp_path / "trainer")
+    pairs, data = _trl_dataset(tok, config)
+    for side in ("chosen", "rejected"):
+        ours = scoring.encode(tok, pairs["prompt"].tolist(), pairs[side].tolist())
+        for enc, row in zip(ours, data, strict=True):
+            assert enc.input_ids[:enc.response_start] == row["prompt_ids"]
+            assert enc.input_ids[enc.response_start:] == row[f"{side}_ids"]
+            assert row["prompt_ids"].count(bos) == 1 and row[f"{side}_ids"][-1] == end
+
+
+# ---- the workflow's steps on the built models --------------------------------------------
+
+VLLM_ENGINE = {"dtype": "float32", "max_model_len": 512, "kv_cache_memory_bytes": 2**28,
+               "enforce_eager": True}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [
+    "transformers",
+    pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None, reason="vllm is not installed")]),
+])
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_sampled_responses_stop_on_the_turn_end_token(mini_models, backbone, backend):
+    """At the paper's Llama-3 temperature, most responses stop (on the turn-end token: the only
+    stop token these models learnt to emit) well before ``max_tokens``, none is dropped for want
+    of a stop token."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from dicewf import sampling
+
+    path = mini_models[(backbone, "policy")]
+    prompts = pd.DataFrame({"prompt_id": ["a", "b", "c", "d"],
+                            "prompt": [p for p, _, _ in PAIRS] + ["Explain photosynthesis."]})
+    spec = sampling.SamplingSpec(n=4, temperature=0.9, top_p=1.0, max_tokens=64, seed=0)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert sampling.model_stop_token_ids(path, tok, spec)[0] == BACKBONE_IDS[backbone][1]
+    out = sampling.sample(path, prompts, spec, backend=backend,
+                          engine=VLLM_ENGINE if backend == "vllm" else None)
+    assert len(out) == 16
+    assert (out["finish_reason"] == "stop").mean() >= 0.75
+    # the stop token is not part of the text
+    for marker in ("<|eot_id|>", "<|end_of_text|>", "</s>"):
+        assert not out["response"].str.contains(marker, regex=False).any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", miniworld.BACKBONES)
+def test_scoring_and_a_dpo_step_on_the_mini_models(mini_models, backbone, tmp_path):
+    import math
+
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from dicewf import scoring, training
+
+    policy, ref = mini_models[(backbone, "policy")], mini_models[(backbone, "reference")]
+    pairs = pd.DataFrame(PAIRS, columns=["prompt", "chosen", "rejected"]).assign(
+        prompt_id=["a", "b", "c"])
+    samples = pd.DataFrame({"prompt_id": pairs["prompt_id"], "prompt": pairs["prompt"],
+                            "sample_idx": 0, "response": pairs["chosen"],
+                            "finish_reason": "stop", "seed": 0})
+    scored = scoring.score(samples, policy, ref, beta=0.1)
+    assert scored["reward"].abs().min() > 0  # policy and reference differ
+    tok = AutoTokenizer.from_pretrained(policy)
+    # the response's own tokens plus the turn-end token
+    assert scored["len_tokens"].tolist() == [
+        e.n_response for e in scoring.encode(tok, pairs["prompt"], pairs["chosen"])]
+    history = training.train_dpo(policy, pairs, tmp_path / "dpo",
+                                 {"max_steps": 1, "per_device_train_batch_size": 3,
+                                  "learning_rate": 1e-3, "beta": 0.1}, seed=0, ref=ref)
+    assert math.isfinite(next(e["loss"] for e in history if "loss" in e))
+    trained = AutoTokenizer.from_pretrained(tmp_path / "dpo")
+    assert trained.eos_token == tok.eos_token  # the folder keeps the tokenizer as loaded
+    assert chat.turn_end_id(trained) == BACKBONE_IDS[backbone][1]

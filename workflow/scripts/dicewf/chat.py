@@ -74,6 +74,20 @@ def turn_end_token(tokenizer) -> str:
                      f"after an assistant message (it writes {tail!r})")
 
 
+def for_trl(tokenizer):
+    """The tokenizer to hand TRL's trainers: TRL appends ``eos_token`` to string completions, so
+    this is a copy whose ``eos_token`` is the turn-end token when the two differ (as the DICE
+    code's LLaMA-Factory does for Llama-3); ``tokenizer`` itself is left as it is."""
+    import copy
+
+    end = turn_end_token(tokenizer)
+    if end == tokenizer.eos_token:
+        return tokenizer
+    trl_tokenizer = copy.deepcopy(tokenizer)
+    trl_tokenizer.eos_token = end
+    return trl_tokenizer
+
+
 def turn_end_id(tokenizer) -> int:
     return tokenizer.convert_tokens_to_ids(turn_end_token(tokenizer))
 
