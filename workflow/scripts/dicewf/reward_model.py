@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .chat import render_prompts
+from .batching import trl_batch_args
 from .io import check_frame
 from .scoring import token_budget_batches
 from .training import (
@@ -39,6 +40,7 @@ from .training import (
     _pairs_fingerprint,
     _train_resumable,
     checkpoint_dir_for,
+    launched_processes,
 )
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,8 @@ def train_reward_model(
     """Train a scalar reward model from the causal LM ``model`` on preference ``pairs``.
 
     ``pairs`` has the ``pairs`` columns (prompt_id, prompt, chosen, rejected); ``args`` are
-    ``RewardConfig`` fields. The score head is initialised from ``seed``. Pairs longer than
+    ``RewardConfig`` fields (and ``global_batch_size``, :mod:`dicewf.batching`). The score head
+    is initialised from ``seed``. Pairs longer than
     ``max_length`` (a RewardConfig field, default 1024) are left out by TRL; their number is
     logged. Writes the model folder (weights, config, tokenizer with its padding token) to
     ``out_dir`` atomically and the metrics JSON to ``metrics_path``; returns the log history.
@@ -95,7 +98,8 @@ def train_reward_model(
     from trl import RewardConfig, RewardTrainer
 
     check_frame(pairs, "pairs", source)
-    rm_args = _checkpoint_defaults(dict(args))
+    rm_args = _checkpoint_defaults(trl_batch_args(args, launched_processes(),
+                                                  "agreement.reward_model"))
     out_dir = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else checkpoint_dir_for(out_dir)
     cfg = RewardConfig(output_dir=str(ckpt_dir), seed=seed, data_seed=seed,
