@@ -4,9 +4,9 @@ The ``args`` mappings handed to these functions are literal ``SFTConfig`` / ``DP
 (``beta``, ``learning_rate``, ``lr_scheduler_type``, ``warmup_steps``, ``max_steps``, ...), so a TRL
 user reads our config without a glossary, plus one key of ours: ``global_batch_size``, turned
 into ``gradient_accumulation_steps`` for the run's number of processes (:mod:`dicewf.batching`)
-by :func:`train_dpo` (and the reward-model trainer). Two TRL defaults are overridden on machines without a
-GPU: ``bf16`` and ``gradient_checkpointing`` are off unless the config turns them on, and the
-trainer runs on the CPU.
+by :func:`train_dpo` (and the reward-model trainer). Two TRL defaults are overridden on machines
+without a GPU: ``bf16`` and ``gradient_checkpointing`` are off unless the config turns them on,
+and the trainer runs on the CPU.
 
 Datasets are plain strings: ``prompt`` is the prompt already rendered with the model's chat
 template (ending with the assistant header) and completions are raw text, to which TRL appends the
