@@ -32,11 +32,12 @@ def test_an_indivisible_global_batch_names_the_keys_and_the_processes():
         batching.gradient_accumulation({**PAPER_TRAIN, "per_device_train_batch_size": 5}, 1)
 
 
-def test_an_explicit_accumulation_must_agree_with_the_global_batch():
-    assert batching.gradient_accumulation({**PAPER_TRAIN, "gradient_accumulation_steps": 1},
-                                          8) == 1
-    with pytest.raises(ValueError, match="gradient_accumulation_steps \\(1\\) contradicts"):
-        batching.gradient_accumulation({**PAPER_TRAIN, "gradient_accumulation_steps": 1}, 2)
+def test_the_global_batch_replaces_an_explicit_accumulation_and_says_so(caplog):
+    block = {**PAPER_TRAIN, "gradient_accumulation_steps": 1}  # e.g. from merged defaults
+    assert batching.trl_batch_args(block, 8)["gradient_accumulation_steps"] == 1
+    assert not caplog.records
+    assert batching.trl_batch_args(block, 2)["gradient_accumulation_steps"] == 4
+    assert "gradient_accumulation_steps 1 is replaced by 4" in caplog.text
 
 
 def test_without_a_global_batch_the_block_is_used_as_it_is():

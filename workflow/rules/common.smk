@@ -171,14 +171,24 @@ def shared_scores(w):
 
 
 def agreement_inputs(w):
-    """Iteration-1 scores of the agreement experiment (and, with the gold judge, its tasks)."""
+    """Iteration-1 scores of the agreement experiment (and, with the gold judge, its tasks; and
+    the published reward models to score)."""
     exp = cfg.full_name(MAIN_SETTING, config["agreement"]["experiment"])
     if exp not in RUNS:
         raise ValueError(f"agreement.experiment: no experiment {exp!r} to sample tuples from")
     inputs = {"scores": f"{cfg.iter_dir(OWNERS[exp][1], 1)}/scores.parquet"}
     if config["agreement"]["judge"] == "gold":
         inputs["tasks"] = cfg.base(config, MAIN_SETTING)["prompts"]
+    external = config["agreement"]["external_reward_models"].values()
+    if external:  # published reward models (Table 5's ERM), in config order
+        inputs["external"] = [model_input(hub.local_dir(m["model"])) for m in external]
     return inputs
+
+
+def reward_model_pairs(w):
+    """The IntlRM's training pairs: D_offline of the main setting, or a configured pairs file."""
+    pairs = config["agreement"]["reward_model_pairs"]
+    return cfg.base(config, MAIN_SETTING)["offline"] if pairs == "offline" else pairs
 
 
 def train_processes(train, gpu):

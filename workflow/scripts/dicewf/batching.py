@@ -10,16 +10,21 @@ gradient_accumulation_steps x processes``, so for a job with ``processes`` train
     gradient_accumulation_steps = global_batch_size / (per_device_train_batch_size x processes)
 
 and the same config gives the same batch on 8 GPUs (accumulation 1) or on one (accumulation 8).
-Without ``global_batch_size`` (or with null) the block's own ``gradient_accumulation_steps`` is
-used as it is, so the global batch then grows with the GPU count.
+A ``gradient_accumulation_steps`` in the same block (e.g. merged in from shared defaults) is
+replaced by the derived one, with a warning in the log. Without ``global_batch_size`` (or with
+null) the block's own ``gradient_accumulation_steps`` is used as it is, so the global batch then
+grows with the GPU count.
 
 Imports nothing heavy: the Snakefile checks a job's batch with it when the job is scheduled.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 GLOBAL_BATCH_KEY = "global_batch_size"
 PER_DEVICE_KEY = "per_device_train_batch_size"
@@ -37,8 +42,7 @@ def gradient_accumulation(args: Mapping[str, Any], processes: int,
     with ``processes`` processes; None when the block sets no global batch.
 
     Raises ValueError, naming the keys of block ``where``, when the global batch is not a
-    multiple of ``per_device_train_batch_size x processes`` or contradicts an explicit
-    ``gradient_accumulation_steps``.
+    multiple of ``per_device_train_batch_size x processes``.
     """
     total = args.get(GLOBAL_BATCH_KEY)
     if total is None:
@@ -58,15 +62,7 @@ def gradient_accumulation(args: Mapping[str, Any], processes: int,
             f"({per_device}) x {processes} training process(es) (the job's gpu resource, at "
             f"least 1) = {per_step}: change one of them"
         )
-    steps = total // per_step
-    given = args.get(ACCUMULATION_KEY)
-    if given is not None and int(given) != steps:
-        raise ValueError(
-            f"{where}: {ACCUMULATION_KEY} ({given}) contradicts {GLOBAL_BATCH_KEY} ({total}) = "
-            f"{PER_DEVICE_KEY} ({per_device}) x {processes} process(es) x {steps}: leave "
-            f"{ACCUMULATION_KEY} out (it is derived) or set {GLOBAL_BATCH_KEY} to null"
-        )
-    return steps
+    return total // per_step
 
 
 def trl_batch_args(args: Mapping[str, Any], processes: int, where: str = "train") -> dict[str, Any]:
@@ -76,5 +72,9 @@ def trl_batch_args(args: Mapping[str, Any], processes: int, where: str = "train"
     steps = gradient_accumulation(out, processes, where)
     out.pop(GLOBAL_BATCH_KEY, None)
     if steps is not None:
+        given = out.get(ACCUMULATION_KEY)
+        if given is not None and int(given) != steps:
+            log.warning("%s: %s %s is replaced by %d, derived from %s %d", where,
+                        ACCUMULATION_KEY, given, steps, GLOBAL_BATCH_KEY, args[GLOBAL_BATCH_KEY])
         out[ACCUMULATION_KEY] = steps
     return out
