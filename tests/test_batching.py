@@ -84,3 +84,22 @@ def test_train_dpo_fails_before_loading_a_model_when_the_batch_does_not_divide(
         training.train_dpo(tmp_path / "no-model-here", pairs, tmp_path / "policy", PAPER_TRAIN,
                            seed=0)
     assert not list(tmp_path.iterdir())
+
+
+def test_train_dpo_hands_trl_the_derived_accumulation(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)  # one process
+    built = []  # test double of the training loop: records the TRL config, trains nothing
+
+    def record(cfg, build, **kwargs):
+        built.append(cfg)
+        return []
+
+    monkeypatch.setattr(training, "_train_resumable", record)
+    pairs = pd.DataFrame({"prompt_id": ["a"], "prompt": ["p"], "chosen": ["c"],
+                          "rejected": ["r"]})
+    args = {"global_batch_size": 8, "per_device_train_batch_size": 2, "max_steps": 1,
+            "gradient_accumulation_steps": 1}
+    training.train_dpo("unused-model", pairs, tmp_path / "policy", args, seed=0)
+    (cfg,) = built
+    assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (2, 4)
+    assert not hasattr(cfg, "global_batch_size")
