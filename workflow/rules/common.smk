@@ -10,6 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from dicewf import config as cfg  # noqa: E402
+from dicewf import batching  # noqa: E402
 from dicewf import hub  # noqa: E402
 from dicewf import paper  # noqa: E402
 
@@ -29,6 +30,8 @@ for _setting in SETTINGS:
         raise ValueError(f"base: {_missing} missing (top-level base or settings.{_setting}.base)")
 # every experiment resolved once: a bad block fails here, naming the experiment
 XP = {_name: cfg.experiment(config, _name) for _name in RUNS}
+# the IntlRM trains in one process (a script: job): its global batch must divide now
+batching.gradient_accumulation(config["agreement"]["reward_model"], 1, "agreement.reward_model")
 OWNERS = cfg.iteration1_owners(config)  # iteration-1 work shared between experiments
 LAYOUT = paper.Layout.from_config(config)  # which run fills which cell of the paper's tables
 # the layout as a param of the table and figure jobs, less Figure 2's bins (their own param, so
@@ -169,14 +172,32 @@ def shared_scores(w):
 
 
 def agreement_inputs(w):
-    """Iteration-1 scores of the agreement experiment (and, with the gold judge, its tasks)."""
+    """Iteration-1 scores of the agreement experiment (and, with the gold judge, its tasks; and
+    the published reward models to score)."""
     exp = cfg.full_name(MAIN_SETTING, config["agreement"]["experiment"])
     if exp not in RUNS:
         raise ValueError(f"agreement.experiment: no experiment {exp!r} to sample tuples from")
     inputs = {"scores": f"{cfg.iter_dir(OWNERS[exp][1], 1)}/scores.parquet"}
     if config["agreement"]["judge"] == "gold":
         inputs["tasks"] = cfg.base(config, MAIN_SETTING)["prompts"]
+    external = config["agreement"]["external_reward_models"].values()
+    if external:  # published reward models (Table 5's ERM), in config order
+        inputs["external"] = [model_input(hub.local_dir(m["model"])) for m in external]
     return inputs
+
+
+def reward_model_pairs(w):
+    """The IntlRM's training pairs: D_offline of the main setting, or a configured pairs file."""
+    pairs = config["agreement"]["reward_model_pairs"]
+    return cfg.base(config, MAIN_SETTING)["offline"] if pairs == "offline" else pairs
+
+
+def train_processes(train, gpu):
+    """Training processes of a job with ``gpu`` GPUs, after checking that the block's
+    global_batch_size divides over them (dicewf.batching)."""
+    processes = batching.processes_of(gpu)
+    batching.gradient_accumulation(train, processes)
+    return processes
 
 
 @functools.cache

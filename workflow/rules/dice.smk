@@ -195,7 +195,9 @@ rule train:
                 config["train_launcher"]["accelerate_config"] if resources.gpu else "single"
             )
         ),
-        processes=lambda w, resources: max(int(resources.gpu), 1),
+        # one process per GPU (one CPU process for gpu=0); a train.global_batch_size that is no
+        # multiple of per_device_train_batch_size x processes fails here, before the job starts
+        processes=lambda w, resources: train_processes(xp(w)["train"], resources.gpu),
         trainer=lambda w: xp(w).get("trainer", "dpo"),
         length_penalty=lambda w: xp(w).get("length_penalty", 0.0),
         device=lambda w, resources: "" if resources.gpu else "--cpu",
