@@ -32,12 +32,12 @@ def test_an_indivisible_global_batch_names_the_keys_and_the_processes():
         batching.gradient_accumulation({**PAPER_TRAIN, "per_device_train_batch_size": 5}, 1)
 
 
-def test_the_global_batch_replaces_an_explicit_accumulation_and_says_so(caplog):
-    block = {**PAPER_TRAIN, "gradient_accumulation_steps": 1}  # e.g. from merged defaults
-    assert batching.trl_batch_args(block, 8)["gradient_accumulation_steps"] == 1
-    assert not caplog.records
-    assert batching.trl_batch_args(block, 2)["gradient_accumulation_steps"] == 4
-    assert "gradient_accumulation_steps 1 is replaced by 4" in caplog.text
+def test_a_global_batch_beside_an_explicit_accumulation_is_refused_naming_both():
+    block = {**PAPER_TRAIN, "gradient_accumulation_steps": 1}
+    for processes in (1, 8):  # also where the two would agree
+        with pytest.raises(ValueError, match="train: set global_batch_size.*"
+                                             "gradient_accumulation_steps.*not both"):
+            batching.trl_batch_args(block, processes)
 
 
 def test_without_a_global_batch_the_block_is_used_as_it_is():
@@ -97,8 +97,7 @@ def test_train_dpo_hands_trl_the_derived_accumulation(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "_train_resumable", record)
     pairs = pd.DataFrame({"prompt_id": ["a"], "prompt": ["p"], "chosen": ["c"],
                           "rejected": ["r"]})
-    args = {"global_batch_size": 8, "per_device_train_batch_size": 2, "max_steps": 1,
-            "gradient_accumulation_steps": 1}
+    args = {"global_batch_size": 8, "per_device_train_batch_size": 2, "max_steps": 1}
     training.train_dpo("unused-model", pairs, tmp_path / "policy", args, seed=0)
     (cfg,) = built
     assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (2, 4)

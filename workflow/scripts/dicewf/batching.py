@@ -10,8 +10,8 @@ gradient_accumulation_steps x processes``, so for a job with ``processes`` train
     gradient_accumulation_steps = global_batch_size / (per_device_train_batch_size x processes)
 
 and the same config gives the same batch on 8 GPUs (accumulation 1) or on one (accumulation 8).
-A ``gradient_accumulation_steps`` in the same block (e.g. merged in from shared defaults) is
-replaced by the derived one, with a warning in the log. Without ``global_batch_size`` (or with
+A ``gradient_accumulation_steps`` in the same block is refused (the one would silently override
+the other). Without ``global_batch_size`` (or with
 null) the block's own ``gradient_accumulation_steps`` is used as it is, so the global batch then
 grows with the GPU count.
 
@@ -20,11 +20,9 @@ Imports nothing heavy: the Snakefile checks a job's batch with it when the job i
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-log = logging.getLogger(__name__)
 
 GLOBAL_BATCH_KEY = "global_batch_size"
 PER_DEVICE_KEY = "per_device_train_batch_size"
@@ -49,6 +47,10 @@ def gradient_accumulation(args: Mapping[str, Any], processes: int,
         return None
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
+    if args.get(ACCUMULATION_KEY) is not None:
+        raise ValueError(f"{where}: set {GLOBAL_BATCH_KEY} ({total}) or {ACCUMULATION_KEY} "
+                         f"({args[ACCUMULATION_KEY]}), not both: the accumulation is derived "
+                         f"from the global batch and the job's processes")
     if PER_DEVICE_KEY not in args:
         raise ValueError(f"{where}.{GLOBAL_BATCH_KEY} ({total}) needs {where}.{PER_DEVICE_KEY}")
     per_device = int(args[PER_DEVICE_KEY])
@@ -72,9 +74,5 @@ def trl_batch_args(args: Mapping[str, Any], processes: int, where: str = "train"
     steps = gradient_accumulation(out, processes, where)
     out.pop(GLOBAL_BATCH_KEY, None)
     if steps is not None:
-        given = out.get(ACCUMULATION_KEY)
-        if given is not None and int(given) != steps:
-            log.warning("%s: %s %s is replaced by %d, derived from %s %d", where,
-                        ACCUMULATION_KEY, given, steps, GLOBAL_BATCH_KEY, args[GLOBAL_BATCH_KEY])
         out[ACCUMULATION_KEY] = steps
     return out
