@@ -496,8 +496,8 @@ def run_search(
         scores = scores[~unrated].reset_index(drop=True)
     score = score_column(scores)
     beta = _single_beta(scores, source) if score == "logratio" else None
-    common = dict(length_unit=params["length_unit"], min_responses=params["min_responses"],
-                  source=source, score=score)
+    common = {"length_unit": params["length_unit"], "min_responses": params["min_responses"],
+              "source": source, "score": score}
     lo, hi = (float(v) for v in params["bounds"])
     scale = float(params["scale"])
     if params["fixed"] is not None:
