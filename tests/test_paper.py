@@ -97,9 +97,15 @@ def fake_metrics(models, arena=True, gold=False) -> dict[str, dict]:
 
 
 def fake_alphas(keys) -> dict:
-    return {(full, t): {"alpha": 0.023 * (2 if "2x" in full else 1) * ("alpha0" not in full),
-                        "alpha_searched": None if "alpha0" in full else 0.023}
-            for full, t in keys}
+    """alpha.json as search_alpha writes it: alpha on the log-ratio scale, alpha_reward with
+    beta = 0.01 beside it."""
+    out = {}
+    for full, t in keys:
+        alpha = 0.023 * (2 if "2x" in full else 1) * ("alpha0" not in full)
+        out[(full, t)] = {"alpha": alpha, "alpha_searched": None if "alpha0" in full else 0.023,
+                          "alpha_reward": 0.01 * alpha, "beta": 0.01, "score": "logratio",
+                          "length_unit": "chars"}
+    return out
 
 
 AGREEMENT = {"n_tuples": 500, "judge": "gpt-4o", "setting": "zephyr",
@@ -498,6 +504,18 @@ def test_paper_vs_reproduced_sets_our_cells_beside_the_papers():
     assert (ci["setting"], ci["paper"], ci["reproduced"]) == ("llama3", -2.0, -1.2)
     rate = df[(df["table"] == "table5") & (df["column"] == "DPO Implicit Reward")].iloc[0]
     assert (rate["paper"], rate["reproduced"]) == (0.698, 0.7)
+    # Table 4's alpha is alpha.json's log-ratio alpha, the paper's units (not alpha_reward)
+    alpha = df[(df["table"] == "table4") & (df["row"] == "gamma=0.5, 2 alpha*")
+               & (df["column"] == "alpha")].iloc[0]
+    assert (alpha["paper"], alpha["reproduced"]) == (0.046, pytest.approx(0.046))
+
+
+def test_figure4_axis_names_the_scale_of_alpha():
+    alpha = fake_alphas([("zephyr_dice", 1)])[("zephyr_dice", 1)]
+    assert paper.alpha_axis(alpha) == "alpha (log-ratio per character)"
+    assert paper.alpha_axis(alpha, rating=True) == "alpha (rating per character)"
+    assert paper.alpha_axis({"alpha": 0.005, "length_unit": "tokens"}) == \
+        "alpha (reward per token)"  # an alpha.json from before log-ratio units
 
 
 def test_paper_vs_reproduced_in_the_toy_world_compares_with_zephyr_and_says_so():

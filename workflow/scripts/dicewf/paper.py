@@ -97,7 +97,9 @@ PAPER_VALUES: dict[str, dict[str, dict[str, dict[str, float]]]] = {
                       "DICE WR": 15.57},
         },
     },
-    # Table 4: length-regularisation weight alpha and replay ratio gamma (Zephyr, iteration 1)
+    # Table 4: length-regularisation weight alpha and replay ratio gamma (Zephyr, iteration 1).
+    # alpha is per character on the log-ratio scale (log pi - log pi_ref, the official code's),
+    # the scale of alpha.json's "alpha"
     "table4": {
         "zephyr": {
             "gamma=0, alpha=0": {"gamma": 0.0, "alpha": 0.000, "LC": 13.32, "WR": 15.37,
@@ -937,6 +939,15 @@ def _alpha_star(alpha: Mapping[str, Any]) -> float:
     return float(alpha["alpha"] if searched is None else searched)
 
 
+def alpha_axis(alpha: Mapping[str, Any], rating: bool = False) -> str:
+    """Figure 4's x label from an alpha.json: what alpha penalises per length unit. Implicit
+    rewards are shaped on the log-ratio (an alpha.json without ``score`` predates that: the
+    reward); ``rating`` labels an LLM-as-a-Judge panel."""
+    unit = {"chars": "character", "tokens": "token"}.get(alpha.get("length_unit", "chars"))
+    scale = "rating" if rating else ("log-ratio" if alpha.get("score") == "logratio" else "reward")
+    return f"alpha ({scale} per {unit})"
+
+
 def draw_figure(name: str, layout: Layout, data: Mapping[str, Any], png, pdf=None) -> None:
     from . import report
 
@@ -968,9 +979,12 @@ def draw_figure(name: str, layout: Layout, data: Mapping[str, Any], png, pdf=Non
             return
         land = data["landscapes"][keys[0]]
         judge = data["landscapes"][keys[1]] if len(keys) > 1 else None
-        report.figure4(land, png, pdf, alpha_star=_alpha_star(data["alphas"][keys[0]]),
+        alpha = data["alphas"][keys[0]]
+        report.figure4(land, png, pdf, alpha_star=_alpha_star(alpha),
                        source=land.attrs.get("source", "<landscape>"), judge=judge,
                        judge_source="<judge landscape>" if judge is None else
-                       judge.attrs.get("source", "<judge landscape>"))
+                       judge.attrs.get("source", "<judge landscape>"),
+                       xlabel=alpha_axis(alpha),
+                       judge_xlabel=alpha_axis(alpha, rating=True))
     else:
         raise KeyError(f"unknown figure {name!r}; known: {list(FIGURES)}")
