@@ -39,6 +39,8 @@ LAYOUT = paper.Layout.from_config(config)  # which run fills which cell of the p
 LAYOUT_PARAM = {k: v for k, v in LAYOUT.to_dict().items() if k != "figure2_bins"}
 
 EXPERIMENTS = list(RUNS)
+# the score block's keys that filter responses before scoring or judging (dicewf.scoring.finished)
+RESPONSE_FILTERS = ("drop_truncated", "strip_whitespace", "min_chars", "max_chars")
 MODELS = cfg.model_names(config)
 TOY_EVAL = config["eval"].get("suite", "toy") == "toy"
 # the setting of the single-setting tables and figures (Tables 3, 4, 5, 7; Figures 2, 4)
@@ -139,6 +141,16 @@ def eval_policy_of(model):
 
 def eval_policy(w):
     return eval_policy_of(w.model)
+
+
+@functools.cache
+def eval_sampling_of(model):
+    return cfg.eval_sampling(config, model)
+
+
+def eval_sampling(w):
+    """The model's decoding: eval.sampling with its setting's eval.sampling merged over it."""
+    return eval_sampling_of(w.model)
 
 
 def samples_owner(w):

@@ -17,7 +17,6 @@ batched or sharded:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .io import check_frame
+from .seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,6 @@ class SamplingSpec:
         if unknown:
             raise ValueError(f"unknown sampling key(s) {sorted(unknown)}")
         return cls(**d)
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 31-bit seed from any parts (independent of Python's hash randomisation)."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") % (2**31 - 1)
 
 
 def resolve_backend(backend: str) -> str:
