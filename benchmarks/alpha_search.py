@@ -1,9 +1,12 @@
-"""Benchmark the alpha* searches (exact, gp, grid) on synthetic scores with a planted length bias.
+"""Benchmark the alpha* searches (exact, gp, grid) on scores with a planted length bias.
 
-Each prompt gets ``--responses`` responses whose reward is ``quality + bias * len_chars``, so the
-unshaped rewards prefer long responses and alpha* lies near ``bias``. Run from the repo root:
+Each prompt gets ``--responses`` responses whose log-ratio (log pi - log pi_ref) is
+``quality + bias * len_chars`` and whose reward is ``beta * logratio``, so the unshaped pairs
+prefer long responses and alpha* on the log-ratio scale is close to ``bias`` (the paper's 0.023
+by default). The searches run with config/paper.yaml's own ``defaults.alpha`` block (bounds,
+grid_step, n_calls), through dicewf.alpha.run_search as the workflow does. Run from the repo root:
 
-    python benchmarks/alpha_search.py --prompts 10000 --responses 16 --seed 0
+    python benchmarks/alpha_search.py --prompts 3000 --responses 16 --seed 0
 """
 
 from __future__ import annotations
@@ -14,24 +17,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
-from dicewf.alpha import objective, search_alpha  # noqa: E402
+from dicewf.alpha import run_search  # noqa: E402
 from dicewf.io import write_json  # noqa: E402
 
-BOUNDS = (0.0, 0.05)
-BIAS = 0.02
 
-
-def synthetic_scores(n_prompts: int, n_responses: int, seed: int) -> pd.DataFrame:
-    """Scores with prompt-specific typical lengths and rewards that favour length."""
+def planted_scores(n_prompts: int, n_responses: int, bias: float, beta: float,
+                   seed: int) -> pd.DataFrame:
+    """Implicit-reward scores: prompt-specific typical lengths, log-ratios that favour length."""
     rng = np.random.default_rng(seed)
     typical = rng.lognormal(np.log(1200.0), 0.5, size=(n_prompts, 1))
     len_chars = np.maximum(1, rng.normal(typical, 0.3 * typical, (n_prompts, n_responses)))
     len_chars = len_chars.round().astype(np.int64)
-    quality = rng.normal(0.0, 5.0, size=(n_prompts, n_responses))
-    reward = quality + BIAS * len_chars
+    logratio = rng.normal(0.0, 5.0, size=(n_prompts, n_responses)) + bias * len_chars
     ids = np.array([f"p{i:06d}" for i in range(n_prompts)], dtype=object)
     return pd.DataFrame(
         {
@@ -39,7 +41,9 @@ def synthetic_scores(n_prompts: int, n_responses: int, seed: int) -> pd.DataFram
             "prompt": np.repeat(ids, n_responses),
             "sample_idx": np.tile(np.arange(n_responses), n_prompts),
             "response": "",
-            "reward": reward.ravel(),
+            "logratio": logratio.ravel(),
+            "beta": beta,
+            "reward": beta * logratio.ravel(),
             "len_chars": len_chars.ravel(),
             "len_tokens": (len_chars // 4).ravel(),
         }
@@ -48,55 +52,66 @@ def synthetic_scores(n_prompts: int, n_responses: int, seed: int) -> pd.DataFram
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=10000)
+    parser.add_argument("--prompts", type=int, default=3000)
     parser.add_argument("--responses", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bias", type=float, default=0.023, help="log-ratio per character")
+    parser.add_argument("--beta", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0, help="data seed")
+    parser.add_argument("--gp-seeds", type=int, default=4, help="gp runs, seeds 0..N-1")
+    parser.add_argument("--config", type=Path, default=REPO / "config" / "paper.yaml")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/alpha_search.json"))
     args = parser.parse_args()
 
-    scores = synthetic_scores(args.prompts, args.responses, args.seed)
-    settings = {
-        "exact": {},
-        "gp": {"n_calls": 30, "seed": args.seed},
-        "grid": {"grid_step": 0.001},
-    }
-    results = {
-        method: search_alpha(scores, method, bounds=BOUNDS, **kwargs).to_dict()
-        for method, kwargs in settings.items()
-    }
+    block = yaml.safe_load(args.config.read_text())["defaults"]["alpha"]
+    scores = planted_scores(args.prompts, args.responses, args.bias, args.beta, args.seed)
+    gap0 = r_alpha0(scores, block)
+    runs = {"exact": {"method": "exact"}, "grid": {"method": "grid"}}
+    runs.update({f"gp_seed{s}": {"method": "gp", "seed": s} for s in range(args.gp_seeds)})
+    results = {}
+    for name, override in runs.items():
+        r = run_search(scores, {**block, **override, "fixed": None, "scale": 1.0},
+                       landscape_points=2).result
+        results[name] = {k: r[k] for k in ("method", "alpha", "alpha_reward", "objective",
+                                           "mean_len_diff", "seconds", "n_evaluations")}
+        results[name]["alpha_error"] = r["alpha"] - args.bias
     exact = results["exact"]
-    for result in results.values():
-        gap = result["objective"] - exact["objective"]
-        result["objective_gap"] = gap
-        result["objective_ratio"] = (
-            result["objective"] / exact["objective"] if exact["objective"] > 0 else None
-        )
-        result["time_ratio"] = result["seconds"] / exact["seconds"]
+    for r in results.values():
+        r["objective_ratio"] = r["objective"] / exact["objective"] if exact["objective"] else None
+        r["time_ratio"] = r["seconds"] / exact["seconds"]
 
-    unshaped = objective(scores, 0.0)
-    print(f"{args.prompts} prompts x {args.responses} responses, bounds {BOUNDS}, bias {BIAS}; "
-          f"objective at alpha = 0: {unshaped:.1f}")
-    print(f"{'method':<6} {'alpha':>10} {'objective':>10} {'seconds':>9} {'evals':>6} "
-          f"{'obj ratio':>10} {'obj gap':>9} {'time ratio':>10}")
-    for method, r in results.items():
-        ratio = "n/a" if r["objective_ratio"] is None else f"{r['objective_ratio']:.2f}"
-        print(f"{method:<6} {r['alpha']:>10.6f} {r['objective']:>10.4f} {r['seconds']:>9.3f} "
-              f"{r['n_evaluations']:>6} {ratio:>10} {r['objective_gap']:>9.4f} "
-              f"{r['time_ratio']:>10.1f}")
+    print(f"{args.prompts} prompts x {args.responses} responses, planted bias {args.bias} "
+          f"log-ratio per character (beta {args.beta}); {args.config.name} alpha: bounds "
+          f"{block['bounds']}, grid_step {block['grid_step']}, n_calls {block['n_calls']}; "
+          f"mean |y_w| - |y_l| at alpha = 0: {gap0:.1f}")
+    print(f"{'run':<9} {'alpha':>9} {'alpha err':>10} {'len gap':>8} {'obj ratio':>10} "
+          f"{'seconds':>8} {'time ratio':>10} {'evals':>6}")
+    for name, r in results.items():
+        ratio = "n/a" if r["objective_ratio"] is None else f"{r['objective_ratio']:.1f}"
+        print(f"{name:<9} {r['alpha']:>9.6f} {r['alpha_error']:>+10.6f} "
+              f"{r['mean_len_diff']:>+8.2f} {ratio:>10} {r['seconds']:>8.3f} "
+              f"{r['time_ratio']:>10.1f} {r['n_evaluations']:>6}")
 
     write_json(
         {
             "prompts": args.prompts,
             "responses": args.responses,
             "seed": args.seed,
-            "bounds": list(BOUNDS),
-            "planted_bias": BIAS,
-            "objective_at_zero": unshaped,
-            "methods": results,
+            "planted_bias_logratio": args.bias,
+            "beta": args.beta,
+            "config": str(args.config.relative_to(REPO)),
+            "alpha_block": block,
+            "mean_len_diff_alpha0": gap0,
+            "runs": results,
         },
         args.out,
     )
     print(f"wrote {args.out}")
+
+
+def r_alpha0(scores: pd.DataFrame, block: dict) -> float:
+    """Mean |y_w| - |y_l| of the unshaped pairs D(0)."""
+    out = run_search(scores, {**block, "fixed": 0.0, "scale": 1.0}, landscape_points=2)
+    return out.result["mean_len_diff"]
 
 
 if __name__ == "__main__":

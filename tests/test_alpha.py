@@ -3,30 +3,45 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from dicewf.alpha import (
+    LANDSCAPE_DENSE_SHARE,
+    LANDSCAPE_WINDOW,
     AlphaResult,
     build_pairs,
     eligible,
     landscape,
+    landscape_grid,
     objective,
+    run_search,
+    score_column,
     search_alpha,
 )
-from dicewf.io import DatasetError
+from dicewf.io import DatasetError, write_parquet
+
+REPO = Path(__file__).resolve().parents[1]
+BETA = 0.5  # reward = BETA * logratio in make_scores
 
 
 def make_scores(
     rows: list[tuple[str, int, float, int]], tokens: list[int] | None = None
 ) -> pd.DataFrame:
-    """Scores frame from (prompt_id, sample_idx, reward, len_chars) rows."""
-    frame = pd.DataFrame(rows, columns=["prompt_id", "sample_idx", "reward", "len_chars"])
+    """Scores frame from (prompt_id, sample_idx, logratio, len_chars) rows."""
+    frame = pd.DataFrame(rows, columns=["prompt_id", "sample_idx", "logratio", "len_chars"])
     frame["prompt"] = "prompt " + frame["prompt_id"]
     frame["response"] = frame["prompt_id"] + "/" + frame["sample_idx"].astype(str)
     frame["len_tokens"] = tokens if tokens is not None else frame["len_chars"] // 4
+    frame["beta"] = BETA
+    frame["reward"] = BETA * frame["logratio"]
     return frame
 
 
@@ -49,7 +64,7 @@ def random_tied_scores(seed: int, n_prompts: int = 30) -> pd.DataFrame:
 
 
 def random_scores(seed: int, n_prompts: int = 200, n_responses: int = 8, bias: float = 0.01):
-    """Continuous rewards with a planted preference for length: reward = quality + bias * len."""
+    """Continuous log-ratios with a planted preference for length: quality + bias * len."""
     rng = np.random.default_rng(seed)
     lengths = rng.integers(20, 800, size=(n_prompts, n_responses))
     rewards = rng.normal(0.0, 1.0, size=lengths.shape) + bias * lengths
@@ -68,7 +83,7 @@ def brute_force(scores: pd.DataFrame, lo: float, hi: float) -> tuple[float, floa
     for _, group in scores.groupby("prompt_id"):
         if len(group) >= 2:
             group = group.sort_values("sample_idx")
-            prompts.append(list(zip(group["reward"].tolist(), group["len_chars"].tolist())))
+            prompts.append(list(zip(group["logratio"].tolist(), group["len_chars"].tolist())))
     crossings = set()
     for lines in prompts:
         for i, (r_i, l_i) in enumerate(lines):
@@ -131,7 +146,7 @@ def test_hand_case_pairs_follow_tie_rule():
     assert pairs["rejected_sample_idx"].tolist() == [0, 1]  # c: first of the two minimal ones
     assert pairs["chosen"].tolist() == ["a/1", "c/0"]
     assert pairs["rejected"].tolist() == ["a/0", "c/1"]
-    assert pairs["chosen_reward"].tolist() == [2.0, 3.0]
+    assert pairs["chosen_reward"].tolist() == [BETA * 2.0, BETA * 3.0]  # the reward column
     assert pairs["len_diff"].tolist() == [20, 40]
     assert pairs["prompt"].tolist() == ["prompt a", "prompt c"]
     assert (pairs["alpha"] == 0.0).all()
@@ -142,7 +157,7 @@ def test_hand_case_pairs_follow_tie_rule():
     assert shaped["chosen_sample_idx"].tolist() == [2, 1]
     assert shaped["rejected_sample_idx"].tolist() == [1, 0]
     assert shaped["len_diff"].tolist() == [-10, -40]
-    assert shaped["rejected_reward"].tolist() == [2.0, 3.0]  # unshaped
+    assert shaped["rejected_reward"].tolist() == [BETA * 2.0, BETA * 3.0]  # unshaped
 
 
 def test_hand_case_objective_and_exact_search():
@@ -241,8 +256,8 @@ def test_eligibility_drops_prompts_with_few_responses():
 
 def test_bad_values_name_column_and_rows():
     scores = HAND.copy()
-    scores.loc[4, "reward"] = np.nan
-    with pytest.raises(DatasetError, match=r"'reward'.*\[4\]"):
+    scores.loc[4, "logratio"] = np.nan
+    with pytest.raises(DatasetError, match=r"'logratio'.*\[4\]"):
         search_alpha(scores)
     scores = HAND.copy()
     scores["len_chars"] = scores["len_chars"].astype(float)
@@ -288,3 +303,186 @@ def test_search_arguments_and_result():
     assert json.loads(json.dumps(as_dict)) == as_dict
     assert {type(as_dict[k]) for k in ("alpha", "objective", "seconds")} == {float}
     assert {type(as_dict[k]) for k in ("n_prompts", "n_evaluations", "n_dropped")} == {int}
+
+
+# --- the log-ratio scale and the config's own settings ------------------------------------------
+
+
+def planted_scores(n_prompts: int, n_responses: int, bias: float, beta: float, seed: int = 0):
+    """Implicit-reward scores with a planted length bias on the log-ratio scale:
+    logratio = quality + bias * len_chars and reward = beta * logratio. Shaping with alpha = bias
+    leaves the quality alone, which does not depend on length, so alpha* ~ bias."""
+    rng = np.random.default_rng(seed)
+    typical = rng.lognormal(np.log(1200.0), 0.5, size=(n_prompts, 1))
+    lengths = np.maximum(1, rng.normal(typical, 0.3 * typical, (n_prompts, n_responses)))
+    lengths = lengths.round().astype(np.int64)
+    logratio = rng.normal(0.0, 5.0, size=lengths.shape) + bias * lengths
+    ids = np.array([f"p{i:05d}" for i in range(n_prompts)], dtype=object)
+    return pd.DataFrame({
+        "prompt_id": np.repeat(ids, n_responses), "prompt": np.repeat(ids, n_responses),
+        "sample_idx": np.tile(np.arange(n_responses), n_prompts), "response": "",
+        "finish_reason": "stop", "logratio": logratio.ravel(), "beta": beta,
+        "reward": beta * logratio.ravel(), "len_chars": lengths.ravel(),
+        "len_tokens": (lengths // 4).ravel(),
+    })
+
+
+def config_alpha(path: str) -> tuple[dict, float, int]:
+    """The defaults.alpha block, train.beta and Figure 4's point count of a config file."""
+    config = yaml.safe_load((REPO / path).read_text())
+    defaults, points = config["defaults"], config["report"]["figure4"]["points"]
+    return defaults["alpha"], float(defaults["train"]["beta"]), points
+
+
+# the paper's alpha* = 0.023 (Zephyr, beta 0.01); the toy world's is about 0.05 (beta 0.1)
+@pytest.mark.parametrize("path,bias", [("config/paper.yaml", 0.023), ("config.yaml", 0.05),
+                                       (".test/config.yaml", 0.05)])
+def test_config_settings_find_a_planted_log_ratio_alpha(path, bias):
+    params, beta, points = config_alpha(path)
+    scores = planted_scores(3000, 16, bias, beta)
+    out = run_search(scores, params, landscape_points=points, source=path)
+    r = out.result
+    assert r["mean_len_diff_alpha0"] > 1000  # D(0) prefers long responses by ~1,250 characters
+    assert r["alpha"] == pytest.approx(bias, rel=0.02)  # log-ratio units, not beta * bias
+    assert abs(r["mean_len_diff"]) < 0.5  # exact: 0.13; gp (seed 0) 0.54, grid 3.7 here
+    assert r["objective"] == pytest.approx(abs(r["mean_len_diff"]))
+    assert r["score"] == "logratio" and r["beta"] == beta
+    assert r["alpha_reward"] == pytest.approx(beta * r["alpha"])
+    assert r["zero_gap_in_bounds"] is True
+    assert (out.pairs["alpha"] == r["alpha"]).all()
+    assert len(out.landscape) == points
+    assert r["alpha"] in out.landscape["alpha"].tolist()
+
+
+def test_log_ratio_and_reward_scales_give_the_same_pairs():
+    scores = random_scores(1, bias=0.01)
+    on_logratio = search_alpha(scores, bounds=(0.0, 0.05))
+    on_reward = search_alpha(scores, bounds=(0.0, BETA * 0.05), score="reward")
+    assert on_logratio.score == "logratio" and on_reward.score == "reward"
+    assert on_reward.alpha == pytest.approx(BETA * on_logratio.alpha, rel=1e-9)
+    assert on_reward.objective == pytest.approx(on_logratio.objective, abs=1e-9)
+    pd.testing.assert_frame_equal(
+        build_pairs(scores, on_logratio.alpha).drop(columns="alpha"),
+        build_pairs(scores, BETA * on_logratio.alpha, score="reward").drop(columns="alpha"),
+    )
+
+
+def test_judge_ratings_are_shaped_on_the_reward_and_unrated_rows_dropped():
+    judged = HAND.drop(columns=["logratio", "beta"])
+    judged.loc[len(judged)] = {**judged.iloc[4].to_dict(), "sample_idx": 9, "reward": np.nan}
+    assert score_column(judged) == "reward" and score_column(HAND) == "logratio"
+    params = {"method": "exact", "bounds": [0.0, 0.1], "length_unit": "chars", "grid_step": 0.01,
+              "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": 0.0, "scale": 1.0}
+    out = run_search(judged, params, landscape_points=7)
+    r = out.result
+    assert (r["method"], r["alpha"], r["alpha_searched"]) == ("fixed", 0.0, None)
+    assert r["score"] == "reward" and r["beta"] is None and r["alpha_reward"] is None
+    assert r["n_unrated"] == 1 and r["n_pairs"] == 2
+    assert out.pairs["chosen_reward"].tolist() == [BETA * 2.0, BETA * 3.0]
+    assert out.landscape["alpha"].iloc[0] == 0.0 and len(out.landscape) == 7
+
+
+def test_scale_multiplies_alpha_star_and_the_landscape_centres_on_alpha_star():
+    params = {"method": "exact", "bounds": [0.0, 0.2], "length_unit": "chars", "grid_step": 0.01,
+              "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": None, "scale": 2.0}
+    out = run_search(HAND, params, landscape_points=11)
+    r = out.result
+    assert r["alpha_searched"] == 0.025 and r["alpha"] == 0.05
+    assert r["alpha_reward"] == pytest.approx(BETA * 0.05)
+    assert r["objective"] == objective(HAND, 0.05)
+    assert 0.025 in out.landscape["alpha"].tolist()
+    assert set(out.length_diffs["dataset"]) == {"D(0)", "D(alpha*)"}
+
+
+def test_mixed_betas_are_refused():
+    scores = HAND.copy()
+    scores.loc[0, "beta"] = 0.1
+    params = {"method": "exact", "bounds": [0.0, 0.2], "length_unit": "chars", "grid_step": 0.01,
+              "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": None, "scale": 1.0}
+    with pytest.raises(DatasetError, match=r"scores.parquet: column 'beta' holds 2"):
+        run_search(scores, params, landscape_points=5, source="scores.parquet")
+
+
+def test_a_box_below_alpha_star_is_reported(caplog):
+    scores = random_scores(0, bias=0.02)
+    params = {"method": "exact", "bounds": [0.0, 0.005], "length_unit": "chars",
+              "grid_step": 0.001, "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": None,
+              "scale": 1.0}
+    with caplog.at_level(logging.WARNING, logger="dicewf.alpha"):
+        out = run_search(scores, params, landscape_points=20, source="s.parquet")
+    assert out.result["zero_gap_in_bounds"] is False
+    assert "alpha* may lie outside" in caplog.text and "s.parquet" in caplog.text
+    params["bounds"] = [0.0, 0.05]
+    assert run_search(scores, params, landscape_points=20).result["zero_gap_in_bounds"] is True
+
+
+@pytest.mark.parametrize("centre", [0.023, 0.0, 0.1, 0.5])
+def test_landscape_grid_is_dense_around_alpha_star(centre):
+    lo, hi, points = 0.0, 0.1, 200
+    grid = landscape_grid(lo, hi, centre, points)
+    assert len(grid) == points and grid[0] == lo and grid[-1] == hi
+    assert (np.diff(grid) > 0).all()
+    if centre <= hi:
+        assert centre in grid
+    half = LANDSCAPE_WINDOW * (hi - lo)
+    near = (grid >= centre - half) & (grid <= centre + half)
+    window = min(hi, centre + half) - max(lo, centre - half)
+    if window > 0:
+        # the window holds its share of the points and is denser than the rest of the box
+        assert near.sum() >= LANDSCAPE_DENSE_SHARE * points
+        assert near.sum() / window > 4 * (points - near.sum()) / (hi - lo - window)
+    else:
+        np.testing.assert_allclose(np.diff(grid), (hi - lo) / (points - 1))
+    # the paper's case: steps near alpha* are a small fraction of alpha* itself
+    if centre == 0.023:
+        assert np.diff(grid[near]).max() < 0.01 * centre
+    assert len(landscape_grid(lo, hi, centre, 2)) == 2
+    with pytest.raises(ValueError, match="points"):
+        landscape_grid(lo, hi, centre, 0)
+
+
+def test_schema_defaults_the_method_to_exact_on_defaults_only():
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    del config["defaults"]["alpha"]["method"]
+    config["experiments"]["dice_alpha2x"] = {"iterations": 1, "alpha": {"scale": 2.0}}
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    assert config["defaults"]["alpha"]["method"] == "exact"
+    # an experiment's partial alpha block stays partial, so it inherits the defaults' method
+    assert config["experiments"]["dice_alpha2x"]["alpha"] == {"scale": 2.0}
+
+
+# stands in for Snakemake's script object (a test double): named input/output/params and log
+FAKE_SNAKEMAKE_DRIVER = """
+import json, runpy, sys
+from types import SimpleNamespace
+spec = json.loads(open(sys.argv[2]).read())
+fake = SimpleNamespace(**{k: SimpleNamespace(**spec[k]) for k in ("input", "output", "params")},
+                       log=[spec["log"]])
+runpy.run_path(sys.argv[1], init_globals={"snakemake": fake})
+"""
+
+
+def test_search_alpha_adapter_writes_log_ratio_alpha(tmp_path):
+    params, beta, _ = config_alpha("config/paper.yaml")
+    write_parquet(planted_scores(300, 8, 0.023, beta), tmp_path / "scores.parquet")
+    outputs = {k: str(tmp_path / f"{k}.{ext}") for k, ext in
+               (("alpha", "json"), ("landscape", "parquet"), ("pairs", "parquet"),
+                ("length_diffs", "parquet"))}
+    spec = {"input": {"scores": str(tmp_path / "scores.parquet")}, "output": outputs,
+            "params": {"alpha": params, "landscape_points": 30}, "log": str(tmp_path / "log")}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "driver.py").write_text(FAKE_SNAKEMAKE_DRIVER)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "driver.py"),
+         str(REPO / "workflow" / "scripts" / "search_alpha.py"), str(tmp_path / "spec.json")],
+        env={"PYTHONPATH": str(REPO / "workflow" / "scripts"), "HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr + (tmp_path / "log").read_text()
+    result = json.loads((tmp_path / "alpha.json").read_text())
+    assert result["score"] == "logratio" and result["method"] == "exact"
+    assert result["alpha"] == pytest.approx(0.023, rel=0.1)
+    assert result["alpha_reward"] == pytest.approx(beta * result["alpha"])
+    assert len(pd.read_parquet(outputs["landscape"])) == 30
+    assert len(pd.read_parquet(outputs["pairs"])) == result["n_pairs"] == 300

@@ -316,3 +316,91 @@ def test_snakemake_adapter_writes_judgments_and_metrics(tmp_path, restore_loggin
     assert metrics["n"] == 3 and metrics["judge_model"] == "judge"
     assert len(read_parquet(tmp_path / "out" / "judgments.parquet")) == 8
     assert "judge judge: 8 requests" in (tmp_path / "log" / "arena.log").read_text()
+
+
+# --------------------------------------------------------------------------- length control
+def _length_biased_judgments(n=2000, base=0.35, bias=4.0, seed=0):
+    """Battles whose judge favours the longer answer: P(model wins) = sigmoid(logit(base) +
+    bias * f) with f Arena-Hard's normalised length difference; the model is longer on average.
+    Both games of a question see the same lengths; outcomes are Bernoulli, no ties."""
+    rng = np.random.default_rng(seed)
+    len_base = rng.integers(200, 2000, size=n).astype(float)
+    len_model = np.round(len_base * np.exp(rng.normal(0.4, 0.6, size=n)))
+    f = arena.length_feature(len_model, len_base)
+    p = 1 / (1 + np.exp(-(math.log(base / (1 - base)) + bias * f)))
+    rows = []
+    for i in range(n):
+        for pos in ("B", "A"):
+            win = rng.random() < p[i]
+            other = "A" if pos == "B" else "B"
+            rows.append((f"q{i}", pos, f"{pos}>{other}" if win else f"{other}>{pos}",
+                         len_model[i], len_base[i]))
+    return pd.DataFrame(rows, columns=["prompt_id", "model_position", "verdict", "len_model",
+                                       "len_baseline"])
+
+
+def test_length_control_removes_a_planted_length_effect():
+    j = _length_biased_judgments()
+    out = arena.score(j, n_bootstrap=100, seed=0)
+    assert out["arena_score"] > 45                       # inflated by the judge's length bias
+    assert out["arena_lc_score"] == pytest.approx(35, abs=2.5)   # the planted equal-length rate
+    assert out["arena_lc_ci_low"] < 35 < out["arena_lc_ci_high"]
+    assert out["arena_lc_length_coef"] > 0               # longer wins, as planted
+    # without a length effect the two scores agree
+    fair = arena.score(_length_biased_judgments(bias=0.0, seed=1), n_bootstrap=20, seed=0)
+    assert fair["arena_lc_score"] == pytest.approx(fair["arena_score"], abs=2.0)
+    assert arena.score(j, n_bootstrap=100, seed=0) == out    # seeded
+
+
+def test_length_control_equals_the_benchmarks_logistic_regression_fit():
+    """Arena-Hard's length-controlled fit done its way (weight-expanded battles, duplicated, a
+    tie one win and one loss; +-log(10) rating columns; the length covariate over its standard
+    deviation; scikit-learn's default L2 penalty, C=1) - less the centring of the covariate,
+    which our single-model score leaves out - predicts the same equal-length win rate."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    n = 400
+    verdicts = rng.choice(arena.VERDICTS, size=n, p=[0.1, 0.25, 0.2, 0.3, 0.15])
+    positions = rng.choice(["A", "B"], size=n)
+    pairs = [arena.model_outcome(v, p) for v, p in zip(verdicts, positions)]
+    y = np.array([o for o, _ in pairs])
+    w = np.array([k for _, k in pairs])
+    f = arena.length_feature(rng.integers(10, 900, size=n), rng.integers(10, 900, size=n))
+
+    outcome, feat = np.repeat(y, w), np.repeat(f, w)
+    m = outcome.size
+    x = np.zeros((2 * m, 3))                       # columns: baseline, model, length (a - b)
+    x[:, 0], x[:, 1] = math.log(10), -math.log(10)  # the baseline is model_a, as there
+    z = -feat / feat.std()                         # (len_a - len_b) / (len_a + len_b + 1)
+    x[:, 2] = np.concatenate([z, z])
+    a_wins = outcome == 0.0
+    target = np.concatenate([a_wins, a_wins | (outcome == 0.5)]).astype(float)
+    lr = LogisticRegression(fit_intercept=False, C=1.0, tol=1e-12, max_iter=10000)
+    lr.fit(x, target)
+    c_base, c_model, c_len = lr.coef_[0]
+    p_lr = 1 / (1 + 10 ** (c_base - c_model))
+    p_ours, coef = arena.length_controlled(y, w, f)
+    assert p_ours == pytest.approx(p_lr, abs=1e-5)
+    # log-odds of the baseline winning: ... + c_len * (-f / sd); of the model: + c_len * f / sd
+    assert coef == pytest.approx(c_len, abs=1e-4)
+
+
+def test_length_control_is_only_reported_with_lengths():
+    j = _length_biased_judgments(n=50)
+    assert "arena_lc_score" not in arena.score(j.drop(columns=["len_model", "len_baseline"]),
+                                               n_bootstrap=5)
+    by_battle = arena.score(j, n_bootstrap=50, unit="battle")
+    assert by_battle["arena_lc_ci_low"] <= by_battle["arena_lc_score"] <= \
+        by_battle["arena_lc_ci_high"]
+    with pytest.raises(DatasetError, match="len_model/len_baseline.*q3"):
+        arena.score(j.assign(len_model=np.where(j["prompt_id"] == "q3", np.nan, j["len_model"])))
+
+
+def test_judgments_from_probabilities_carry_the_lengths():
+    j = arena.judgments_from_probabilities(["a", "b"], [0.95, 0.2], len_model=[10, 30],
+                                           len_baseline=[20, 20])
+    assert j["len_model"].tolist() == [10, 10, 30, 30]
+    assert "arena_lc_score" in arena.score(j, n_bootstrap=5)
+    with pytest.raises(ValueError, match="both"):
+        arena.judgments_from_probabilities(["a"], [0.5], len_model=[1])

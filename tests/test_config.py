@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from dicewf import config as cfg
+from dicewf.batching import GLOBAL_BATCH_KEY
 from dicewf.sampling import SamplingSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,10 +283,12 @@ def test_training_keys_are_trl_fields(config):
               "start_policy": config["start_policy"]}
     for name, block in config["experiments"].items():
         blocks[f"experiments.{name}.train"] = (block or {}).get("train", {})
+    ours = {GLOBAL_BATCH_KEY}  # removed before the TRL config is built (dicewf.batching)
     for where, block in blocks.items():
-        assert set(block) <= dpo, f"{where}: not DPOConfig fields: {sorted(set(block) - dpo)}"
+        assert set(block) - ours <= dpo, \
+            f"{where}: not DPOConfig fields: {sorted(set(block) - ours - dpo)}"
     assert config["defaults"]["train"] and config["start_policy"]
-    assert set(config["sft"]) <= sft, sorted(set(config["sft"]) - sft)
+    assert set(config["sft"]) - ours <= sft, sorted(set(config["sft"]) - ours - sft)
     assert config["sft"]
 
 
@@ -496,3 +499,86 @@ def test_a_config_merged_from_the_toy_world_and_the_paper_is_refused():
     cfg.check_standalone(paper)
     with pytest.raises(ValueError, match=r"both `world`.*and `settings`"):
         cfg.check_standalone(cfg.deep_merge(toy, paper))
+
+
+# --- per-setting evaluation decoding -------------------------------------------------------------
+
+
+def test_a_model_of_each_setting_gets_its_settings_eval_decoding():
+    config = two_settings()
+    config["eval"] = {"sampling": {"n": 1, "temperature": 0.7, "top_p": 0.9, "max_tokens": 2048,
+                                   "seed": 0}}
+    config["settings"]["llama3"]["eval"] = {"sampling": {"temperature": 0.9, "top_p": 1.0}}
+    zephyr = {"n": 1, "temperature": 0.7, "top_p": 0.9, "max_tokens": 2048, "seed": 0}
+    llama3 = {**zephyr, "temperature": 0.9, "top_p": 1.0}
+    for model in cfg.model_names(config):
+        expected = llama3 if model.startswith("llama3_") else zephyr
+        assert cfg.eval_sampling(config, model) == expected, model
+    assert cfg.eval_sampling(config, "llama3_base") == llama3
+    assert cfg.eval_sampling(config, "zephyr_dice_kto-iter1") == zephyr
+    assert config["eval"]["sampling"]["temperature"] == 0.7   # merged into a copy
+    with pytest.raises(KeyError, match="llama3_dice_kto"):
+        cfg.eval_sampling(config, "llama3_dice_kto-iter1")   # dice_kto runs in zephyr only
+
+
+def test_without_settings_every_model_gets_eval_sampling(config):
+    for model in cfg.model_names(config):
+        assert cfg.eval_sampling(config, model) == config["eval"]["sampling"]
+
+
+def test_the_paper_config_evaluates_each_backbone_with_its_decoding():
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    z, l3 = cfg.eval_sampling(paper, "zephyr_dice-iter2"), cfg.eval_sampling(paper, "llama3_base")
+    assert (z["temperature"], z["top_p"], l3["temperature"], l3["top_p"]) == (0.7, 0.9, 0.9, 1.0)
+    assert z["max_tokens"] == l3["max_tokens"] == 2048 and z["n"] == l3["n"] == 1
+
+
+# --- the DICE code's judge and response filters in the paper config; schema defaults ------------
+
+
+def test_the_paper_config_judges_and_filters_as_the_dice_code():
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    for exp in ("zephyr_judge", "llama3_judge_beta001"):
+        score = cfg.experiment(paper, exp)["score"]
+        assert score["method"] == "judge"
+        judge = score["judge"]
+        assert {k: judge["sampling"][k] for k in ("n", "temperature", "top_p")} == \
+            {"n": 7, "temperature": 0.2, "top_p": 0.9}
+        assert (judge["min_ratings"], judge["max_prompt_tokens"]) == (3, 4095)
+    for exp in ("zephyr_dice", "llama3_judge"):
+        xp = cfg.experiment(paper, exp)
+        assert {k: xp["score"][k] for k in ("drop_truncated", "strip_whitespace", "min_chars",
+                                             "max_chars")} == \
+            {"drop_truncated": True, "strip_whitespace": True, "min_chars": 4, "max_chars": 6699}
+        assert xp["alpha"]["min_responses"] == 8
+
+
+def test_schema_defaults_fill_the_defaults_block_only(config):
+    """A default set inside experiment_block would fill each experiment's partial score block
+    and override the defaults block's value: the defaults live on the top-level block."""
+    from snakemake.utils import validate
+
+    config = copy.deepcopy(config)
+    for key in ("strip_whitespace", "min_chars", "max_chars"):
+        del config["defaults"]["score"][key]
+    for key in ("min_ratings", "max_prompt_tokens"):
+        del config["defaults"]["score"]["judge"][key]
+    own = {"template": "t.txt", "sampling": {"n": 3, "temperature": 1.0}}
+    config["experiments"]["judge"]["score"] = {"method": "judge", "judge": copy.deepcopy(own)}
+    validate(config, str(SCHEMA))
+    score = config["defaults"]["score"]
+    assert {k: score[k] for k in ("strip_whitespace", "min_chars", "max_chars")} == \
+        {"strip_whitespace": True, "min_chars": 4, "max_chars": 6699}
+    assert (score["judge"]["min_ratings"], score["judge"]["max_prompt_tokens"]) == (3, 4095)
+    assert config["defaults"]["mix"]["shortfall"] == "error"
+    assert config["experiments"]["judge"]["score"] == {"method": "judge", "judge": own}
+    assert config["experiments"]["judge"]["mix"] == {"shortfall": "shrink"}
+    assert cfg.experiment(config, "judge")["score"]["judge"]["min_ratings"] == 3
+
+
+def test_more_required_ratings_than_ratings_is_named(config):
+    config = copy.deepcopy(config)
+    config["experiments"]["judge"]["score"]["judge"] = {"min_ratings": 9}
+    with pytest.raises(ValueError, match=r"experiments.judge: score.judge.min_ratings \(9\) "
+                                         r"exceeds score.judge.sampling.n"):
+        cfg.experiment(config, "judge")

@@ -44,6 +44,7 @@ RULE_ENVS = {
     "gather_samples": "analysis",
     "toy_world": "analysis",
     "prepare_ultrafeedback": "analysis",
+    "prepare_ultrafeedback_all": "analysis",
     "prepare_alpaca_eval": "analysis",
     "prepare_arena_hard": "analysis",
     "download_alpaca_eval_lc": "analysis",

@@ -180,8 +180,14 @@ def test_judge_renders_one_request_per_response_and_parses_the_scores(tiny_model
 
 
 def test_judge_checks_its_inputs():
-    with pytest.raises(ValueError, match="n must be 1"):
-        llm_judge.judge("unused", SAMPLES, TOY_TEMPLATE, {"n": 2})
+    with pytest.raises(ValueError, match=r"min_ratings must lie in \[1, n=2\], got 3"):
+        llm_judge.judge("unused", SAMPLES, TOY_TEMPLATE, {"n": 2}, min_ratings=3)
+    with pytest.raises(ValueError, match="min_ratings"):
+        llm_judge.judge("unused", SAMPLES, TOY_TEMPLATE, {"n": 2}, min_ratings=0)
+    with pytest.raises(ValueError, match="greedy decoding .* set n to 1, not 7"):
+        llm_judge.judge("unused", SAMPLES, TOY_TEMPLATE, {"n": 7, "temperature": 0.0})
+    with pytest.raises(ValueError, match="must be >= 1, got 0"):
+        llm_judge.judge("unused", SAMPLES, TOY_TEMPLATE, {"n": 0})
     with pytest.raises(DatasetError, match="samples.parquet"):
         llm_judge.judge("unused", SAMPLES.drop(columns="response"), TOY_TEMPLATE, {},
                         source="samples.parquet")
@@ -237,3 +243,120 @@ def test_the_policy_judges_with_vllm_on_cpu(tiny_model):
     part = llm_judge.judge(tiny_model, SAMPLES.iloc[[5, 2]], TOY_TEMPLATE, params,
                            backend="vllm", engine=engine)
     assert part["judgement"].tolist() == out["judgement"].iloc[[5, 2]].tolist()
+
+
+# --- several ratings per response (the DICE code: 7 at temperature 0.2, mean of >= 3 parsed) ----
+
+
+@pytest.mark.parametrize(("ratings", "min_ratings", "expected"), [
+    ([4.0, 5.0, 3.0, math.nan, 2.0, math.nan, 1.0], 3, 3.0),   # 5 of 7 parsed
+    ([4.0, math.nan, 5.0, math.nan, 3.0, math.nan, math.nan], 3, 4.0),   # exactly 3
+    ([4.0, math.nan, 5.0, math.nan, math.nan, math.nan, math.nan], 3, math.nan),   # 2: too few
+    ([math.nan] * 7, 1, math.nan),
+    ([2.5], 1, 2.5),   # one rating: that rating
+    ([math.nan], 1, math.nan),
+    ([0.0, 0.0, math.nan], 2, 0.0),   # zero is a rating
+])
+def test_the_reward_is_the_mean_of_at_least_min_ratings_parsed(ratings, min_ratings, expected):
+    got = llm_judge.aggregate(ratings, min_ratings)
+    assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+
+
+def test_aggregate_needs_a_positive_minimum():
+    with pytest.raises(ValueError, match="min_ratings must be at least 1, got 0"):
+        llm_judge.aggregate([1.0], 0)
+
+
+def test_each_rating_is_its_own_request_and_the_mean_of_enough_parsed_is_the_reward(
+        tiny_model, monkeypatch, caplog):
+    samples = SAMPLES.iloc[:3]   # p0#0, p0#1, p1#0
+    fake = FakeJudgeSampler({
+        "p0#0": "Score: 5", "p0#0#1": "Score: 4", "p0#0#2": "no idea",
+        "p0#1": "Score: 1", "p0#1#1": "hmm", "p0#1#2": "nothing",
+        "p1#0": "Score: 2", "p1#0#1": "Score: 3", "p1#0#2": "Score: 4",
+    })
+    monkeypatch.setattr(sampling, "sample", fake)
+    params = {"n": 3, "temperature": 0.2, "top_p": 0.9, "max_tokens": 16, "seed": 5}
+    with caplog.at_level("INFO", logger="dicewf.llm_judge"):
+        out = llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, params, min_ratings=2)
+    (call,) = fake.calls
+    assert call["spec"] == {**params, "n": 1}   # n requests of one judgement each
+    assert call["prompts"]["prompt_id"].tolist() == [
+        "p0#0", "p0#0#1", "p0#0#2", "p0#1", "p0#1#1", "p0#1#2", "p1#0", "p1#0#1", "p1#0#2"]
+    rendered = call["prompts"]["prompt"].tolist()
+    assert rendered[0] == rendered[1] == rendered[2] != rendered[3]
+    check_frame(out, llm_judge.JUDGE_SCORES)
+    assert out["reward"].iloc[0] == 4.5 and out["reward"].iloc[2] == 3.0
+    assert math.isnan(out["reward"].iloc[1])   # one parsed rating of the two needed: unrated
+    assert out["n_rated"].tolist() == [2, 1, 3]
+    assert out["judgements"].iloc[1] == ["Score: 1", "hmm", "nothing"]
+    assert out["judgement"].tolist() == ["Score: 5", "Score: 1", "Score: 2"]
+    assert out["ratings"].iloc[2] == [2.0, 3.0, 4.0]
+    assert math.isnan(out["ratings"].iloc[0][2])
+    assert llm_judge.parsed(out)["sample_idx"].tolist() == [0, 0]
+    assert "parsed a rating from 6 of 9 judgements" in caplog.text
+    assert "rated 2 of 3 responses (at least 2 parsed ratings); 1 unrated drop out" in caplog.text
+
+
+def test_the_judge_applies_the_response_filters(tiny_model, monkeypatch):
+    fake = FakeJudgeSampler({f"{p}#{k}": "Score: 3" for p in ("p0", "p1", "p2") for k in (0, 1)})
+    monkeypatch.setattr(sampling, "sample", fake)
+    samples = SAMPLES.assign(response=["3", " The answer is 3. ", "obak", "It is obak", "ZU", "zu"])
+    out = llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, {"temperature": 0.0},
+                          strip_whitespace=True, min_chars=4, max_chars=9)
+    assert out["response"].tolist() == ["obak"]   # "3", "ZU", "zu" short; 2 more than 9 chars
+    out = llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, {"temperature": 0.0},
+                          strip_whitespace=True, min_chars=4)
+    assert out["response"].tolist() == ["The answer is 3.", "obak", "It is obak"]
+
+
+def test_judge_prompts_over_max_prompt_tokens_are_dropped(tiny_model, monkeypatch, caplog):
+    from transformers import AutoTokenizer
+
+    fake = FakeJudgeSampler({f"{p}#{k}": "Score: 3" for p in ("p0", "p1", "p2") for k in (0, 1)})
+    monkeypatch.setattr(sampling, "sample", fake)
+    rendered = [llm_judge.render(TOY_TEMPLATE, x, y)
+                for x, y in zip(SAMPLES["prompt"], SAMPLES["response"])]
+    lengths = [len(t) for t in sampling.prompt_token_ids(
+        AutoTokenizer.from_pretrained(tiny_model), rendered)]
+    limit = sorted(lengths)[2]
+    with caplog.at_level("INFO", logger="dicewf.llm_judge"):
+        out = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {"temperature": 0.0},
+                              max_prompt_tokens=limit)
+    expected = [i for i, n in enumerate(lengths) if n <= limit]
+    assert 0 < len(expected) < len(SAMPLES)
+    assert out["response"].tolist() == SAMPLES["response"].iloc[expected].tolist()
+    assert fake.calls[0]["prompts"]["prompt"].tolist() == [rendered[i] for i in expected]
+    assert (f"dropping {len(SAMPLES) - len(expected)} responses whose judge prompt has more "
+            f"than {limit} tokens, of 6") in caplog.text
+    with pytest.raises(ValueError, match="every judge prompt has more than 1 tokens"):
+        llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {"temperature": 0.0},
+                        max_prompt_tokens=1)
+
+
+def test_each_rating_has_its_own_reproducible_seed_and_one_rating_is_the_old_judgement(
+        tiny_model):
+    params = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 6, "seed": 3}
+    three = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {**params, "n": 3},
+                            backend="transformers")
+    # the ratings are what the sampler gives each rating's own request, with its own seed
+    ids = [llm_judge.request_id(p, k, r)
+           for p, k in zip(SAMPLES["prompt_id"], SAMPLES["sample_idx"]) for r in range(3)]
+    requests = pd.DataFrame({"prompt_id": ids, "prompt": [
+        llm_judge.render(TOY_TEMPLATE, x, y)
+        for x, y in zip(SAMPLES["prompt"], SAMPLES["response"]) for _ in range(3)]})
+    direct = sampling.sample(tiny_model, requests, {**params, "n": 1}, backend="transformers")
+    assert direct["seed"].nunique() == len(ids)   # a distinct seed per rating
+    assert [j for row in three["judgements"] for j in row] == direct["response"].tolist()
+    assert len({tuple(row) for row in three["judgements"]}) > 1
+    assert any(len(set(row)) > 1 for row in three["judgements"])   # ratings differ
+    again = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {**params, "n": 3},
+                            backend="transformers")
+    pd.testing.assert_frame_equal(three, again)
+    # one rating per response (the old behaviour): rating 0 keeps the request id and seed
+    one = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, params, backend="transformers")
+    assert one["judgement"].tolist() == [row[0] for row in three["judgements"]]
+    assert one["judgements"].map(len).eq(1).all()
+    for reward, text in zip(one["reward"], one["judgement"]):
+        expected = llm_judge.parse_score(text)
+        assert (math.isnan(reward) and math.isnan(expected)) or reward == expected

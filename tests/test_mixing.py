@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from dicewf.io import DatasetError
-from dicewf.mixing import counts, mix
+from dicewf.mixing import counts, iteration_seed, mix
 
 
 def pairs(n: int, tag: str, first_prompt: int = 0) -> pd.DataFrame:
@@ -132,3 +134,52 @@ def test_a_shortfall_of_generated_pairs_shrinks_the_mixture_when_asked():
                                   mix(generated, offline, 0.5, 10, 0))
     with pytest.raises(ValueError, match="shortfall"):
         mix(generated, offline, 0.5, 10, 0, shortfall="drop")
+
+
+# --- a new split every iteration ------------------------------------------------------------------
+
+
+def test_the_iteration_seed_is_stable_and_differs_across_iterations_and_seeds():
+    # pinned: a changed derivation would silently redraw every mixture
+    assert [iteration_seed(0, t) for t in (1, 2, 3)] == [1137831782, 815816514, 596236757]
+    assert iteration_seed(1, 1) == 1742381738
+    seeds = {(s, t): iteration_seed(s, t) for s in range(5) for t in range(1, 11)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert all(0 <= v < 2**31 - 1 for v in seeds.values())
+    assert iteration_seed(0, "2") == iteration_seed(0, 2)  # a wildcard's string works too
+    with pytest.raises(ValueError, match="iteration must be >= 1, got 0"):
+        iteration_seed(0, 0)
+
+
+def run_mix_adapter(tmp_path: Path, iteration: int, name: str) -> pd.DataFrame:
+    import runpy
+    import types
+
+    from snakemake.iocontainers import Namedlist
+
+    from dicewf.io import read_parquet
+
+    GENERATED.to_parquet(tmp_path / "pairs.parquet", index=False)
+    OFFLINE.to_parquet(tmp_path / "offline.parquet", index=False)
+    snakemake = types.SimpleNamespace(
+        input=Namedlist(fromdict={"pairs": str(tmp_path / "pairs.parquet"),
+                                  "offline": str(tmp_path / "offline.parquet")}),
+        output=Namedlist(fromdict={"mixed": str(tmp_path / name)}),
+        params=Namedlist(fromdict={"mix": {"gamma": 0.5, "n_pairs": 60, "seed": 0,
+                                           "shortfall": "error"},
+                                   "iteration": iteration}),
+        log=[str(tmp_path / "mix.log")])
+    script = Path(__file__).parents[1] / "workflow" / "scripts" / "mix.py"
+    runpy.run_path(str(script), init_globals={"snakemake": snakemake})
+    return read_parquet(tmp_path / name)
+
+
+def test_the_mix_rule_draws_a_new_split_each_iteration_and_the_same_one_again(
+        tmp_path, restore_logging):
+    first = run_mix_adapter(tmp_path, 1, "iter1.parquet")
+    second = run_mix_adapter(tmp_path, 2, "iter2.parquet")
+    again = run_mix_adapter(tmp_path, 1, "iter1_again.parquet")
+    pd.testing.assert_frame_equal(first, again)
+    pd.testing.assert_frame_equal(first, mix(GENERATED, OFFLINE, 0.5, 60, iteration_seed(0, 1)))
+    assert set(first["chosen"]) != set(second["chosen"])
+    assert (second["source"] == "offline").sum() == 30

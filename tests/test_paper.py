@@ -88,7 +88,8 @@ def fake_metrics(models, arena=True, gold=False) -> dict[str, dict]:
              "mean_len_model": 1000.0 + 10 * i, "n": 805}
         if arena:
             m.update(arena_score=20.0 + i, arena_ci_low=20.0 + i - 1.4,
-                     arena_ci_high=20.0 + i + 1.7)
+                     arena_ci_high=20.0 + i + 1.7, arena_lc_score=15.0 + i,
+                     arena_lc_ci_low=15.0 + i - 1.2, arena_lc_ci_high=15.0 + i + 1.3)
         if gold:
             m["gold_quality"] = 0.5 + i / 100
         out[model] = m
@@ -96,9 +97,15 @@ def fake_metrics(models, arena=True, gold=False) -> dict[str, dict]:
 
 
 def fake_alphas(keys) -> dict:
-    return {(full, t): {"alpha": 0.023 * (2 if "2x" in full else 1) * ("alpha0" not in full),
-                        "alpha_searched": None if "alpha0" in full else 0.023}
-            for full, t in keys}
+    """alpha.json as search_alpha writes it: alpha on the log-ratio scale, alpha_reward with
+    beta = 0.01 beside it."""
+    out = {}
+    for full, t in keys:
+        alpha = 0.023 * (2 if "2x" in full else 1) * ("alpha0" not in full)
+        out[(full, t)] = {"alpha": alpha, "alpha_searched": None if "alpha0" in full else 0.023,
+                          "alpha_reward": 0.01 * alpha, "beta": 0.01, "score": "logratio",
+                          "length_unit": "chars"}
+    return out
 
 
 AGREEMENT = {"n_tuples": 500, "judge": "gpt-4o", "setting": "zephyr",
@@ -374,29 +381,47 @@ def test_table7_shows_any_rdpo_run_with_its_lambda():
     assert df["Method"].tolist() == ["Regularized DPO (lambda=0.1)", "Ours"]
 
 
-def test_sweep_tables_order_by_gamma_and_print_the_ci_as_offsets():
+def test_sweep_tables_order_by_gamma_and_print_the_lc_arena_ci_as_offsets():
     df, metrics = build("table9", full_layout())
     assert df["gamma"].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert df["Experiment"].tolist() == ["dice_gamma0", "dice_gamma025", "dice",
                                          "dice_gamma075", "offline_dpo_newref"]
-    assert df["Iter"].tolist() == [2, 2, 2, 1, 2]  # dice_gamma075 has one iteration only
+    assert df["Iter AE2"].tolist() == [2, 2, 2, 1, 2]  # dice_gamma075 has one iteration only
+    assert df["Iter AH"].tolist() == df["Iter AE2"].tolist()
     m = metrics["zephyr_dice-iter2"]
     assert df.iloc[2]["LC AE2"] == m["lc_win_rate"]
-    assert df.iloc[2]["AH: Score (95% CI)"] == f"{m['arena_score']:.1f} (-1.4, 1.7)"
-    assert re.fullmatch(r"\d+\.\d \(-1\.4, 1\.7\)", df.iloc[0]["AH: Score (95% CI)"])
+    # the length-controlled Arena-Hard score (footnote 11), not the plain one
+    assert df.iloc[2]["LC AH: Score (95% CI)"] == f"{m['arena_lc_score']:.1f} (-1.2, 1.3)"
+    assert re.fullmatch(r"\d+\.\d \(-1\.2, 1\.3\)", df.iloc[0]["LC AH: Score (95% CI)"])
     table10, _ = build("table10", full_layout())
     assert table10["gamma"].tolist() == [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
 
 
-def test_sweep_best_iteration_picks_the_highest_lc():
+def test_sweep_best_iteration_is_chosen_per_benchmark():
     layout = full_layout(sweep_iteration="best")
     need = paper.needs("table9", layout)
     assert {"zephyr_dice-iter1", "zephyr_dice-iter2", "zephyr_dice-iter3"} <= set(need["models"])
     metrics = fake_metrics(need["models"])
-    metrics["zephyr_dice-iter1"]["lc_win_rate"] = 99.0
+    metrics["zephyr_dice-iter1"]["lc_win_rate"] = 99.0    # AE2's best: iteration 1
+    metrics["zephyr_dice-iter3"]["arena_lc_score"] = 98.0  # Arena-Hard's best: iteration 3
+    metrics["zephyr_dice-iter2"]["arena_score"] = 99.0     # the plain score does not count
+    for m in ("zephyr_dice_gamma0-iter1", "zephyr_dice_gamma0-iter2"):  # a tie: the earlier
+        metrics[m].update(lc_win_rate=50.0, arena_lc_score=50.0)
+    df = paper.build_table("table9", layout, metrics).set_index("Experiment")
+    assert (df.loc["dice", "Iter AE2"], df.loc["dice", "LC AE2"]) == (1, 99.0)
+    assert df.loc["dice", "Iter AH"] == 3
+    assert df.loc["dice", "LC AH: Score (95% CI)"].startswith("98.0 ")
+    assert (df.loc["dice_gamma0", "Iter AE2"], df.loc["dice_gamma0", "Iter AH"]) == (1, 1)
+    assert paper.sweep_iterations(layout, metrics, "zephyr_dice") == (1, 3)
+    fixed = full_layout(sweep_iteration=2)
+    assert paper.sweep_iterations(fixed, metrics, "zephyr_dice") == (2, 2)
+
+
+def test_sweep_table_without_lc_arena_drops_its_columns():
+    layout = full_layout()
+    metrics = fake_metrics(paper.needs("table9", layout)["models"], arena=False)
     df = paper.build_table("table9", layout, metrics)
-    assert df.set_index("Experiment").loc["dice", "Iter"] == 1
-    assert df.set_index("Experiment").loc["dice", "LC AE2"] == 99.0
+    assert list(df.columns) == ["gamma", "Experiment", "Iter AE2", "LC AE2"]
 
 
 def test_arena_text():
@@ -428,11 +453,11 @@ def test_build_table_names_a_missing_model():
     ("table6", "llama3", "LLM-as-a-Judge Iter 3", "LC", 16.86),
     ("table6", "zephyr", "DICE Iter 3", "WR", 15.30),
     ("table7", "zephyr", "Regularized DPO (lambda=0.05)", "Len", 2030),
-    ("table9", "zephyr", "gamma=0.50", "AH score", 18.4),
-    ("table9", "zephyr", "gamma=0.00", "AH CI high", 1.7),
-    ("table10", "llama3", "gamma=0.10", "AH score", 39.1),
-    ("table10", "llama3", "gamma=0.10", "AH CI low", -2.0),
-    ("table10", "llama3", "gamma=0.10", "AH CI high", 2.4),
+    ("table9", "zephyr", "gamma=0.50", "LC AH score", 18.4),
+    ("table9", "zephyr", "gamma=0.00", "LC AH CI high", 1.7),
+    ("table10", "llama3", "gamma=0.10", "LC AH score", 39.1),
+    ("table10", "llama3", "gamma=0.10", "LC AH CI low", -2.0),
+    ("table10", "llama3", "gamma=0.10", "LC AH CI high", 2.4),
     ("table10", "llama3", "gamma=1.00", "LC AE2", 22.50),
 ])
 def test_paper_numbers_as_printed(table, setting, row, column, value):
@@ -475,10 +500,22 @@ def test_paper_vs_reproduced_sets_our_cells_beside_the_papers():
     assert (cell["paper"], cell["reproduced"]) == (20.71, reproduced)
     assert cell["difference"] == pytest.approx(reproduced - 20.71)
     ci = df[(df["table"] == "table10") & (df["row"] == "gamma=0.10")
-            & (df["column"] == "AH CI low")].iloc[0]
-    assert (ci["setting"], ci["paper"], ci["reproduced"]) == ("llama3", -2.0, -1.4)
+            & (df["column"] == "LC AH CI low")].iloc[0]
+    assert (ci["setting"], ci["paper"], ci["reproduced"]) == ("llama3", -2.0, -1.2)
     rate = df[(df["table"] == "table5") & (df["column"] == "DPO Implicit Reward")].iloc[0]
     assert (rate["paper"], rate["reproduced"]) == (0.698, 0.7)
+    # Table 4's alpha is alpha.json's log-ratio alpha, the paper's units (not alpha_reward)
+    alpha = df[(df["table"] == "table4") & (df["row"] == "gamma=0.5, 2 alpha*")
+               & (df["column"] == "alpha")].iloc[0]
+    assert (alpha["paper"], alpha["reproduced"]) == (0.046, pytest.approx(0.046))
+
+
+def test_figure4_axis_names_the_scale_of_alpha():
+    alpha = fake_alphas([("zephyr_dice", 1)])[("zephyr_dice", 1)]
+    assert paper.alpha_axis(alpha) == "alpha (log-ratio per character)"
+    assert paper.alpha_axis(alpha, rating=True) == "alpha (rating per character)"
+    assert paper.alpha_axis({"alpha": 0.005, "length_unit": "tokens"}) == \
+        "alpha (reward per token)"  # an alpha.json from before log-ratio units
 
 
 def test_paper_vs_reproduced_in_the_toy_world_compares_with_zephyr_and_says_so():
@@ -489,7 +526,7 @@ def test_paper_vs_reproduced_in_the_toy_world_compares_with_zephyr_and_says_so()
     assert "table10" not in set(df["table"])  # one setting: Table 10 would repeat Table 9
     row = df[(df["table"] == "table9") & (df["column"] == "LC AE2")].iloc[0]
     assert (row["row"], row["paper"]) == ("gamma=0.50", 20.71)
-    assert not df["column"].isin(["AH WR", "AH score"]).any()  # nothing reproduced there
+    assert not df["column"].isin(["AH WR", "LC AH score"]).any()  # nothing reproduced there
 
 
 # --- files in, tables and figures out ----------------------------------------------------------
@@ -616,8 +653,8 @@ def test_report_tables_adapter_writes_csv_md_and_tex(tmp_path):
         "params": {"table": "table9", "layout": layout.to_dict(), "caption": "Table 9: sweep."},
     }, tmp_path)
     md = (tmp_path / "out" / "table9.md").read_text()
-    assert md.startswith("Table 9: sweep.\n\n| gamma | Experiment | Iter | LC AE2 |")
-    assert "| 0.50 | dice | 2 |" in md and "(-1.4, 1.7)" in md
+    assert md.startswith("Table 9: sweep.\n\n| gamma | Experiment | Iter AE2 | LC AE2 |")
+    assert "| 0.50 | dice | 2 |" in md and "(-1.2, 1.3)" in md
     assert pd.read_csv(out["csv"])["gamma"].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert r"\label{tab:table9}" in (tmp_path / "out" / "table9.tex").read_text()
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from dicewf import report
+from dicewf.alpha import landscape_grid
 from dicewf.io import DatasetError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -168,6 +169,21 @@ def test_figure4_with_the_judge_panel(tmp_path):
     single = tmp_path / "single.png"
     report.figure4(landscape(), single, alpha_star=0.05)
     assert png.stat().st_size > single.stat().st_size  # two panels
+
+
+def test_figure4_zooms_on_alpha_star(tmp_path):
+    # the paper's case: alpha* = 0.023 in a [0, 0.1] box, the landscape dense around it
+    alphas = landscape_grid(0.0, 0.1, 0.023, 200)
+    assert report.zoom_range(alphas, 0.023) == pytest.approx((0.013, 0.033))
+    assert report.zoom_range(alphas, 0.0) == pytest.approx((0.0, 0.01))  # a judge's minimum
+    assert report.zoom_range([0.05, 0.05], 0.05) == (0.05, 0.05)
+    a, b = report.zoom_range(alphas, 0.023)
+    assert ((alphas >= a) & (alphas <= b)).sum() >= 100  # half of the points resolve the dip
+    frame = pd.DataFrame({"alpha": alphas, "objective": np.abs(1000 - 43500 * alphas)})
+    png, pdf = tmp_path / "figure4.png", tmp_path / "figure4.pdf"
+    report.figure4(frame, png, pdf, alpha_star=0.023, judge=frame.assign(objective=alphas),
+                   xlabel="alpha (log-ratio per character)")
+    assert_png_and_pdf(png, pdf)
 
 
 def test_figure4_names_a_bad_judge_landscape(tmp_path):

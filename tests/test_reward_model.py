@@ -154,3 +154,53 @@ def test_a_crashed_run_resumes_like_an_uninterrupted_one(tiny_model, tmp_path, c
         resumed = run("resumed")
     assert f"resuming from checkpoint {ckpts / 'checkpoint-2'} (step 2)" in caplog.text
     assert_same_run(reference, resumed, tmp_path / "uninterrupted", tmp_path / "resumed", "rm")
+
+
+# --- a published reward model (Table 5's ERM), scored by path -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def openrlhf_style_rm(tiny_model, tmp_path_factory):
+    """Test double of an OpenRLHF reward-model checkpoint: a tiny Llama backbone whose scalar
+    head is saved as ``value_head.weight`` (OpenRLHF's name) instead of transformers' ``score``;
+    returns the folder and the reference model it was saved from."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("erm") / "rm"
+    torch.manual_seed(0)
+    ref = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1).eval()
+    ref.save_pretrained(root)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(root)
+    weights = load_file(root / "model.safetensors")
+    weights["value_head.weight"] = weights.pop("score.weight")
+    save_file(weights, root / "model.safetensors", metadata={"format": "pt"})
+    return root, ref
+
+
+def test_external_reward_is_the_heads_value_at_the_last_token(openrlhf_style_rm):
+    import torch
+
+    root, ref = openrlhf_style_rm
+    frame = as_frame(planted(6, 2))
+    scores = reward_model.external_reward_scores(root, frame, head="value_head",
+                                                 max_tokens_per_batch=64)
+    # the same sequences one at a time, unpadded, through the model the checkpoint came from
+    tokenizer = reward_model.prepare_tokenizer(root)
+    ids = reward_model.encode(tokenizer, frame["prompt"], frame["response"])
+    with torch.inference_mode():
+        expected = [ref.score(ref.model(torch.tensor([x])).last_hidden_state)[0, -1, 0].item()
+                    for x in ids]
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
+    assert np.ptp(scores) > 0
+    batched = reward_model.external_reward_scores(root, frame, head="value_head",
+                                                  max_tokens_per_batch=10_000)
+    np.testing.assert_allclose(batched, scores, rtol=1e-4, atol=1e-5)
+
+
+def test_a_reward_head_missing_from_the_checkpoint_is_an_error(openrlhf_style_rm):
+    root, _ = openrlhf_style_rm
+    frame = as_frame(planted(2, 3))
+    with pytest.raises(ValueError, match=r"no weights for the reward head.*value_head"):
+        reward_model.external_reward_scores(root, frame)  # head not named: score is missing

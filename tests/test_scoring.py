@@ -141,3 +141,85 @@ def test_score_rejects_bad_samples(tiny_model):
     all_cut = _samples().assign(finish_reason="length")
     with pytest.raises(ValueError, match="no response left"):
         scoring.score(all_cut, tiny_model, tiny_model, beta=0.1)
+
+
+# --- the DICE code's response filters ---------------------------------------------------------
+
+
+def _by_length(responses, finish=None) -> pd.DataFrame:
+    n = len(responses)
+    return pd.DataFrame({
+        "prompt_id": [f"p{i}" for i in range(n)], "prompt": ["Say something."] * n,
+        "sample_idx": list(range(n)), "response": responses,
+        "finish_reason": finish or ["stop"] * n, "seed": [0] * n})
+
+
+PAPER_FILTERS = {"strip_whitespace": True, "min_chars": 4, "max_chars": 6699}
+
+
+def test_the_filters_keep_3_lt_chars_lt_6700_after_stripping(caplog):
+    samples = _by_length(["abc", "abcd", "x" * 6699, "x" * 6700, "    ", "  abcd \n", "abcdef",
+                          " ab "], finish=["stop"] * 6 + ["length", "stop"])
+    with caplog.at_level("INFO", logger="dicewf.scoring"):
+        kept = scoring.finished(samples, True, "s.parquet", "score", **PAPER_FILTERS)
+    assert kept["response"].tolist() == ["abcd", "x" * 6699, "abcd"]
+    assert kept["prompt_id"].tolist() == ["p1", "p2", "p5"]
+    assert kept.index.tolist() == [0, 1, 2]
+    log = caplog.text
+    assert "stripped surrounding whitespace from 3 of 8 responses" in log
+    assert "dropping 1 truncated responses of 8" in log
+    # 3 chars, 4 spaces (0 once stripped), " ab " (2): too short; 6,700: too long
+    assert "dropping 3 responses shorter than 4 characters and 1 longer than 6699 of 8" in log
+    assert "3 of 8 responses left to score" in log
+
+
+def test_without_stripping_whitespace_counts_as_characters():
+    samples = _by_length(["    ", "abc", " abc"])
+    kept = scoring.finished(samples, True, "s", "score", strip_whitespace=False, min_chars=4,
+                            max_chars=6699)
+    assert kept["response"].tolist() == ["    ", " abc"]
+
+
+def test_the_default_filters_drop_only_truncated_responses():
+    samples = _by_length(["", "a", "x" * 10_000, "b"], finish=["stop", "stop", "stop", "length"])
+    assert scoring.finished(samples, True, "s", "score")["response"].tolist() == \
+        ["", "a", "x" * 10_000]
+
+
+def test_the_filters_name_what_is_wrong():
+    with pytest.raises(ValueError, match="no response left to judge.*min_chars=4"):
+        scoring.finished(_by_length(["abc", "  "]), True, "s.parquet", "judge", **PAPER_FILTERS)
+    with pytest.raises(ValueError, match="min_chars <= max_chars"):
+        scoring.finished(_by_length(["abcd"]), True, "s", "score", min_chars=5, max_chars=4)
+
+
+def test_a_prompt_keeps_its_pairs_with_8_valid_responses_not_7():
+    """The DICE code pairs a prompt with at least 8 valid responses (alpha.min_responses 8)."""
+    from dicewf import alpha
+
+    rows = [("full", k, "answer " + "x" * k) for k in range(8)]
+    rows += [("short", k, "abc" if k == 0 else "answer " + "y" * k) for k in range(8)]
+    samples = pd.DataFrame({
+        "prompt_id": [r[0] for r in rows], "prompt": ["Say something."] * 16,
+        "sample_idx": [r[1] for r in rows], "response": [r[2] for r in rows],
+        "finish_reason": "stop", "seed": 0})
+    kept = scoring.finished(samples, True, "s", "score", **PAPER_FILTERS)
+    assert kept.groupby("prompt_id").size().to_dict() == {"full": 8, "short": 7}
+    scores = kept.assign(logratio=np.arange(len(kept), dtype=float),
+                         len_chars=kept["response"].str.len(), len_tokens=1)
+    pairs = alpha.build_pairs(scores, 0.0, length_unit="chars", min_responses=8)
+    assert pairs["prompt_id"].tolist() == ["full"]
+    assert pairs.attrs["n_dropped"] == 1
+    pairs7 = alpha.build_pairs(scores, 0.0, length_unit="chars", min_responses=7)
+    assert sorted(pairs7["prompt_id"]) == ["full", "short"]
+
+
+def test_score_applies_the_filters(tiny_model):
+    samples = _samples()
+    samples.loc[2, "response"] = "  ok  "
+    samples.loc[3, "response"] = "x" * 40
+    out = scoring.score(samples, tiny_model, tiny_model, beta=0.1, strip_whitespace=True,
+                        min_chars=3, max_chars=30)
+    # p0 #1 truncated, "ok" too short once stripped, 40 x's too long
+    assert out["response"].tolist() == ["The answer is 0.", "The answer is 2.", "The answer is 3."]
+    assert (out["len_chars"] == out["response"].str.len()).all()

@@ -126,8 +126,10 @@ def test_the_paper_config_plans_the_whole_matrix_offline(tmp_path):
     assert {s for e, _ in runs for s in [wfconfig.locate(cfg, e)[0]]} == {"zephyr", "llama3"}
     assert jobs["generate_benchmarks"] == models
     assert jobs["alpaca_eval_annotate"] == jobs["arena_hard_judge"] == models
-    assert jobs["download_model"] == 4 and jobs["download_dataset"] == 3
-    assert jobs["prepare_ultrafeedback"] == 1
+    # four base models and Table 5's published reward model (ERM-555k)
+    assert jobs["download_model"] == 5 and jobs["download_dataset"] == 3
+    # D_offline, and the full preference set of Table 5's IntlRM
+    assert jobs["prepare_ultrafeedback"] == jobs["prepare_ultrafeedback_all"] == 1
     assert jobs["table"] == 10 and jobs["figure"] == 5
     assert "toy_world" not in jobs
 

@@ -1,13 +1,15 @@
 # Table 5: agreement of reward models with a judge's labels on (x, y1, y2) tuples sampled from
 # the first DICE iteration of the main setting (report.setting): the DPO implicit reward against
-# an internal scalar reward model (IntlRM) trained on D_offline alone.
+# an internal scalar reward model (IntlRM) trained on agreement.reward_model_pairs (D_offline, or
+# the full UltraFeedback set as in the paper) and any published reward models
+# (agreement.external_reward_models, the paper's ERM-555k).
 
 
 rule train_reward_model:
-    """IntlRM: TRL's RewardTrainer on D_offline, from the setting's SFT model pi_ref^(0)."""
+    """IntlRM: TRL's RewardTrainer on its pairs, from the setting's SFT model pi_ref^(0)."""
     input:
         model=model_input(hub.local_dir(cfg.base(config, MAIN_SETTING)["reference"])),
-        offline=cfg.base(config, MAIN_SETTING)["offline"],
+        pairs=reward_model_pairs,
     output:
         model=directory("results/agreement/reward_model"),
         metrics="results/agreement/reward_model_metrics.json",
@@ -46,6 +48,9 @@ rule agreement:
                                **config["agreement"]["judge"]}),
         gold_judge=config.get("world", {}).get("judge", {}),
         setting=MAIN_SETTING,
+        # label and head of each published reward model, in the order of input.external
+        external=[{"label": label, "head": m.get("head")}
+                  for label, m in config["agreement"]["external_reward_models"].items()],
         max_tokens_per_batch=config["defaults"]["score"]["max_tokens_per_batch"],
     log:
         "logs/agreement/agreement.log",

@@ -10,6 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from dicewf import config as cfg  # noqa: E402
+from dicewf import batching  # noqa: E402
 from dicewf import hub  # noqa: E402
 from dicewf import paper  # noqa: E402
 
@@ -29,6 +30,8 @@ for _setting in SETTINGS:
         raise ValueError(f"base: {_missing} missing (top-level base or settings.{_setting}.base)")
 # every experiment resolved once: a bad block fails here, naming the experiment
 XP = {_name: cfg.experiment(config, _name) for _name in RUNS}
+# the IntlRM trains in one process (a script: job): its global batch must divide now
+batching.gradient_accumulation(config["agreement"]["reward_model"], 1, "agreement.reward_model")
 OWNERS = cfg.iteration1_owners(config)  # iteration-1 work shared between experiments
 LAYOUT = paper.Layout.from_config(config)  # which run fills which cell of the paper's tables
 # the layout as a param of the table and figure jobs, less Figure 2's bins (their own param, so
@@ -36,6 +39,8 @@ LAYOUT = paper.Layout.from_config(config)  # which run fills which cell of the p
 LAYOUT_PARAM = {k: v for k, v in LAYOUT.to_dict().items() if k != "figure2_bins"}
 
 EXPERIMENTS = list(RUNS)
+# the score block's keys that filter responses before scoring or judging (dicewf.scoring.finished)
+RESPONSE_FILTERS = ("drop_truncated", "strip_whitespace", "min_chars", "max_chars")
 MODELS = cfg.model_names(config)
 TOY_EVAL = config["eval"].get("suite", "toy") == "toy"
 # the setting of the single-setting tables and figures (Tables 3, 4, 5, 7; Figures 2, 4)
@@ -138,6 +143,16 @@ def eval_policy(w):
     return eval_policy_of(w.model)
 
 
+@functools.cache
+def eval_sampling_of(model):
+    return cfg.eval_sampling(config, model)
+
+
+def eval_sampling(w):
+    """The model's decoding: eval.sampling with its setting's eval.sampling merged over it."""
+    return eval_sampling_of(w.model)
+
+
 def samples_owner(w):
     return OWNERS[w.exp][0] if int(w.iter) == 1 else w.exp
 
@@ -169,14 +184,32 @@ def shared_scores(w):
 
 
 def agreement_inputs(w):
-    """Iteration-1 scores of the agreement experiment (and, with the gold judge, its tasks)."""
+    """Iteration-1 scores of the agreement experiment (and, with the gold judge, its tasks; and
+    the published reward models to score)."""
     exp = cfg.full_name(MAIN_SETTING, config["agreement"]["experiment"])
     if exp not in RUNS:
         raise ValueError(f"agreement.experiment: no experiment {exp!r} to sample tuples from")
     inputs = {"scores": f"{cfg.iter_dir(OWNERS[exp][1], 1)}/scores.parquet"}
     if config["agreement"]["judge"] == "gold":
         inputs["tasks"] = cfg.base(config, MAIN_SETTING)["prompts"]
+    external = config["agreement"]["external_reward_models"].values()
+    if external:  # published reward models (Table 5's ERM), in config order
+        inputs["external"] = [model_input(hub.local_dir(m["model"])) for m in external]
     return inputs
+
+
+def reward_model_pairs(w):
+    """The IntlRM's training pairs: D_offline of the main setting, or a configured pairs file."""
+    pairs = config["agreement"]["reward_model_pairs"]
+    return cfg.base(config, MAIN_SETTING)["offline"] if pairs == "offline" else pairs
+
+
+def train_processes(train, gpu):
+    """Training processes of a job with ``gpu`` GPUs, after checking that the block's
+    global_batch_size divides over them (dicewf.batching)."""
+    processes = batching.processes_of(gpu)
+    batching.gradient_accumulation(train, processes)
+    return processes
 
 
 @functools.cache

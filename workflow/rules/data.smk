@@ -38,6 +38,26 @@ rule prepare_ultrafeedback:
         "../scripts/prepare_ultrafeedback.py"
 
 
+rule prepare_ultrafeedback_all:
+    """Every usable UltraFeedback preference pair of the split (the same filters as D_offline,
+    no subsampling): the paper's IntlRM training set (~60k pairs; agreement.reward_model_pairs)."""
+    input:
+        snapshot=data_snapshot("ultrafeedback"),
+    output:
+        offline=ensure("results/data/ultrafeedback/all_pairs.parquet", non_empty=True),
+    params:
+        split=lambda w: config["data"]["ultrafeedback"].get("split", "train_prefs"),
+        n_pairs=None,  # all of them
+        seed=lambda w: config["data"]["ultrafeedback"]["seed"],
+    log:
+        "logs/data/prepare_ultrafeedback_all.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/prepare_ultrafeedback.py"
+
+
 rule prepare_alpaca_eval:
     """AlpacaEval 2: the 805 instructions with the benchmark's baseline outputs."""
     input:

@@ -43,7 +43,8 @@ rule score:
         ),
     params:
         beta=lambda w: xp(w)["train"]["beta"],
-        # the implicit reward's settings (method and judge belong to the judge rule)
+        # the implicit reward's settings and the response filters (method and judge belong to
+        # the judge rule)
         score=lambda w: {k: v for k, v in xp(w)["score"].items() if k not in ("method", "judge")},
     log:
         "logs/{exp}/iter{iter}/score/{scatteritem}.log",
@@ -63,7 +64,8 @@ rule score:
 
 rule judge:
     """LLM-as-a-Judge (score.method: judge): pi_theta^(t-1) rates each of its own responses
-    0-5 with the Appendix E template; the rating is the reward (alpha = 0, Appendix C)."""
+    0-5 with the Appendix E template, sampling.n times; the reward is the mean of the parsed
+    ratings when at least min_ratings parse (alpha = 0, Appendix C)."""
     input:
         samples=shard_samples,
         policy=prev_policy,
@@ -74,7 +76,9 @@ rule judge:
         ),
     params:
         sampling=lambda w: xp(w)["score"]["judge"]["sampling"],
-        drop_truncated=lambda w: xp(w)["score"]["drop_truncated"],
+        min_ratings=lambda w: xp(w)["score"]["judge"]["min_ratings"],
+        max_prompt_tokens=lambda w: xp(w)["score"]["judge"]["max_prompt_tokens"],
+        filters=lambda w: {k: xp(w)["score"][k] for k in RESPONSE_FILTERS},
         backend=config["sampler"]["backend"],
         engine=config["sampler"].get("vllm", {}),
     log:
@@ -154,6 +158,7 @@ rule mix:
         mixed=ensure("results/{exp}/iter{iter}/mixed.parquet", non_empty=True),
     params:
         mix=lambda w: xp(w)["mix"],
+        iteration=lambda w: int(w.iter),  # the split is drawn anew each iteration
     log:
         "logs/{exp}/iter{iter}/mix.log",
     resources:
@@ -195,7 +200,9 @@ rule train:
                 config["train_launcher"]["accelerate_config"] if resources.gpu else "single"
             )
         ),
-        processes=lambda w, resources: max(int(resources.gpu), 1),
+        # one process per GPU (one CPU process for gpu=0); a train.global_batch_size that is no
+        # multiple of per_device_train_batch_size x processes fails here, before the job starts
+        processes=lambda w, resources: train_processes(xp(w)["train"], resources.gpu),
         trainer=lambda w: xp(w).get("trainer", "dpo"),
         length_penalty=lambda w: xp(w).get("length_penalty", 0.0),
         device=lambda w, resources: "" if resources.gpu else "--cpu",

@@ -15,7 +15,7 @@ if TOY_EVAL:
             judgements="results/eval/{model}/judgements.parquet",
             metrics="results/eval/{model}/metrics.json",
         params:
-            sampling=config["eval"]["sampling"],
+            sampling=eval_sampling,
             backend=config["sampler"]["backend"],
             engine=config["sampler"].get("vllm", {}),
             judge=config["world"].get("judge", {}),
@@ -51,7 +51,7 @@ else:
             arena_hard=ensure("results/eval/{model}/arena_hard/responses.parquet",
                               non_empty=True),
         params:
-            sampling=config["eval"]["sampling"],
+            sampling=eval_sampling,
             backend=config["sampler"]["backend"],
             engine=config["sampler"].get("vllm", {}),
         log:

@@ -2,7 +2,8 @@
 
 The toy world's two benchmarks from one set of gold-judge preferences: AlpacaEval-style raw and
 length-controlled win rates (our LC GLM), and an Arena-Hard-style score with a bootstrap 95%
-interval (the gold judge's probabilities mapped to verdicts, scored by dicewf.arena.score).
+interval and its length-controlled variant (the gold judge's probabilities mapped to verdicts,
+scored by dicewf.arena.score).
 """
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,9 @@ judge = toyworld.JudgeSpec.from_dict(snakemake.params.judge)
 judged = toyworld.judge_responses(toyworld.tasks_from_frame(prompts), responses, judge)
 wr = win_rates(judged["preference"], judged["len_model"], judged["len_baseline"],
                l2=snakemake.params.l2)
-battles = arena.judgments_from_probabilities(judged["prompt_id"], judged["preference"])
+battles = arena.judgments_from_probabilities(judged["prompt_id"], judged["preference"],
+                                             len_model=judged["len_model"],
+                                             len_baseline=judged["len_baseline"])
 arena_metrics = arena.score(battles, n_bootstrap=snakemake.params.arena["n_bootstrap"],
                             seed=snakemake.params.arena["seed"])
 metrics = {

@@ -15,9 +15,12 @@ scores = llm_judge.judge(
     # the template file is an input (a changed template reruns the job); params.template also works
     llm_judge.load_template(snakemake.input.get("template") or snakemake.params.template),
     snakemake.params.sampling,
+    min_ratings=snakemake.params.min_ratings,
+    max_prompt_tokens=snakemake.params.max_prompt_tokens,
     backend=snakemake.params.backend,
     engine=snakemake.params.engine,
-    drop_truncated=snakemake.params.get("drop_truncated", True),
     source=source,
+    # drop_truncated, strip_whitespace, min_chars, max_chars (the score block's response filters)
+    **snakemake.params.filters,
 )
 write_parquet(scores, snakemake.output.scores)

@@ -1,4 +1,5 @@
-"""Snakemake adapter: D_offline (a seeded subset of UltraFeedback pairs) and its prompt set."""
+"""Snakemake adapter: D_offline (a seeded subset of UltraFeedback pairs) and its prompt set, or
+(n_pairs None, no prompts output) every usable pair."""
 from typing import TYPE_CHECKING
 
 from dicewf import datasets, logs
@@ -15,4 +16,5 @@ offline, prompts = datasets.prepare_ultrafeedback(
     seed=snakemake.params.seed,
 )
 write_parquet(offline, snakemake.output.offline)
-write_parquet(prompts, snakemake.output.prompts)
+if hasattr(snakemake.output, "prompts"):  # prepare_ultrafeedback_all writes the pairs alone
+    write_parquet(prompts, snakemake.output.prompts)

@@ -11,6 +11,8 @@ process. ``--args`` holds literal TRL config fields (``DPOConfig``, or ``KTOConf
 ``--trainer kto``), as a JSON string or the path of a JSON/YAML file; ``save_steps: N`` turns on
 resumable checkpoints in ``<out>.checkpoints/`` (``--checkpoint-dir`` overrides the folder).
 ``--length-penalty LAMBDA`` (> 0) trains length-regularised DPO (``loss_type`` sigmoid only).
+``global_batch_size`` in ``--args`` (ours, not TRL's) sets ``gradient_accumulation_steps`` from
+the number of launched processes (WORLD_SIZE); see :mod:`dicewf.batching`.
 """
 
 from __future__ import annotations

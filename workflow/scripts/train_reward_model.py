@@ -1,4 +1,4 @@
-"""Snakemake adapter: the internal reward model (IntlRM, Table 5), trained on D_offline only."""
+"""Snakemake adapter: the internal reward model (IntlRM, Table 5), trained on its pairs only."""
 from typing import TYPE_CHECKING
 
 from dicewf import logs
@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
-pairs = read_parquet(snakemake.input.offline, "pairs")
+pairs = read_parquet(snakemake.input.pairs, "pairs")
 train_reward_model(snakemake.input.model, pairs, snakemake.output.model, snakemake.params.args,
                    seed=snakemake.params.seed, metrics_path=snakemake.output.metrics,
-                   source=snakemake.input.offline)
+                   source=snakemake.input.pairs)

@@ -1,22 +1,30 @@
 """Length-regularised preference pairs and the search for alpha* (Eq. 5-6, Algorithm 1 line 4).
 
-Each response gets the shaped reward ``r_LR = reward - alpha * len`` (Eq. 5). Per prompt the
-response with the highest shaped reward is the winner and the one with the lowest is the loser;
-ties go to the first response in ``sample_idx`` order. alpha* minimises the absolute mean length
-difference between winners and losers (Eq. 6).
+Each response gets the shaped score ``s - alpha * len`` (Eq. 5). Per prompt the response with the
+highest shaped score is the winner and the one with the lowest is the loser; ties go to the first
+response in ``sample_idx`` order. alpha* minimises the absolute mean length difference between
+winners and losers (Eq. 6).
+
+Units. For the implicit reward ``s`` is the log-ratio ``log pi_theta(y|x) - log pi_ref(y|x)``
+(column ``logratio``), not ``reward = beta * logratio``: the official code shapes the log-ratio,
+and the paper's alpha* = 0.023 (Figure 2, Table 4) is per character on that scale. Eq. 5 as
+printed shapes ``beta * logratio``; both give the same pairs with alpha_reward = beta * alpha.
+LLM-as-a-Judge scores have no log-ratio and are shaped on their rating (column ``reward``).
 
 For one prompt, the winner as a function of alpha follows the upper envelope of the lines
-``reward_i - alpha * len_i`` and the loser follows the lower envelope, so the objective is piecewise
+``s_i - alpha * len_i`` and the loser follows the lower envelope, so the objective is piecewise
 constant in alpha. The ``exact`` search walks both envelopes of every prompt at once and evaluates
 the objective on every piece; ``gp`` (Appendix C) and ``grid`` are black-box baselines.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +33,11 @@ from dicewf.io import DatasetError, check_frame
 
 LENGTH_COLUMNS = {"chars": "len_chars", "tokens": "len_tokens"}
 METHODS = ("exact", "gp", "grid")
+# Figure 4's landscape: this share of the points lies in alpha* +- this fraction of the box
+LANDSCAPE_DENSE_SHARE = 0.5
+LANDSCAPE_WINDOW = 0.1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,7 @@ class AlphaResult:
     seconds: float
     n_dropped: int = 0
     length_unit: str = "chars"
+    score: str = "logratio"
 
     def to_dict(self) -> dict[str, float | int | str]:
         """Plain Python values, ready for JSON."""
@@ -54,8 +68,9 @@ class AlphaResult:
 class _Table:
     """Eligible responses as (prompt x response) arrays, responses in ``sample_idx`` order.
 
-    Cells past a prompt's last response are padding: ``valid`` is False and ``rows`` is -1.
-    ``rows`` holds positions in ``frame`` (eligible rows sorted by prompt_id, sample_idx).
+    ``rewards`` holds the shaped column (``logratio`` or ``reward``). Cells past a prompt's last
+    response are padding: ``valid`` is False and ``rows`` is -1. ``rows`` holds positions in
+    ``frame`` (eligible rows sorted by prompt_id, sample_idx).
     """
 
     rewards: np.ndarray
@@ -92,7 +107,15 @@ def eligible(scores: pd.DataFrame, min_responses: int = 2) -> tuple[pd.DataFrame
     return scores.loc[keep], n_dropped
 
 
-def _table(scores: pd.DataFrame, length_unit: str, min_responses: int, source: str) -> _Table:
+def score_column(scores: pd.DataFrame) -> str:
+    """The column alpha shapes: ``logratio`` where the frame has it (implicit-reward scores),
+    else ``reward`` (LLM-as-a-Judge ratings)."""
+    return "logratio" if "logratio" in scores.columns else "reward"
+
+
+def _table(
+    scores: pd.DataFrame, length_unit: str, min_responses: int, source: str, score: str
+) -> _Table:
     """Check ``scores``, drop ineligible prompts and lay the rest out as padded arrays."""
     column = _length_column(length_unit)
     schema = {
@@ -101,9 +124,10 @@ def _table(scores: pd.DataFrame, length_unit: str, min_responses: int, source: s
         "sample_idx": "int",
         "response": "str",
         "reward": "float",
+        score: "float",
         column: "float",
     }
-    check_frame(scores, schema, source, finite=("reward", column))
+    check_frame(scores, schema, source, finite=(score, column))
     negative = scores.index[scores[column].to_numpy() < 0].tolist()
     if negative:
         raise DatasetError(
@@ -127,7 +151,7 @@ def _table(scores: pd.DataFrame, length_unit: str, min_responses: int, source: s
     rows = np.full(shape, -1, dtype=np.int64)
     rows[codes, slot] = np.arange(len(frame))
     rewards = np.zeros(shape)
-    rewards[codes, slot] = frame["reward"].to_numpy(dtype=float)
+    rewards[codes, slot] = frame[score].to_numpy(dtype=float)
     lengths = np.zeros(shape)
     lengths[codes, slot] = frame[column].to_numpy(dtype=float)
     return _Table(rewards, lengths, rows >= 0, rows, frame, column, n_dropped)
@@ -159,12 +183,14 @@ def objective(
     *,
     min_responses: int = 2,
     source: str = "<scores>",
+    score: str = "logratio",
 ) -> float:
     """Eq. 6 at ``alpha``: |mean over eligible prompts of (len_winner - len_loser)|.
 
-    Prompts whose shaped rewards are all equal count with a length difference of 0.
+    ``score`` names the shaped column (``logratio``; ``reward`` for judge ratings). Prompts whose
+    shaped scores are all equal count with a length difference of 0.
     """
-    return _objective(_table(scores, length_unit, min_responses, source), alpha)
+    return _objective(_table(scores, length_unit, min_responses, source, score), alpha)
 
 
 def build_pairs(
@@ -174,14 +200,16 @@ def build_pairs(
     *,
     min_responses: int = 2,
     source: str = "<scores>",
+    score: str = "logratio",
 ) -> pd.DataFrame:
     """The preference dataset D(alpha): one (chosen, rejected) row per eligible prompt.
 
-    Prompts whose winner and loser have the same shaped reward carry no preference and are left
-    out; ``attrs`` records ``n_degenerate`` (those prompts), ``n_dropped`` (prompts with fewer
-    than ``min_responses`` responses) and ``length_unit``. Rows are ordered by prompt_id.
+    Prompts whose winner and loser have the same shaped score carry no preference and are left
+    out. ``chosen_reward``/``rejected_reward`` hold the unshaped ``reward`` column. ``attrs``
+    records ``n_degenerate`` (those prompts), ``n_dropped`` (prompts with fewer than
+    ``min_responses`` responses), ``length_unit`` and ``score``. Rows are ordered by prompt_id.
     """
-    table = _table(scores, length_unit, min_responses, source)
+    table = _table(scores, length_unit, min_responses, source, score)
     shaped, winner, loser = _pick(table, alpha)
     prompts = np.arange(table.n_prompts)
     informative = shaped[prompts, winner] != shaped[prompts, loser]
@@ -213,6 +241,7 @@ def build_pairs(
         n_degenerate=int((~informative).sum()),
         n_dropped=table.n_dropped,
         length_unit=length_unit,
+        score=score,
     )
     return pairs
 
@@ -224,13 +253,14 @@ def landscape(
     *,
     min_responses: int = 2,
     source: str = "<scores>",
+    score: str = "logratio",
 ) -> pd.DataFrame:
     """Objective and signed mean length difference at each alpha (Figure 4).
 
     Each alpha is one vectorised pass over the (prompt x response) arrays, so the values agree
     exactly with :func:`objective`, ties included.
     """
-    table = _table(scores, length_unit, min_responses, source)
+    table = _table(scores, length_unit, min_responses, source, score)
     grid = np.asarray(alphas, dtype=float)
     means = np.array([_length_sum(table, a) for a in grid]) / table.n_prompts
     return pd.DataFrame({"alpha": grid, "objective": np.abs(means), "mean_len_diff": means})
@@ -341,7 +371,7 @@ def _search_grid(table: _Table, lo: float, hi: float, step: float) -> tuple[floa
 def search_alpha(
     scores: pd.DataFrame,
     method: str = "exact",
-    bounds: tuple[float, float] = (0.0, 0.05),
+    bounds: tuple[float, float] = (0.0, 0.1),
     length_unit: str = "chars",
     grid_step: float = 0.001,
     n_calls: int = 30,
@@ -349,8 +379,10 @@ def search_alpha(
     *,
     min_responses: int = 2,
     source: str = "<scores>",
+    score: str = "logratio",
 ) -> AlphaResult:
-    """Find alpha* in ``bounds`` minimising Eq. 6.
+    """Find alpha* in ``bounds`` minimising Eq. 6; alpha is per length unit on the scale of the
+    ``score`` column (the log-ratio by default, see the module's note on units).
 
     ``exact`` evaluates the objective at ``lo`` and at the midpoint of every open piece between
     consecutive distinct breakpoints (where some prompt's winner or loser changes) and returns the
@@ -366,7 +398,7 @@ def search_alpha(
     if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
         raise ValueError(f"bounds must be finite with lo <= hi, got {bounds}")
     started = time.perf_counter()
-    table = _table(scores, length_unit, min_responses, source)
+    table = _table(scores, length_unit, min_responses, source, score)
     if lo == hi:
         alpha, value, evaluations = lo, _objective(table, lo), 1
     elif method == "exact":
@@ -384,4 +416,124 @@ def search_alpha(
         seconds=time.perf_counter() - started,
         n_dropped=table.n_dropped,
         length_unit=length_unit,
+        score=score,
     )
+
+
+def landscape_grid(lo: float, hi: float, centre: float, points: int) -> np.ndarray:
+    """``points`` sorted alphas over [lo, hi] for Figure 4, denser around ``centre`` (alpha*).
+
+    A share :data:`LANDSCAPE_DENSE_SHARE` of the points falls in ``centre`` +- a fraction
+    :data:`LANDSCAPE_WINDOW` of the box (clipped to it), the rest spreads over the whole box, so
+    the dip at alpha* is resolved whatever the box. lo and hi are always points; ``centre``
+    replaces its nearest point when it lies in the box.
+    """
+    if points < 1:
+        raise ValueError(f"landscape points must be at least 1, got {points}")
+    if points < 3 or hi <= lo:
+        return np.linspace(lo, hi, points)
+    half = LANDSCAPE_WINDOW * (hi - lo)
+    a, b = min(max(lo, centre - half), hi), max(min(hi, centre + half), lo)
+    knots = np.unique([lo, a, b, hi])
+    lengths = np.diff(knots)
+    density = (1.0 - LANDSCAPE_DENSE_SHARE) / (hi - lo) * np.ones_like(lengths)
+    if b > a:
+        inside = (knots[:-1] >= a) & (knots[1:] <= b)
+        density[inside] += LANDSCAPE_DENSE_SHARE / (b - a)
+    cdf = np.concatenate([[0.0], np.cumsum(density * lengths)])
+    grid = np.interp(np.linspace(0.0, 1.0, points), cdf / cdf[-1], knots)
+    grid[0], grid[-1] = lo, hi
+    if lo <= centre <= hi:
+        grid[int(np.argmin(np.abs(grid - centre)))] = centre
+    return grid
+
+
+@dataclass(frozen=True)
+class SearchOutput:
+    """What the search_alpha rule writes: alpha.json, D(alpha*), Figure 2's and 4's data."""
+
+    result: dict[str, Any]
+    pairs: pd.DataFrame
+    landscape: pd.DataFrame
+    length_diffs: pd.DataFrame
+
+
+def _single_beta(scores: pd.DataFrame, source: str) -> float | None:
+    if "beta" not in scores.columns:
+        return None
+    betas = pd.unique(scores["beta"])
+    if len(betas) != 1:
+        raise DatasetError(
+            f"{source}: column 'beta' holds {len(betas)} distinct values ({list(betas[:5])}); "
+            "one scoring run has one beta"
+        )
+    return float(betas[0])
+
+
+def run_search(
+    scores: pd.DataFrame,
+    params: Mapping[str, Any],
+    *,
+    landscape_points: int,
+    source: str = "<scores>",
+) -> SearchOutput:
+    """alpha* of Eq. 6 with an experiment's ``alpha`` config block, and D(alpha*).
+
+    ``params`` holds method, bounds, length_unit, grid_step, n_calls, min_responses, seed, fixed
+    and scale. Rows whose ``reward`` is NaN (an unparsed judge rating) take no part. Implicit-
+    reward scores are shaped on ``logratio`` (see :func:`score_column`), so ``alpha`` in the
+    result, ``bounds`` and ``fixed`` are per length unit on the log-ratio scale, the paper's
+    units; ``alpha_reward`` = beta * alpha is the same penalty on the reward scale (None for
+    judge ratings). The used alpha is ``fixed`` when set, else alpha* (``alpha_searched``) times
+    ``scale``. ``zero_gap_in_bounds`` is False when the signed mean length difference keeps one
+    sign over the whole box (alpha* may lie outside it; a warning is logged).
+    """
+    unrated = scores["reward"].isna() if "reward" in scores.columns else None
+    n_unrated = 0 if unrated is None else int(unrated.sum())
+    if n_unrated:
+        log.info("%s: %d of %d responses have no reward (unparsed rating)", source, n_unrated,
+                 len(scores))
+        scores = scores[~unrated].reset_index(drop=True)
+    score = score_column(scores)
+    beta = _single_beta(scores, source) if score == "logratio" else None
+    common = {"length_unit": params["length_unit"], "min_responses": params["min_responses"],
+              "source": source, "score": score}
+    lo, hi = (float(v) for v in params["bounds"])
+    scale = float(params["scale"])
+    if params["fixed"] is not None:
+        result: dict[str, Any] = {"method": "fixed", "alpha_searched": None,
+                                  "alpha": float(params["fixed"])}
+        centre = result["alpha"]
+    else:
+        found = search_alpha(scores, params["method"], (lo, hi), grid_step=params["grid_step"],
+                             n_calls=params["n_calls"], seed=params["seed"], **common)
+        result = {**found.to_dict(), "alpha_searched": found.alpha, "alpha": found.alpha * scale}
+        centre = found.alpha
+    alpha = result["alpha"]
+    pairs = build_pairs(scores, alpha, **common)
+    unshaped = build_pairs(scores, 0.0, **common)
+    land = landscape(scores, landscape_grid(lo, hi, centre, landscape_points), **common)
+    ends = land["mean_len_diff"].iloc[[0, -1]].to_numpy()
+    bracketed = bool(ends[0] * ends[1] <= 0)
+    if not bracketed and params["fixed"] is None:
+        log.warning("%s: the mean length difference is %.4g at alpha = %g and %.4g at %g: it "
+                    "keeps its sign over the bounds, so alpha* may lie outside them",
+                    source, ends[0], lo, ends[1], hi)
+    result.update(
+        score=score, beta=beta, alpha_reward=None if beta is None else alpha * beta,
+        scale=scale, bounds=[lo, hi], length_unit=params["length_unit"],
+        objective=objective(scores, alpha, **common),
+        objective_alpha0=objective(scores, 0.0, **common),
+        zero_gap_in_bounds=bracketed,
+        n_pairs=len(pairs), n_degenerate=pairs.attrs["n_degenerate"],
+        n_prompts_dropped=pairs.attrs["n_dropped"],
+        mean_len_diff=float(pairs["len_diff"].mean()),
+        mean_len_diff_alpha0=float(unshaped["len_diff"].mean()), n_unrated=n_unrated,
+    )
+    length_diffs = pd.concat([
+        pd.DataFrame({"dataset": "D(0)", "prompt_id": unshaped["prompt_id"],
+                      "len_diff": unshaped["len_diff"].astype("int64")}),
+        pd.DataFrame({"dataset": "D(alpha*)", "prompt_id": pairs["prompt_id"],
+                      "len_diff": pairs["len_diff"].astype("int64")}),
+    ], ignore_index=True)
+    return SearchOutput(result, pairs, land, length_diffs)

@@ -30,10 +30,28 @@ benchmark's way). The 95 % interval is the 2.5th and 97.5th percentile of the sc
 ``n_bootstrap`` resamples. We resample questions (both games of a question together), because the
 two games and the three copies of a strong verdict are not independent; the benchmark resampled
 the expanded battles, available as ``unit="battle"``.
+
+The length-controlled score (:func:`length_controlled`; Tables 9/10 of the paper report it, their
+footnote 11). Arena-Hard-Auto's length control (``show_result.py --length-control-only``, 2024)
+adds one covariate to the Bradley-Terry regression, the normalised length difference of a battle's
+two answers, ``(|y_model| - |y_baseline|) / (|y_model| + |y_baseline| + 1)``, divided by its
+standard deviation over the battles, and reports the win rate predicted from the rating
+difference alone (the covariate's term left out). The fit is the benchmark's: battles expanded by
+weight and duplicated (a tie counting once as a win and once as a loss), no intercept, the rating
+columns at +-log(10), and scikit-learn's default L2 penalty (``C = 1``) on the coefficients
+(``reg``); we solve it by Newton's method on its two free parameters (the tests check it against
+scikit-learn's fit). Two deviations, both because we score one model at a time: the benchmark
+also subtracts the covariate's mean over all battles of its leaderboard (so its LC score is the
+win rate at the leaderboard's mean length ratio), while ours leaves the covariate uncentred, so
+the LC score is the win rate at equal length (centred on a single model, the covariate would leave
+that model's own length advantage in its rating); and lengths are characters (the judgments'
+``len_model``/``len_baseline``), not the benchmark's tiktoken tokens. The interval resamples as
+the plain score does, with the same draws, refitting each resample.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -46,6 +64,7 @@ from .judge_client import ChatClient
 
 __all__ = [
     "FOLLOW_UP",
+    "LC_REG",
     "PROMPT_TEMPLATE",
     "STRONG_WEIGHT",
     "SYSTEM_PROMPT",
@@ -54,6 +73,8 @@ __all__ = [
     "judge",
     "judge_and_score",
     "judgments_from_probabilities",
+    "length_controlled",
+    "length_feature",
     "model_outcome",
     "parse_verdict",
     "score",
@@ -64,6 +85,8 @@ __all__ = [
 VERDICTS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
 #: How many battles a strong verdict (``>>``) counts for, as in Arena-Hard.
 STRONG_WEIGHT = 3
+#: L2 penalty of the length-controlled fit: 1 / C of scikit-learn's default LogisticRegression.
+LC_REG = 1.0
 
 # Equivalent spellings a judge sometimes uses, mapped onto VERDICTS.
 _SYNONYMS = {"A<<B": "B>>A", "A<B": "B>A", "B<A": "A>B", "B<<A": "A>>B", "B=A": "A=B",
@@ -177,22 +200,35 @@ def verdict_from_probability(p: float, model_position: Literal["A", "B"] = "A") 
 
 
 def judgments_from_probabilities(prompt_ids: Sequence[str], p_game1: Sequence[float],
-                                 p_game2: Sequence[float] | None = None) -> pd.DataFrame:
+                                 p_game2: Sequence[float] | None = None, *,
+                                 len_model: Sequence[float] | None = None,
+                                 len_baseline: Sequence[float] | None = None) -> pd.DataFrame:
     """A judgments frame (as :func:`judge` returns) from P(model beats baseline) per game.
 
     ``p_game1`` holds the probabilities with the baseline shown first (the model as B),
     ``p_game2`` those with the model first (as A); without ``p_game2`` game 2 reuses ``p_game1``
-    (a judge without position bias).
+    (a judge without position bias). ``len_model``/``len_baseline`` (the answers' lengths, per
+    question) add the columns the length-controlled score reads.
     """
     p2 = p_game1 if p_game2 is None else p_game2
     if not (len(prompt_ids) == len(p_game1) == len(p2)):
         raise ValueError("prompt_ids, p_game1 and p_game2 must have the same length")
+    if (len_model is None) != (len_baseline is None):
+        raise ValueError("give both len_model and len_baseline, or neither")
+    lengths = (None if len_model is None else
+               list(zip(len_model, len_baseline, strict=True)))
+    if lengths is not None and len(lengths) != len(prompt_ids):
+        raise ValueError("len_model and len_baseline must have one length per prompt_id")
     rows = []
-    for pid, q1, q2 in zip(prompt_ids, p_game1, p2):
+    for i, (pid, q1, q2) in enumerate(zip(prompt_ids, p_game1, p2)):
+        extra = ({} if lengths is None else
+                 {"len_model": float(lengths[i][0]), "len_baseline": float(lengths[i][1])})
         rows.append({"prompt_id": str(pid), "game": 1, "model_position": "B",
-                     "verdict": verdict_from_probability(float(q1), "B"), "p_model": float(q1)})
+                     "verdict": verdict_from_probability(float(q1), "B"), "p_model": float(q1),
+                     **extra})
         rows.append({"prompt_id": str(pid), "game": 2, "model_position": "A",
-                     "verdict": verdict_from_probability(float(q2), "A"), "p_model": float(q2)})
+                     "verdict": verdict_from_probability(float(q2), "A"), "p_model": float(q2),
+                     **extra})
     return pd.DataFrame(rows)
 
 
@@ -295,17 +331,81 @@ def bradley_terry(outcomes: np.ndarray, weights: np.ndarray) -> float:
     return float((weights * outcomes).sum() / total)
 
 
+def length_feature(len_model, len_baseline) -> np.ndarray:
+    """Arena-Hard's length covariate of a battle: ``(|y_model| - |y_baseline|) /
+    (|y_model| + |y_baseline| + 1)``, in (-1, 1)."""
+    m = np.asarray(len_model, dtype=float)
+    b = np.asarray(len_baseline, dtype=float)
+    return (m - b) / (m + b + 1.0)
+
+
+def length_controlled(outcomes, weights, feature, *, reg: float = LC_REG,
+                      scale: float | None = None, max_iter: int = 100,
+                      tol: float = 1e-10) -> tuple[float, float]:
+    """Bradley-Terry with a length covariate; returns (win probability at equal length, the
+    covariate's coefficient).
+
+    The model's log-odds of winning a battle are ``d + c * z`` with ``z = feature / scale``
+    (``scale`` default: the weighted standard deviation of ``feature``; 1 when that is 0).
+    Minimises the benchmark's objective (module docstring): ``2 * sum(w * CE(y, p))`` over the
+    battles (duplicated, ties half a win) plus ``reg / 2 * (d**2 / (2 * log(10)**2) + c**2)``,
+    the L2 penalty of its two +-log(10) rating columns and the covariate at their optimum for a
+    given ``d``. Newton's method; the objective is strictly convex for ``reg > 0``. Returns
+    ``(sigmoid(d), c)``.
+    """
+    y = np.asarray(outcomes, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    f = np.asarray(feature, dtype=float)
+    if not (y.shape == w.shape == f.shape):
+        raise ValueError(f"outcomes, weights and feature differ in shape: {y.shape}, "
+                         f"{w.shape}, {f.shape}")
+    if float(w.sum()) <= 0:
+        raise ValueError("no battles to fit")
+    if reg <= 0:
+        raise ValueError(f"reg must be > 0 (an unpenalised fit diverges when the model wins or "
+                         f"loses every battle), got {reg}")
+    if scale is None:
+        scale = _weighted_std(f, w)
+    z = f / (scale if scale > 0 else 1.0)
+    penalty = np.array([reg / (2.0 * math.log(10) ** 2), reg])
+    theta = np.zeros(2)
+    x = np.column_stack([np.ones_like(z), z])
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-(x @ theta)))
+        grad = 2.0 * x.T @ (w * (p - y)) + penalty * theta
+        hess = 2.0 * (x * (w * p * (1.0 - p))[:, None]).T @ x + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        theta -= step
+        if np.max(np.abs(step)) < tol:
+            break
+    d, c = theta
+    return float(1.0 / (1.0 + math.exp(-d))), float(c)
+
+
+def _weighted_std(values: np.ndarray, weights: np.ndarray) -> float:
+    mean = np.average(values, weights=weights)
+    return float(np.sqrt(np.average((values - mean) ** 2, weights=weights)))
+
+
 def _battles(judgments: pd.DataFrame) -> pd.DataFrame:
     check_frame(judgments, {"prompt_id": "str", "model_position": "str"}, "judgments")
     if "verdict" not in judgments.columns:
         raise DatasetError(f"judgments: missing column 'verdict'; found {list(judgments.columns)}")
     valid = judgments[judgments["verdict"].notna()]
     out = [model_outcome(v, p) for v, p in zip(valid["verdict"], valid["model_position"])]
-    return pd.DataFrame({
+    battles = pd.DataFrame({
         "prompt_id": valid["prompt_id"].to_numpy(),
         "outcome": [o for o, _ in out],
         "weight": [w for _, w in out],
     })
+    if {"len_model", "len_baseline"} <= set(judgments.columns):
+        lengths = valid[["len_model", "len_baseline"]].astype(float)
+        bad = lengths.isna().any(axis=1) | (lengths < 0).any(axis=1)
+        if bad.any():
+            raise DatasetError(f"judgments: missing or negative len_model/len_baseline for "
+                               f"prompt_id {valid.loc[bad, 'prompt_id'].tolist()[:5]}")
+        battles["feature"] = length_feature(lengths["len_model"], lengths["len_baseline"])
+    return battles
 
 
 def score(
@@ -321,8 +421,11 @@ def score(
     Bradley-Terry win rate against the baseline, in percent), ``arena_ci_low`` and
     ``arena_ci_high`` (2.5th and 97.5th percentiles over ``n_bootstrap`` resamples drawn with
     ``numpy.random.default_rng(seed)``, resampling questions or, with ``unit="battle"``, the
-    weight-expanded battles as the benchmark did), ``n`` (questions with at least one verdict),
-    ``n_battles`` (games with a verdict), ``n_invalid``, ``n_bootstrap``, ``seed`` and ``unit``.
+    weight-expanded battles as the benchmark did); where ``judgments`` has ``len_model`` and
+    ``len_baseline``, also the length-controlled score (:func:`length_controlled`)
+    ``arena_lc_score`` with ``arena_lc_ci_low``/``arena_lc_ci_high`` over the same resamples and
+    the covariate's coefficient ``arena_lc_length_coef``; ``n`` (questions with at least one
+    verdict), ``n_battles`` (games with a verdict), ``n_invalid``, ``n_bootstrap``, ``seed`` and ``unit``.
     """
     if n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
@@ -343,15 +446,29 @@ def score(
         ww = np.bincount(codes, weights=w, minlength=len(uniques))
         draws = rng.integers(0, len(uniques), size=(n_bootstrap, len(uniques)))
         boot = wy[draws].sum(axis=1) / ww[draws].sum(axis=1)
+        # battle weights of each resample: w times the number of draws of its question
+        resampled = (w * np.bincount(d, minlength=len(uniques))[codes] for d in draws)
     else:
         expanded = np.repeat(y, w.astype(int))
         draws = rng.integers(0, expanded.size, size=(n_bootstrap, expanded.size))
         boot = expanded[draws].mean(axis=1)
+        owner = np.repeat(np.arange(len(y)), w.astype(int))  # battle of each expanded unit
+        resampled = (np.bincount(owner[d], minlength=len(y)).astype(float) for d in draws)
     low, high = np.percentile(boot, [2.5, 97.5])
+    lc = {}
+    if "feature" in battles.columns:
+        f = battles["feature"].to_numpy(float)
+        scale = _weighted_std(f, w)  # fixed over the resamples, as the benchmark's X is
+        lc_point, coef = length_controlled(y, w, f, scale=scale)
+        lc_boot = [length_controlled(y, weights, f, scale=scale)[0] for weights in resampled]
+        lc_low, lc_high = np.percentile(lc_boot, [2.5, 97.5])
+        lc = {"arena_lc_score": 100.0 * lc_point, "arena_lc_ci_low": 100.0 * float(lc_low),
+              "arena_lc_ci_high": 100.0 * float(lc_high), "arena_lc_length_coef": coef}
     return {
         "arena_score": 100.0 * point,
         "arena_ci_low": 100.0 * float(low),
         "arena_ci_high": 100.0 * float(high),
+        **lc,
         "n": int(battles["prompt_id"].nunique()),
         "n_battles": int(len(battles)),
         "n_invalid": int(judgments["verdict"].isna().sum()),

@@ -7,10 +7,12 @@ with the reference of iteration t-1 (the configured base reference for t=1, the 
 iteration t-2 after that), as in Algorithm 1.
 
 Settings. A config may define ``settings:`` (the paper's zephyr and llama3 backbones): each has a
-``label``, a partial ``base`` block merged over the top-level ``base`` and a partial ``defaults``
-block merged over ``defaults``. Every experiment then runs once per setting (or in the settings
-listed by its own ``settings:`` key) under the full name ``{setting}_{experiment}``; the base
-model of a setting is evaluated as ``{setting}_base``. Without ``settings:`` there is one unnamed
+``label``, a partial ``base`` block merged over the top-level ``base``, a partial ``defaults``
+block merged over ``defaults`` and a partial ``eval`` block merged over the top-level ``eval``
+(its ``sampling``: the decoding of the setting's evaluated models, :func:`eval_sampling`).
+Every experiment then runs once per setting (or in the settings listed by its own
+``settings:`` key) under the full name ``{setting}_{experiment}``; the base model of a setting
+is evaluated as ``{setting}_base``. Without ``settings:`` there is one unnamed
 setting, experiments keep their names and the base model is ``base``.
 """
 
@@ -137,7 +139,13 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     defaults = config.get("defaults") or {}
     if setting:
         defaults = deep_merge(defaults, (config["settings"][setting] or {}).get("defaults") or {})
-    return deep_merge(defaults, block)
+    merged = deep_merge(defaults, block)
+    judge = (merged.get("score") or {}).get("judge") or {}
+    n, m = (judge.get("sampling") or {}).get("n", 1), judge.get("min_ratings", 1)
+    if m > n:
+        raise ValueError(f"experiments.{logical}: score.judge.min_ratings ({m}) exceeds "
+                         f"score.judge.sampling.n ({n}), the ratings per response")
+    return merged
 
 
 def iterations(config: Mapping[str, Any]) -> list[tuple[str, int]]:
@@ -222,15 +230,34 @@ def model_names(config: Mapping[str, Any]) -> list[str]:
                                                          for e, t in iterations(config)]
 
 
-def model_policy(config: Mapping[str, Any], model: str) -> str:
-    """Policy folder of an evaluated model name (see :func:`model_names`)."""
+def _parse_model(config: Mapping[str, Any], model: str) -> tuple[str, str | None, int]:
+    """(setting, experiment or None for a base model, iteration) of an evaluated model name."""
     for setting in settings(config):
         if model == base_model(setting):
-            return hub.local_dir(base(config, setting)["policy"])
+            return setting, None, 0
     m = re.fullmatch(r"(?P<exp>.+)-iter(?P<t>\d+)", model)
     if not m:
         raise ValueError(f"model name {model!r} is neither 'base' nor '<experiment>-iter<t>'")
-    return policy_path(config, m["exp"], int(m["t"]))
+    return locate(config, m["exp"])[0], m["exp"], int(m["t"])
+
+
+def model_policy(config: Mapping[str, Any], model: str) -> str:
+    """Policy folder of an evaluated model name (see :func:`model_names`)."""
+    setting, exp, t = _parse_model(config, model)
+    if exp is None:
+        return hub.local_dir(base(config, setting)["policy"])
+    return policy_path(config, exp, t)
+
+
+def eval_sampling(config: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The decoding of an evaluated model: ``eval.sampling`` with its setting's
+    ``settings.<setting>.eval.sampling`` merged over it."""
+    setting = _parse_model(config, model)[0]
+    shared = (config.get("eval") or {})["sampling"]
+    if not setting:
+        return dict(shared)
+    own = ((config["settings"][setting] or {}).get("eval") or {}).get("sampling") or {}
+    return deep_merge(shared, own)
 
 
 def alternation(names: list[str]) -> str:

@@ -6,12 +6,17 @@ responses by that score instead of by the implicit reward. Here:
 
 * :func:`load_template` reads a template with the placeholders ``{instruction}`` and
   ``{response}`` (``workflow/prompts/llm_as_judge.txt`` is the paper's);
-* :func:`judge` renders one judge prompt per sampled (prompt, response), generates one
-  judgement each with :func:`dicewf.sampling.sample` (chat template applied, vLLM or
-  transformers, a seed per request derived from ``"<prompt_id>#<sample_idx>"``), and parses
-  the score with :func:`parse_score`;
-* the result has the columns of :data:`JUDGE_SCORES`; ``reward`` is the parsed score, NaN when
-  the judgement holds none (:func:`parsed` keeps the scored rows).
+* :func:`judge` renders one judge prompt per sampled (prompt, response), generates ``n``
+  judgements of it with :func:`dicewf.sampling.sample` (chat template applied, vLLM or
+  transformers, each judgement its own request with a seed derived from :func:`request_id`),
+  and parses each rating with :func:`parse_score`;
+* :func:`aggregate` makes the ratings one reward, as the DICE code does (its
+  ``generate_scores.py`` samples 7 ratings at temperature 0.2, top_p 0.9 and averages the parsed
+  ones when at least 3 parse): the mean of the parsed ratings when at least ``min_ratings``
+  parse, else NaN (the response is unrated and drops out). One greedy rating (``n`` 1,
+  temperature 0, ``min_ratings`` 1) is the reward of that single rating;
+* the result has the columns of :data:`JUDGE_SCORES` plus the ratings (:func:`parsed` keeps the
+  rated rows).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,24 +133,45 @@ def parse_score(text: str | None) -> float:
 # Judging
 
 
-def request_id(prompt_id: str, sample_idx: int) -> str:
-    """The prompt_id of a judge request: unique per response, so each gets its own seed."""
-    return f"{prompt_id}#{sample_idx}"
+def request_id(prompt_id: str, sample_idx: int, rating: int = 0) -> str:
+    """The prompt_id of a judge request, unique per response and rating, so each rating gets its
+    own seed: ``"<prompt_id>#<sample_idx>"`` for the first rating (so one rating per response
+    is the judgement it always was) and ``"<prompt_id>#<sample_idx>#<rating>"`` after it."""
+    base = f"{prompt_id}#{sample_idx}"
+    return base if rating == 0 else f"{base}#{rating}"
+
+
+def aggregate(ratings: Sequence[float], min_ratings: int) -> float:
+    """The reward of a response from its ratings (NaN where a judgement held none): the mean of
+    the parsed ratings when at least ``min_ratings`` parsed, else NaN."""
+    if min_ratings < 1:
+        raise ValueError(f"min_ratings must be at least 1, got {min_ratings}")
+    values = np.asarray(ratings, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) >= min_ratings else math.nan
 
 
 def judge(policy: str | os.PathLike, samples: pd.DataFrame, template: str,
-          sampling: Mapping[str, Any], *, backend: str = "auto",
+          sampling: Mapping[str, Any], *, min_ratings: int = 1, backend: str = "auto",
           engine: Mapping[str, Any] | None = None, drop_truncated: bool = True,
-          source: str = "<samples>") -> pd.DataFrame:
-    """Score each sampled response by prompting ``policy`` with ``template``.
+          strip_whitespace: bool = False, min_chars: int = 0, max_chars: int | None = None,
+          max_prompt_tokens: int | None = None, source: str = "<samples>") -> pd.DataFrame:
+    """Score each sampled response by prompting ``policy`` with ``template``, ``n`` times.
 
     ``samples`` has the columns of ``io.SCHEMAS["samples"]``; ``sampling`` holds vLLM
-    ``SamplingParams`` names for the judgement (``n`` must be 1; ``temperature``, ``top_p``,
-    ``max_tokens``, ``seed``). Responses cut at the token limit (``finish_reason == "length"``)
-    are dropped when ``drop_truncated``, as :func:`dicewf.scoring.score` does. Returns the
-    columns of :data:`JUDGE_SCORES` (``finish_reason`` is the judged response's) plus
-    ``judge_finish_reason``; ``len_tokens`` counts the response's tokens plus EOS under the
-    policy's tokenizer, as in :func:`dicewf.scoring.score`.
+    ``SamplingParams`` names for the judgements: ``n`` ratings per response (default 1),
+    ``temperature``, ``top_p``, ``max_tokens``, ``seed``. Each rating is its own request
+    (:func:`request_id`). The reward is :func:`aggregate` of the ratings with ``min_ratings``.
+    Responses are filtered first by :func:`dicewf.scoring.finished` (``drop_truncated``,
+    ``strip_whitespace``, ``min_chars``, ``max_chars``), as :func:`dicewf.scoring.score`
+    filters them, and, with ``max_prompt_tokens``, those whose judge prompt (chat template
+    applied) has more tokens (the DICE code judges prompts of fewer than 4,096).
+
+    Returns the columns of :data:`JUDGE_SCORES` (``finish_reason`` is the judged response's,
+    ``judgement`` the first judgement) plus ``judge_finish_reason`` (the first judgement's),
+    ``judgements`` and ``ratings`` (the ``n`` judgements and their parsed ratings, NaN where
+    none parsed) and ``n_rated`` (how many parsed); ``len_tokens`` counts the response's tokens
+    plus EOS under the policy's tokenizer, as in :func:`dicewf.scoring.score`.
     """
     from transformers import AutoTokenizer
 
@@ -154,43 +180,71 @@ def judge(policy: str | os.PathLike, samples: pd.DataFrame, template: str,
     check_frame(samples, "samples", source)
     check_template(template)
     params = dict(sampling)
-    params.setdefault("n", 1)
-    if params["n"] != 1:
-        raise ValueError(f"judge sampling: n must be 1 (one judgement per response), "
-                         f"got {params['n']}")
-    df = finished(samples, drop_truncated, source, "judge")
+    n = int(params.pop("n", 1))
+    if n < 1:
+        raise ValueError(f"judge sampling: n (ratings per response) must be >= 1, got {n}")
+    if not 1 <= min_ratings <= n:
+        raise ValueError(f"judge: min_ratings must lie in [1, n={n}], got {min_ratings}")
+    if n > 1 and params.get("temperature", 1.0) == 0:
+        raise ValueError(f"judge sampling: greedy decoding (temperature 0) gives one rating; "
+                         f"set n to 1, not {n}")
+    df = finished(samples, drop_truncated, source, "judge", strip_whitespace=strip_whitespace,
+                  min_chars=min_chars, max_chars=max_chars)
     dup = df.index[df.duplicated(["prompt_id", "sample_idx"])].tolist()
     if dup:
         raise ValueError(f"{source}: repeated (prompt_id, sample_idx) at rows {dup[:5]}")
-    ids = [request_id(p, k) for p, k in zip(df["prompt_id"], df["sample_idx"], strict=True)]
-    requests = pd.DataFrame({
-        "prompt_id": ids,
-        "prompt": [render(template, p, r)
-                   for p, r in zip(df["prompt"], df["response"], strict=True)],
-    })
-    out = _sampling.sample(policy, requests, params, backend=backend, engine=engine,
-                          source=source)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    rendered = [render(template, x, y) for x, y in zip(df["prompt"], df["response"], strict=True)]
+    if max_prompt_tokens is not None:
+        lengths = np.array([len(t) for t in _sampling.prompt_token_ids(tokenizer, rendered)])
+        keep = lengths <= max_prompt_tokens
+        log.info("dropping %d responses whose judge prompt has more than %d tokens, of %d",
+                 int((~keep).sum()), max_prompt_tokens, len(df))
+        if not keep.any():
+            raise ValueError(f"{source}: every judge prompt has more than {max_prompt_tokens} "
+                             "tokens (score.judge.max_prompt_tokens)")
+        df = df[keep].reset_index(drop=True)
+        rendered = [t for t, k in zip(rendered, keep, strict=True) if k]
+    ids, prompts = [], []
+    for p, k, text in zip(df["prompt_id"], df["sample_idx"], rendered, strict=True):
+        for r in range(n):
+            ids.append(request_id(p, k, r))
+            prompts.append(text)
+    requests = pd.DataFrame({"prompt_id": ids, "prompt": prompts})
+    out = _sampling.sample(policy, requests, {**params, "n": 1}, backend=backend,
+                           engine=engine, source=source)
     if out["prompt_id"].tolist() != ids:
         raise RuntimeError("the sampler returned judgements out of request order")
-    judgements = out["response"].astype(str).tolist()
-    tokenizer = AutoTokenizer.from_pretrained(policy)
+    texts = np.array(out["response"].astype(str).tolist(), dtype=object).reshape(len(df), n)
+    reasons = np.array(out["finish_reason"].tolist(), dtype=object).reshape(len(df), n)
+    ratings = np.array([parse_score(t) for t in texts.ravel()], dtype=np.float64)
+    ratings = ratings.reshape(len(df), n)
     encoded = encode(tokenizer, df["prompt"].tolist(), df["response"].tolist())
     result = df[["prompt_id", "prompt", "sample_idx", "response", "finish_reason"]].copy()
-    result["reward"] = np.array([parse_score(j) for j in judgements], dtype=np.float64)
+    result["reward"] = np.array([aggregate(row, min_ratings) for row in ratings],
+                                dtype=np.float64)
     result["len_chars"] = result["response"].str.len().astype("int64")
     result["len_tokens"] = np.array([e.n_response for e in encoded], dtype=np.int64)
-    result["judgement"] = judgements
-    result["judge_finish_reason"] = out["finish_reason"].tolist()
+    result["judgement"] = texts[:, 0].tolist()
+    result["judge_finish_reason"] = reasons[:, 0].tolist()
+    result["judgements"] = [list(row) for row in texts]
+    result["ratings"] = [list(row) for row in ratings]
+    result["n_rated"] = np.isfinite(ratings).sum(axis=1).astype("int64")
     n_ok = int(result["reward"].notna().sum())
-    log.info("parsed a score from %d of %d judgements (%.1f%%); score counts: %s", n_ok,
-             len(result), 100.0 * n_ok / len(result),
-             result["reward"].value_counts(dropna=False).sort_index().to_dict())
+    log.info("parsed a rating from %d of %d judgements (%.1f%%); ratings parsed per response "
+             "(of %d): %s", int(np.isfinite(ratings).sum()), ratings.size,
+             100.0 * np.isfinite(ratings).mean(), n,
+             result["n_rated"].value_counts().sort_index().to_dict())
+    log.info("rated %d of %d responses (at least %d parsed ratings); %d unrated drop out",
+             n_ok, len(result), min_ratings, len(result) - n_ok)
+    log.info("reward counts: %s",
+             result["reward"].round(2).value_counts(dropna=False).sort_index().to_dict())
     return check_frame(result, JUDGE_SCORES, source)
 
 
 def parsed(scores: pd.DataFrame, source: str = "<judge_scores>") -> pd.DataFrame:
-    """The rows of a judge_scores frame whose judgement held a score (finite ``reward``)."""
+    """The rows of a judge_scores frame that are rated (finite ``reward``)."""
     check_frame(scores, JUDGE_SCORES, source)
     keep = np.isfinite(scores["reward"].to_numpy(dtype=float))
-    log.info("%s: %d of %d judgements hold a score", source, int(keep.sum()), len(scores))
+    log.info("%s: %d of %d responses are rated", source, int(keep.sum()), len(scores))
     return scores[keep].reset_index(drop=True)

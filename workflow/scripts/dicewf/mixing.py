@@ -3,6 +3,10 @@
 D_t draws a share ``1 - gamma`` of its pairs from the generated dataset D(alpha*) and ``gamma``
 from D_offline. Offline pairs are only drawn for prompts that the drawn generated pairs do not
 use, so no prompt appears from both sources.
+
+Every iteration draws a new split, as the DICE code does (it samples without a fixed seed each
+round): the generator of iteration t is seeded with :func:`iteration_seed` (mix.seed, t), so
+iterations differ and the same config gives the same files.
 """
 
 from __future__ import annotations
@@ -13,10 +17,23 @@ import numpy as np
 import pandas as pd
 
 from dicewf.io import check_frame
+from dicewf.seeds import derive_seed
 
 PAIR_COLUMNS = ["prompt_id", "prompt", "chosen", "rejected"]
 
 log = logging.getLogger(__name__)
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """The mixing seed of iteration ``iteration`` (counted from 1) under config ``mix.seed``.
+
+    A stable hash (SHA-256 of ``"mix"``, the seed and the iteration; see
+    :func:`dicewf.seeds.derive_seed`) into [0, 2**31 - 1): independent of Python's hash
+    randomisation, distinct across iterations and across config seeds.
+    """
+    if int(iteration) < 1:
+        raise ValueError(f"iteration must be >= 1, got {iteration}")
+    return derive_seed("mix", int(seed), int(iteration))
 
 
 def counts(gamma: float, n_pairs: int | None, n_generated_available: int) -> tuple[int, int]:

@@ -49,6 +49,8 @@ PAPER_SETTINGS = ("zephyr", "llama3")
 # metrics.json keys behind the table columns
 LC, WR, LEN, GOLD = "lc_win_rate", "win_rate", "mean_len_model", "gold_quality"
 AH, AH_LOW, AH_HIGH = "arena_score", "arena_ci_low", "arena_ci_high"
+# Arena-Hard's length-controlled score (dicewf.arena.length_controlled): Tables 9 and 10
+AH_LC, AH_LC_LOW, AH_LC_HIGH = "arena_lc_score", "arena_lc_ci_low", "arena_lc_ci_high"
 
 # --- the paper's numbers, typed in from the text ----------------------------------------------
 # table -> paper setting -> row -> column -> value. Column names are those of build_table's
@@ -95,7 +97,9 @@ PAPER_VALUES: dict[str, dict[str, dict[str, dict[str, float]]]] = {
                       "DICE WR": 15.57},
         },
     },
-    # Table 4: length-regularisation weight alpha and replay ratio gamma (Zephyr, iteration 1)
+    # Table 4: length-regularisation weight alpha and replay ratio gamma (Zephyr, iteration 1).
+    # alpha is per character on the log-ratio scale (log pi - log pi_ref, the official code's),
+    # the scale of alpha.json's "alpha"
     "table4": {
         "zephyr": {
             "gamma=0, alpha=0": {"gamma": 0.0, "alpha": 0.000, "LC": 13.32, "WR": 15.37,
@@ -147,25 +151,37 @@ PAPER_VALUES: dict[str, dict[str, dict[str, dict[str, float]]]] = {
             "Ours": {"LC": 18.88, "WR": 19.31, "Len": 2109},
         },
     },
-    # Table 9: gamma sweep, Zephyr
+    # Table 9: gamma sweep, Zephyr: LC on AlpacaEval 2 and the length-controlled Arena-Hard score
+    # (footnote 11), each at its gamma's best iteration
     "table9": {
         "zephyr": {
-            "gamma=0.00": {"LC AE2": 18.88, "AH score": 17.6, "AH CI low": -1.4, "AH CI high": 1.7},
-            "gamma=0.25": {"LC AE2": 17.87, "AH score": 16.1, "AH CI low": -1.2, "AH CI high": 1.4},
-            "gamma=0.50": {"LC AE2": 20.71, "AH score": 18.4, "AH CI low": -1.3, "AH CI high": 1.6},
-            "gamma=0.75": {"LC AE2": 16.90, "AH score": 14.9, "AH CI low": -1.6, "AH CI high": 1.4},
-            "gamma=1.00": {"LC AE2": 13.40, "AH score": 13.0, "AH CI low": -1.3, "AH CI high": 1.3},
+            "gamma=0.00": {"LC AE2": 18.88, "LC AH score": 17.6, "LC AH CI low": -1.4,
+                           "LC AH CI high": 1.7},
+            "gamma=0.25": {"LC AE2": 17.87, "LC AH score": 16.1, "LC AH CI low": -1.2,
+                           "LC AH CI high": 1.4},
+            "gamma=0.50": {"LC AE2": 20.71, "LC AH score": 18.4, "LC AH CI low": -1.3,
+                           "LC AH CI high": 1.6},
+            "gamma=0.75": {"LC AE2": 16.90, "LC AH score": 14.9, "LC AH CI low": -1.6,
+                           "LC AH CI high": 1.4},
+            "gamma=1.00": {"LC AE2": 13.40, "LC AH score": 13.0, "LC AH CI low": -1.3,
+                           "LC AH CI high": 1.3},
         },
     },
     # Table 10: gamma sweep, Llama-3
     "table10": {
         "llama3": {
-            "gamma=0.00": {"LC AE2": 26.93, "AH score": 39.1, "AH CI low": -2.3, "AH CI high": 2.5},
-            "gamma=0.10": {"LC AE2": 27.55, "AH score": 39.1, "AH CI low": -2.0, "AH CI high": 2.4},
-            "gamma=0.25": {"LC AE2": 24.78, "AH score": 33.3, "AH CI low": -2.1, "AH CI high": 1.8},
-            "gamma=0.50": {"LC AE2": 23.59, "AH score": 32.2, "AH CI low": -2.3, "AH CI high": 2.2},
-            "gamma=0.75": {"LC AE2": 22.57, "AH score": 27.4, "AH CI low": -2.0, "AH CI high": 1.8},
-            "gamma=1.00": {"LC AE2": 22.50, "AH score": 24.5, "AH CI low": -1.7, "AH CI high": 1.8},
+            "gamma=0.00": {"LC AE2": 26.93, "LC AH score": 39.1, "LC AH CI low": -2.3,
+                           "LC AH CI high": 2.5},
+            "gamma=0.10": {"LC AE2": 27.55, "LC AH score": 39.1, "LC AH CI low": -2.0,
+                           "LC AH CI high": 2.4},
+            "gamma=0.25": {"LC AE2": 24.78, "LC AH score": 33.3, "LC AH CI low": -2.1,
+                           "LC AH CI high": 1.8},
+            "gamma=0.50": {"LC AE2": 23.59, "LC AH score": 32.2, "LC AH CI low": -2.3,
+                           "LC AH CI high": 2.2},
+            "gamma=0.75": {"LC AE2": 22.57, "LC AH score": 27.4, "LC AH CI low": -2.0,
+                           "LC AH CI high": 1.8},
+            "gamma=1.00": {"LC AE2": 22.50, "LC AH score": 24.5, "LC AH CI low": -1.7,
+                           "LC AH CI high": 1.8},
         },
     },
 }
@@ -242,7 +258,7 @@ class Layout:
     labels: dict[str, str]
     runs: dict[str, Run]  # full name -> run, in config order
     main: str
-    sweep_iteration: int | str = 2  # an iteration, or "best" (the best LC per experiment)
+    sweep_iteration: int | str = 2  # an iteration, or "best" (per benchmark: sweep_iterations)
     figure1_iteration: int = 2
     figure_experiment: str = "dice"  # logical experiment of Figures 2 and 4 (left)
     figure_iteration: int = 1
@@ -780,25 +796,48 @@ def sweep_label(gamma: float) -> str:
 
 
 def _sweep_table(name, layout, metrics, alphas, agreement):
+    """Tables 9/10: per gamma, LC on AlpacaEval 2 and Arena-Hard's length-controlled score with
+    its interval, each at the iteration :func:`sweep_iterations` picks for its benchmark."""
     s = layout.sweep_setting(name)
     rows, cells = [], []
-    columns = ["gamma", "Experiment", "Iter", "LC AE2", "AH: Score (95% CI)"]
+    ah_col = "LC AH: Score (95% CI)"
+    columns = ["gamma", "Experiment", "Iter AE2", "LC AE2", "Iter AH", ah_col]
     for gamma, full in _sweep_rows(layout, s):
-        candidates = _sweep_candidates(layout, full)
-        t = max(candidates, key=lambda i: (_nan_low(_value(metrics, f"{full}-iter{i}", LC)), -i))
-        model = f"{full}-iter{t}"
-        lc = _value(metrics, model, LC)
-        score, low, high = (_value(metrics, model, k) for k in (AH, AH_LOW, AH_HIGH))
-        rows.append({"gamma": gamma, "Experiment": layout.runs[full].exp, "Iter": t,
-                     "LC AE2": lc, "AH: Score (95% CI)": arena_text(score, low, high)})
+        t_ae2, t_ah = sweep_iterations(layout, metrics, full)
+        lc = _value(metrics, f"{full}-iter{t_ae2}", LC)
+        score, low, high = (_value(metrics, f"{full}-iter{t_ah}", k)
+                            for k in (AH_LC, AH_LC_LOW, AH_LC_HIGH))
+        rows.append({"gamma": gamma, "Experiment": layout.runs[full].exp, "Iter AE2": t_ae2,
+                     "LC AE2": lc, "Iter AH": t_ah, ah_col: arena_text(score, low, high)})
         label = sweep_label(gamma)
-        cells += [(s, label, "LC AE2", lc), (s, label, "AH score", score),
-                  (s, label, "AH CI low", round(low - score, 9)),
-                  (s, label, "AH CI high", round(high - score, 9))]
+        cells += [(s, label, "LC AE2", lc), (s, label, "LC AH score", score),
+                  (s, label, "LC AH CI low", round(low - score, 9)),
+                  (s, label, "LC AH CI high", round(high - score, 9))]
     df = _frame(rows, columns, floatfmt={"gamma": ".2f", "LC AE2": ".2f"})
-    if rows and all(r["AH: Score (95% CI)"] == "-" for r in rows):
-        df = df.drop(columns=["AH: Score (95% CI)"])
+    if rows and all(r[ah_col] == "-" for r in rows):
+        df = df.drop(columns=["Iter AH", ah_col])
     return df, cells
+
+
+def sweep_iterations(layout: Layout, metrics: Mapping[str, Mapping[str, Any]],
+                     full: str) -> tuple[int, int]:
+    """(AlpacaEval 2 iteration, Arena-Hard iteration) of a gamma-sweep row.
+
+    With ``report.sweep_iteration`` an integer, that iteration (capped at the run's last) for
+    both. With ``best``, the paper's rule: each benchmark's column reports the row's best
+    iteration on that benchmark (highest AE2 LC; highest length-controlled Arena-Hard score), the
+    earlier iteration on a tie. (Table 9's AE2 column is the best of the two rounds: gamma=0 is
+    Table 4's iteration-1 18.88, gamma=1 Table 1's Offline DPO (w/ new ref) iteration 1 in
+    Zephyr but iteration 2 in Llama-3; the two benchmarks serve in turn as validation set,
+    Appendix F.)
+    """
+    candidates = _sweep_candidates(layout, full)
+
+    def best(key: str) -> int:
+        return max(candidates,
+                   key=lambda i: (_nan_low(_value(metrics, f"{full}-iter{i}", key)), -i))
+
+    return best(LC), best(AH_LC)
 
 
 def _nan_low(value: float) -> float:
@@ -900,6 +939,15 @@ def _alpha_star(alpha: Mapping[str, Any]) -> float:
     return float(alpha["alpha"] if searched is None else searched)
 
 
+def alpha_axis(alpha: Mapping[str, Any], rating: bool = False) -> str:
+    """Figure 4's x label from an alpha.json: what alpha penalises per length unit. Implicit
+    rewards are shaped on the log-ratio (an alpha.json without ``score`` predates that: the
+    reward); ``rating`` labels an LLM-as-a-Judge panel."""
+    unit = {"chars": "character", "tokens": "token"}.get(alpha.get("length_unit", "chars"))
+    scale = "rating" if rating else ("log-ratio" if alpha.get("score") == "logratio" else "reward")
+    return f"alpha ({scale} per {unit})"
+
+
 def draw_figure(name: str, layout: Layout, data: Mapping[str, Any], png, pdf=None) -> None:
     from . import report
 
@@ -931,9 +979,12 @@ def draw_figure(name: str, layout: Layout, data: Mapping[str, Any], png, pdf=Non
             return
         land = data["landscapes"][keys[0]]
         judge = data["landscapes"][keys[1]] if len(keys) > 1 else None
-        report.figure4(land, png, pdf, alpha_star=_alpha_star(data["alphas"][keys[0]]),
+        alpha = data["alphas"][keys[0]]
+        report.figure4(land, png, pdf, alpha_star=_alpha_star(alpha),
                        source=land.attrs.get("source", "<landscape>"), judge=judge,
                        judge_source="<judge landscape>" if judge is None else
-                       judge.attrs.get("source", "<judge landscape>"))
+                       judge.attrs.get("source", "<judge landscape>"),
+                       xlabel=alpha_axis(alpha),
+                       judge_xlabel=alpha_axis(alpha, rating=True))
     else:
         raise KeyError(f"unknown figure {name!r}; known: {list(FIGURES)}")

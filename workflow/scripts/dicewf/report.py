@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .alpha import LANDSCAPE_WINDOW
 from .io import atomic_path, check_frame, write_text
 
 
@@ -141,40 +142,72 @@ def _pyplot():
     return plt
 
 
-def _landscape_panel(ax, landscape: pd.DataFrame, colour: str, label: str) -> None:
+def zoom_range(alphas, centre: float) -> tuple[float, float]:
+    """Figure 4's zoom: ``centre`` +- :data:`dicewf.alpha.LANDSCAPE_WINDOW` of the landscape's
+    alpha span, clipped to it (where :func:`dicewf.alpha.landscape_grid` puts its dense points)."""
+    values = np.asarray(alphas, dtype=float)
+    lo, hi = float(values.min()), float(values.max())
+    half = LANDSCAPE_WINDOW * (hi - lo)
+    a, b = max(lo, centre - half), min(hi, centre + half)
+    return (a, b) if b > a else (lo, hi)
+
+
+def _landscape_panel(ax, zoom, landscape: pd.DataFrame, colour: str, label: str, centre: float,
+                     xlabel: str) -> None:
+    """The whole box on ``ax`` (the zoomed span shaded) and ``centre``'s neighbourhood on
+    ``zoom``, each landscape point marked there."""
+    ylabel = "|E[|y_w| - |y_l|]| (characters)"
     ax.step(landscape["alpha"], landscape["objective"], where="post", color=colour, label=label)
-    ax.set_xlabel("alpha")
-    ax.set_ylabel("|E[|y_w| - |y_l|]| (characters)")
+    a, b = zoom_range(landscape["alpha"], centre)
+    ax.axvspan(a, b, color="0.9", zorder=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    near = landscape[(landscape["alpha"] >= a) & (landscape["alpha"] <= b)]
+    zoom.step(near["alpha"], near["objective"], where="post", color=colour, marker=".", ms=3)
+    zoom.set_xlim(a, b)
+    zoom.set_xlabel(xlabel)
+    zoom.set_ylabel(ylabel)
+    zoom.set_title(f"zoom: {len(near)} of {len(landscape)} points", fontsize=9)
 
 
 def figure4(landscape: pd.DataFrame, png, pdf=None, *, alpha_star: float | None = None,
             source: str = "<landscape>", judge: pd.DataFrame | None = None,
-            judge_source: str = "<judge landscape>"):
+            judge_source: str = "<judge landscape>",
+            xlabel: str = "alpha (log-ratio per character)",
+            judge_xlabel: str = "alpha (rating per character)"):
     """Figure 4: the Eq. 6 objective |E[|y_w| - |y_l|]| against alpha.
 
     Left: the implicit reward, with alpha* marked. Right (when ``judge`` is given): the
     LLM-as-a-Judge reward, with the minimum of its landscape marked (the paper's is at alpha=0).
+    Each panel shows the whole box over a zoom on the marked alpha (:func:`zoom_range`), so the
+    dip stays resolved however narrow it is next to the box.
     """
     plt = _pyplot()
     check_frame(landscape, {"alpha": "float", "objective": "float"}, source)
     if judge is not None:
         check_frame(judge, {"alpha": "float", "objective": "float"}, judge_source)
     ncols = 1 if judge is None else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 3.5), squeeze=False)
-    left = axes[0][0]
-    _landscape_panel(left, landscape, "tab:purple", "implicit reward")
+    fig, axes = plt.subplots(2, ncols, figsize=(6 * ncols, 6.5), squeeze=False)
+    left, left_zoom = axes[0][0], axes[1][0]
+    best = landscape.loc[landscape["objective"].idxmin()]
+    centre = float(best["alpha"]) if alpha_star is None else float(alpha_star)
+    _landscape_panel(left, left_zoom, landscape, "tab:purple", "implicit reward", centre, xlabel)
     if alpha_star is not None:
-        left.axvline(alpha_star, color="tab:orange", ls="--", label=f"alpha* = {alpha_star:.4g}")
+        for ax in (left, left_zoom):
+            ax.axvline(alpha_star, color="tab:orange", ls="--", label=f"alpha* = {alpha_star:.4g}")
     left.set_title("Objective landscape of Eq. 6" if judge is None else "Implicit reward")
     left.legend(fontsize=8)
     if judge is not None:
-        right = axes[0][1]
-        _landscape_panel(right, judge, "tab:blue", "LLM-as-a-Judge")
+        right, right_zoom = axes[0][1], axes[1][1]
         best = judge.loc[judge["objective"].idxmin()]
-        right.plot([best["alpha"]], [best["objective"]], "o", color="tab:red",
-                   label=f"minimum at alpha = {best['alpha']:.4g}")
+        _landscape_panel(right, right_zoom, judge, "tab:blue", "LLM-as-a-Judge",
+                         float(best["alpha"]), judge_xlabel)
+        for ax in (right, right_zoom):
+            ax.plot([best["alpha"]], [best["objective"]], "o", color="tab:red",
+                    label=f"minimum at alpha = {best['alpha']:.4g}")
         right.set_title("LLM-as-a-Judge reward")
         right.legend(fontsize=8)
+    fig.tight_layout()
     _save_figure(fig, png, pdf)
     plt.close(fig)
 

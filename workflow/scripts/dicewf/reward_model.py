@@ -1,9 +1,13 @@
-"""The internal reward model (IntlRM, paper Table 5): a scalar reward model trained on D_offline.
+"""Scalar reward models of paper Table 5: the internal one (IntlRM) and a published one (ERM).
+
+The IntlRM is trained here on a preference set (``agreement.reward_model_pairs``: D_offline, or
+the full UltraFeedback set the paper uses); a published sequence-classification reward model
+(ERM-555k) is only scored, by :func:`external_reward_scores`.
 
 A sequence-classification head with one output (``num_labels=1``) is put on the SFT model (a
 causal-LM folder) and trained with TRL's ``RewardTrainer`` (Bradley-Terry loss
--log sigmoid(r(x, y_w) - r(x, y_l))) on the offline preference pairs only; ``args`` are literal
-``RewardConfig`` fields. It is the baseline the DPO implicit reward is compared with.
+-log sigmoid(r(x, y_w) - r(x, y_l))) on those pairs only; ``args`` are literal ``RewardConfig``
+fields. It is the baseline the DPO implicit reward is compared with.
 
 One text rendering serves training and scoring (:func:`encode`): the prompt rendered with the
 chat template (ending with the assistant header, as in DPO training and implicit-reward
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .chat import render_prompts
+from .batching import trl_batch_args
 from .io import check_frame
 from .scoring import token_budget_batches
 from .training import (
@@ -39,6 +45,7 @@ from .training import (
     _pairs_fingerprint,
     _train_resumable,
     checkpoint_dir_for,
+    launched_processes,
 )
 
 log = logging.getLogger(__name__)
@@ -85,7 +92,8 @@ def train_reward_model(
     """Train a scalar reward model from the causal LM ``model`` on preference ``pairs``.
 
     ``pairs`` has the ``pairs`` columns (prompt_id, prompt, chosen, rejected); ``args`` are
-    ``RewardConfig`` fields. The score head is initialised from ``seed``. Pairs longer than
+    ``RewardConfig`` fields (and ``global_batch_size``, :mod:`dicewf.batching`). The score head
+    is initialised from ``seed``. Pairs longer than
     ``max_length`` (a RewardConfig field, default 1024) are left out by TRL; their number is
     logged. Writes the model folder (weights, config, tokenizer with its padding token) to
     ``out_dir`` atomically and the metrics JSON to ``metrics_path``; returns the log history.
@@ -95,7 +103,8 @@ def train_reward_model(
     from trl import RewardConfig, RewardTrainer
 
     check_frame(pairs, "pairs", source)
-    rm_args = _checkpoint_defaults(dict(args))
+    rm_args = _checkpoint_defaults(trl_batch_args(args, launched_processes(),
+                                                  "agreement.reward_model"))
     out_dir = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else checkpoint_dir_for(out_dir)
     cfg = RewardConfig(output_dir=str(ckpt_dir), seed=seed, data_seed=seed,
@@ -131,18 +140,34 @@ def train_reward_model(
                             fingerprint=fingerprint, metrics_path=metrics_path)
 
 
-def load_reward_model(model_dir: str | os.PathLike, dtype: str = "auto"):
-    """A trained reward model for scoring: eval mode, on the GPU when there is one."""
+def load_reward_model(model_dir: str | os.PathLike, dtype: str = "auto",
+                      head: str | None = None):
+    """A scalar reward model for scoring: eval mode, on the GPU when there is one.
+
+    ``head`` names the checkpoint's scalar head when it is not transformers' ``score`` (OpenRLHF
+    saves ``value_head``): its weights are loaded into ``score`` (``key_mapping``) and the model
+    is given one output. A checkpoint without weights for the head is an error, never a head
+    initialised at random.
+    """
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    kwargs = {}
+    kwargs: dict[str, Any] = {"output_loading_info": True}
     if dtype != "auto":
         kwargs["dtype"] = getattr(torch, dtype)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
+    if head is not None:
+        kwargs.update(num_labels=1, key_mapping={rf"^{re.escape(head)}\.": "score."})
+    model, info = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
     if model.config.num_labels != 1:
         raise ValueError(f"{model_dir}: not a scalar reward model (num_labels="
                          f"{model.config.num_labels})")
+    missing = sorted(k for k in info["missing_keys"] if k.split(".")[0] == "score")
+    if missing:
+        raise ValueError(
+            f"{model_dir}: the checkpoint has no weights for the reward head {missing} "
+            f"(unexpected keys: {sorted(info['unexpected_keys'])[:5]}); name the checkpoint's "
+            "head (OpenRLHF: value_head) with the reward model's `head`"
+        )
     model.eval()
     if torch.cuda.is_available():
         model.to("cuda")
@@ -153,18 +178,54 @@ def reward_scores(model_dir: str | os.PathLike, frame: pd.DataFrame, *,
                   max_tokens_per_batch: int = 8192, dtype: str = "auto",
                   source: str = "<frame>") -> np.ndarray:
     """The reward of each (prompt, response) row of ``frame`` under the reward model in
-    ``model_dir``, in row order (float64).
+    ``model_dir`` (the IntlRM), in row order (float64).
 
     Sequences are rendered as in training (:func:`encode`), sorted by length and scored in
     right-padded batches of at most ``max_tokens_per_batch`` tokens (padded length x rows; a
-    longer sequence is scored alone). Scores do not depend on the batching beyond float noise.
+    longer sequence is scored alone). The reward is the model's own pooled output, as TRL's
+    RewardTrainer trained it. Scores do not depend on the batching beyond float noise.
     """
+    check_frame(frame, {"prompt": "str", "response": "str"}, source)  # before loading a model
+    model = load_reward_model(model_dir, dtype)
+
+    def pooled(ids, attn):
+        return model(input_ids=ids, attention_mask=attn).logits[:, 0]
+
+    return _score(model, model_dir, frame, pooled, max_tokens_per_batch)
+
+
+def external_reward_scores(model_dir: str | os.PathLike, frame: pd.DataFrame, *,
+                           head: str | None = None, max_tokens_per_batch: int = 8192,
+                           dtype: str = "auto", source: str = "<frame>") -> np.ndarray:
+    """Rewards of ``frame``'s (prompt, response) rows under a published sequence-classification
+    reward model (Table 5's ERM-555k, OpenRLHF/Llama-3-8b-rm-mixture), loaded by path with
+    plain transformers; ``head`` as in :func:`load_reward_model` (``value_head`` for OpenRLHF).
+
+    The text is the model's chat template with the prompt, then the response and EOS
+    (:func:`encode`), and the reward is the head's value at the last token of the sequence (the
+    last attended position), as OpenRLHF's reward model computes it, whatever the padding token.
+    """
+    check_frame(frame, {"prompt": "str", "response": "str"}, source)  # before loading a model
+    model = load_reward_model(model_dir, dtype, head=head)
+    backbone = getattr(model, model.base_model_prefix)
+
+    def pooled(ids, attn):
+        hidden = backbone(input_ids=ids, attention_mask=attn).last_hidden_state
+        values = model.score(hidden)[..., 0]
+        last = attn.sum(dim=1, keepdim=True) - 1  # right padding
+        return values.gather(1, last)[:, 0]
+
+    return _score(model, model_dir, frame, pooled, max_tokens_per_batch)
+
+
+def _score(model, model_dir, frame: pd.DataFrame, pooled,
+           max_tokens_per_batch: int) -> np.ndarray:
+    """Encode ``frame`` with the model's tokenizer and apply ``pooled(ids, attention_mask)`` in
+    right-padded, length-sorted batches of at most ``max_tokens_per_batch`` tokens."""
     import torch
 
-    check_frame(frame, {"prompt": "str", "response": "str"}, source)
     tokenizer = prepare_tokenizer(model_dir)
     encoded = encode(tokenizer, frame["prompt"].tolist(), frame["response"].tolist())
-    model = load_reward_model(model_dir, dtype)
     pad = model.config.pad_token_id
     if pad is None:
         pad = tokenizer.pad_token_id
@@ -179,6 +240,5 @@ def reward_scores(model_dir: str | os.PathLike, frame: pd.DataFrame, *,
             for row, i in enumerate(batch):
                 ids[row, :lengths[i]] = torch.tensor(encoded[i])
                 attn[row, :lengths[i]] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
-            scores[batch] = logits[:, 0].double().cpu().numpy()
+            scores[batch] = pooled(ids.to(device), attn.to(device)).double().cpu().numpy()
     return scores

@@ -21,7 +21,6 @@ depend on how the prompt set is batched or sharded:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .io import check_frame
+from .seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,6 @@ class SamplingSpec:
         if "stop_token_ids" in d:
             d["stop_token_ids"] = tuple(d["stop_token_ids"] or ())
         return cls(**d)
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 31-bit seed from any parts (independent of Python's hash randomisation)."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") % (2**31 - 1)
 
 
 def resolve_backend(backend: str) -> str:

@@ -152,34 +152,63 @@ def load_model(path: str | os.PathLike, dtype: str = "auto", attn_implementation
     return model
 
 
-def finished(samples: pd.DataFrame, drop_truncated: bool, source: str,
-             what: str) -> pd.DataFrame:
-    """The responses to ``what`` (score, judge): without those that hit the token limit when
-    ``drop_truncated``, re-indexed; an error naming ``source`` when none is left."""
+def finished(samples: pd.DataFrame, drop_truncated: bool, source: str, what: str, *,
+             strip_whitespace: bool = False, min_chars: int = 0,
+             max_chars: int | None = None) -> pd.DataFrame:
+    """The responses to ``what`` (score, judge), filtered as the DICE code filters its samples.
+
+    In order: responses are stripped of surrounding whitespace when ``strip_whitespace`` (the
+    DICE code stores them stripped); those that hit the token limit (``finish_reason ==
+    "length"``) are dropped when ``drop_truncated``; those with fewer than ``min_chars`` or more
+    than ``max_chars`` characters (None: no upper limit) are dropped; the DICE code keeps
+    3 < len < 6,700, i.e. ``min_chars`` 4 and ``max_chars`` 6,699. Every drop is counted in the
+    log. Re-indexed; an error naming ``source`` when none is left.
+    """
+    if min_chars < 0 or (max_chars is not None and max_chars < min_chars):
+        raise ValueError(f"response filter: need 0 <= min_chars <= max_chars, got min_chars="
+                         f"{min_chars}, max_chars={max_chars}")
     df = samples
+    n = len(df)
+    if strip_whitespace:
+        stripped = df["response"].str.strip()
+        log.info("stripped surrounding whitespace from %d of %d responses",
+                 int((stripped != df["response"]).sum()), n)
+        df = df.assign(response=stripped)
     if drop_truncated:
         keep = df["finish_reason"] != "length"
-        log.info("dropping %d truncated responses of %d", int((~keep).sum()), len(df))
+        log.info("dropping %d truncated responses of %d", int((~keep).sum()), n)
         df = df[keep]
-    df = df.reset_index(drop=True)
+    length = df["response"].str.len()
+    short = length < min_chars
+    long = length > (np.inf if max_chars is None else max_chars)
+    log.info("dropping %d responses shorter than %d characters and %d longer than %s of %d",
+             int(short.sum()), min_chars, int(long.sum()), max_chars, n)
+    df = df[~(short | long)].reset_index(drop=True)
+    log.info("%d of %d responses left to %s", len(df), n, what)
     if len(df) == 0:
-        raise ValueError(f"{source}: no response left to {what} (all truncated?)")
+        raise ValueError(f"{source}: no response left to {what} (all truncated or filtered out "
+                         f"by min_chars={min_chars}, max_chars={max_chars}?)")
     return df
 
 
 def score(samples: pd.DataFrame, policy: str | os.PathLike, ref: str | os.PathLike, *, beta: float,
           max_tokens_per_batch: int = 8192, drop_truncated: bool = True, dtype: str = "auto",
-          attn_implementation: str | None = None, source: str = "<samples>") -> pd.DataFrame:
+          attn_implementation: str | None = None, source: str = "<samples>",
+          strip_whitespace: bool = False, min_chars: int = 0,
+          max_chars: int | None = None) -> pd.DataFrame:
     """Implicit rewards of sampled responses under ``policy`` against ``ref``.
 
     Adds logp_policy, logp_ref, logratio (their difference), beta, reward (beta * logratio),
-    len_chars and len_tokens (response tokens including the turn-end token). Responses that hit the token limit
-    (``finish_reason == "length"``) are dropped when ``drop_truncated`` (as the DICE code does).
+    len_chars and len_tokens (response tokens including the turn-end token). Responses that hit
+    the token limit (``finish_reason == "length"``) are dropped when ``drop_truncated`` (as the
+    DICE code does), and the other filters of :func:`finished` (whitespace, character bounds)
+    apply.
     """
     from transformers import AutoTokenizer
 
     check_frame(samples, "samples", source)
-    df = finished(samples, drop_truncated, source, "score")
+    df = finished(samples, drop_truncated, source, "score", strip_whitespace=strip_whitespace,
+                  min_chars=min_chars, max_chars=max_chars)
     tokenizer = AutoTokenizer.from_pretrained(policy)
     encoded = encode(tokenizer, df["prompt"].tolist(), df["response"].tolist())
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

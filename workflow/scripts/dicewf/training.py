@@ -2,9 +2,11 @@
 
 The ``args`` mappings handed to these functions are literal ``SFTConfig`` / ``DPOConfig`` fields
 (``beta``, ``learning_rate``, ``lr_scheduler_type``, ``warmup_steps``, ``max_steps``, ...), so a TRL
-user reads our config without a glossary. Two TRL defaults are overridden on machines without a
-GPU: ``bf16`` and ``gradient_checkpointing`` are off unless the config turns them on, and the
-trainer runs on the CPU.
+user reads our config without a glossary, plus one key of ours: ``global_batch_size``, turned
+into ``gradient_accumulation_steps`` for the run's number of processes (:mod:`dicewf.batching`)
+by :func:`train_dpo` (and the reward-model trainer). Two TRL defaults are overridden on machines
+without a GPU: ``bf16`` and ``gradient_checkpointing`` are off unless the config turns them on,
+and the trainer runs on the CPU.
 
 Datasets are plain strings: ``prompt`` is the prompt already rendered with the model's chat
 template (ending with the assistant header; :func:`dicewf.chat.render_prompts`) and completions are
@@ -64,13 +66,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .batching import GLOBAL_BATCH_KEY, trl_batch_args
 from .chat import for_trl, render_prompts
 from .io import atomic_path, check_frame, write_json
 
 log = logging.getLogger(__name__)
 
-# Keys of the training blocks that are ours, not TRL's.
-NON_TRL_KEYS = ("trainer",)
+# Keys of the training blocks that are ours, not TRL's (global_batch_size: see batching.py).
+NON_TRL_KEYS = ("trainer", GLOBAL_BATCH_KEY)
 
 CHECKPOINT_SUFFIX = ".checkpoints"
 RUN_FILE = "run.json"  # fingerprint of the run that wrote the checkpoints next to it
@@ -101,6 +104,12 @@ def _device_defaults(args: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("logging_steps", 1)
     out.setdefault("disable_tqdm", False)
     return out
+
+
+def launched_processes() -> int:
+    """Processes of this training run: WORLD_SIZE as the launchers (accelerate launch, torchrun,
+    deepspeed) set it; 1 for a plain ``python`` run."""
+    return int(os.environ.get("WORLD_SIZE") or 1)
 
 
 def _log_history(trainer) -> list[dict[str, Any]]:
@@ -143,7 +152,7 @@ def train_sft(
     with atomic_path(out_dir, is_dir=True) as tmp:
         scratch = tmp / "_trainer"
         cfg = SFTConfig(output_dir=str(scratch), seed=seed, data_seed=seed,
-                        **_device_defaults(dict(args)))
+                        **_device_defaults(trl_batch_args(args, launched_processes(), "sft")))
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=data,
                              processing_class=for_trl(tokenizer))
         trainer.train()
@@ -186,7 +195,8 @@ def train_dpo(
     check_frame(pairs, "pairs", source)
     if trainer not in TRAINERS:
         raise ValueError(f"trainer must be one of {list(TRAINERS)}, got {trainer!r}")
-    trl_args = _checkpoint_defaults(dict(args))
+    # global_batch_size -> gradient_accumulation_steps for this run's processes (batching.py)
+    trl_args = _checkpoint_defaults(trl_batch_args(args, launched_processes(), "train"))
     if trainer == "dpo" and isinstance(trl_args.get("loss_type"), str):
         trl_args["loss_type"] = [trl_args["loss_type"]]
     out_dir = Path(out_dir)
