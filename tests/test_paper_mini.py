@@ -209,9 +209,14 @@ def test_dice_iteration1_samples_scores_searches_alpha_and_trains(mini_run, sett
     sampled_by, scored_by = wfconfig.iteration1_owners(cfg)[f"{setting}_dice"]
     logs = list((mini_run.wd / "logs" / sampled_by / "iter1" / "sample").glob("*.log"))
     assert logs and all(" with vllm" in path.read_text() for path in logs), setting
-    # every response that ended its turn is scored (drop_truncated: the cut ones are not)
+    # scored: every response that ended its turn and, stripped, has the configured length (the
+    # DICE code's filters); the ones cut at max_tokens are not (drop_truncated)
+    score = cfg["defaults"]["score"]
+    assert score["drop_truncated"] and score["strip_whitespace"], score
+    chars = samples["response"].str.strip().str.len()
+    kept = stopped & chars.between(score["min_chars"], score["max_chars"])
     scores = pd.read_parquet(mini_run.wd / wfconfig.iter_dir(scored_by, 1) / "scores.parquet")
-    assert len(scores) == stopped.sum() and scores["reward"].notna().all(), setting
+    assert len(scores) == kept.sum() > 0 and scores["reward"].notna().all(), setting
     assert scores["reward"].std() > 0, setting  # the policy differs from its reference
     exp_dir = mini_run.wd / wfconfig.iter_dir(f"{setting}_dice", 1)
     alpha = json.loads((exp_dir / "alpha.json").read_text())
