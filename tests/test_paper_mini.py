@@ -4,13 +4,14 @@ One Snakemake run of ``--configfile config/paper.yaml .test/paper-mini.yaml`` (n
 the working directory: the command line's files are the whole configuration), the overlay
 changing only sizes and CPU settings. The four hub models of config/paper.yaml are tiny models
 of the real architectures with the real tokenizers (dicewf.miniworld.build_model: Mistral for
-zephyr, Llama 3 for llama3), the three datasets hub-snapshot test doubles with the real layouts
-(tests/test_datasets.py) and AlpacaEval's LC data a Hugging Face cache double
-(tests/fakes_alpacaeval.py), all put where the download rules would write them, so nothing is
-downloaded. Per setting, DICE's first iteration runs through (vLLM sampling, implicit-reward
-scoring, the gp alpha search, mixing, DPO training under ``accelerate launch``) and the base
-model and DICE iteration 1 go through the paper's evaluation suite, both judges being the
-FakeChatServer of tests/test_paper_suite.py with its planted preferences.
+zephyr, Llama 3 for llama3) and the three datasets hub-snapshot test doubles with the real layouts
+(tests/test_datasets.py; AlpacaEval's repository also holds the LC data double of
+tests/fakes_alpacaeval.py), all served by FakeHub (tests/fake_hub.py, a local test double of the
+hub's HTTP API), so the download rules run for real and nothing else is reached. Per setting,
+DICE's first iteration runs through (vLLM sampling, implicit-reward scoring, the alpha search,
+mixing, DPO training under ``accelerate launch``) and the base model and DICE iteration 1 go
+through the paper's evaluation suite, both judges being the FakeChatServer of
+tests/test_paper_suite.py with its planted preferences.
 """
 
 from __future__ import annotations
@@ -149,7 +150,6 @@ def samples_of(run: MiniRun, setting: str) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
 
 
-# --------------------------------------------------------------------------- the tests
 def downloaded(folder: Path) -> dict[str, bytes]:
     """The files of a download rule's output, less hidden ones (huggingface_hub's .cache/,
     Snakemake's .snakemake_timestamp)."""
@@ -158,6 +158,7 @@ def downloaded(folder: Path) -> dict[str, bytes]:
                                        for part in p.relative_to(folder).parts)}
 
 
+# --------------------------------------------------------------------------- the tests
 @pytest.mark.slow
 def test_every_planned_job_ran_and_each_repository_came_from_the_hub(mini_run):
     jobs = jobs_run(mini_run.output)
