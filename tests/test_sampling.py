@@ -33,6 +33,14 @@ def test_sampling_spec_validation():
         sampling.resolve_backend("tgi")
 
 
+def test_stop_token_ids_from_config():
+    spec = sampling.SamplingSpec.from_dict({"n": 2, "stop_token_ids": [128009, 13]})
+    assert spec.stop_token_ids == (128009, 13)
+    assert sampling.SamplingSpec.from_dict({"n": 2}).stop_token_ids == ()
+    with pytest.raises(ValueError, match="stop_token_ids"):
+        sampling.SamplingSpec.from_dict({"stop_token_ids": [-1]})
+
+
 def test_bad_prompts_are_named():
     with pytest.raises(DatasetError, match="prompts.parquet"):
         sampling.sample("unused", PROMPTS.drop(columns="prompt"), {"n": 1},

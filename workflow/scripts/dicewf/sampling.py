@@ -1,10 +1,14 @@
 """Sampling K responses per prompt: vLLM's offline API, or transformers ``generate``.
 
 Both backends take the same parameters, named as in vLLM's ``SamplingParams`` (``n``,
-``temperature``, ``top_p``, ``max_tokens``, ``seed``) and get the same prompt token ids (the chat
-template rendered, then tokenized as TRL tokenizes it). Seeds derive from (global seed, prompt id,
-sample index) through a stable hash, so a prompt's samples do not depend on how the prompt set is
-batched or sharded:
+``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stop_token_ids``) and get the same prompt
+token ids (the chat template rendered, then tokenized as TRL tokenizes it: exactly one BOS, see
+:mod:`dicewf.chat`). A response ends at the first of :func:`dicewf.chat.stop_token_ids` (the chat
+template's turn-end token, e.g. Llama-3's ``<|eot_id|>``, the model's
+``generation_config.eos_token_id``, the tokenizer's EOS, and the configured ``stop_token_ids``),
+with both backends; ``finish_reason`` is ``stop`` then, ``length`` at ``max_tokens``. Seeds derive
+from (global seed, prompt id, sample index) through a stable hash, so a prompt's samples do not
+depend on how the prompt set is batched or sharded:
 
 * vLLM: every (prompt, sample) is its own request with ``n=1`` and its own seed. (One
   ``SamplingParams(seed=s)`` shared by all prompts would give every prompt the same random stream,
@@ -43,6 +47,8 @@ class SamplingSpec:
     top_p: float = 1.0
     max_tokens: int = 64
     seed: int = 0
+    # token ids that end a response besides the model's own (see dicewf.chat.stop_token_ids)
+    stop_token_ids: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.n < 1:
@@ -55,12 +61,18 @@ class SamplingSpec:
             raise ValueError(f"sampling.max_tokens must be >= 1, got {self.max_tokens}")
         if self.temperature == 0 and self.n != 1:
             raise ValueError("greedy decoding (temperature 0) gives one response: set n to 1")
+        if any(not isinstance(i, int) or i < 0 for i in self.stop_token_ids):
+            raise ValueError(f"sampling.stop_token_ids must be token ids (integers >= 0), got "
+                             f"{list(self.stop_token_ids)}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SamplingSpec":
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown sampling key(s) {sorted(unknown)}")
+        d = dict(d)
+        if "stop_token_ids" in d:
+            d["stop_token_ids"] = tuple(d["stop_token_ids"] or ())
         return cls(**d)
 
 
@@ -79,13 +91,24 @@ def resolve_backend(backend: str) -> str:
 
 
 def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
-    """Chat-template each prompt and tokenize it as TRL does (no extra special tokens)."""
+    """Chat-template each prompt and tokenize it as TRL does (its special tokens: one BOS)."""
     from .chat import render_prompts
 
-    return [
-        tokenizer(text, add_special_tokens=False)["input_ids"]
-        for text in render_prompts(tokenizer, prompts)
-    ]
+    return [tokenizer(text)["input_ids"] for text in render_prompts(tokenizer, prompts)]
+
+
+def model_stop_token_ids(model: str | os.PathLike, tokenizer, spec: SamplingSpec) -> list[int]:
+    """:func:`dicewf.chat.stop_token_ids` of the model folder ``model`` (its generation config,
+    when it has one) plus ``spec.stop_token_ids``."""
+    from transformers import GenerationConfig
+
+    from .chat import stop_token_ids
+
+    try:
+        generation_eos = GenerationConfig.from_pretrained(model).eos_token_id
+    except OSError:  # no generation_config.json
+        generation_eos = None
+    return stop_token_ids(tokenizer, generation_eos, spec.stop_token_ids)
 
 
 def _rows(prompts: pd.DataFrame, per_prompt: list[list[tuple[str, str, int]]]) -> pd.DataFrame:
@@ -110,6 +133,7 @@ def sample_vllm(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingS
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     ids = prompt_token_ids(tokenizer, prompts["prompt"].tolist())
+    stops = model_stop_token_ids(model, tokenizer, spec)
     llm = LLM(model=str(model), seed=spec.seed, **dict(engine or {}))
     requests, params, keys = [], [], []
     for pid, toks in zip(prompts["prompt_id"], ids, strict=True):
@@ -118,7 +142,7 @@ def sample_vllm(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingS
             requests.append(TokensPrompt(prompt_token_ids=toks))
             params.append(
                 SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p,
-                               max_tokens=spec.max_tokens, seed=seed)
+                               max_tokens=spec.max_tokens, seed=seed, stop_token_ids=stops)
             )
             keys.append(seed)
     outputs = llm.generate(requests, params, use_tqdm=True)
@@ -143,7 +167,8 @@ def sample_transformers(model: str | os.PathLike, prompts: pd.DataFrame,
     lm.eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm.to(device)
-    eos = tokenizer.eos_token_id
+    stops = model_stop_token_ids(model, tokenizer, spec)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     ids = prompt_token_ids(tokenizer, prompts["prompt"].tolist())
     greedy = spec.temperature == 0
     per_prompt = []
@@ -153,8 +178,8 @@ def sample_transformers(model: str | os.PathLike, prompts: pd.DataFrame,
         torch.manual_seed(seed)
         x = torch.tensor([toks], device=device)
         kwargs: dict[str, Any] = {"do_sample": not greedy, "max_new_tokens": spec.max_tokens,
-                                  "num_return_sequences": spec.n, "eos_token_id": eos,
-                                  "pad_token_id": tokenizer.pad_token_id}
+                                  "num_return_sequences": spec.n, "eos_token_id": stops,
+                                  "pad_token_id": pad}
         if not greedy:
             kwargs.update(temperature=spec.temperature, top_p=spec.top_p, top_k=0)
         with torch.no_grad():
@@ -162,8 +187,9 @@ def sample_transformers(model: str | os.PathLike, prompts: pd.DataFrame,
         outs = []
         for row in gen[:, len(toks):].tolist():
             finish = "length"
-            if eos in row:
-                row = row[: row.index(eos)]
+            end = next((i for i, tok in enumerate(row) if tok in stops), None)
+            if end is not None:
+                row = row[:end]
                 finish = "stop"
             outs.append((tokenizer.decode(row, skip_special_tokens=True), finish, seed))
         per_prompt.append(outs)

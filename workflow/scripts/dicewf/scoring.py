@@ -1,10 +1,13 @@
 """The DPO implicit reward (Eq. 4): r(x, y) = beta * (log pi_theta(y|x) - log pi_ref(y|x)).
 
-log pi(y|x) is the sum of the log-probabilities of the response tokens, the EOS token included,
-with the prompt masked out, under the model's chat template. Tokenization follows TRL's DPO
-trainer exactly: the prompt is rendered with the chat template, the completion is the response
-text plus the EOS token, and the completion starts where the tokenized prompt and the tokenized
-prompt+completion diverge. The reward therefore scores the very tokens DPO trains on.
+log pi(y|x) is the sum of the log-probabilities of the response tokens, the turn-end token
+included, with the prompt masked out, under the model's chat template. Tokenization follows TRL's
+DPO trainer exactly as :func:`dicewf.training.train_dpo` sets it up: the prompt is rendered with
+the chat template (:func:`dicewf.chat.render_prompts`), the completion is the response text plus
+the turn-end token (:func:`dicewf.chat.turn_end_token`: ``<|eot_id|>`` for Llama-3, ``</s>`` for
+zephyr), both are tokenized with the tokenizer's special tokens (exactly one BOS), and the
+completion starts where the tokenized prompt and the tokenized prompt+completion diverge. The
+reward therefore scores the very tokens DPO trains on.
 
 Sequences are sorted by length and packed into batches under a token budget (padded length x
 batch size), rather than scored one at a time.
@@ -28,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Encoded:
-    """Token ids of prompt + response + EOS, and where the response starts."""
+    """Token ids of prompt + response + turn-end token, and where the response starts."""
 
     input_ids: list[int]
     response_start: int
@@ -49,16 +52,17 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 
 def encode(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoded]:
     """Tokenize (prompt, response) pairs the way TRL's DPO trainer does."""
-    from .chat import render_prompts
+    from .chat import render_prompts, turn_end_token
 
     rendered = render_prompts(tokenizer, list(prompts))
-    eos = tokenizer.eos_token
+    end = turn_end_token(tokenizer)
     out = []
     for text, resp in zip(rendered, responses, strict=True):
         # TRL tokenizes a rendered (string) prompt with the tokenizer's own special tokens (a
-        # BOS for Mistral/Zephyr): so do we, or the implicit reward would score other sequences
+        # BOS for Mistral/Zephyr and Llama-3; render_prompts leaves out Llama-3's templated one):
+        # so do we, or the implicit reward would score other sequences
         p_ids = tokenizer(text)["input_ids"]
-        full = tokenizer(text + resp + eos)["input_ids"]
+        full = tokenizer(text + resp + end)["input_ids"]
         start = common_prefix_length(p_ids, full)
         if start == len(full):
             raise ValueError(f"empty completion after tokenization for prompt {text!r}")
@@ -195,9 +199,10 @@ def score(samples: pd.DataFrame, policy: str | os.PathLike, ref: str | os.PathLi
     """Implicit rewards of sampled responses under ``policy`` against ``ref``.
 
     Adds logp_policy, logp_ref, logratio (their difference), beta, reward (beta * logratio),
-    len_chars and len_tokens (response tokens including EOS). Responses that hit the token limit
-    (``finish_reason == "length"``) are dropped when ``drop_truncated`` (as the DICE code does),
-    and the other filters of :func:`finished` (whitespace, character bounds) apply.
+    len_chars and len_tokens (response tokens including the turn-end token). Responses that hit
+    the token limit (``finish_reason == "length"``) are dropped when ``drop_truncated`` (as the
+    DICE code does), and the other filters of :func:`finished` (whitespace, character bounds)
+    apply.
     """
     from transformers import AutoTokenizer
 

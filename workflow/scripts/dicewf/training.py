@@ -9,9 +9,13 @@ without a GPU: ``bf16`` and ``gradient_checkpointing`` are off unless the config
 and the trainer runs on the CPU.
 
 Datasets are plain strings: ``prompt`` is the prompt already rendered with the model's chat
-template (ending with the assistant header) and completions are raw text, to which TRL appends the
-EOS token. Scoring (:mod:`dicewf.scoring`) tokenizes the same way, so the implicit reward of a
-response is computed on exactly the tokens DPO trains on.
+template (ending with the assistant header; :func:`dicewf.chat.render_prompts`) and completions are
+raw text, to which TRL appends the tokenizer's ``eos_token``; TRL gets a tokenizer whose
+``eos_token`` is the chat template's turn-end token (:func:`dicewf.chat.for_trl`: ``<|eot_id|>``
+for Llama-3, whose own ``eos_token`` is ``<|end_of_text|>``), and TRL's tokenization adds one BOS.
+Scoring (:mod:`dicewf.scoring`) tokenizes the same way, so the implicit reward of a response is
+computed on exactly the tokens DPO trains on. The model folders written keep the tokenizer as it
+was loaded.
 
 Resumable DPO training. With ``save_steps: N`` in ``args`` (a ``DPOConfig`` field; absent, 0 or
 null means no checkpoints), :func:`train_dpo` saves a Trainer checkpoint (weights, optimizer,
@@ -63,7 +67,7 @@ import numpy as np
 import pandas as pd
 
 from .batching import GLOBAL_BATCH_KEY, trl_batch_args
-from .chat import render_prompts
+from .chat import for_trl, render_prompts
 from .io import atomic_path, check_frame, write_json
 
 log = logging.getLogger(__name__)
@@ -150,7 +154,7 @@ def train_sft(
         cfg = SFTConfig(output_dir=str(scratch), seed=seed, data_seed=seed,
                         **_device_defaults(trl_batch_args(args, launched_processes(), "sft")))
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=data,
-                             processing_class=tokenizer)
+                             processing_class=for_trl(tokenizer))
         trainer.train()
         history = _log_history(trainer)
         _finalise(trainer, tokenizer, tmp, scratch)
@@ -186,7 +190,6 @@ def train_dpo(
     ``<out_dir>.checkpoints``) and a rerun resumes from the last complete one (module docstring).
     Every process of an ``accelerate launch`` calls this; only the main one writes files.
     """
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_frame(pairs, "pairs", source)
@@ -214,20 +217,26 @@ def train_dpo(
         tokenizer = AutoTokenizer.from_pretrained(policy)
         model = AutoModelForCausalLM.from_pretrained(policy)
         ref_model = AutoModelForCausalLM.from_pretrained(ref if ref is not None else policy)
-        prompts = render_prompts(tokenizer, pairs["prompt"].tolist())
-        rendered = pairs.assign(prompt=prompts)
-        if trainer == "kto":
-            data = Dataset.from_pandas(unpaired(rendered, seed=seed), preserve_index=False)
-        else:
-            data = Dataset.from_dict({c: rendered[c].tolist()
-                                      for c in ("prompt", "chosen", "rejected")})
+        data = preference_dataset(tokenizer, pairs, trainer=trainer, seed=seed)
         extra = {"length_penalty": length_penalty} if length_penalty else {}
         built = trainer_cls(model=model, ref_model=ref_model, args=cfg, train_dataset=data,
-                            processing_class=tokenizer, **extra)
+                            processing_class=for_trl(tokenizer), **extra)
         return built, tokenizer
 
     return _train_resumable(cfg, build, out_dir=out_dir, ckpt_dir=ckpt_dir,
                             fingerprint=fingerprint, metrics_path=metrics_path)
+
+
+def preference_dataset(tokenizer, pairs: pd.DataFrame, *, trainer: str = "dpo", seed: int = 0):
+    """The ``datasets.Dataset`` handed to TRL: prompts rendered with the chat template
+    (:func:`dicewf.chat.render_prompts`), chosen and rejected as raw text (TRL appends the
+    turn-end token, see :func:`dicewf.chat.for_trl`); for ``trainer="kto"`` the unpaired form."""
+    from datasets import Dataset
+
+    rendered = pairs.assign(prompt=render_prompts(tokenizer, pairs["prompt"].tolist()))
+    if trainer == "kto":
+        return Dataset.from_pandas(unpaired(rendered, seed=seed), preserve_index=False)
+    return Dataset.from_dict({c: rendered[c].tolist() for c in ("prompt", "chosen", "rejected")})
 
 
 def _trl_classes(trainer: str, length_penalty: float) -> tuple[type, type]:
