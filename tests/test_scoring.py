@@ -205,7 +205,8 @@ def test_a_prompt_keeps_its_pairs_with_8_valid_responses_not_7():
         "finish_reason": "stop", "seed": 0})
     kept = scoring.finished(samples, True, "s", "score", **PAPER_FILTERS)
     assert kept.groupby("prompt_id").size().to_dict() == {"full": 8, "short": 7}
-    scores = kept.assign(logratio=np.arange(len(kept), dtype=float),
+    logratio = np.arange(len(kept), dtype=float)
+    scores = kept.assign(logratio=logratio, reward=0.1 * logratio,
                          len_chars=kept["response"].str.len(), len_tokens=1)
     pairs = alpha.build_pairs(scores, 0.0, length_unit="chars", min_responses=8)
     assert pairs["prompt_id"].tolist() == ["full"]
