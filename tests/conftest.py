@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny toy model built once per test session (no downloads), and a way
-to undo what a rule script does to logging."""
+"""Shared fixtures: a tiny toy model and the tiny paper backbones built once per test session
+(no downloads), and a way to undo what a rule script does to logging."""
 
 from __future__ import annotations
 
@@ -33,6 +33,17 @@ def tiny_model(tmp_path_factory, world):
                         num_attention_heads=1, intermediate_size=128,
                         max_position_embeddings=128, seed=0)
     return root / "model"
+
+
+@pytest.fixture(scope="session")
+def mini_models(tmp_path_factory):
+    """{(backbone, role): folder}: the tiny zephyr and Llama-3 models with the real tokenizers
+    (dicewf.miniworld), both roles, seed 0, built once per session (about a minute each)."""
+    from dicewf import miniworld
+
+    root = tmp_path_factory.mktemp("mini")
+    return {(b, r): miniworld.build_model(b, root / f"{b}-{r}", role=r, seed=0)
+            for b in miniworld.BACKBONES for r in miniworld.ROLES}
 
 
 @pytest.fixture

@@ -85,14 +85,6 @@ def test_unknown_backbone_or_role_is_named(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-@pytest.fixture(scope="session")
-def mini_models(tmp_path_factory):
-    """{(backbone, role): folder} for both backbones and both roles, seed 0."""
-    root = tmp_path_factory.mktemp("mini")
-    return {(b, r): miniworld.build_model(b, root / f"{b}-{r}", role=r, seed=0)
-            for b in miniworld.BACKBONES for r in miniworld.ROLES}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone, arch, vocab, eos", [
     ("zephyr", "MistralForCausalLM", 32000, 2),

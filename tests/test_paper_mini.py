@@ -47,7 +47,6 @@ from test_workflow import REPO, load, planned_jobs, snakemake  # noqa: E402
 from dicewf import alpacaeval, hub  # noqa: E402
 from dicewf import config as wfconfig  # noqa: E402
 from dicewf.io import check_frame  # noqa: E402
-from dicewf.miniworld import build_model  # noqa: E402
 
 PAPER = REPO / "config" / "paper.yaml"
 MINI = REPO / ".test" / "paper-mini.yaml"
@@ -90,16 +89,17 @@ def write_judges(wd: Path, base_url: str) -> Path:
     return path
 
 
-def hub_repositories(root: Path) -> dict[str, Path]:
-    """The hub repositories config/paper.yaml names, built under ``root`` for FakeHub: the four
-    models (dicewf.miniworld) and the three datasets (test doubles); AlpacaEval's repository also
-    holds the LC data file (df_gamed.csv) that download_alpaca_eval_lc fetches."""
+def hub_repositories(root: Path, models: dict[tuple[str, str], Path]) -> dict[str, Path]:
+    """The hub repositories config/paper.yaml names, for FakeHub: the four models (the session's
+    ``mini_models``, dicewf.miniworld) and the three datasets (test doubles, built under
+    ``root``); AlpacaEval's repository also holds the LC data file (df_gamed.csv) that
+    download_alpaca_eval_lc fetches."""
     cfg = paper_config()
     repos = {}
     for setting in SETTINGS:
         for role in ("policy", "reference"):
             repo_id, _ = hub.parse(wfconfig.base(cfg, setting)[role])
-            repos[repo_id] = build_model(setting, root / repo_id, role=role)
+            repos[repo_id] = models[(setting, role)]
     data = {name: "datasets/" + hub.parse(block["dataset"])[0]
             for name, block in cfg["data"].items()}
     for name, double in (("ultrafeedback", lambda d: FakeUltraFeedback(d, n_good=N_UF)),
@@ -124,8 +124,8 @@ class MiniRun:
 
 
 @pytest.fixture(scope="module")
-def mini_run(tmp_path_factory) -> MiniRun:
-    repos = hub_repositories(tmp_path_factory.mktemp("hub"))
+def mini_run(tmp_path_factory, mini_models) -> MiniRun:
+    repos = hub_repositories(tmp_path_factory.mktemp("hub"), mini_models)
     wd = tmp_path_factory.mktemp("paper_mini")
     with FakeHub(repos) as fake_hub, FakeChatServer(fake_judges) as judges:
         # the hub is the fake one, and any other HTTP(S) request goes to a dead proxy
