@@ -223,6 +223,10 @@ def test_dice_iteration1_samples_scores_searches_alpha_and_trains(mini_run, sett
     alpha = json.loads((exp_dir / "alpha.json").read_text())
     lo, hi = cfg["defaults"]["alpha"]["bounds"]
     assert lo <= alpha["alpha"] <= hi, alpha
+    # in the paper's units: per character on the log-ratio scale (beta x that on the reward's)
+    assert alpha["score"] == "logratio", alpha
+    assert alpha["alpha_reward"] == pytest.approx(alpha["beta"] * alpha["alpha"]), alpha
+    assert alpha["beta"] == cfg["defaults"]["train"]["beta"], alpha
     assert (exp_dir / "policy" / "config.json").is_file()
     train = json.loads((exp_dir / "train_metrics.json").read_text())
     assert train["final"]["step"] == mini["defaults"]["train"]["max_steps"], setting
