@@ -413,7 +413,7 @@ def _mixed_weight_judgments():
              ("A=B", "B", 20),    # tie: 0.5, weight 1
              ("B>A", "A", 30),    # loss: 0, weight 1
              ("A>>B", "B", 10)]   # strong loss: 0, weight 3
-    rows, units = [], []
+    rows = []
     for verdict, position, count in kinds:
         for _ in range(count):
             rows.append((f"q{len(rows):03d}", position, verdict))

@@ -94,7 +94,7 @@ def test_ultrafeedback_subset_is_seeded(ultrafeedback):
 def test_ultrafeedback_subset_keeps_the_file_order(tmp_path):
     """The drawn rows come in file order: shard by shard (by name), row by row within a shard;
     the ids are in no sorted order, so neither sorting them nor the draw's order passes."""
-    snapshot = FakeUltraFeedback(tmp_path / "uf", n_good=0)
+    snapshot = FakeUltraFeedback(tmp_path / "uf", n_good=0)  # its train shards replaced below
     order = [f"id{k:03d}" for k in (37, 5, 21, 2, 30, 11, 26, 8, 39, 14, 0, 33, 17, 24, 6, 29,
                                     12, 35, 3, 19)]
     rows = [snapshot.row(pid, f"Question {pid}?", "Good.", "Bad.", 8.0, 3.5) for pid in order]
