@@ -404,3 +404,49 @@ def test_judgments_from_probabilities_carry_the_lengths():
     assert "arena_lc_score" in arena.score(j, n_bootstrap=5)
     with pytest.raises(ValueError, match="both"):
         arena.judgments_from_probabilities(["a"], [0.5], len_model=[1])
+
+
+def _mixed_weight_judgments():
+    """130 questions, one game each, every verdict kind: (verdict, model position, count)."""
+    kinds = [("B>>A", "B", 40),   # strong win: outcome 1, weight 3
+             ("A>B", "A", 30),    # win: 1, weight 1
+             ("A=B", "B", 20),    # tie: 0.5, weight 1
+             ("B>A", "A", 30),    # loss: 0, weight 1
+             ("A>>B", "B", 10)]   # strong loss: 0, weight 3
+    rows = []
+    for verdict, position, count in kinds:
+        for _ in range(count):
+            rows.append((f"q{len(rows):03d}", position, verdict))
+    outcome = {"B>>A": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "A>>B": 0.0}
+    weight = {"B>>A": 3, "A>B": 1, "A=B": 1, "B>A": 1, "A>>B": 3}
+    units = [(outcome[v], weight[v]) for _, _, v in rows]
+    return _judgments(rows), np.array(units)
+
+
+def _interval_by_resampling(y, w, unit, n=20000, seed=12345):
+    """An independent bootstrap 95 % interval (percent) of the weighted win share: resample the
+    questions (one game each here) with their weights, or the battles expanded into weight-many
+    unit battles."""
+    rng = np.random.default_rng(seed)
+    if unit == "question":
+        draws = rng.integers(0, len(y), size=(n, len(y)))
+        boot = (w * y)[draws].sum(axis=1) / w[draws].sum(axis=1)
+    else:
+        expanded = np.repeat(y, w.astype(int))
+        boot = expanded[rng.integers(0, expanded.size, size=(n, expanded.size))].mean(axis=1)
+    return 100 * np.percentile(boot, [2.5, 97.5])
+
+
+@pytest.mark.parametrize("unit", ["question", "battle"])
+def test_the_bootstrap_interval_weighs_strong_verdicts_three_times(unit):
+    j, units = _mixed_weight_judgments()
+    y, w = units[:, 0], units[:, 1]
+    out = arena.score(j, n_bootstrap=4000, seed=0, unit=unit)
+    # weighted win share, a tie half a win: (3*40 + 30 + 0.5*20) / (3*40 + 30 + 20 + 30 + 3*10)
+    assert out["arena_score"] == pytest.approx(100 * 160 / 230)
+    low, high = _interval_by_resampling(y, w, unit)
+    assert out["arena_ci_low"] == pytest.approx(low, abs=1.0)
+    assert out["arena_ci_high"] == pytest.approx(high, abs=1.0)
+    # weights ignored, the interval would centre on 80 / 130 = 61.5 %: far from these bounds
+    unweighted = _interval_by_resampling(y, np.ones_like(w), unit)
+    assert abs(unweighted[0] - low) > 4 and abs(unweighted[1] - high) > 4

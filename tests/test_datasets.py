@@ -91,6 +91,25 @@ def test_ultrafeedback_subset_is_seeded(ultrafeedback):
     assert set(a["prompt_id"]) != set(c["prompt_id"])
 
 
+def test_ultrafeedback_subset_keeps_the_file_order(tmp_path):
+    """The drawn rows come in file order: shard by shard (by name), row by row within a shard;
+    the ids are in no sorted order, so neither sorting them nor the draw's order passes."""
+    snapshot = FakeUltraFeedback(tmp_path / "uf", n_good=0)  # its train shards replaced below
+    order = [f"id{k:03d}" for k in (37, 5, 21, 2, 30, 11, 26, 8, 39, 14, 0, 33, 17, 24, 6, 29,
+                                    12, 35, 3, 19)]
+    rows = [snapshot.row(pid, f"Question {pid}?", "Good.", "Bad.", 8.0, 3.5) for pid in order]
+    snapshot.write("train_prefs-00000-of-00002.parquet", rows[:12])
+    snapshot.write("train_prefs-00001-of-00002.parquet", rows[12:])
+    for seed in range(3):
+        offline, prompts = datasets.prepare_ultrafeedback(snapshot.root, n_pairs=8, seed=seed)
+        ids = offline["prompt_id"].tolist()
+        assert len(ids) == 8
+        assert ids == [pid for pid in order if pid in set(ids)]
+        assert prompts["prompt_id"].tolist() == ids
+    everything, _ = datasets.prepare_ultrafeedback(snapshot.root, n_pairs=None)
+    assert everything["prompt_id"].tolist() == order
+
+
 def test_ultrafeedback_drops_ties_multi_turn_empty_replies_and_repeats(ultrafeedback):
     offline, prompts = datasets.prepare_ultrafeedback(ultrafeedback.root, n_pairs=None)
     assert sorted(offline["prompt_id"]) == sorted(ultrafeedback.good)

@@ -149,6 +149,30 @@ def test_the_key_never_reaches_logs_cache_or_errors(tmp_path, monkeypatch, caplo
             assert secret not in path.read_text(errors="replace"), path
 
 
+def test_a_key_echoed_in_a_successful_reply_is_redacted_in_the_cache_and_the_replies(
+        tmp_path, monkeypatch):
+    secret = "sk-ECHOED-" + "5" * 24
+    monkeypatch.setenv("DICE_TEST_SECRET", secret)
+    cache = tmp_path / "cache.jsonl"
+
+    def echo_authorization(body):  # a server that repeats the request's key in its answer
+        return f"You sent {server.requests[-1]['headers']['authorization']}; [[A>B]]"
+
+    with FakeChatServer(echo_authorization) as server:
+        client = ChatClient(server.base_url, MODEL, api_key_env="DICE_TEST_SECRET",
+                            cache=cache, concurrency=1)
+        records = client.complete_records([_conv("hello")])
+        replies = client.complete([_conv("hello")])
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {secret}"
+    assert replies == ["You sent Bearer ***; [[A>B]]"]
+    assert secret not in json.dumps(records)
+    assert secret not in cache.read_text()
+    assert "Bearer ***" in cache.read_text()
+    # a replay of the cache returns the same (redacted) reply as the live run did
+    replay = ChatClient(None, MODEL, cache=cache, replay_only=True)
+    assert replay.complete([_conv("hello")]) == replies
+
+
 def test_cache_resumes_then_replays_without_network(tmp_path, key_env):
     cache = tmp_path / "judge_cache.jsonl"
     with FakeChatServer(_echo) as server:

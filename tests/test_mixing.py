@@ -183,3 +183,19 @@ def test_the_mix_rule_draws_a_new_split_each_iteration_and_the_same_one_again(
     pd.testing.assert_frame_equal(first, mix(GENERATED, OFFLINE, 0.5, 60, iteration_seed(0, 1)))
     assert set(first["chosen"]) != set(second["chosen"])
     assert (second["source"] == "offline").sum() == 30
+
+
+def test_the_offline_pairs_are_a_seeded_draw_not_the_first_rows():
+    # offline prompts disjoint from the generated ones: every offline pair is eligible, so only
+    # the draw decides which 20 of the 200 come in
+    offline = pairs(200, "off", first_prompt=1000)
+    first_rows = set(offline["prompt_id"].iloc[:20])
+    drawn = {}
+    for seed in range(4):
+        mixed = mix(GENERATED, offline, 0.5, 40, seed=seed)
+        drawn[seed] = set(mixed.loc[mixed["source"] == "offline", "prompt_id"])
+        assert len(drawn[seed]) == 20
+        assert drawn[seed] != first_rows
+    assert len({frozenset(d) for d in drawn.values()}) == 4  # each seed draws its own 20
+    # the drawn ids span the whole offline set, not its head
+    assert max(max(d) for d in drawn.values()) > "p1100"

@@ -111,6 +111,24 @@ def test_figure2_writes_png_and_pdf(tmp_path):
     assert_png_and_pdf(png, pdf)
 
 
+def test_figure2_histograms_count_each_datasets_length_differences(tmp_path):
+    diffs = pd.DataFrame({"dataset": ["D(0)"] * 4 + ["D(alpha*)"] * 4,
+                          "len_diff": [0, 1, 2, 10, -10, 0, 0, 5]})
+    # offline |y_w| - |y_l|: 4 - 1 = 3, 1 - 8 = -7, 2 - 2 = 0
+    off = pd.DataFrame({"chosen": ["aaaa", "a", "ab"], "rejected": ["a", "aaaaaaaa", "ab"]})
+    fig = report.figure2(diffs, off, tmp_path / "figure2.png", bins=4)
+    top, bottom = fig.axes
+    # all values span [-10, 10]: 4 bins with edges -10, -5, 0, 5, 10 (the last one closed)
+    labels = [t.get_text() for t in top.get_legend().get_texts()]
+    drawn = {label: [p.get_height() for p in c] for label, c in zip(labels, top.containers)}
+    edges = [p.get_x() for p in top.containers[0]] + [10.0]
+    assert edges == pytest.approx([-10, -5, 0, 5, 10])
+    assert drawn == {"D(0): mean 3.2": [0, 0, 3, 1], "D(alpha*): mean -1.2": [1, 0, 2, 1]}
+    (offline_bars,) = bottom.containers
+    assert [t.get_text() for t in bottom.get_legend().get_texts()] == ["D_offline: mean -1.3"]
+    assert [p.get_height() for p in offline_bars] == [1, 0, 2, 0]
+
+
 def test_figure2_png_only(tmp_path):
     png = tmp_path / "figure2.png"
     report.figure2(length_diffs(), offline(), png)
@@ -184,6 +202,27 @@ def test_figure4_zooms_on_alpha_star(tmp_path):
     report.figure4(frame, png, pdf, alpha_star=0.023, judge=frame.assign(objective=alphas),
                    xlabel="alpha (log-ratio per character)")
     assert_png_and_pdf(png, pdf)
+
+
+def test_figure4_plots_the_landscapes_their_zooms_and_the_marked_alphas(tmp_path):
+    alphas = np.arange(11.0)                       # a [0, 10] box: zoom half-width 0.1 * 10 = 1
+    implicit = pd.DataFrame({"alpha": alphas, "objective": np.abs(30 - 6 * alphas)})
+    judge = pd.DataFrame({"alpha": alphas, "objective": np.abs(alphas - 2) + 1})  # min at 2
+    fig = report.figure4(implicit, tmp_path / "figure4.png", alpha_star=6.0, judge=judge)
+    left, right, left_zoom, right_zoom = fig.axes
+    curve, star = left.lines
+    assert curve.get_xdata().tolist() == alphas.tolist()
+    assert curve.get_ydata().tolist() == [30, 24, 18, 12, 6, 0, 6, 12, 18, 24, 30]
+    assert list(star.get_xdata()) == [6.0, 6.0]
+    # the zoom is centred on alpha* (6), not on the landscape's minimum (5)
+    assert left_zoom.get_xlim() == pytest.approx((5.0, 7.0))
+    assert left_zoom.lines[0].get_xdata().tolist() == [5.0, 6.0, 7.0]
+    assert left_zoom.lines[0].get_ydata().tolist() == [0.0, 6.0, 12.0]
+    assert right.lines[0].get_ydata().tolist() == (np.abs(alphas - 2) + 1).tolist()
+    marker = right.lines[-1]
+    assert (list(marker.get_xdata()), list(marker.get_ydata())) == ([2.0], [1.0])
+    assert right_zoom.get_xlim() == pytest.approx((1.0, 3.0))
+    assert right_zoom.lines[0].get_xdata().tolist() == [1.0, 2.0, 3.0]
 
 
 def test_figure4_names_a_bad_judge_landscape(tmp_path):

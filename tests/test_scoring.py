@@ -117,21 +117,64 @@ def test_score_columns_reward_and_truncation(tiny_model):
     assert len(kept) == len(df)
 
 
-def test_score_reward_is_beta_times_logratio(tiny_model, tmp_path):
-    from transformers import AutoModelForCausalLM
+@pytest.fixture(scope="module")
+def perturbed_model(tiny_model, tmp_path_factory):
+    """The tiny model with noise added to every weight: a policy that differs from its reference."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     other = AutoModelForCausalLM.from_pretrained(tiny_model)
+    gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in other.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    other.save_pretrained(tmp_path / "other")
-    from transformers import AutoTokenizer
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    path = tmp_path_factory.mktemp("perturbed") / "model"
+    other.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(path)
+    return path
 
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "other")
-    out = scoring.score(_samples(), tmp_path / "other", tiny_model, beta=0.25)
+
+def test_score_reward_is_beta_times_logratio(perturbed_model, tiny_model):
+    out = scoring.score(_samples(), perturbed_model, tiny_model, beta=0.25)
     np.testing.assert_allclose(out["logratio"], out["logp_policy"] - out["logp_ref"])
     np.testing.assert_allclose(out["reward"], 0.25 * out["logratio"])
     assert (out["logratio"] != 0).any()
+
+
+def _logp_by_hand(model_path, tokenizer, prompt: str, response: str) -> float:
+    """log pi(response | prompt): one plain forward pass over the unpadded sequence."""
+    from transformers import AutoModelForCausalLM
+
+    (e,) = scoring.encode(tokenizer, [prompt], [response])
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([e.input_ids])).logits[0].double(), -1)
+    return sum(logp[t - 1, e.input_ids[t]].item() for t in range(e.response_start,
+                                                                 len(e.input_ids)))
+
+
+def test_logp_policy_is_the_policys_and_logp_ref_the_references(perturbed_model, tiny_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    samples = _samples().iloc[[2, 3]].reset_index(drop=True)
+    out = scoring.score(samples, perturbed_model, tiny_model, beta=0.1)
+    for row in out.itertuples():
+        policy = _logp_by_hand(perturbed_model, tok, row.prompt, row.response)
+        ref = _logp_by_hand(tiny_model, tok, row.prompt, row.response)
+        assert abs(policy - ref) > 1e-2  # the two models tell apart which is which
+        assert row.logp_policy == pytest.approx(policy, abs=1e-4)
+        assert row.logp_ref == pytest.approx(ref, abs=1e-4)
+
+
+def test_implicit_reward_agreement_counts_an_exact_reward_tie_as_half(tiny_model):
+    # policy == reference: every implicit reward is exactly 0, so every pair is a tie
+    pairs = pd.DataFrame({"prompt": ["What is 1 plus 2?", "Reverse the word kabo."],
+                          "response_a": ["The answer is 3.", "obak."],
+                          "response_b": ["The answer is 4.", "The answer is kaob."],
+                          "label": [1, 0]})
+    out = scoring.implicit_reward_agreement(pairs, tiny_model, tiny_model, beta=0.1)
+    assert out["agreement"] == 0.5
+    assert out["n_pairs"] == 2
 
 
 def test_score_rejects_bad_samples(tiny_model):

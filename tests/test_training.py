@@ -1,4 +1,5 @@
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -33,17 +34,47 @@ def test_dpo_training_saves_policy_and_metrics(tiny_model, tmp_path):
     assert history == saved["log_history"]
 
 
-def test_dpo_is_seeded(tiny_model, tmp_path):
-    a = training.train_dpo(tiny_model, PAIRS, tmp_path / "a", ARGS, seed=1)
-    b = training.train_dpo(tiny_model, PAIRS, tmp_path / "b", ARGS, seed=1)
-    assert [e.get("loss") for e in a] == [e.get("loss") for e in b]
+def test_dpo_same_seed_same_losses_other_seed_other_losses(tiny_model, tmp_path):
+    def losses(seed, name):
+        history = training.train_dpo(tiny_model, PAIRS, tmp_path / name, ARGS, seed=seed)
+        return [e["loss"] for e in history if "loss" in e]
+
+    a, b, c = losses(1, "a"), losses(1, "b"), losses(2, "c")
+    assert a == b
+    assert a != c  # the seed orders the pairs into batches: steps 2 and 3 see other batches
 
 
-@pytest.mark.parametrize("loss", ["hinge", "ipo"])
-def test_other_dpo_family_losses_run(tiny_model, tmp_path, loss):
+def test_the_seed_reaches_the_trainer_and_the_resume_fingerprint(tiny_model, tmp_path,
+                                                                 monkeypatch):
+    runs = []
+
+    def record_run(cfg, build, *, fingerprint, **kwargs):  # a test double: trains nothing
+        runs.append((cfg, fingerprint))
+        return []
+
+    monkeypatch.setattr(training, "_train_resumable", record_run)
+    for seed in (3, 4):
+        training.train_dpo(tiny_model, PAIRS, tmp_path / f"s{seed}", ARGS, seed=seed)
+    (cfg3, fp3), (cfg4, fp4) = runs
+    assert (cfg3.seed, cfg3.data_seed, cfg4.seed, cfg4.data_seed) == (3, 3, 4, 4)
+    # a checkpoint of a run with another seed is another run's: never resumed from
+    assert (fp3["seed"], fp4["seed"]) == (3, 4)
+    assert {k for k in fp3 if fp3[k] != fp4[k]} == {"seed"}
+
+
+@pytest.mark.parametrize("loss, expected", [
+    ("sigmoid", math.log(2)),           # -log sigmoid(beta * 0)
+    ("hinge", 1.0),                     # relu(1 - beta * 0)
+    ("ipo", (1 / (2 * 0.1)) ** 2),      # (0 - 1 / (2 beta))^2 = 25
+])
+def test_each_loss_types_first_step_loss_is_its_formula_at_zero_margin(tiny_model, tmp_path,
+                                                                       loss, expected):
+    """TRL logs step 1's loss from the forward pass before the update, where the policy is its
+    own reference: every log-ratio is 0, so each loss type is its formula at a zero margin."""
     history = training.train_dpo(tiny_model, PAIRS, tmp_path / loss,
-                                 {**ARGS, "loss_type": [loss], "max_steps": 1}, seed=0)
-    assert any("loss" in e for e in history)
+                                 {**ARGS, "loss_type": loss, "max_steps": 1}, seed=0)
+    (step,) = [e for e in history if "loss" in e]
+    assert step["loss"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_unknown_trl_key_is_named_and_nothing_is_written(tiny_model, tmp_path):
@@ -59,14 +90,41 @@ def test_bad_pairs_are_named(tiny_model, tmp_path):
                            seed=0, source="mixed.parquet")
 
 
-def test_sft_trains_on_completions(tiny_model, tmp_path):
+def test_sft_first_loss_is_the_completion_tokens_mean_nll(tiny_model, tmp_path):
+    """SFT trains on completions only: step 1's loss (logged before the update, one batch of
+    all four demos) is the untrained model's mean negative log-likelihood over the completion
+    tokens (the completion and the turn-end token), the prompt tokens left out."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dicewf.chat import render_prompts, turn_end_token
+
     demos = PAIRS.rename(columns={"chosen": "completion"})[["prompt", "completion"]]
     history = training.train_sft(tiny_model, demos, tmp_path / "sft",
                                  {"learning_rate": 1e-3, "max_steps": 2,
-                                  "per_device_train_batch_size": 2, "logging_steps": 1,
+                                  "per_device_train_batch_size": len(demos), "logging_steps": 1,
                                   "disable_tqdm": True}, seed=0)
     assert (tmp_path / "sft" / "model.safetensors").is_file()
-    assert len([e for e in history if "loss" in e]) == 2
+    steps = [e for e in history if "loss" in e]
+    assert len(steps) == 2
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    end = turn_end_token(tok)
+    nll, n_completion, nll_all, n_all = 0.0, 0, 0.0, 0
+    for prompt, completion in zip(render_prompts(tok, demos["prompt"].tolist()),
+                                  demos["completion"]):
+        start = len(tok(prompt)["input_ids"])
+        ids = tok(prompt + completion + end)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+        token_nll = [-logp[t - 1, ids[t]].item() for t in range(1, len(ids))]
+        nll += sum(token_nll[start - 1:])
+        n_completion += len(ids) - start
+        nll_all += sum(token_nll)
+        n_all += len(ids) - 1
+    assert steps[0]["loss"] == pytest.approx(nll / n_completion, rel=1e-4)
+    assert abs(nll / n_completion - nll_all / n_all) > 1e-2  # the prompt tokens would show
 
 
 def test_summarise_keeps_the_last_finite_value():

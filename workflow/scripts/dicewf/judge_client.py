@@ -9,7 +9,8 @@ package's documented API (``openai.OpenAI(base_url=..., api_key=...)``,
 * Secrets: the API key is read from the environment variable named by ``api_key_env`` when the
   first request goes out; configuration names the variable, never the key. ``api_key_env: null``
   is for a local server started without a key (a placeholder key is sent). The key is not written
-  to the cache, to logs or to exception messages (any occurrence is replaced by ``***``).
+  to the cache, to logs or to exception messages, nor returned in a reply (any occurrence is
+  replaced by ``***``).
 * Concurrency and retries: requests run in a thread pool (``concurrency`` at a time). Transient
   failures (connection errors, timeouts, HTTP 408/409/429 and 5xx) are retried up to
   ``max_retries`` times with exponential backoff and jitter; other errors stop the batch at once.
@@ -192,6 +193,8 @@ class ChatClient:
         return records
 
     def _store(self, record: dict[str, Any]) -> None:
+        # redacted before it is kept: a reply that echoes the key returns what the cache replays
+        record = self._redact_all(record)
         with self._lock:
             self._records[record["key"]] = record
             if self.cache_path is None:
@@ -199,7 +202,7 @@ class ChatClient:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             line = json.dumps(record, ensure_ascii=False, sort_keys=True)
             with open(self.cache_path, "a", encoding="utf-8") as f:
-                f.write(self._redact(line) + "\n")
+                f.write(line + "\n")
                 f.flush()
                 os.fsync(f.fileno())
 
@@ -216,6 +219,16 @@ class ChatClient:
         if self._secret and self._secret != PLACEHOLDER_KEY:
             text = text.replace(self._secret, "***")
         return text
+
+    def _redact_all(self, value: Any) -> Any:
+        """``value`` with the key replaced by ``***`` in every string it holds (dicts, lists)."""
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, Mapping):
+            return {k: self._redact_all(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._redact_all(v) for v in value]
+        return value
 
     def _openai(self) -> Any:
         with self._lock:

@@ -103,7 +103,10 @@ def _save_figure(fig, png: str | os.PathLike, pdf: str | os.PathLike | None) -> 
 
 def figure2(length_diffs: pd.DataFrame, offline: pd.DataFrame, png, pdf=None, *,
             bins: int = 30, alpha_star: float | None = None, source: str = "<length_diffs>"):
-    """Figure 2: distribution of |y_w| - |y_l| for D(0), D(alpha*) (top) and D_offline (bottom)."""
+    """Figure 2: distribution of |y_w| - |y_l| for D(0), D(alpha*) (top) and D_offline (bottom).
+
+    Returns the (closed) matplotlib figure, whose axes hold the drawn histograms.
+    """
     plt = _pyplot()
     check_frame(length_diffs, {"dataset": "str", "len_diff": "int"}, source)
     check_frame(offline, {"chosen": "str", "rejected": "str"},
@@ -131,6 +134,7 @@ def figure2(length_diffs: pd.DataFrame, offline: pd.DataFrame, png, pdf=None, *,
     bottom.legend(fontsize=8)
     _save_figure(fig, png, pdf)
     plt.close(fig)
+    return fig
 
 
 def _pyplot():
@@ -180,7 +184,8 @@ def figure4(landscape: pd.DataFrame, png, pdf=None, *, alpha_star: float | None 
     Left: the implicit reward, with alpha* marked. Right (when ``judge`` is given): the
     LLM-as-a-Judge reward, with the minimum of its landscape marked (the paper's is at alpha=0).
     Each panel shows the whole box over a zoom on the marked alpha (:func:`zoom_range`), so the
-    dip stays resolved however narrow it is next to the box.
+    dip stays resolved however narrow it is next to the box. Returns the (closed) matplotlib
+    figure, whose axes hold the drawn lines.
     """
     plt = _pyplot()
     check_frame(landscape, {"alpha": "float", "objective": "float"}, source)
@@ -210,6 +215,7 @@ def figure4(landscape: pd.DataFrame, png, pdf=None, *, alpha_star: float | None 
     fig.tight_layout()
     _save_figure(fig, png, pdf)
     plt.close(fig)
+    return fig
 
 
 def figure1(bars: pd.DataFrame, png, pdf=None, *, iteration: int | None = None):
