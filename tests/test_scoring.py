@@ -97,8 +97,8 @@ def test_batched_scoring_equals_one_sequence_at_a_time(tiny_model):
 def _samples(n_prompts=3, k=2):
     rows = []
     for p in range(n_prompts):
-        for s in range(k):
-            rows.append((f"p{p}", f"What is {p} plus {s}?", s, f"The answer is {p + s}.",
+        for s in range(k):  # one prompt text per prompt_id, k responses to it
+            rows.append((f"p{p}", f"What is {p} plus 1?", s, f"The answer is {p + s}.",
                          "length" if (p, s) == (0, 1) else "stop", 0))
     return pd.DataFrame(rows, columns=["prompt_id", "prompt", "sample_idx", "response",
                                        "finish_reason", "seed"])

@@ -15,5 +15,5 @@ out = search.run_search(scores, snakemake.params.alpha,
 write_parquet(out.landscape, snakemake.output.landscape)
 write_parquet(out.length_diffs, snakemake.output.length_diffs)
 write_parquet(out.pairs, snakemake.output.pairs)
-write_json(out.result, snakemake.output.alpha)
+write_json(out.result, snakemake.output.alpha, allow_nan=False)  # valid JSON: null, never NaN
 print(out.result)

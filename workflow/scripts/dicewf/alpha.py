@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dicewf.io import DatasetError, check_frame
+from dicewf.io import SHOWN, DatasetError, check_frame, finite_or_none
 
 LENGTH_COLUMNS = {"chars": "len_chars", "tokens": "len_tokens"}
 METHODS = ("exact", "gp", "grid")
@@ -127,7 +127,8 @@ def _table(
         score: "float",
         column: "float",
     }
-    check_frame(scores, schema, source, finite=(score, column))
+    # one prompt text per prompt_id, or a pair could join responses to two different prompts
+    check_frame(scores, schema, source, finite=(score, column), one_prompt_per_id=True)
     negative = scores.index[scores[column].to_numpy() < 0].tolist()
     if negative:
         raise DatasetError(
@@ -470,6 +471,22 @@ def _single_beta(scores: pd.DataFrame, source: str) -> float | None:
     return float(betas[0])
 
 
+def _check_implicit_rewards(scores: pd.DataFrame, source: str) -> None:
+    """Refuse NaN or infinite implicit rewards, naming rows and prompt ids."""
+    columns = [c for c in ("logratio", "reward") if c in scores.columns]
+    values = scores[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        rows = scores.index[bad].tolist()[:SHOWN]
+        ids = (scores.loc[bad, "prompt_id"].unique().tolist()[:SHOWN]
+               if "prompt_id" in scores.columns else [])
+        raise DatasetError(
+            f"{source}: {int(bad.sum())} of {len(scores)} implicit rewards ({'/'.join(columns)}) "
+            f"are NaN or infinite, at rows {rows} (prompt ids {ids}): a NaN log-probability "
+            "means a broken policy or reference model; rescore with working models"
+        )
+
+
 def run_search(
     scores: pd.DataFrame,
     params: Mapping[str, Any],
@@ -480,7 +497,10 @@ def run_search(
     """alpha* of Eq. 6 with an experiment's ``alpha`` config block, and D(alpha*).
 
     ``params`` holds method, bounds, length_unit, grid_step, n_calls, min_responses, seed, fixed
-    and scale. Rows whose ``reward`` is NaN (an unparsed judge rating) take no part. Implicit-
+    and scale. For LLM-as-a-Judge ratings, rows whose ``reward`` is NaN (an unparsed rating)
+    take no part and are counted in ``n_unrated``; a NaN or infinite implicit reward is an error
+    (a broken model). No pair at all (every prompt's responses tie) is an error naming
+    ``source``. Non-finite numbers in the result are None, so it writes as valid JSON. Implicit-
     reward scores are shaped on ``logratio`` (see :func:`score_column`), so ``alpha`` in the
     result, ``bounds`` and ``fixed`` are per length unit on the log-ratio scale, the paper's
     units; ``alpha_reward`` = beta * alpha is the same penalty on the reward scale (None for
@@ -488,13 +508,18 @@ def run_search(
     ``scale``. ``zero_gap_in_bounds`` is False when the signed mean length difference keeps one
     sign over the whole box (alpha* may lie outside it; a warning is logged).
     """
-    unrated = scores["reward"].isna() if "reward" in scores.columns else None
-    n_unrated = 0 if unrated is None else int(unrated.sum())
-    if n_unrated:
-        log.info("%s: %d of %d responses have no reward (unparsed rating)", source, n_unrated,
-                 len(scores))
-        scores = scores[~unrated].reset_index(drop=True)
     score = score_column(scores)
+    n_unrated = 0
+    if score == "logratio":
+        # an implicit reward is never missing: a NaN log-probability means a broken model
+        _check_implicit_rewards(scores, source)
+    elif "reward" in scores.columns:
+        unrated = scores["reward"].isna()
+        n_unrated = int(unrated.sum())
+        if n_unrated:
+            log.info("%s: %d of %d responses have no reward (unparsed rating)", source,
+                     n_unrated, len(scores))
+            scores = scores[~unrated].reset_index(drop=True)
     beta = _single_beta(scores, source) if score == "logratio" else None
     common = {"length_unit": params["length_unit"], "min_responses": params["min_responses"],
               "source": source, "score": score}
@@ -511,6 +536,15 @@ def run_search(
         centre = found.alpha
     alpha = result["alpha"]
     pairs = build_pairs(scores, alpha, **common)
+    if pairs.empty:
+        n_tied = pairs.attrs["n_degenerate"]
+        raise ValueError(
+            f"{source}: no preference pair at alpha = {alpha:g}: the responses of all {n_tied} "
+            f"prompt(s) with at least {params['min_responses']} responses tie on the shaped "
+            f"{score!r} (winner and loser score the same; {pairs.attrs['n_dropped']} prompt(s) "
+            "had too few responses), so D(alpha) would be empty. Check the scores: rewards that "
+            "all tie usually mean identical policy and reference models, or identical responses"
+        )
     unshaped = build_pairs(scores, 0.0, **common)
     land = landscape(scores, landscape_grid(lo, hi, centre, landscape_points), **common)
     ends = land["mean_len_diff"].iloc[[0, -1]].to_numpy()
@@ -530,6 +564,8 @@ def run_search(
         mean_len_diff=float(pairs["len_diff"].mean()),
         mean_len_diff_alpha0=float(unshaped["len_diff"].mean()), n_unrated=n_unrated,
     )
+    # D(0) is empty when a fixed alpha > 0 breaks ties that alpha = 0 leaves: null, not NaN
+    result = finite_or_none(result)
     length_diffs = pd.concat([
         pd.DataFrame({"dataset": "D(0)", "prompt_id": unshaped["prompt_id"],
                       "len_diff": unshaped["len_diff"].astype("int64")}),

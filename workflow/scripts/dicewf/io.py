@@ -83,6 +83,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
 # LLM-as-a-Judge scores: the rewards columns and the judge's own text
 SCHEMAS["judge_scores"] = {**SCHEMAS["rewards"], "judgement": "str"}
 
+# How many offending values or rows an error message lists (it always gives the count)
+SHOWN = 5
+
 
 def _kind_ok(series: pd.Series, kind: str) -> bool:
     if kind == "str":
@@ -103,11 +106,14 @@ def check_frame(
     *,
     allow_empty: bool = False,
     finite: tuple[str, ...] = (),
+    one_prompt_per_id: bool | None = None,
 ) -> pd.DataFrame:
     """Check ``df`` against a column contract; raise :class:`DatasetError` naming what is wrong.
 
     ``schema`` is a name from :data:`SCHEMAS` or a mapping column -> kind. Columns listed in
-    ``finite`` must hold no NaN or infinite value; the first offending rows are named.
+    ``finite`` must hold no NaN or infinite value; the first offending rows are named. With
+    ``one_prompt_per_id`` (the default for a named schema with ``prompt_id`` and ``prompt``)
+    every ``prompt_id`` must carry a single prompt text (:func:`check_one_prompt_per_id`).
     """
     spec = SCHEMAS[schema] if isinstance(schema, str) else dict(schema)
     missing = [c for c in spec if c not in df.columns]
@@ -136,7 +142,30 @@ def check_frame(
                 f"{source}: column {col!r} has NaN or infinite values at rows {rows} "
                 f"({int(bad.sum())} in all)"
             )
+    if one_prompt_per_id is None:
+        one_prompt_per_id = isinstance(schema, str) and {"prompt_id", "prompt"} <= spec.keys()
+    if one_prompt_per_id:
+        check_one_prompt_per_id(df, source)
     return df
+
+
+def check_one_prompt_per_id(df: pd.DataFrame, source: str | os.PathLike = "<frame>") -> None:
+    """Refuse a ``prompt_id`` that carries two different prompt texts.
+
+    Samples, rewards and pairs are grouped by ``prompt_id``, so such an id would pair a response
+    to one prompt with a response to another. The error names ``source``, the first offending
+    ids with their rows, and how many ids are affected.
+    """
+    if df["prompt_id"].is_unique:
+        return
+    texts = df[["prompt_id", "prompt"]].drop_duplicates()
+    bad = pd.unique(texts.loc[texts["prompt_id"].duplicated(), "prompt_id"])
+    if len(bad):
+        shown = {pid: df.index[df["prompt_id"] == pid].tolist()[:SHOWN] for pid in bad[:SHOWN]}
+        raise DatasetError(
+            f"{source}: {len(bad)} prompt_id value(s) carry more than one prompt text (a "
+            f"prompt_id must name one prompt); first ones with their rows: {shown}"
+        )
 
 
 def read_parquet(path: str | os.PathLike, schema: str | Mapping[str, str] | None = None,
@@ -201,10 +230,30 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` as indented JSON atomically; numpy scalars are cast to Python numbers."""
+def write_json(obj: Any, path: str | os.PathLike, *, allow_nan: bool = True) -> None:
+    """Write ``obj`` as indented JSON atomically; numpy scalars are cast to Python numbers.
+
+    With ``allow_nan=False`` a NaN or infinite number is an error naming ``path`` rather than a
+    bare ``NaN`` (which is not JSON); :func:`finite_or_none` turns them into null first.
+    """
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=_jsonable, allow_nan=allow_nan)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc} (NaN and infinity are not JSON)") from exc
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+        tmp.write_text(text + "\n")
+
+
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (in nested dicts, lists, tuples) replaced by None,
+    so that it writes as valid JSON (null)."""
+    if isinstance(obj, Mapping):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:

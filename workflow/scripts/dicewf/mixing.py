@@ -16,7 +16,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from dicewf.io import check_frame
+from dicewf.io import SHOWN, DatasetError, check_frame
 from dicewf.seeds import derive_seed
 
 PAIR_COLUMNS = ["prompt_id", "prompt", "chosen", "rejected"]
@@ -55,6 +55,24 @@ def counts(gamma: float, n_pairs: int | None, n_generated_available: int) -> tup
     return n_pairs - n_offline, n_offline
 
 
+def _check_shared_ids(generated: pd.DataFrame, offline: pd.DataFrame, generated_source: str,
+                      offline_source: str) -> None:
+    """A prompt_id in both inputs must name the same prompt: the mixture keeps the two sources
+    apart by prompt_id."""
+    if generated.empty or offline.empty:
+        return
+    both = generated[["prompt_id", "prompt"]].drop_duplicates().merge(
+        offline[["prompt_id", "prompt"]].drop_duplicates(), on="prompt_id",
+        suffixes=("_generated", "_offline"))
+    bad = pd.unique(both.loc[both["prompt_generated"] != both["prompt_offline"], "prompt_id"])
+    if len(bad):
+        raise DatasetError(
+            f"{generated_source} and {offline_source}: {len(bad)} prompt_id value(s) name "
+            f"different prompts in the two files, e.g. {list(bad[:SHOWN])}; the mixture keeps "
+            "generated and offline pairs apart by prompt_id, so an id must name one prompt"
+        )
+
+
 def mix(
     generated: pd.DataFrame,
     offline: pd.DataFrame,
@@ -74,11 +92,14 @@ def mix(
     Raises ValueError when a side has fewer rows than the mixture asks for, except that with
     ``shortfall="shrink"`` fewer generated pairs than asked (an LLM judge's ratings often tie)
     shrink the mixture: every generated pair is used and the offline share keeps ``gamma``.
+    A ``prompt_id`` that names two different prompts, in one input or across both, is a
+    :class:`~dicewf.io.DatasetError` naming the files and the ids.
     """
     if shortfall not in ("error", "shrink"):
         raise ValueError(f"shortfall must be 'error' or 'shrink', got {shortfall!r}")
     check_frame(generated, "pairs", generated_source, allow_empty=True)
     check_frame(offline, "pairs", offline_source, allow_empty=True)
+    _check_shared_ids(generated, offline, generated_source, offline_source)
     n_generated, n_offline = counts(gamma, n_pairs, len(generated))
     if n_generated > len(generated) and shortfall == "shrink" and gamma < 1.0:
         if len(generated) == 0:

@@ -17,20 +17,25 @@ depend on how the prompt set is batched or sharded:
   ``torch.manual_seed(prompt seed)``.
 
 ``temperature == 0`` means greedy decoding (then ``n`` must be 1).
+
+Before the model is loaded, every prompt is checked against the model's context, the same way
+for both backends (:func:`new_token_budgets`): a prompt with no room for a new token is an error
+naming its prompt id; a prompt that leaves fewer than ``max_tokens`` gets the tokens left (its
+response ends ``length``, as vLLM does by itself), with a warning that counts them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import check_frame
+from .io import SHOWN, DatasetError, check_frame
 from .seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -97,6 +102,71 @@ def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     return [tokenizer(text)["input_ids"] for text in render_prompts(tokenizer, prompts)]
 
 
+# what a tokenizer without a known limit reports as model_max_length (transformers' 1e30)
+_NO_LIMIT = int(1e29)
+# config fields that hold a model's context length, by model family
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_limits(model: str | os.PathLike, tokenizer,
+                   engine: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """The limits on prompt + response tokens of the model folder ``model``, by name: its
+    config's context length (``max_position_embeddings`` or the family's equivalent), the
+    tokenizer's ``model_max_length`` when it is set, and vLLM's ``max_model_len`` in
+    ``engine`` when given. The context is the smallest of them."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model).get_text_config(decoder=True)
+    limits = {}
+    for field in CONTEXT_FIELDS:
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value > 0:
+            limits[field] = value
+            break
+    value = getattr(tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < _NO_LIMIT:
+        limits["tokenizer model_max_length"] = value
+    value = (engine or {}).get("max_model_len")
+    if value is not None:
+        limits["vllm max_model_len"] = int(value)
+    return limits
+
+
+def new_token_budgets(prompt_ids: Sequence[str], token_ids: Sequence[Sequence[int]],
+                      max_tokens: int, limits: Mapping[str, int],
+                      source: str = "<prompts>") -> list[int]:
+    """How many new tokens each prompt may get within the context (see :func:`context_limits`).
+
+    A prompt with no room for a single new token is an error naming ``source``, the first
+    prompt ids, their token counts and how many prompts are affected (vLLM refuses such a prompt
+    and fails the whole job; transformers would generate past the model's positions). A prompt
+    that fits but leaves fewer than ``max_tokens`` gets what is left: its response is cut at
+    the context with ``finish_reason`` ``length`` (as vLLM does by itself), and the number of
+    such prompts is logged as a warning. Both backends use this one check.
+    """
+    if not limits:
+        return [max_tokens] * len(token_ids)
+    context = min(limits.values())
+    lengths = [len(t) for t in token_ids]
+    over = [(pid, n) for pid, n in zip(prompt_ids, lengths, strict=True) if n >= context]
+    if over:
+        shown = dict(over[:SHOWN])
+        raise DatasetError(
+            f"{source}: {len(over)} of {len(lengths)} prompt(s) do not fit the model's context "
+            f"of {context} tokens ({limits}) with room for a new token; prompt ids and their "
+            f"token counts (chat template applied): {shown}. Shorten them or leave them out of "
+            "the prompt set (LLM-as-a-Judge prompts: lower score.judge.max_prompt_tokens)"
+        )
+    budgets = [min(max_tokens, context - n) for n in lengths]
+    capped = sum(b < max_tokens for b in budgets)
+    if capped:
+        log.warning("%s: %d of %d prompts leave fewer than max_tokens=%d new tokens in the "
+                    "context of %d tokens (%s); their responses stop at the context "
+                    "(finish_reason 'length'); the longest prompt has %d tokens", source, capped,
+                    len(lengths), max_tokens, context, limits, max(lengths))
+    return budgets
+
+
 def model_stop_token_ids(model: str | os.PathLike, tokenizer, spec: SamplingSpec) -> list[int]:
     """:func:`dicewf.chat.stop_token_ids` of the model folder ``model`` (its generation config,
     when it has one) plus ``spec.stop_token_ids``."""
@@ -124,7 +194,8 @@ def _rows(prompts: pd.DataFrame, per_prompt: list[list[tuple[str, str, int]]]) -
 
 
 def sample_vllm(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingSpec,
-                engine: Mapping[str, Any] | None = None) -> pd.DataFrame:
+                engine: Mapping[str, Any] | None = None,
+                source: str = "<prompts>") -> pd.DataFrame:
     """Sample with vLLM's offline ``LLM.generate``; ``engine`` holds ``LLM(...)`` arguments."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from transformers import AutoTokenizer
@@ -133,16 +204,18 @@ def sample_vllm(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingS
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     ids = prompt_token_ids(tokenizer, prompts["prompt"].tolist())
+    budgets = new_token_budgets(prompts["prompt_id"].tolist(), ids, spec.max_tokens,
+                                context_limits(model, tokenizer, engine), source)
     stops = model_stop_token_ids(model, tokenizer, spec)
     llm = LLM(model=str(model), seed=spec.seed, **dict(engine or {}))
     requests, params, keys = [], [], []
-    for pid, toks in zip(prompts["prompt_id"], ids, strict=True):
+    for pid, toks, budget in zip(prompts["prompt_id"], ids, budgets, strict=True):
         for k in range(spec.n):
             seed = derive_seed(spec.seed, pid, k)
             requests.append(TokensPrompt(prompt_token_ids=toks))
             params.append(
                 SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p,
-                               max_tokens=spec.max_tokens, seed=seed, stop_token_ids=stops)
+                               max_tokens=budget, seed=seed, stop_token_ids=stops)
             )
             keys.append(seed)
     outputs = llm.generate(requests, params, use_tqdm=True)
@@ -157,27 +230,29 @@ def sample_vllm(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingS
 
 
 def sample_transformers(model: str | os.PathLike, prompts: pd.DataFrame,
-                        spec: SamplingSpec) -> pd.DataFrame:
+                        spec: SamplingSpec, source: str = "<prompts>") -> pd.DataFrame:
     """Sample with transformers ``generate``, one call per prompt (K sequences each)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
+    ids = prompt_token_ids(tokenizer, prompts["prompt"].tolist())
+    budgets = new_token_budgets(prompts["prompt_id"].tolist(), ids, spec.max_tokens,
+                                context_limits(model, tokenizer), source)
     lm = AutoModelForCausalLM.from_pretrained(model)
     lm.eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm.to(device)
     stops = model_stop_token_ids(model, tokenizer, spec)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    ids = prompt_token_ids(tokenizer, prompts["prompt"].tolist())
     greedy = spec.temperature == 0
     per_prompt = []
-    for pid, toks in tqdm(list(zip(prompts["prompt_id"], ids, strict=True)), desc="sampling",
-                          mininterval=5):
+    for pid, toks, budget in tqdm(list(zip(prompts["prompt_id"], ids, budgets, strict=True)),
+                                  desc="sampling", mininterval=5):
         seed = derive_seed(spec.seed, pid)
         torch.manual_seed(seed)
         x = torch.tensor([toks], device=device)
-        kwargs: dict[str, Any] = {"do_sample": not greedy, "max_new_tokens": spec.max_tokens,
+        kwargs: dict[str, Any] = {"do_sample": not greedy, "max_new_tokens": budget,
                                   "num_return_sequences": spec.n, "eos_token_id": stops,
                                   "pad_token_id": pad}
         if not greedy:
@@ -209,8 +284,8 @@ def sample(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingSpec |
     chosen = resolve_backend(backend)
     log.info("sampling %d prompts x %d with %s: %s", len(prompts), spec.n, chosen, asdict(spec))
     if chosen == "vllm":
-        return sample_vllm(model, prompts, spec, engine)
-    return sample_transformers(model, prompts, spec)
+        return sample_vllm(model, prompts, spec, engine, source=str(source))
+    return sample_transformers(model, prompts, spec, source=str(source))
 
 
 def sample_sets(model: str | os.PathLike, sets: Mapping[str, pd.DataFrame],

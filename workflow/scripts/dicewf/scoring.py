@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import check_frame
+from .io import SHOWN, DatasetError, check_frame
+from .sampling import context_limits
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,50 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[i
     if current:
         batches.append(current)
     return batches
+
+
+def fit_context(encoded: Sequence[Encoded], prompt_ids: Sequence[str], context: int | None,
+                source: str = "<samples>") -> list[Encoded]:
+    """``encoded`` cut to the model's ``context`` tokens, for scoring.
+
+    A sequence longer than the context keeps its prompt and the first response tokens that fit:
+    its log-probability covers only those (a model cannot score tokens past its positions). How
+    many sequences were cut is logged as a warning with the first prompt ids. A prompt that
+    leaves no room for a response token is an error naming ``source`` and the prompt ids.
+    """
+    if context is None:
+        return list(encoded)
+    no_room = [(pid, e.response_start) for pid, e in zip(prompt_ids, encoded, strict=True)
+               if e.response_start >= context]
+    if no_room:
+        raise DatasetError(
+            f"{source}: {len(no_room)} of {len(encoded)} prompt(s) leave no room for a response "
+            f"token in the model's context of {context} tokens; prompt ids and prompt token "
+            f"counts: {dict(no_room[:SHOWN])}"
+        )
+    over = [i for i, e in enumerate(encoded) if len(e.input_ids) > context]
+    if over:
+        log.warning("%s: %d of %d sequences (prompt + response) are longer than the model's "
+                    "context of %d tokens (longest %d); their responses are scored on the first "
+                    "tokens that fit (truncated), e.g. prompt ids %s", source, len(over),
+                    len(encoded), context, max(len(encoded[i].input_ids) for i in over),
+                    sorted({prompt_ids[i] for i in over})[:SHOWN])
+    return [Encoded(e.input_ids[:context], e.response_start) for e in encoded]
+
+
+def check_logprobs(logps: np.ndarray, frame: pd.DataFrame, model: str | os.PathLike,
+                   source: str = "<samples>") -> None:
+    """Refuse NaN or infinite log-probabilities of ``model`` (rows of ``frame``): they come from
+    a broken model (NaN weights, an overflow in its dtype), never from a response."""
+    bad = ~np.isfinite(logps)
+    if bad.any():
+        rows = frame.loc[bad, ["prompt_id", "sample_idx"]].head(SHOWN)
+        raise ValueError(
+            f"{source}: model {model} gives NaN or infinite log-probabilities for "
+            f"{int(bad.sum())} of {len(logps)} responses, e.g. (prompt_id, sample_idx) "
+            f"{list(rows.itertuples(index=False, name=None))}: the model is broken (NaN weights, "
+            "or an overflow: try score.dtype float32)"
+        )
 
 
 def sequence_logprobs(model, encoded: Sequence[Encoded], *, max_tokens_per_batch: int,
@@ -199,7 +244,10 @@ def score(samples: pd.DataFrame, policy: str | os.PathLike, ref: str | os.PathLi
     """Implicit rewards of sampled responses under ``policy`` against ``ref``.
 
     Adds logp_policy, logp_ref, logratio (their difference), beta, reward (beta * logratio),
-    len_chars and len_tokens (response tokens including the turn-end token). Responses that hit
+    len_chars and len_tokens (response tokens including the turn-end token, all of them, also
+    where a sequence longer than the models' context is scored on the tokens that fit, see
+    :func:`fit_context`). NaN or infinite log-probabilities are an error naming the model and
+    the rows (:func:`check_logprobs`). Responses that hit
     the token limit (``finish_reason == "length"``) are dropped when ``drop_truncated`` (as the
     DICE code does), and the other filters of :func:`finished` (whitespace, character bounds)
     apply.
@@ -211,13 +259,17 @@ def score(samples: pd.DataFrame, policy: str | os.PathLike, ref: str | os.PathLi
                   min_chars=min_chars, max_chars=max_chars)
     tokenizer = AutoTokenizer.from_pretrained(policy)
     encoded = encode(tokenizer, df["prompt"].tolist(), df["response"].tolist())
+    context = min([*context_limits(policy, tokenizer).values(),
+                   *context_limits(ref, tokenizer).values()], default=None)
+    scored = fit_context(encoded, df["prompt_id"].tolist(), context, source=str(source))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     logps = {}
     for name, path in (("policy", policy), ("ref", ref)):
         model = load_model(path, dtype, attn_implementation)
-        logps[name] = sequence_logprobs(model, encoded, max_tokens_per_batch=max_tokens_per_batch,
+        logps[name] = sequence_logprobs(model, scored, max_tokens_per_batch=max_tokens_per_batch,
                                         pad_token_id=pad, desc=f"scoring ({name})")
         del model
+        check_logprobs(logps[name], df, path, source=str(source))
     out = df.copy()
     out["logp_policy"] = logps["policy"]
     out["logp_ref"] = logps["ref"]

@@ -21,8 +21,12 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike):
-    """Train a byte-level BPE on ``texts`` and save it as a transformers tokenizer in ``out_dir``."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike, *,
+                    model_max_length: int | None = None):
+    """Train a byte-level BPE on ``texts`` and save it as a transformers tokenizer in ``out_dir``.
+
+    ``model_max_length`` None leaves it unset (no limit): :func:`init_model` sets it to the
+    model's ``max_position_embeddings``, so tokenizer and model agree on the context."""
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -42,7 +46,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.Pat
         pad_token=PAD,
         bos_token=None,
         chat_template=CHAT_TEMPLATE,
-        model_max_length=512,
+        **({} if model_max_length is None else {"model_max_length": model_max_length}),
     )
     fast.save_pretrained(out_dir)
     return fast
@@ -51,11 +55,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.Pat
 def init_model(tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, *, hidden_size: int,
                num_hidden_layers: int, num_attention_heads: int, intermediate_size: int,
                max_position_embeddings: int, seed: int):
-    """Randomly initialise a Llama for the tokenizer in ``tokenizer_dir``; save model + tokenizer."""
+    """Randomly initialise a Llama for the tokenizer in ``tokenizer_dir``; save model + tokenizer.
+
+    The saved tokenizer's ``model_max_length`` is ``max_position_embeddings``: both state the
+    same context (the weights do not depend on it)."""
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.model_max_length = max_position_embeddings
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden_size,
