@@ -13,8 +13,11 @@ from dicewf import config as cfg  # noqa: E402
 from dicewf import batching  # noqa: E402
 from dicewf import hub  # noqa: E402
 from dicewf import paper  # noqa: E402
+from dicewf import secrets  # noqa: E402
 
 
+# first: a key in config is refused naming its path (the schema's errors would quote it)
+secrets.check(config)
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 cfg.check_standalone(config)
 

@@ -171,6 +171,24 @@ rule mix:
         "../scripts/mix.py"
 
 
+rule train_args:
+    # The train block as the file train_launch.py reads (--args): hyperparameters stay off the
+    # train job's command line (recorded in .snakemake/metadata and in Snakemake's error output).
+    # A changed block rewrites the file, which reruns the train job.
+    output:
+        args="results/{exp}/iter{iter}/train_args.json",
+    params:
+        args=lambda w: xp(w)["train"],  # DPOConfig (KTOConfig) fields
+    log:
+        "logs/{exp}/iter{iter}/train_args.log",
+    localrule: True
+    run:
+        from dicewf.io import write_json
+
+        write_json(params.args, output.args)
+        Path(log[0]).write_text(f"{output.args}: {len(params.args)} training fields\n")
+
+
 rule train:
     # DPO on the mixed pairs (Algorithm 1 line 6; or KTO, or length-regularised DPO with
     # `length_penalty`, for the paper's ablations), one process per GPU of the job's gpu
@@ -184,13 +202,12 @@ rule train:
         model=prev_policy,
         ref=train_reference,
         pairs="results/{exp}/iter{iter}/mixed.parquet",
+        args=rules.train_args.output.args,
         code=workflow.source_path("../scripts/train_launch.py"),
     output:
         model=directory("results/{exp}/iter{iter}/policy"),
         metrics="results/{exp}/iter{iter}/train_metrics.json",
     params:
-        # DPOConfig fields as JSON: a changed hyperparameter reruns the job
-        args=lambda w: json.dumps(xp(w)["train"], sort_keys=True),
         seed=config["seed"],
         # input.code is Snakemake's cached copy of the script, away from its dicewf package
         scripts=str(Path(workflow.basedir) / "workflow" / "scripts"),
@@ -224,6 +241,6 @@ rule train:
         " --num_processes {params.processes} {params.device}"
         " {input.code:q} --model {input.model:q} --pairs {input.pairs:q}"
         " --ref {input.ref:q} --out {output.model:q} --metrics {output.metrics:q}"
-        " --args {params.args:q} --seed {params.seed}"
+        " --args {input.args:q} --seed {params.seed}"
         " --trainer {params.trainer} --length-penalty {params.length_penalty}"
         " > {log:q} 2>&1"

@@ -3,12 +3,15 @@
 Snakemake's `script:` runs one process, so the `train` rule runs
 
     accelerate launch --config_file workflow/accelerate/<name>.yaml --num_processes <gpus> \\
-        workflow/scripts/train_launch.py --model ... --pairs ... --out ... --args '<json>'
+        workflow/scripts/train_launch.py --model ... --pairs ... --out ... \\
+        --args results/<exp>/iter<t>/train_args.json
 
 Every process runs this file and calls :func:`dicewf.training.train_dpo`; only the main process
 writes the outputs and the log lines of this script. Plain `python train_launch.py ...` is one
 process. ``--args`` holds literal TRL config fields (``DPOConfig``, or ``KTOConfig`` with
-``--trainer kto``), as a JSON string or the path of a JSON/YAML file; ``save_steps: N`` turns on
+``--trainer kto``), as a JSON string or the path of a JSON/YAML file (the rule passes the file
+that its ``train_args`` job writes, so no hyperparameter is on the recorded command line; a
+secret is refused, :mod:`dicewf.secrets`); ``save_steps: N`` turns on
 resumable checkpoints in ``<out>.checkpoints/`` (``--checkpoint-dir`` overrides the folder).
 ``--length-penalty LAMBDA`` (> 0) trains length-regularised DPO (``loss_type`` sigmoid only).
 ``global_batch_size`` in ``--args`` (ours, not TRL's) sets ``gradient_accumulation_steps`` from

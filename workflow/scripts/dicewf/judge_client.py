@@ -9,8 +9,8 @@ package's documented API (``openai.OpenAI(base_url=..., api_key=...)``,
 * Secrets: the API key is read from the environment variable named by ``api_key_env`` when the
   first request goes out; configuration names the variable, never the key. ``api_key_env: null``
   is for a local server started without a key (a placeholder key is sent). The key is not written
-  to the cache, to logs or to exception messages, nor returned in a reply (any occurrence is
-  replaced by ``***``).
+  to the cache, to logs or to exception messages, nor returned in a reply or a record, live or
+  replayed from the cache (any occurrence is replaced by ``***``).
 * Concurrency and retries: requests run in a thread pool (``concurrency`` at a time). Transient
   failures (connection errors, timeouts, HTTP 408/409/429 and 5xx) are retried up to
   ``max_retries`` times with exponential backoff and jitter; other errors stop the batch at once.
@@ -216,8 +216,11 @@ class ChatClient:
 
     # ------------------------------------------------------------------ network
     def _redact(self, text: str) -> str:
-        if self._secret and self._secret != PLACEHOLDER_KEY:
-            text = text.replace(self._secret, "***")
+        secret = self._secret
+        if secret is None and self.api_key_env:  # replaying: the key a request would send
+            secret = os.environ.get(self.api_key_env)
+        if secret and secret != PLACEHOLDER_KEY:
+            text = text.replace(secret, "***")
         return text
 
     def _redact_all(self, value: Any) -> Any:
@@ -328,7 +331,9 @@ class ChatClient:
                  len(keys), len(set(keys)), n_cached, len(todo))
         if todo:
             self._run(todo)
-        return [self._records[k] for k in keys]
+        # redacted again on the way out: a cache recorded before replies were redacted (or by
+        # another tool) may hold the key, and what is returned lands in judgments and logs
+        return [self._redact_all(self._records[k]) for k in keys]
 
     def _run(self, todo: Mapping[str, Sequence[Message]]) -> None:
         if self.replay_only:  # fail before anything is sent, naming the first miss

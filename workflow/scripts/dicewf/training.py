@@ -69,6 +69,7 @@ import pandas as pd
 from .batching import GLOBAL_BATCH_KEY, trl_batch_args
 from .chat import for_trl, render_prompts
 from .io import atomic_path, check_frame, write_json
+from .secrets import check as check_secrets
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ TRAINERS = ("dpo", "kto")
 def _device_defaults(args: dict[str, Any]) -> dict[str, Any]:
     import torch
 
+    # TRL pickles its config into every checkpoint and policy folder (training_args.bin): no
+    # hub_token or other secret may reach it (the Hub reads HF_TOKEN from the environment)
+    check_secrets(args, where="training arguments")
     out = dict(args)
     # `accelerate launch --cpu` (the train rule with gpu=0) means the CPU even where CUDA is seen
     forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
