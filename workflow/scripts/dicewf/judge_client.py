@@ -112,7 +112,15 @@ class MalformedReplyError(Exception):
 
 
 def _excerpt(value: Any, width: int = 200) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    """What came back, for an error message: its text or JSON, clipped to ``width``."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        text = value
+    elif hasattr(value, "model_dump_json"):  # the openai package's response models
+        text = value.model_dump_json(exclude_none=True)
+    else:
+        text = repr(value)
     text = " ".join(text.split())
     return repr(text if len(text) <= width else text[: width - 3] + "...")
 
@@ -225,6 +233,7 @@ class ChatClient:
         self._deadline: float | None = None  # time.monotonic() when budget_s runs out
         self._started: float | None = None
         self._failed_attempts = 0
+        self._stop = threading.Event()  # set when a batch has failed: in-flight requests stop
         self._client: Any = None
         self._secret: str | None = None
         if self.cache_path is not None and self.cache_path.exists():
@@ -360,10 +369,12 @@ class ChatClient:
 
     def _budget_error(self, done: int | None = None, total: int | None = None) -> BudgetError:
         got = f" with {done} of {total} replies" if total is not None else ""
+        kept = (f"the replies so far are kept in {self.cache_path}" if self.cache_path
+                else "no cache keeps the replies so far")
         return BudgetError(
             f"{self.name}: the time budget of {self.budget_s:g} s (budget_s) ran out{got} "
-            f"({self._failed_attempts} failed attempts); the replies so far are kept in "
-            f"{self.cache_path or '(no cache)'}. Check the server, or raise budget_s / timeout"
+            f"({self._failed_attempts} failed attempts); {kept}. Check the server, or raise "
+            "budget_s or timeout"
         )
 
     def _request(self, key: str, messages: Sequence[Message]) -> dict[str, Any]:
@@ -379,6 +390,8 @@ class ChatClient:
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
                 raise self._budget_error()
+            if attempt and self._stop.is_set():
+                raise JudgeError(f"{self.name}: request abandoned as another one failed")
             timeout = self.timeout if remaining is None else min(self.timeout, remaining)
             try:
                 completion = client.chat.completions.create(
@@ -485,6 +498,7 @@ class ChatClient:
                 self._deadline = self._started + self.budget_s
         done = 0
         error: BaseException | None = None
+        self._stop.clear()
         next_report = time.monotonic() + self.progress_s
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             pending = {pool.submit(self._request, k, m) for k, m in todo.items()}
@@ -492,6 +506,7 @@ class ChatClient:
                 remaining = self._remaining()
                 if remaining is not None and remaining <= 0 and error is None:
                     error = self._budget_error(done, len(todo))
+                    self._stop.set()
                     for other in pending:
                         other.cancel()
                 wait_s = max(0.0, next_report - time.monotonic())
@@ -505,6 +520,7 @@ class ChatClient:
                     if exc is not None:
                         if error is None:  # stop what has not started; keep what is in flight
                             error = exc
+                            self._stop.set()  # and no more retries of what is
                             for other in pending:
                                 other.cancel()
                         continue
@@ -516,6 +532,8 @@ class ChatClient:
                 if time.monotonic() >= next_report or (not pending and error is None):
                     self._progress(done, len(todo))
                     next_report = time.monotonic() + self.progress_s
+        if isinstance(error, BudgetError):  # raised in a thread: say how far the batch got
+            error = self._budget_error(done, len(todo))
         if error is not None:
             raise error
 
