@@ -482,3 +482,25 @@ def test_the_bootstrap_interval_weighs_strong_verdicts_three_times(unit):
     # weights ignored, the interval would centre on 80 / 130 = 61.5 %: far from these bounds
     unweighted = _interval_by_resampling(y, np.ones_like(w), unit)
     assert abs(unweighted[0] - low) > 4 and abs(unweighted[1] - high) > 4
+
+
+def test_the_judge_caches_are_declared_outputs_so_forcerun_clears_them(tmp_path):
+    """Issue 12: an undeclared cache survived --forcerun. Both API judges' caches are outputs
+    (a dry run of the paper config can build them), their resume files are not."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).parents[1]
+    targets = ["results/eval/zephyr_base/arena_hard/judge_cache.jsonl",
+               "results/agreement/judge_cache.jsonl"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", "Snakefile", "-d", str(tmp_path), "-n",
+         "--configfile", "config/paper.yaml", "--forcerun", "arena_hard_judge", "agreement",
+         "--", *targets],
+        cwd=repo, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+        timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert all(t in out for t in targets)
+    assert "partial" not in out
