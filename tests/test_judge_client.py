@@ -290,8 +290,10 @@ def test_replies_without_a_verdict_are_cached_as_such_and_asked_again_by_a_rerun
     cache = tmp_path / "cache.jsonl"
     convs = [_conv(f"q{i}") for i in range(4)]
     with FakeChatServer(lambda body: "I cannot decide.") as broken:
-        records = _client(broken, key_env, cache=cache, max_retries=1).complete_records(
-            convs, valid=_has_verdict)
+        client = _client(broken, key_env, cache=cache, max_retries=1)
+        records = client.complete_records(convs, valid=_has_verdict)
+        client.complete_records(convs, valid=_has_verdict)  # the same run does not ask again
+        assert len(broken.requests) == 4
     assert [r["response"] for r in records] == ["I cannot decide."] * 4
     lines = [json.loads(line) for line in cache.read_text().splitlines()]
     assert [(r["valid"], r["asks"]) for r in lines] == [(False, 1)] * 4

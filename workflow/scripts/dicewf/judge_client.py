@@ -229,6 +229,7 @@ class ChatClient:
         self.cache_path = Path(cache) if cache is not None else None
         self._records: dict[str, dict[str, Any]] = {}
         self._used: dict[str, None] = {}  # keys returned by this client, in order (export)
+        self._sent: set[str] = set()  # keys this client asked (a reply is re-asked once a run)
         self._lock = threading.Lock()
         self._deadline: float | None = None  # time.monotonic() when budget_s runs out
         self._started: float | None = None
@@ -461,7 +462,8 @@ class ChatClient:
             rec = self._records.get(key)
             if rec is None:
                 todo[key] = messages
-            elif valid is not None and not valid(rec) and not self.replay_only:
+            elif (valid is not None and not self.replay_only and key not in self._sent
+                  and not valid(rec)):
                 if rec.get("asks", 1) <= self.max_retries:
                     todo[key] = messages
                     reask += 1
@@ -475,6 +477,7 @@ class ChatClient:
             log.warning("%s: %d cached replies without a verdict were asked %d times already "
                         "(max_retries); replaying them", self.name, spent, 1 + self.max_retries)
         if todo:
+            self._sent.update(todo)
             self._run(todo, valid)
         self._used.update(dict.fromkeys(keys))
         records = [self._records[k] for k in keys]
