@@ -7,8 +7,15 @@ parsed request body and returns one of:
 * a string: sent as the assistant message, in a well-formed chat completion;
 * a ``dict`` with a ``"status"`` (int) key: sent as an error response with that HTTP status and
   the dict's ``"error"`` body (used to simulate rate limits and server errors);
+* a ``dict`` with a ``"raw"`` (str) key: sent as the body as it is, with HTTP status
+  ``"raw_status"`` (default 200) and ``"content_type"`` (default ``text/html``): a proxy's error
+  page, a truncated body;
+* a ``dict`` with a ``"body"`` key: that JSON as the whole response body with status 200 (a
+  completion without ``choices``, say);
 * any other ``dict``: a partial choice merged into the completion's first choice (e.g.
   ``{"message": {...}, "logprobs": {...}}``), for annotators that read log-probabilities.
+
+A slow or hanging server is a ``reply`` that sleeps before it returns.
 
 Every request is recorded (``requests``: path, body and headers, header names in lower case) so
 tests can check what was sent, e.g. the ``authorization`` header. Use it as a context manager;
@@ -65,21 +72,37 @@ class FakeChatServer:
                     self._send(answer["status"], {"error": answer.get("error", {})},
                                answer.get("headers", {}))
                     return
+                if isinstance(answer, dict) and "raw" in answer:
+                    self._send_raw(answer.get("raw_status", 200), answer["raw"].encode(),
+                                   answer.get("content_type", "text/html"))
+                    return
+                if isinstance(answer, dict) and "body" in answer:
+                    self._send(200, answer["body"])
+                    return
                 self._send(200, fake._completion(body, answer))
 
             def _send(self, status: int, payload: dict[str, Any],
                       headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                self._send_raw(status, json.dumps(payload).encode(), "application/json",
+                               headers)
+
+            def _send_raw(self, status: int, data: bytes, content_type: str,
+                          headers: dict[str, str] | None = None) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a timeout test)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # a short poll interval: shutdown() returns at once, not after up to 0.5 s
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
         self._thread.start()
         return self
 

@@ -53,6 +53,13 @@ def test_rate_counts_agreement_ties_as_half_and_skips_unlabelled():
         agreement.rate([1.0], [0.0], [np.nan])
 
 
+def test_no_labelled_tuple_names_the_judge_and_the_count():
+    agreement.check_labelled([np.nan, 1.0], "judge 'gpt-4o'")
+    with pytest.raises(ValueError, match=r"judge 'gpt-4o' at http://x/v1 \(replies in c.jsonl\) "
+                                         r"labelled none of the 3 tuples"):
+        agreement.check_labelled([np.nan] * 3, "judge 'gpt-4o' at http://x/v1 (replies in c.jsonl)")
+
+
 def test_gold_labels_follow_the_gold_judges_preference():
     task = toyworld.Task("t0", "add", "What is 2 + 3?", "5", "2 3")
     judge = toyworld.JudgeSpec(temperature=0.1, length_bias=0.0, length_scale=40.0)

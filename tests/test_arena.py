@@ -12,7 +12,7 @@ import pytest
 
 from dicewf import arena
 from dicewf.io import DatasetError
-from dicewf.judge_client import ChatClient
+from dicewf.judge_client import ChatClient, JudgeError
 
 
 
@@ -271,11 +271,36 @@ def test_judge_accepts_the_benchmarks_prompt_at_run_time():
 
 
 def test_an_ambiguous_judgment_is_not_followed_up_and_not_counted():
-    with FakeChatServer(lambda body: "Maybe [[A>B]]; on reflection [[B>A]].") as server:
+    def reply(body):
+        if "Question 1" in body["messages"][1]["content"]:
+            return "Maybe [[A>B]]; on reflection [[B>A]]."
+        return "[[A=B]]"
+
+    with FakeChatServer(reply) as server:
         client = ChatClient(server.base_url, "judge", api_key_env=None)
-        judgments = arena.judge(QUESTIONS[:1], RESPONSES, QUESTIONS, client)
-    assert len(server.requests) == 2
-    assert judgments["verdict"].isna().all() and (judgments["attempts"] == 1).all()
+        judgments = arena.judge(QUESTIONS[:2], RESPONSES, QUESTIONS, client)
+    assert len(server.requests) == 4
+    q1 = judgments[judgments["prompt_id"] == "q1"]
+    assert q1["verdict"].isna().all() and (q1["attempts"] == 1).all()
+    assert (judgments.loc[judgments["prompt_id"] == "q2", "verdict"] == "A=B").all()
+
+
+def test_a_judge_without_verdicts_is_named_and_a_rerun_asks_it_again(tmp_path):
+    """Issue 12: 240 replies without a verdict were cached and replayed by every rerun."""
+    cache = tmp_path / "judge_cache.jsonl"
+    with FakeChatServer(lambda body: "I am a chatbot, how can I help?") as broken:
+        client = ChatClient(broken.base_url, "judge", api_key_env=None, cache=cache)
+        with pytest.raises(JudgeError) as err:
+            arena.judge(QUESTIONS, RESPONSES, QUESTIONS, client)
+        assert len(broken.requests) == 16  # 8 games, each followed up once
+    message = str(err.value)
+    assert "'judge'" in message and broken.base_url in message and str(cache) in message
+    assert "no verdict in 8 of 8 games" in message
+    with FakeChatServer(fake_arena_judge) as fixed:  # the rerun asks again, not replays
+        client = ChatClient(fixed.base_url, "judge", api_key_env=None, cache=cache)
+        judgments = arena.judge(QUESTIONS, RESPONSES, QUESTIONS, client)
+        assert len(fixed.requests) == 12  # 8 games asked again, 4 follow-ups
+    assert judgments["verdict"].notna().sum() == 6  # q4 never gives one
 
 
 def test_judge_needs_exactly_one_response_per_question():
@@ -305,7 +330,8 @@ def test_snakemake_adapter_writes_judgments_and_metrics(tmp_path, restore_loggin
             input=Namedlist(fromdict={"responses": str(tmp_path / "responses.parquet"),
                                       "questions": str(tmp_path / "questions.parquet")}),
             output=Namedlist(fromdict={"judgments": str(tmp_path / "out" / "judgments.parquet"),
-                                       "metrics": str(tmp_path / "out" / "metrics.json")}),
+                                       "metrics": str(tmp_path / "out" / "metrics.json"),
+                                       "judge_cache": str(tmp_path / "out" / "judge_cache.jsonl")}),
             params=Namedlist(fromdict={"judge": {"base_url": server.base_url, "model": "judge",
                                                  "api_key_env": None},
                                        "n_bootstrap": 20, "seed": 0}),
@@ -315,7 +341,13 @@ def test_snakemake_adapter_writes_judgments_and_metrics(tmp_path, restore_loggin
     assert metrics["arena_score"] == pytest.approx(80.0)
     assert metrics["n"] == 3 and metrics["judge_model"] == "judge"
     assert len(read_parquet(tmp_path / "out" / "judgments.parquet")) == 8
-    assert "judge judge: 8 requests" in (tmp_path / "log" / "arena.log").read_text()
+    log = (tmp_path / "log" / "arena.log").read_text()
+    assert f"judge 'judge' at {server.base_url}: 8 requests" in log
+    assert "8/8 replies, 0 failed attempts" in log  # progress
+    # the replies are in the declared cache; no resume file is left for --forcerun to miss
+    cached = (tmp_path / "out" / "judge_cache.jsonl").read_text().splitlines()
+    assert len(cached) == 12
+    assert not (tmp_path / "out" / "judge_cache.partial.jsonl").exists()
 
 
 # --------------------------------------------------------------------------- length control
@@ -450,3 +482,25 @@ def test_the_bootstrap_interval_weighs_strong_verdicts_three_times(unit):
     # weights ignored, the interval would centre on 80 / 130 = 61.5 %: far from these bounds
     unweighted = _interval_by_resampling(y, np.ones_like(w), unit)
     assert abs(unweighted[0] - low) > 4 and abs(unweighted[1] - high) > 4
+
+
+def test_the_judge_caches_are_declared_outputs_so_forcerun_clears_them(tmp_path):
+    """Issue 12: an undeclared cache survived --forcerun. Both API judges' caches are outputs
+    (a dry run of the paper config can build them), their resume files are not."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).parents[1]
+    targets = ["results/eval/zephyr_base/arena_hard/judge_cache.jsonl",
+               "results/agreement/judge_cache.jsonl"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", "Snakefile", "-d", str(tmp_path), "-n",
+         "--configfile", "config/paper.yaml", "--forcerun", "arena_hard_judge", "agreement",
+         "--", *targets],
+        cwd=repo, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+        timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert all(t in out for t in targets)
+    assert "partial" not in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import shutil
 import threading
 import time
@@ -233,3 +234,201 @@ def test_from_config_passes_extra_keys_to_create_and_rejects_typos():
         ChatClient.from_config({"base_url": None, "model": MODEL, "api_key": "sk-in-config"})
     with pytest.raises(ValueError, match="replay_only needs a cache"):
         ChatClient(None, MODEL, replay_only=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed replies, replies without a verdict, slow and hanging servers, progress (issue 12)
+
+def _client(server, key_env, **kwargs):
+    kwargs = {"max_retries": 2, "backoff_s": 0.01, "timeout": 5.0, **kwargs}
+    return ChatClient(server.base_url, MODEL, api_key_env=key_env, **kwargs)
+
+
+def _flaky(bad, n_bad):
+    """A reply function that answers ``bad`` the first ``n_bad`` times, then "fine"."""
+    count = {"n": 0}
+    lock = threading.Lock()
+
+    def reply(body):
+        with lock:
+            count["n"] += 1
+            return bad if count["n"] <= n_bad else "fine"
+    return reply
+
+
+HTML = {"raw": "<html><body><h1>502 Bad Gateway</h1> nginx</body></html>"}
+NO_CHOICES = {"body": {"id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
+                       "choices": []}}
+NO_CONTENT = {"message": {"content": None}}
+
+
+@pytest.mark.parametrize("bad, what", [
+    (HTML, r"not JSON: '<html><body><h1>502 Bad Gateway"),
+    (NO_CHOICES, "without choices"),
+    (NO_CONTENT, "without message content"),
+], ids=["non-json-200", "no-choices", "no-content"])
+def test_a_malformed_reply_is_retried_then_named_with_the_endpoint(key_env, bad, what):
+    with FakeChatServer(_flaky(bad, 2)) as server:  # two bad replies, then a good one
+        assert _client(server, key_env).complete([_conv("x")]) == ["fine"]
+        assert len(server.requests) == 3
+    with FakeChatServer(lambda body: bad) as server:
+        with pytest.raises(JudgeError) as err:
+            _client(server, key_env).complete([_conv("which?")])
+        assert len(server.requests) == 3  # 1 + max_retries
+    message = str(err.value)
+    assert server.base_url in message and MODEL in message and "after 3 attempts" in message
+    assert re.search(what, message), message
+    assert "sk-test-not-a-real-key" not in message
+
+
+def _has_verdict(record):
+    return "[[" in record["response"]
+
+
+def test_replies_without_a_verdict_are_cached_as_such_and_asked_again_by_a_rerun(
+        tmp_path, key_env):
+    cache = tmp_path / "cache.jsonl"
+    convs = [_conv(f"q{i}") for i in range(4)]
+    with FakeChatServer(lambda body: "I cannot decide.") as broken:
+        client = _client(broken, key_env, cache=cache, max_retries=1)
+        records = client.complete_records(convs, valid=_has_verdict)
+        client.complete_records(convs, valid=_has_verdict)  # the same run does not ask again
+        assert len(broken.requests) == 4
+    assert [r["response"] for r in records] == ["I cannot decide."] * 4
+    lines = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert [(r["valid"], r["asks"]) for r in lines] == [(False, 1)] * 4
+    # the server is fixed: a rerun asks the four again instead of replaying them
+    with FakeChatServer(lambda body: "[[A>B]]") as fixed:
+        replies = _client(fixed, key_env, cache=cache, max_retries=1).complete(
+            convs, valid=_has_verdict)
+        assert replies == ["[[A>B]]"] * 4
+        assert len(fixed.requests) == 4
+        # a further run replays the answers with a verdict: nothing is sent
+        _client(fixed, key_env, cache=cache, max_retries=1).complete(convs, valid=_has_verdict)
+        assert len(fixed.requests) == 4
+    replay = ChatClient(None, MODEL, cache=cache, replay_only=True)
+    assert replay.complete(convs, valid=_has_verdict) == ["[[A>B]]"] * 4
+
+
+def test_a_reply_without_a_verdict_is_asked_again_at_most_max_retries_times(tmp_path, key_env,
+                                                                           caplog):
+    cache = tmp_path / "cache.jsonl"
+    with FakeChatServer(lambda body: "no verdict") as server:
+        for _ in range(4):
+            _client(server, key_env, cache=cache, max_retries=2).complete(
+                [_conv("x")], valid=_has_verdict)
+    assert len(server.requests) == 3  # asked by runs 1-3; run 4 replays
+    assert "asked 3 times already" in caplog.text
+
+
+def _progress_lines(caplog):
+    return [r.getMessage() for r in caplog.records if "replies," in r.getMessage()]
+
+
+def test_a_slow_reply_within_the_timeout_is_accepted_with_progress_while_waiting(key_env,
+                                                                                  caplog):
+    caplog.set_level(logging.INFO, logger="dicewf.judge_client")
+
+    def slow(body):
+        time.sleep(0.7)
+        return "late but fine"
+
+    with FakeChatServer(slow) as server:
+        client = _client(server, key_env, timeout=3.0, progress_s=0.2)
+        assert client.complete([_conv("x")]) == ["late but fine"]
+    assert len(server.requests) == 1
+    lines = _progress_lines(caplog)
+    assert any("0/1 replies, 0 failed attempts" in line for line in lines), lines
+    assert "1/1 replies" in lines[-1]
+
+
+def _hang(body):
+    time.sleep(4)
+    return "too late"
+
+
+def test_a_hanging_server_times_out_per_request_is_named_and_shows_progress(key_env, caplog):
+    caplog.set_level(logging.INFO, logger="dicewf.judge_client")
+    start = time.monotonic()
+    with FakeChatServer(_hang) as server:
+        with pytest.raises(JudgeError) as err:
+            _client(server, key_env, timeout=0.4, max_retries=1, progress_s=0.15).complete(
+                [_conv("x")])
+        assert len(server.requests) == 2
+    assert time.monotonic() - start < 3.0
+    message = str(err.value)
+    assert "Timeout" in message and server.base_url in message and MODEL in message
+    # while it hangs, the log says so: nothing done, the failed attempt counted
+    assert any("0/1 replies, 1 failed attempts" in line for line in _progress_lines(caplog))
+
+
+def test_the_total_budget_stops_a_batch_and_names_the_judge(key_env):
+    start = time.monotonic()
+    with FakeChatServer(_hang) as server:
+        client = _client(server, key_env, timeout=0.4, max_retries=10, budget_s=1.0,
+                         concurrency=2)
+        with pytest.raises(JudgeError, match=r"time budget of 1 s \(budget_s\) ran out") as err:
+            client.complete([_conv(f"q{i}") for i in range(6)])
+    assert time.monotonic() - start < 3.0
+    assert MODEL in str(err.value) and server.base_url in str(err.value)
+
+
+def test_a_hang_cannot_block_a_request_for_an_hour_by_default():
+    client = ChatClient(None, MODEL)
+    worst = client.timeout * (1 + client.max_retries) + sum(
+        min(client.backoff_s * 2**i, client.max_backoff_s) * 1.25
+        for i in range(client.max_retries))
+    assert worst < 20 * 60
+    assert client.budget_s is not None
+
+
+def test_progress_is_logged_with_failures_and_a_500_recovers(key_env, caplog):
+    caplog.set_level(logging.INFO, logger="dicewf.judge_client")
+    count = {"n": 0}
+    lock = threading.Lock()
+
+    def paced(body):
+        with lock:
+            count["n"] += 1
+            if count["n"] == 1:
+                return {"status": 500, "error": {"message": "boom"}}
+        time.sleep(0.15)
+        return "ok"
+
+    with FakeChatServer(paced) as server:
+        client = _client(server, key_env, concurrency=1, progress_s=0.2)
+        assert client.complete([_conv(f"q{i}") for i in range(6)]) == ["ok"] * 6
+    assert len(server.requests) == 7
+    lines = _progress_lines(caplog)
+    assert len(lines) >= 3, lines  # every 0.2 s over ~1 s, and the last
+    assert re.search(r"\d/6 replies, 1 failed attempts, \d+ s elapsed", lines[0]), lines
+    assert "6/6 replies" in lines[-1] and server.base_url in lines[-1]
+
+
+def test_a_job_resumes_from_its_partial_file_and_leaves_only_the_declared_cache(
+        tmp_path, key_env):
+    from dicewf.judge_client import finish_job, job_client, resume_file
+
+    out = tmp_path / "judge_cache.jsonl"
+    config = {"model": MODEL, "api_key_env": key_env, "max_retries": 0}
+    with FakeChatServer(lambda b: {"status": 400} if "q2" in str(b) else "ok") as server:
+        client = job_client({**config, "base_url": server.base_url}, out)
+        with pytest.raises(JudgeError):  # the job fails part-way
+            client.complete([_conv("q1"), _conv("q2")])
+    assert resume_file(out) == tmp_path / "judge_cache.partial.jsonl"
+    assert resume_file(out).exists() and not out.exists()
+    with FakeChatServer(_echo) as server:  # the rerun sends only what is missing
+        client = job_client({**config, "base_url": server.base_url}, out)
+        assert client.complete([_conv("q1"), _conv("q2")]) == ["ok", "echo: q2"]
+        finish_job(client, out)
+        assert len(server.requests) == 1
+    assert not resume_file(out).exists()  # so --forcerun (which deletes out) asks everything
+    assert [json.loads(line)["response"] for line in out.read_text().splitlines()] == [
+        "ok", "echo: q2"]
+    # a cache named in config is the user's: used and kept
+    mine = tmp_path / "mine.jsonl"
+    with FakeChatServer(_echo) as server:
+        client = job_client({**config, "base_url": server.base_url, "cache": str(mine)}, out)
+        client.complete([_conv("q3")])
+        finish_job(client, out)
+    assert mine.exists() and client.cache_path == mine

@@ -266,7 +266,8 @@ def test_an_echoing_arena_judge_cannot_put_the_key_in_the_judgments(tmp_path, mo
             input=Namedlist(fromdict={"responses": str(tmp_path / "responses.parquet"),
                                       "questions": str(tmp_path / "questions.parquet")}),
             output=Namedlist(fromdict={"judgments": str(tmp_path / out / "judgments.parquet"),
-                                       "metrics": str(tmp_path / out / "metrics.json")}),
+                                       "metrics": str(tmp_path / out / "metrics.json"),
+                                       "judge_cache": str(tmp_path / out / "judge_cache.jsonl")}),
             params=Namedlist(fromdict={"judge": {"model": "judge", **judge}, "n_bootstrap": 5,
                                        "seed": 0}),
             log=[str(tmp_path / out / "arena.log")])

@@ -39,13 +39,14 @@ rule agreement:
     output:
         agreement="results/agreement/agreement.json",
         tuples="results/agreement/tuples.parquet",
+        # an API judge's replies: appended to judge_cache.partial.jsonl beside it as they
+        # arrive (a killed or failed job resumes), moved here when the job succeeds (so
+        # --forcerun asks again)
+        **AGREEMENT_JUDGE_CACHE,
     params:
         n=config["agreement"]["tuples"],
         seed=config["agreement"]["seed"],
-        # an API judge appends its replies to a cache beside the outputs, so a rerun resumes
-        judge=lambda w: (config["agreement"]["judge"] if config["agreement"]["judge"] == "gold"
-                         else {"cache": "results/agreement/judge_cache.jsonl",
-                               **config["agreement"]["judge"]}),
+        judge=config["agreement"]["judge"],
         gold_judge=config.get("world", {}).get("judge", {}),
         setting=MAIN_SETTING,
         # label and head of each published reward model, in the order of input.external

@@ -186,6 +186,13 @@ def shared_scores(w):
     return f"{cfg.iter_dir(scores_owner(w), w.iter)}/scores.parquet"
 
 
+# The agreement rule's declared judge cache: only an API judge has one.
+AGREEMENT_JUDGE_CACHE = (
+    {} if config["agreement"]["judge"] == "gold"
+    else {"judge_cache": "results/agreement/judge_cache.jsonl"}
+)
+
+
 def agreement_inputs(w):
     """Iteration-1 scores of the agreement experiment (and, with the gold judge, its tasks; and
     the published reward models to score)."""

@@ -99,11 +99,12 @@ else:
         output:
             judgments="results/eval/{model}/arena_hard/judgments.parquet",
             metrics="results/eval/{model}/arena_hard/metrics.json",
+            # the replies: appended to judge_cache.partial.jsonl beside it as they arrive (a
+            # killed or failed job resumes from it), moved here when the job succeeds (so
+            # --forcerun asks the judge again)
+            judge_cache="results/eval/{model}/arena_hard/judge_cache.jsonl",
         params:
-            # replies are appended to a cache as they arrive: a killed job resumes, and a rerun
-            # with nothing new replays them without the network
-            judge=lambda w: {"cache": f"results/eval/{w.model}/arena_hard/judge_cache.jsonl",
-                             **config["eval"]["arena_hard"]["judge"]},
+            judge=config["eval"]["arena_hard"]["judge"],
             prompt=config["eval"]["arena_hard"].get("prompt", {}),
             n_bootstrap=config["eval"]["arena"]["n_bootstrap"],
             seed=config["eval"]["arena"]["seed"],

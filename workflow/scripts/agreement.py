@@ -19,10 +19,12 @@ if params.judge == "gold":
     labels = agreement.gold_labels(tuples, tasks, toyworld.JudgeSpec.from_dict(params.gold_judge))
     judge_name = "gold judge (toy world)"
 else:
-    from dicewf.judge_client import ChatClient
+    from dicewf.judge_client import job_client
 
-    labels = agreement.judge_labels(tuples, ChatClient.from_config(dict(params.judge)))
+    client = job_client(params.judge, snakemake.output.judge_cache)
+    labels = agreement.judge_labels(tuples, client)
     judge_name = params.judge["model"]
+    agreement.check_labelled(labels, f"{client.name} (replies in {client.cache_path})")
 frames = {k: tuples[["prompt"]].assign(response=tuples[f"response_{k}"]) for k in (1, 2)}
 rm = {k: reward_scores(snakemake.input.reward_model, frames[k],
                        max_tokens_per_batch=params.max_tokens_per_batch) for k in (1, 2)}
@@ -46,4 +48,8 @@ result = {
 }
 write_parquet(tuples, snakemake.output.tuples)
 write_json(result, snakemake.output.agreement)
+if params.judge != "gold":
+    from dicewf.judge_client import finish_job
+
+    finish_job(client, snakemake.output.judge_cache)
 print(result)

@@ -70,6 +70,14 @@ def gold_labels(tuples: pd.DataFrame, tasks: Mapping, judge) -> np.ndarray:
     return np.asarray(labels, dtype=float)
 
 
+def check_labelled(labels, judge: str) -> None:
+    """Raise ``ValueError`` naming ``judge`` and the counts unless some tuple has a label."""
+    y = np.asarray(labels, dtype=float)
+    if not (~np.isnan(y)).any():
+        raise ValueError(f"no labelled tuple: {judge} labelled none of the {len(y)} tuples "
+                         "(each judged a tie, or without a verdict in both orders)")
+
+
 def rate(reward_1, reward_2, labels) -> float:
     """Agreement of a reward model with the labels, over labelled tuples: 1 when it prefers the
     labelled response, 1/2 when it rates both equally, 0 otherwise."""

@@ -51,6 +51,7 @@ the plain score does, with the same draws, refitting each resample.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -60,7 +61,9 @@ import numpy as np
 import pandas as pd
 
 from .io import DatasetError, check_frame
-from .judge_client import ChatClient
+from .judge_client import ChatClient, JudgeError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FOLLOW_UP",
@@ -155,6 +158,11 @@ def _labels(text: str | None) -> set[str]:
             continue
         found.add(_SYNONYMS.get(label, label))
     return found & set(VERDICTS)
+
+
+def _has_verdict(record: Mapping[str, Any]) -> bool:
+    """Whether a judge reply (a :class:`ChatClient` record) names exactly one verdict label."""
+    return len(_labels(record.get("response"))) == 1
 
 
 def model_outcome(verdict: str, model_position: Literal["A", "B"]) -> tuple[float, int]:
@@ -262,6 +270,10 @@ def judge(
     A), ``model_position``, ``verdict`` (missing where none could be parsed), ``judgment``
     (the judge's text, follow-ups appended), ``attempts``, ``finish_reason``, ``len_model``,
     ``len_baseline`` (characters).
+
+    A reply without exactly one verdict label is cached as such (``valid``), so a rerun asks it
+    again rather than replaying it. Raises :class:`JudgeError` naming the judge, its cache and the
+    count when no game has a verdict.
     """
     system_prompt = SYSTEM_PROMPT if system_prompt is None else system_prompt
     template = PROMPT_TEMPLATE if prompt_template is None else prompt_template
@@ -291,7 +303,8 @@ def judge(
 
     pending = list(range(len(games)))
     for attempt in range(1 + follow_ups):
-        records = client.complete_records([games[i]["messages"] for i in pending])
+        records = client.complete_records([games[i]["messages"] for i in pending],
+                                          valid=_has_verdict)
         still = []
         for i, rec in zip(pending, records):
             g = games[i]
@@ -309,6 +322,15 @@ def judge(
         if not pending:
             break
 
+    no_verdict = sum(g.get("verdict") is None for g in games)
+    if no_verdict:
+        where = f"; its replies are in {client.cache_path}" if client.cache_path else ""
+        message = (f"{client.name} gave no verdict in {no_verdict} of {len(games)} games "
+                   f"({len(ids)} questions, {follow_ups} follow-ups){where}")
+        if no_verdict == len(games):
+            raise JudgeError(f"{message}. Check its replies (a wrong model, prompt or "
+                             "server?); a rerun asks these games again")
+        log.warning("%s: they count as no battle; a rerun asks them again", message)
     columns = ["prompt_id", "game", "model_position", "verdict", "judgment", "attempts",
                "finish_reason", "len_model", "len_baseline"]
     return pd.DataFrame([{c: g.get(c) for c in columns} for g in games], columns=columns)
