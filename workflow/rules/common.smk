@@ -11,12 +11,16 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from dicewf import config as cfg  # noqa: E402
 from dicewf import batching  # noqa: E402
+from dicewf import checks  # noqa: E402
 from dicewf import hub  # noqa: E402
 from dicewf import paper  # noqa: E402
 
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 cfg.check_standalone(config)
+# what the schema cannot see (merged blocks, TRL's own config classes, report targets, the toy
+# world's block, local base models): refused here, naming the key path (dicewf.checks)
+checks.check_config(config)
 
 RESERVED = {"toy", "eval", "tables", "figures", "benchmarks", "base", "data", "agreement"}
 SETTINGS = cfg.settings(config)
