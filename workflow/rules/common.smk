@@ -19,8 +19,9 @@ from dicewf import paper  # noqa: E402
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 cfg.check_standalone(config)
 # what the schema cannot see (merged blocks, TRL's own config classes, report targets, the toy
-# world's block, local base models): refused here, naming the key path (dicewf.checks)
-checks.check_config(config)
+# world's block, local base models): refused here, naming the key path (dicewf.checks); TRL's
+# config classes only in the main process (a cluster job re-reads the workflow: checked already)
+checks.check_config(config, trl=workflow.is_main_process)
 
 RESERVED = {"toy", "eval", "tables", "figures", "benchmarks", "base", "data", "agreement"}
 SETTINGS = cfg.settings(config)

@@ -140,7 +140,7 @@ def _named(config: Mapping[str, Any], full: str, path: tuple[str, ...], problem:
 def world_block(config: Mapping[str, Any]) -> None:
     """The toy world's ``world`` block is there when the toy eval, the gold judge or a base
     path built by the toy rules needs it."""
-    if config.get("world"):
+    if "world" in config:  # an empty block is the toy world with its defaults
         return
     needs = []
     if (config.get("eval") or {}).get("suite", "toy") == "toy":
@@ -352,7 +352,7 @@ def train_blocks(config: Mapping[str, Any], *, cache: bool = True) -> None:
         x = cfg.experiment(config, full)
         add(x.get("trainer", "dpo"), x.get("train") or {}, x.get("length_penalty") or 0.0,
             "train", full)
-    if config.get("world"):  # the toy rules train these
+    if "world" in config:  # the toy rules train these
         if config.get("start_policy") is not None:
             add("dpo", config["start_policy"], 0.0, "start_policy")
         if config.get("sft") is not None:
