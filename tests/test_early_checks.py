@@ -170,6 +170,9 @@ def test_a_report_experiment_that_is_not_configured_is_refused(config):
     assert message.startswith("report.experiment: no experiment 'dcie'") and "dice" in message
     config["report"]["experiment"] = "judge"
     checks.report_targets(config)
+    config["agreement"]["experiment"] = "dcie"
+    assert refused(checks.report_targets, config).startswith(
+        "agreement.experiment: no experiment 'dcie'")
 
 
 def test_a_report_experiment_of_the_paper_may_be_logical_or_full():

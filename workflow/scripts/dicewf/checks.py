@@ -12,7 +12,8 @@ silently go wrong after sampling and scoring (minutes, or GPU-hours) stops the r
 - every distinct training block built as TRL's own config class, once, as the training job
   builds it (:func:`train_blocks`): an unknown field, a bad value, an unknown ``loss_type`` or
   ``save_steps`` that is no multiple of ``logging_steps`` is named with its key path;
-- ``report.experiment`` naming a configured experiment (:func:`report_targets`);
+- ``report.experiment`` and ``agreement.experiment`` naming configured experiments
+  (:func:`report_targets`);
 - local model folders given in ``base`` (not built or downloaded by the workflow) hold a
   model (:func:`model_dir`, also called by the adapters that load a model).
 
@@ -198,19 +199,22 @@ def _distinct(config, full, path: tuple[str, ...], sampling: Mapping[str, Any], 
 
 
 def report_targets(config: Mapping[str, Any]) -> None:
-    """``report.experiment`` (Figures 2 and 4) names an experiment of the report's setting."""
-    report = config.get("report") or {}
-    if "experiment" not in report:
-        return  # the default, dice, is drawn when configured
-    exp = report["experiment"]
-    main = report.get("setting") or cfg.settings(config)[0]
-    runs = {full: s for full, (s, _) in cfg.expanded(config).items()}
-    if runs.get(cfg.full_name(main, exp)) == main or runs.get(exp) == main:
-        return
-    have = sorted(logical for full, (s, logical) in cfg.expanded(config).items() if s == main)
-    raise ValueError(f"report.experiment: no experiment {exp!r} in "
-                     f"{'setting ' + repr(main) if main else 'the configuration'} "
-                     f"(Figures 2 and 4 would be placeholders); configured: {have}")
+    """``report.experiment`` (Figures 2 and 4) and ``agreement.experiment`` (Table 5) name an
+    experiment of the report's setting."""
+    main = (config.get("report") or {}).get("setting") or cfg.settings(config)[0]
+    runs = cfg.expanded(config)
+    for where, block, what in (("report", config.get("report") or {}, "Figures 2 and 4 would "
+                                "be placeholders"),
+                               ("agreement", config.get("agreement") or {}, "Table 5's tuples")):
+        if "experiment" not in block:
+            continue  # report's default, dice, is drawn when configured
+        exp = block["experiment"]
+        if any(full in runs and runs[full][0] == main for full in (cfg.full_name(main, exp), exp)):
+            continue
+        have = sorted(logical for s, logical in runs.values() if s == main)
+        raise ValueError(f"{where}.experiment: no experiment {exp!r} in "
+                         f"{'setting ' + repr(main) if main else 'the configuration'} "
+                         f"({what}); configured: {have}")
 
 
 def base_models(config: Mapping[str, Any]) -> None:
