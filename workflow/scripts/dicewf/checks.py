@@ -30,6 +30,7 @@ before imports nothing heavy.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -293,7 +294,8 @@ def _cache_dir() -> Path:
     return Path(root) / "dicewf" / "trl-checked"
 
 
-def _fingerprint(kind: str, args: Mapping[str, Any], **extra: Any) -> str:
+@functools.cache
+def _versions() -> tuple[str | None, ...]:
     from importlib import metadata
 
     versions = []
@@ -302,7 +304,11 @@ def _fingerprint(kind: str, args: Mapping[str, Any], **extra: Any) -> str:
             versions.append(metadata.version(package))
         except metadata.PackageNotFoundError:
             versions.append(None)
-    text = json.dumps([kind, dict(args), extra, versions], sort_keys=True, default=str)
+    return tuple(versions)
+
+
+def _fingerprint(kind: str, args: Mapping[str, Any], **extra: Any) -> str:
+    text = json.dumps([kind, dict(args), extra, _versions()], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
