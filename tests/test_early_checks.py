@@ -310,3 +310,15 @@ def test_the_dry_run_refuses_a_duplicate_key_and_shows_a_syntax_errors_line(tmp_
     out = proc.stdout + proc.stderr
     assert "config.yaml, line " in out and "not valid YAML" in out
     assert f"at line {line}, column 11" in out, out[-3000:]
+
+
+def test_the_training_entry_point_names_an_empty_model_folder(tmp_path, restore_logging):
+    sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+    import train_launch
+
+    (tmp_path / "empty").mkdir()
+    argv = ["--model", str(tmp_path / "empty"), "--pairs", str(tmp_path / "pairs.parquet"),
+            "--out", str(tmp_path / "policy"), "--args", "{}", "--seed", "0"]
+    assert refused(train_launch.main, argv).startswith(
+        f"no model weights/tokenizer in {tmp_path / 'empty'} (--model of train_launch.py)")
+    assert not (tmp_path / "policy").exists()
