@@ -6,6 +6,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# every config file read strictly first: duplicate keys refused, YAML errors with their line
+include: "workflow/rules/configfiles.smk"
+
+
 # `--configfile FILE...` on the command line is the whole configuration (merged in order);
 # without it, config.yaml (the toy world) is. The two are never merged.
 if not workflow.config_settings.configfiles:

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from dicewf import config as cfg  # noqa: E402
 from dicewf import batching  # noqa: E402
+from dicewf import checks  # noqa: E402
 from dicewf import hub  # noqa: E402
 from dicewf import paper  # noqa: E402
 from dicewf import secrets  # noqa: E402
@@ -20,6 +21,10 @@ from dicewf import secrets  # noqa: E402
 secrets.check(config)
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 cfg.check_standalone(config)
+# what the schema cannot see (merged blocks, TRL's own config classes, report targets, the toy
+# world's block, local base models): refused here, naming the key path (dicewf.checks); TRL's
+# config classes only in the main process (a cluster job re-reads the workflow: checked already)
+checks.check_config(config, trl=workflow.is_main_process)
 
 RESERVED = {"toy", "eval", "tables", "figures", "benchmarks", "base", "data", "agreement"}
 SETTINGS = cfg.settings(config)

@@ -184,7 +184,8 @@ def read_parquet(path: str | os.PathLike, schema: str | Mapping[str, str] | None
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; on success it is renamed onto ``path``.
 
-    On an exception the temporary is removed and ``path`` is left untouched.
+    On an exception the temporary is removed and ``path`` is left untouched; an OSError (a full
+    disk, a quota, a permission) is raised again naming ``path``, which the writer never sees.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,11 +210,15 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and str(path) not in str(e):
+            if e.errno is not None:  # the same OSError subclass (errno), with the destination
+                raise OSError(e.errno, f"{e.strerror or e} (writing {path})", e.filename) from e
+            raise OSError(f"{e} (writing {path})") from e
         raise
 
 

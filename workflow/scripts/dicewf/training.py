@@ -197,23 +197,13 @@ def train_dpo(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_frame(pairs, "pairs", source)
-    if trainer not in TRAINERS:
-        raise ValueError(f"trainer must be one of {list(TRAINERS)}, got {trainer!r}")
-    # global_batch_size -> gradient_accumulation_steps for this run's processes (batching.py)
-    trl_args = _checkpoint_defaults(trl_batch_args(args, launched_processes(), "train"))
-    if trainer == "dpo" and isinstance(trl_args.get("loss_type"), str):
-        trl_args["loss_type"] = [trl_args["loss_type"]]
     out_dir = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else checkpoint_dir_for(out_dir)
-    config_cls, trainer_cls = _trl_classes(trainer, length_penalty)
     # the config first: a bad key fails before any model is loaded, and under `accelerate launch`
     # with ZeRO-3 it must exist before from_pretrained so the weights are loaded sharded
-    cfg = config_cls(output_dir=str(ckpt_dir), seed=seed, data_seed=seed,
-                     **_device_defaults(trl_args))
-    if trainer == "dpo":
-        check_length_penalty(cfg, length_penalty)
-    else:
-        _check_kto_loss(cfg)
+    cfg, trl_args = preference_config(args, trainer=trainer, length_penalty=length_penalty,
+                                      output_dir=ckpt_dir, seed=seed)
+    trainer_cls = _trl_classes(trainer, length_penalty)[1]
     fingerprint = _fingerprint(policy, ref, pairs, trl_args, seed, cfg.world_size,
                                trainer=trainer, length_penalty=length_penalty)
 
@@ -231,6 +221,34 @@ def train_dpo(
                             fingerprint=fingerprint, metrics_path=metrics_path)
 
 
+def preference_config(args: Mapping[str, Any], *, trainer: str = "dpo", length_penalty: float = 0.0,
+                      output_dir: str | os.PathLike, seed: int = 0,
+                      processes: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """(TRL config, its fields) of a preference training block, checked as :func:`train_dpo`
+    checks it: ``global_batch_size`` turned into ``gradient_accumulation_steps`` for
+    ``processes`` (default: this run's), the checkpoint fields (``save_steps`` a multiple of
+    ``logging_steps``), ``DPOConfig`` or ``KTOConfig`` built by TRL (an unknown field is a
+    TypeError, a bad value a ValueError), the loss type and the length penalty. Creates nothing
+    in ``output_dir``; also the start-up check of every train block (:mod:`dicewf.checks`).
+    """
+    if trainer not in TRAINERS:
+        raise ValueError(f"trainer must be one of {list(TRAINERS)}, got {trainer!r}")
+    processes = launched_processes() if processes is None else processes
+    # global_batch_size -> gradient_accumulation_steps for this run's processes (batching.py)
+    trl_args = _checkpoint_defaults(trl_batch_args(args, processes, "train"))
+    if trainer == "dpo" and isinstance(trl_args.get("loss_type"), str):
+        trl_args["loss_type"] = [trl_args["loss_type"]]
+    config_cls = _trl_config_class(trainer, length_penalty)
+    cfg = config_cls(output_dir=str(output_dir), seed=seed, data_seed=seed,
+                     **_device_defaults(trl_args))
+    if trainer == "dpo":
+        _check_dpo_loss(cfg)
+        check_length_penalty(cfg, length_penalty)
+    else:
+        _check_kto_loss(cfg)
+    return cfg, trl_args
+
+
 def preference_dataset(tokenizer, pairs: pd.DataFrame, *, trainer: str = "dpo", seed: int = 0):
     """The ``datasets.Dataset`` handed to TRL: prompts rendered with the chat template
     (:func:`dicewf.chat.render_prompts`), chosen and rejected as raw text (TRL appends the
@@ -243,20 +261,54 @@ def preference_dataset(tokenizer, pairs: pd.DataFrame, *, trainer: str = "dpo", 
     return Dataset.from_dict({c: rendered[c].tolist() for c in ("prompt", "chosen", "rejected")})
 
 
-def _trl_classes(trainer: str, length_penalty: float) -> tuple[type, type]:
-    """(config class, trainer class) of a preference trainer; plain DPOTrainer when lambda=0."""
+def _trl_config_class(trainer: str, length_penalty: float) -> type:
+    """The TRL config class of a preference trainer (without importing the trainer)."""
     if trainer == "kto":
         if length_penalty:
             raise ValueError(
                 f"length_penalty ({length_penalty}) is a term of the DPO loss (length-regularised "
                 "DPO); it does not apply to trainer='kto'"
             )
-        from trl import KTOConfig, KTOTrainer
+        from trl import KTOConfig
 
-        return KTOConfig, KTOTrainer
-    from trl import DPOConfig, DPOTrainer
+        return KTOConfig
+    from trl import DPOConfig
 
-    return DPOConfig, (_length_regularised_dpo_trainer() if length_penalty else DPOTrainer)
+    return DPOConfig
+
+
+def _dpo_loss_types() -> list[str]:
+    """The loss types DPOConfig documents (its ``loss_type`` help lists them as `'name'`);
+    empty if a TRL version words it otherwise (then DPOTrainer alone checks)."""
+    import dataclasses
+    import re
+
+    from trl import DPOConfig
+
+    field = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type")
+    return re.findall(r"`'([a-z_0-9]+)'`", field.metadata.get("help", ""))
+
+
+def _check_dpo_loss(cfg) -> None:
+    """DPOConfig does not check ``loss_type``; DPOTrainer fails only at its first step."""
+    known = _dpo_loss_types()
+    loss_types = [cfg.loss_type] if isinstance(cfg.loss_type, str) else list(cfg.loss_type)
+    unknown = [t for t in loss_types if t not in known]
+    if known and unknown:
+        raise ValueError(f"loss_type: unknown DPO loss type(s) {unknown}; DPOConfig takes "
+                         f"{', '.join(known)} (trainer kto: loss_type kto)")
+
+
+def _trl_classes(trainer: str, length_penalty: float) -> tuple[type, type]:
+    """(config class, trainer class) of a preference trainer; plain DPOTrainer when lambda=0."""
+    config_cls = _trl_config_class(trainer, length_penalty)
+    if trainer == "kto":
+        from trl import KTOTrainer
+
+        return config_cls, KTOTrainer
+    from trl import DPOTrainer
+
+    return config_cls, (_length_regularised_dpo_trainer() if length_penalty else DPOTrainer)
 
 
 def _check_kto_loss(cfg) -> None:
