@@ -157,7 +157,7 @@ def test_asking_for_one_table_builds_only_its_own_dependencies(tmp_path):
     jobs = planned_jobs(wd, "results/tables/table7.md")
     # Table 7: no mitigation (D(0), gamma 0), regularised DPO (two lambdas) and ours (D(alpha*),
     # gamma 0), each at iteration 1, and the iteration-1 samples and scores they share
-    assert jobs.pop("train") == jobs.pop("mix") == jobs.pop("eval") == 4
+    assert jobs.pop("train") == jobs.pop("train_args") == jobs.pop("mix") == jobs.pop("eval") == 4
     assert jobs.pop("search_alpha") == 4
     assert jobs == {"sample": 1, "score": 1, "gather_shards": 1, "table": 1, "toy_world": 1,
                     "toy_init_model": 1, "toy_sft": 1, "toy_start_policy": 1}, jobs

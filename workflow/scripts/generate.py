@@ -5,7 +5,7 @@ run (one model load) and the answers are written per benchmark to the output of 
 """
 from typing import TYPE_CHECKING
 
-from dicewf import checks, logs
+from dicewf import logs, model_files
 from dicewf.io import read_parquet, write_parquet
 from dicewf.sampling import sample_sets
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
-checks.model_dir(snakemake.input.policy, f"input policy of rule {snakemake.rule}")
+model_files.model_dir(snakemake.input.policy, f"input policy of rule {snakemake.rule}")
 sets = {name: read_parquet(path, "eval_prompts")
         for name, path in snakemake.input.items() if name != "policy"}
 answers = sample_sets(snakemake.input.policy, sets, snakemake.params.sampling,

@@ -1,7 +1,7 @@
 """Snakemake adapter: K responses per prompt from the current policy."""
 from typing import TYPE_CHECKING
 
-from dicewf import checks, logs
+from dicewf import logs, model_files
 from dicewf.io import read_parquet, write_parquet
 from dicewf.sampling import sample
 from dicewf.sharding import parse_scatteritem, shard
@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
-checks.model_dir(snakemake.input.policy, f"input policy of rule {snakemake.rule}")
+model_files.model_dir(snakemake.input.policy, f"input policy of rule {snakemake.rule}")
 index, count = parse_scatteritem(snakemake.wildcards.scatteritem)
 prompts = shard(read_parquet(snakemake.input.prompts, "prompts"), index, count)
 samples = sample(snakemake.input.policy, prompts, snakemake.params.sampling,

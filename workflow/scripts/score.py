@@ -1,7 +1,7 @@
 """Snakemake adapter: implicit rewards of the samples (policy t-1 against reference t-1)."""
 from typing import TYPE_CHECKING
 
-from dicewf import checks, logs
+from dicewf import logs, model_files
 from dicewf.io import read_parquet, write_parquet
 from dicewf.scoring import score
 
@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 logs.to_file(snakemake.log[0])
 for role in ("policy", "reference"):  # a model in each folder, else named with its role
-    checks.model_dir(snakemake.input[role], f"input {role} of rule {snakemake.rule}")
+    model_files.model_dir(snakemake.input[role], f"input {role} of rule {snakemake.rule}")
 samples = read_parquet(snakemake.input.samples, "samples")
 scores = score(samples, snakemake.input.policy, snakemake.input.reference,
                beta=snakemake.params.beta, source=snakemake.input.samples,

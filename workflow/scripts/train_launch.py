@@ -31,7 +31,7 @@ from typing import Any
 # `dicewf` lives next to this file; `accelerate launch` runs it as a plain file, not as a module
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dicewf import checks, logs  # noqa: E402
+from dicewf import logs, model_files  # noqa: E402
 from dicewf.io import read_parquet  # noqa: E402
 from dicewf.training import TRAINERS  # noqa: E402  (imports neither torch nor TRL)
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     from dicewf.training import train_dpo
 
     for role, path in (("--model", opts.model), ("--ref", opts.ref)):  # a model in each folder
-        checks.model_dir(path, f"{role} of train_launch.py")
+        model_files.model_dir(path, f"{role} of train_launch.py")
     pairs = read_parquet(opts.pairs, "pairs")
     train_dpo(opts.model, pairs, opts.out, opts.args, seed=opts.seed, ref=opts.ref,
               metrics_path=opts.metrics, source=opts.pairs, checkpoint_dir=opts.checkpoint_dir,

@@ -13,7 +13,9 @@ A response ends with the chat template's turn-end token (:func:`turn_end_token`)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 # a response text no tokenizer splits into special tokens, to find what the template writes after
 _SENTINEL = "dicewf-sentinel-response"
@@ -103,3 +105,33 @@ def stop_token_ids(tokenizer, generation_eos: int | Iterable[int] | None = None,
         generation_eos = [generation_eos]
     ids = [turn_end_id(tokenizer), *generation_eos, tokenizer.eos_token_id, *extra]
     return list(dict.fromkeys(int(i) for i in ids if i is not None))
+
+
+# what a tokenizer without a known limit reports as model_max_length (transformers' 1e30)
+_NO_LIMIT = int(1e29)
+# config fields that hold a model's context length, by model family
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_limits(model: str | os.PathLike, tokenizer,
+                   engine: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """The limits on prompt + response tokens of the model folder ``model``, by name: its
+    config's context length (``max_position_embeddings`` or the family's equivalent), the
+    tokenizer's ``model_max_length`` when it is set, and vLLM's ``max_model_len`` in
+    ``engine`` when given. The context is the smallest of them."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model).get_text_config(decoder=True)
+    limits = {}
+    for field in CONTEXT_FIELDS:
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value > 0:
+            limits[field] = value
+            break
+    value = getattr(tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < _NO_LIMIT:
+        limits["tokenizer model_max_length"] = value
+    value = (engine or {}).get("max_model_len")
+    if value is not None:
+        limits["vllm max_model_len"] = int(value)
+    return limits

@@ -215,10 +215,11 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and str(path) not in str(e):
-            if e.errno is not None:  # the same OSError subclass (errno), with the destination
-                raise OSError(e.errno, f"{e.strerror or e} (writing {path})", e.filename) from e
-            raise OSError(f"{e} (writing {path})") from e
+        # an operating-system error of the write (errno set: a full disk, a quota, a permission)
+        # is raised again as the same class, naming the destination; an error the writer raised
+        # with its own message passes unchanged
+        if isinstance(e, OSError) and e.errno is not None and str(path) not in str(e):
+            raise type(e)(e.errno, f"{e.strerror or e} (writing {path})", e.filename) from e
         raise
 
 

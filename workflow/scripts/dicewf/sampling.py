@@ -35,6 +35,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .chat import context_limits
 from .io import SHOWN, DatasetError, check_frame
 from .seeds import derive_seed
 
@@ -100,36 +101,6 @@ def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     from .chat import render_prompts
 
     return [tokenizer(text)["input_ids"] for text in render_prompts(tokenizer, prompts)]
-
-
-# what a tokenizer without a known limit reports as model_max_length (transformers' 1e30)
-_NO_LIMIT = int(1e29)
-# config fields that hold a model's context length, by model family
-CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
-
-
-def context_limits(model: str | os.PathLike, tokenizer,
-                   engine: Mapping[str, Any] | None = None) -> dict[str, int]:
-    """The limits on prompt + response tokens of the model folder ``model``, by name: its
-    config's context length (``max_position_embeddings`` or the family's equivalent), the
-    tokenizer's ``model_max_length`` when it is set, and vLLM's ``max_model_len`` in
-    ``engine`` when given. The context is the smallest of them."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model).get_text_config(decoder=True)
-    limits = {}
-    for field in CONTEXT_FIELDS:
-        value = getattr(config, field, None)
-        if isinstance(value, int) and value > 0:
-            limits[field] = value
-            break
-    value = getattr(tokenizer, "model_max_length", None)
-    if isinstance(value, int) and 0 < value < _NO_LIMIT:
-        limits["tokenizer model_max_length"] = value
-    value = (engine or {}).get("max_model_len")
-    if value is not None:
-        limits["vllm max_model_len"] = int(value)
-    return limits
 
 
 def new_token_budgets(prompt_ids: Sequence[str], token_ids: Sequence[Sequence[int]],

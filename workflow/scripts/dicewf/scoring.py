@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .io import SHOWN, DatasetError, check_frame
-from .sampling import context_limits
+from .chat import context_limits
 
 log = logging.getLogger(__name__)
 
