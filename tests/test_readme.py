@@ -130,6 +130,7 @@ def test_every_docs_page_is_linked_from_the_front_page_and_every_link_resolves()
             assert (page.parent / target).exists(), f"{page.relative_to(REPO)}: {target}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", SNAKEMAKE_COMMANDS)
 def test_each_snakemake_command_of_the_readme_runs_as_written(command, clone):
     line, comment = split_comment(command)
@@ -166,6 +167,7 @@ def test_each_snakemake_command_of_the_readme_runs_as_written(command, clone):
         assert stats["total"] == int(m[1].replace(",", "")), (command, stats["total"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", MAKE_COMMANDS)
 def test_each_make_target_of_the_readme_exists(command, clone):
     target = shlex.split(split_comment(command)[0])[1:]
