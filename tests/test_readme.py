@@ -102,11 +102,18 @@ SNAKEMAKE_COMMANDS = [c for c in COMMANDS if c.split()[0] in SNAKEMAKE_PROGRAMS]
 MAKE_COMMANDS = [c for c in COMMANDS if c.split()[0] == "make"]
 
 
-def links(page: Path) -> list[str]:
-    """The relative link targets of a markdown page, anchors dropped."""
+def links(page: Path) -> list[tuple[str, str]]:
+    """The relative links of a markdown page: (file, anchor or "")."""
     targets = re.findall(r"\]\(([^)\s]+)\)", page.read_text())
-    return [t.split("#")[0] for t in targets
+    return [(t.partition("#")[0], t.partition("#")[2]) for t in targets
             if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors of a markdown page's headings, as GitHub makes them."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # `# comments` in code
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+\s+(.*)$", text, flags=re.M)}
 
 
 def test_readme_shows_the_commands_these_tests_run():
@@ -124,10 +131,14 @@ def test_readme_shows_the_commands_these_tests_run():
 def test_every_docs_page_is_linked_from_the_front_page_and_every_link_resolves():
     docs = {p.relative_to(REPO).as_posix() for p in PAGES[1:]}
     assert docs, "no pages under docs/"
-    assert docs <= set(links(REPO / "README.md")), docs - set(links(REPO / "README.md"))
+    linked = {target for target, _ in links(REPO / "README.md")}
+    assert docs <= linked, docs - linked
     for page in PAGES:
-        for target in links(page):
-            assert (page.parent / target).exists(), f"{page.relative_to(REPO)}: {target}"
+        for target, anchor in links(page):
+            where = f"{page.relative_to(REPO)}: {target}#{anchor}"
+            assert (page.parent / target).exists(), where
+            if anchor:
+                assert anchor in anchors(page.parent / target), where
 
 
 @pytest.mark.slow
