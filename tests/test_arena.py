@@ -484,6 +484,7 @@ def test_the_bootstrap_interval_weighs_strong_verdicts_three_times(unit):
     assert abs(unweighted[0] - low) > 4 and abs(unweighted[1] - high) > 4
 
 
+@pytest.mark.slow
 def test_the_judge_caches_are_declared_outputs_so_forcerun_clears_them(tmp_path):
     """Issue 12: an undeclared cache survived --forcerun. Both API judges' caches are outputs
     (a dry run of the paper config can build them), their resume files are not."""

@@ -271,6 +271,7 @@ def dry_run(workdir: Path, *configfiles: Path) -> subprocess.CompletedProcess:
                           cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, named", [
     ({"defaults": {"train": {"max_steps": -5}}}, "['defaults']['train']['max_steps']"),
     ({"defaults": {"alpha": {"bounds": [0.25, 0.0]}}}, "defaults.alpha.bounds: [0.25, 0.0] is "
@@ -285,6 +286,7 @@ def test_the_dry_run_refuses_a_bad_config_naming_the_key_path(tmp_path, override
     assert named in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
 
 
+@pytest.mark.slow
 def test_the_dry_run_names_a_missing_world_block(tmp_path):
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     del cfg["world"]
@@ -296,6 +298,7 @@ def test_the_dry_run_names_a_missing_world_block(tmp_path):
     assert "KeyError" not in out
 
 
+@pytest.mark.slow
 def test_the_dry_run_refuses_a_duplicate_key_and_shows_a_syntax_errors_line(tmp_path):
     text = TEST_CONFIG.read_text()
     (tmp_path / "dup.yaml").write_text("seed: 0\nseed: 1\n")

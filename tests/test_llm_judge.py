@@ -334,6 +334,7 @@ def test_judge_prompts_over_max_prompt_tokens_are_dropped(tiny_model, monkeypatc
                         max_prompt_tokens=1)
 
 
+@pytest.mark.slow
 def test_each_rating_has_its_own_reproducible_seed_and_one_rating_is_the_old_judgement(
         tiny_model):
     params = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 6, "seed": 3}

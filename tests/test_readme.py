@@ -1,12 +1,14 @@
-"""Every command README.md shows, run as a user types it, in a copy of the repository.
+"""Every command README.md and the pages of docs/ show, run as a user types it, in a copy of the
+repository.
 
-The Snakemake commands of README's ``bash`` blocks run as dry runs (``-n`` added where the
+The Snakemake commands of the pages' ``bash`` blocks run as dry runs (``-n`` added where the
 command has none; cluster commands are checked this way too: nothing is submitted) and their
 DAGs are checked against the configuration the command names: the paper's DAG holds no toy-world
-job, a test config plans only its own experiments, and a job count that README's comment states
-is the count planned. Make targets are checked with ``make -n``. The rest of README's shell lines
+job, a test config plans only its own experiments, and a job count that a comment states is the
+count planned. Make targets are checked with ``make -n``. The rest of the shell lines
 (``apt-get``, ``sudo tests/slurm/start.sh``, ``squeue``, ...) are Slurm set-up that
-tests/test_slurm.py runs for real.
+tests/test_slurm.py runs for real. Every page of docs/ is linked from README.md, and every
+relative link of the pages names a file of the repository (and a heading of it).
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ NOT_COPIED = (".git", ".venv", "results", "resources", "logs", ".snakemake", ".p
 
 
 def readme_commands(text: str) -> list[str]:
-    """The logical command lines of README's ``bash`` blocks: continuations joined, comments
-    and blank lines dropped."""
+    """The logical command lines of a page's ``bash`` blocks: continuations joined, comments
+    and blank lines dropped. An indented comment line under a command's comment continues it
+    (``make run   # ...`` over two lines)."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        line = ""
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
+        line, commented = "", False
         for raw in block.splitlines():
             line += raw
             if line.endswith("\\"):
@@ -43,6 +46,11 @@ def readme_commands(text: str) -> list[str]:
                 continue
             if line.strip() and not line.lstrip().startswith("#"):
                 commands.append(line.strip())
+                commented = bool(split_comment(commands[-1])[1])
+            elif commented and line[:1].isspace() and line.lstrip().startswith("#"):
+                commands[-1] += " " + line.strip().lstrip("#").strip()
+            else:
+                commented = False
             line = ""
     return commands
 
@@ -87,19 +95,53 @@ def clone(tmp_path_factory) -> Path:
     return dest
 
 
-COMMANDS = readme_commands((REPO / "README.md").read_text())
+# the front page and the pages it links to: each shows commands a user types
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+COMMANDS = [c for page in PAGES for c in readme_commands(page.read_text())]
 SNAKEMAKE_COMMANDS = [c for c in COMMANDS if c.split()[0] in SNAKEMAKE_PROGRAMS]
 MAKE_COMMANDS = [c for c in COMMANDS if c.split()[0] == "make"]
 
 
+def links(page: Path) -> list[tuple[str, str]]:
+    """The relative links of a markdown page: (file, anchor or "")."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", page.read_text())
+    return [(t.partition("#")[0], t.partition("#")[2]) for t in targets
+            if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors of a markdown page's headings, as GitHub makes them."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)  # `# comments` in code
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+\s+(.*)$", text, flags=re.MULTILINE)}
+
+
 def test_readme_shows_the_commands_these_tests_run():
-    # the two set-up commands, the paper's dry run, the DAG inspection and the cluster runs
-    assert {"make run", "make test"} <= {split_comment(c)[0] for c in MAKE_COMMANDS}
+    # the two set-up commands on the front page; the paper's dry run, the DAG inspection and the
+    # cluster runs on the pages it links to
+    front = readme_commands((REPO / "README.md").read_text())
+    assert {"make run", "make test"} <= {split_comment(c)[0] for c in front}
     assert any("--configfile config/paper.yaml" in c and " -n" in c for c in SNAKEMAKE_COMMANDS)
     assert any("--profile slurm" in c for c in SNAKEMAKE_COMMANDS)
     assert len(SNAKEMAKE_COMMANDS) >= 6
+    # a job count stated in a comment is checked below: at least one page states one
+    assert any(re.search(r"\d[\d,]* jobs", split_comment(c)[1]) for c in SNAKEMAKE_COMMANDS)
 
 
+def test_every_docs_page_is_linked_from_the_front_page_and_every_link_resolves():
+    docs = {p.relative_to(REPO).as_posix() for p in PAGES[1:]}
+    assert docs, "no pages under docs/"
+    linked = {target for target, _ in links(REPO / "README.md")}
+    assert docs <= linked, docs - linked
+    for page in PAGES:
+        for target, anchor in links(page):
+            where = f"{page.relative_to(REPO)}: {target}#{anchor}"
+            assert (page.parent / target).exists(), where
+            if anchor:
+                assert anchor in anchors(page.parent / target), where
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("command", SNAKEMAKE_COMMANDS)
 def test_each_snakemake_command_of_the_readme_runs_as_written(command, clone):
     line, comment = split_comment(command)
@@ -112,11 +154,7 @@ def test_each_snakemake_command_of_the_readme_runs_as_written(command, clone):
     if not graph and "-n" not in argv and "--dry-run" not in argv:
         # a dry run: after `--` (targets) the flag must come first
         argv = ["-n", *argv]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           "PATH": f"{NO_SLURM}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}"
-                   f"{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([*SNAKEMAKE, *argv], cwd=clone, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = snakemake(argv, clone)
     assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
     if graph:
         assert proc.stdout.lstrip().startswith("digraph"), proc.stdout[:200]
@@ -136,16 +174,33 @@ def test_each_snakemake_command_of_the_readme_runs_as_written(command, clone):
     # the whole configuration, or a target's part of it: never a run the config does not have
     assert (stats.get("train", 0) == want) if not targets else (stats.get("train", 0) <= want)
     m = re.search(r"(\d[\d,]*) jobs", comment)
-    if m:  # a count README states is the count planned
+    if m:  # a count a page states is the count planned
         assert stats["total"] == int(m[1].replace(",", "")), (command, stats["total"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", MAKE_COMMANDS)
 def test_each_make_target_of_the_readme_exists(command, clone):
     target = shlex.split(split_comment(command)[0])[1:]
     proc = subprocess.run(["make", "-n", *target], cwd=clone, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, check=False)
     assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+    m = re.search(r"(\d[\d,]*) jobs", split_comment(command)[1])
+    if m:  # a count a page states is what the target's Snakemake command plans
+        runs = [line for line in proc.stdout.splitlines() if re.match(r"\S*snakemake\s", line)]
+        assert len(runs) == 1, f"{command}: no one snakemake command in\n{proc.stdout}"
+        dry = snakemake(["-n", *shlex.split(runs[0])[1:]], clone)
+        assert dry.returncode == 0, f"{runs[0]}\n{dry.stdout}\n{dry.stderr}"
+        assert job_stats(dry.stdout + dry.stderr)["total"] == int(m[1].replace(",", "")), command
+
+
+def snakemake(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Snakemake with ``argv`` in ``cwd``, offline and with no Slurm controller in reach."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "PATH": f"{NO_SLURM}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}"
+                   f"{os.environ.get('PATH', '')}"}
+    return subprocess.run([*SNAKEMAKE, *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
 
 
 def importlib_missing(name: str) -> bool:

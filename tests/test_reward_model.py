@@ -47,6 +47,7 @@ def trained(tiny_model, tmp_path_factory):
     return root, history
 
 
+@pytest.mark.slow
 def test_planted_preference_is_learned_and_generalises(trained):
     root, _ = trained
     held_out = planted(40, 1)
@@ -62,6 +63,7 @@ def test_planted_preference_is_learned_and_generalises(trained):
     assert agreement.rate(scores[1], scores[0], labels) <= 0.15
 
 
+@pytest.mark.slow
 def test_model_folder_and_metrics(trained, tiny_model):
     from transformers import AutoConfig, AutoTokenizer
 
@@ -92,6 +94,7 @@ def test_encode_is_the_chat_rendered_prompt_then_response_then_eos(tiny_model):
     assert all(x[-1] == tok.eos_token_id for x in ids)
 
 
+@pytest.mark.slow
 def test_scores_do_not_depend_on_batching_or_row_order(trained):
     root, _ = trained
     frame = as_frame(planted(12, 2))
@@ -124,6 +127,7 @@ class Crash(Exception):
     """Raised by the test double below in place of a killed job."""
 
 
+@pytest.mark.slow
 def test_a_crashed_run_resumes_like_an_uninterrupted_one(tiny_model, tmp_path, caplog):
     from trl import RewardTrainer
 

@@ -59,6 +59,7 @@ def _check(df, n):
             pd.Series({p: list(range(n)) for p in PROMPTS["prompt_id"]})).all()
 
 
+@pytest.mark.slow
 def test_transformers_backend_is_shard_invariant_and_seeded(tiny_model):
     spec = {"n": 3, "temperature": 1.0, "top_p": 0.9, "max_tokens": 12, "seed": 5}
     full = sampling.sample(tiny_model, PROMPTS, spec, backend="transformers")

@@ -145,6 +145,7 @@ def _grep(root: Path, values: list[str]) -> list[str]:
     return hits
 
 
+@pytest.mark.slow
 def test_a_planted_config_is_refused_and_nothing_anywhere_holds_a_key(tmp_path):
     """Secrets planted in every free-form block and a judge's api_key, plus keys in the
     environment: the run is refused at start-up naming each path; no file of the working
@@ -173,6 +174,7 @@ def test_a_planted_config_is_refused_and_nothing_anywhere_holds_a_key(tmp_path):
     assert [v[:6] for v in values if v in output] == []
 
 
+@pytest.mark.slow
 def test_the_train_block_reaches_accelerate_as_a_file_not_on_the_command_line(tmp_path):
     """The train job's recorded shell command names the file of the block, not its values; the
     block's own job writes the file (a changed block reruns it, and so the training)."""

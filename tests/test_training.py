@@ -18,6 +18,7 @@ ARGS = {"beta": 0.1, "learning_rate": 1e-3, "max_steps": 3, "per_device_train_ba
         "logging_steps": 1, "loss_type": "sigmoid", "disable_tqdm": True}
 
 
+@pytest.mark.slow
 def test_dpo_training_saves_policy_and_metrics(tiny_model, tmp_path):
     out, metrics = tmp_path / "policy", tmp_path / "metrics.json"
     history = training.train_dpo(tiny_model, PAIRS, out, ARGS, seed=0, metrics_path=metrics)
@@ -34,6 +35,7 @@ def test_dpo_training_saves_policy_and_metrics(tiny_model, tmp_path):
     assert history == saved["log_history"]
 
 
+@pytest.mark.slow
 def test_dpo_same_seed_same_losses_other_seed_other_losses(tiny_model, tmp_path):
     def losses(seed, name):
         history = training.train_dpo(tiny_model, PAIRS, tmp_path / name, ARGS, seed=seed)
@@ -62,6 +64,7 @@ def test_the_seed_reaches_the_trainer_and_the_resume_fingerprint(tiny_model, tmp
     assert {k for k in fp3 if fp3[k] != fp4[k]} == {"seed"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss, expected", [
     ("sigmoid", math.log(2)),           # -log sigmoid(beta * 0)
     ("hinge", 1.0),                     # relu(1 - beta * 0)
@@ -90,6 +93,7 @@ def test_bad_pairs_are_named(tiny_model, tmp_path):
                            seed=0, source="mixed.parquet")
 
 
+@pytest.mark.slow
 def test_sft_first_loss_is_the_completion_tokens_mean_nll(tiny_model, tmp_path):
     """SFT trains on completions only: step 1's loss (logged before the update, one batch of
     all four demos) is the untrained model's mean negative log-likelihood over the completion
@@ -137,6 +141,7 @@ def test_checkpoints_live_next_to_the_output():
         "results/dice/iter1/policy.checkpoints")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [{}, {"save_steps": 1}, {"save_steps": 0}])
 def test_no_checkpoint_folder_is_left_after_success(tiny_model, tmp_path, extra):
     out = tmp_path / "policy"

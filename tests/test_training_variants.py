@@ -74,6 +74,7 @@ def test_unpaired_gives_both_halves_of_each_pair_in_a_seeded_order():
     assert len(orders) > 1  # shuffled by the seed, not left as [chosen..., rejected...]
 
 
+@pytest.mark.slow
 def test_kto_trains_on_the_unpaired_pairs_with_chat_rendered_prompts(tiny_model, tmp_path,
                                                                     monkeypatch):
     import trl
@@ -198,6 +199,7 @@ def test_length_regularised_loss_is_the_formula_on_a_hand_made_batch(tiny_model,
         assert abs(by_hand - r_dpo_loss(margin, len_w, len_l, ARGS["beta"], -lam)) > 1e-2
 
 
+@pytest.mark.slow
 def test_first_logged_step_of_a_run_is_the_formula(tiny_model, tmp_path):
     lam = 0.2
     metrics = tmp_path / "metrics.json"
@@ -226,6 +228,7 @@ def length_biased(n: int, seed: int) -> pd.DataFrame:
     })
 
 
+@pytest.mark.slow
 def test_length_penalty_unlearns_a_planted_length_preference(tiny_model, tmp_path):
     """On pairs where the winner is always the longer response, DPO learns to prefer length;
     R-DPO explains the preference by the length term and learns much less of it. Ignoring the
@@ -271,6 +274,7 @@ def crashing_training_step(original, after: int):
     return fake_training_step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["kto", "r-dpo"])
 def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_path, variant,
                                                              caplog):
@@ -303,6 +307,7 @@ def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_pat
                     "policy")
 
 
+@pytest.mark.slow
 def test_train_launch_flags(tiny_model, tmp_path):
     pairs = tmp_path / "pairs.parquet"
     PAIRS.to_parquet(pairs)

@@ -22,6 +22,7 @@ from dicewf import config as wfconfig
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+pytestmark = pytest.mark.slow  # every test here starts Snakemake (dry runs too)
 
 # A test double for Slurm's `scontrol`: "no Slurm controller here". The Slurm executor plugin
 # runs `scontrol show config` whenever Snakemake starts; where Slurm is installed but its
