@@ -42,9 +42,9 @@ XP = {_name: cfg.experiment(config, _name) for _name in RUNS}
 batching.gradient_accumulation(config["agreement"]["reward_model"], 1, "agreement.reward_model")
 OWNERS = cfg.iteration1_owners(config)  # iteration-1 work shared between experiments
 LAYOUT = paper.Layout.from_config(config)  # which run fills which cell of the paper's tables
-# the layout as a param of the table and figure jobs, less Figure 2's bins (their own param, so
-# a new bin count reruns Figure 2 alone)
-LAYOUT_PARAM = {k: v for k, v in LAYOUT.to_dict().items() if k != "figure2_bins"}
+# the layout as a param of the table and figure jobs (Figure 2's bins are that job's own param,
+# so a new bin count reruns Figure 2 alone)
+LAYOUT_PARAM = LAYOUT.to_dict()
 
 EXPERIMENTS = list(RUNS)
 # the score block's keys that filter responses before scoring or judging (dicewf.scoring.finished)
