@@ -331,6 +331,15 @@ def test_input_paths_name_the_files_of_needs():
                                   "results/zephyr_judge/iter1/landscape.parquet"]
 
 
+def test_the_files_the_report_reads_are_named_once():
+    # the rules that write them use the library's templates (no second spelling to drift)
+    rules = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    for template in (paper.METRICS, paper.AGREEMENT, paper.ALPHA, paper.LANDSCAPE,
+                     paper.LENGTH_DIFFS):
+        assert f'"{template}"' not in rules
+    assert paper.ALPHA.format(exp="zephyr_dice", iter=1) == "results/zephyr_dice/iter1/alpha.json"
+
+
 def test_needs_names_an_unknown_target():
     with pytest.raises(KeyError, match="table8"):
         paper.needs("table8", full_layout())

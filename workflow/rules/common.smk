@@ -247,7 +247,7 @@ def all_targets():
     targets = [f"results/tables/{name}.md" for name in paper.TABLES + ("paper_vs_reproduced",)]
     targets += [f"results/figures/{name}.png" for name in paper.FIGURES]
     # every configured run is evaluated, also those no table shows (e.g. beta tuning)
-    targets += [f"results/eval/{model}/metrics.json" for model in MODELS]
+    targets += [paper.metrics_path(model) for model in MODELS]
     if "world" in config:  # each set of samples once, gathered for inspection (toy sizes only)
         targets += sorted({f"{cfg.iter_dir(OWNERS[e][0] if t == 1 else e, t)}/samples.parquet"
                            for e, t in cfg.iterations(config) if XP[e]["mix"]["gamma"] < 1})

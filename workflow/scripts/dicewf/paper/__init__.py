@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from . import figures, tables
 from . import inputs as _inputs
 from .figures import alpha_axis, figure1_data, sweep_data
-from .inputs import AGREEMENT, METRICS, metrics_path
+from .inputs import AGREEMENT, ALPHA, LANDSCAPE, LENGTH_DIFFS, METRICS, metrics_path
 from .layout import FIGURE1_BARS, TABLE1_ROWS, TABLE3_ROWS, TABLE4_ROWS, TABLE6_ROWS, Layout, Run
 from .layout import paper_setting as _paper_setting
 from .tables import Cell, alpha_label, arena_text, sweep_iterations, sweep_label
@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "AGREEMENT", "FIGURE1_BARS", "FIGURES", "LEADERBOARD", "METRICS", "PAPER", "PAPER_VALUES",
-    "REGISTRY", "TABLE1_ROWS", "TABLE3_ROWS", "TABLE4_ROWS", "TABLE6_ROWS", "TABLES", "TARGETS",
+    "AGREEMENT", "ALPHA", "FIGURE1_BARS", "FIGURES", "LANDSCAPE", "LEADERBOARD", "LENGTH_DIFFS",
+    "METRICS", "PAPER", "PAPER_VALUES", "REGISTRY", "TABLE1_ROWS", "TABLE3_ROWS", "TABLE4_ROWS",
+    "TABLE6_ROWS", "TABLES", "TARGETS",
     "Cell", "Layout", "PaperCell", "Run", "Target", "alpha_axis", "alpha_label", "arena_text",
     "build_table", "draw_figure", "figure1_data", "input_paths", "metrics_path", "needs",
     "paper_value", "paper_vs_reproduced", "read_inputs", "sweep_data", "sweep_iterations",

@@ -31,11 +31,14 @@ from .layout import (
     table7_rows,
 )
 
-# the small files the tables and figures read, as the rules that write them name them
-METRICS = "results/eval/{model}/metrics.json"  # eval.smk: eval_summary / toy eval
-AGREEMENT = "results/agreement/agreement.json"  # agreement.smk: agreement
-ITERATION_FILES = {"alphas": "alpha.json", "landscapes": "landscape.parquet",  # dice.smk:
-                   "length_diffs": "length_diffs.parquet"}                     # search_alpha
+# the small files the tables and figures read, written once: the rules that write them name
+# their outputs with these templates too
+METRICS = f"{cfg.RESULTS}/eval/{{model}}/metrics.json"  # eval.smk: toy eval, eval_summary
+AGREEMENT = f"{cfg.RESULTS}/agreement/agreement.json"  # agreement.smk: agreement
+_ITER = cfg.iter_dir("{exp}", "{iter}")  # dice.smk: search_alpha
+ALPHA, LANDSCAPE = f"{_ITER}/alpha.json", f"{_ITER}/landscape.parquet"
+LENGTH_DIFFS = f"{_ITER}/length_diffs.parquet"
+ITERATION_FILES = {"alphas": ALPHA, "landscapes": LANDSCAPE, "length_diffs": LENGTH_DIFFS}
 LISTS = ("models", "alphas", "landscapes", "length_diffs", "offline")
 
 
@@ -130,8 +133,8 @@ def figure4(layout: Layout) -> dict[str, Any]:
 def input_paths(needed: Mapping[str, Any]) -> dict[str, list[str]]:
     """Snakemake's named inputs of a need (in its order); empty groups left out."""
     out = {"metrics": [metrics_path(m) for m in needed["models"]],
-           **{group: [f"{cfg.iter_dir(full, t)}/{file}" for full, t in needed[group]]
-              for group, file in ITERATION_FILES.items()},
+           **{group: [template.format(exp=full, iter=t) for full, t in needed[group]]
+              for group, template in ITERATION_FILES.items()},
            "agreement": [AGREEMENT] if needed["agreement"] else [],
            "offline": list(needed["offline"])}
     return {key: paths for key, paths in out.items() if paths}
