@@ -1,6 +1,6 @@
 """The paper's tables and figures as pure functions of small metric files, and its own numbers.
 
-All free of models and GPUs, in four modules and one registry:
+All free of models and GPUs: five modules and one registry.
 
 * :mod:`.layout`: which experiment fills which role (written once, at its top), :class:`Layout`
   (a config condensed to what the report needs; a Snakemake param) and the row plans;
