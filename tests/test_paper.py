@@ -13,11 +13,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from dicewf import paper, report
 from dicewf.io import write_json, write_parquet
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+TOY_CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def validated_report(block: dict) -> dict:
+    """``block`` as the report block of a config after Snakemake's validate (the schema's
+    defaults filled in), as the Snakefile hands it to Layout.from_config."""
+    from snakemake.utils import validate
+
+    config = json.loads(json.dumps(TOY_CONFIG)) | {"report": json.loads(json.dumps(block))}
+    validate(config, str(SCHEMA))
+    return config["report"]
 
 SETTINGS = {"zephyr": {"label": "zephyr-7B-beta"}, "llama3": {"label": "Llama-3-8B-DPO"}}
 
@@ -60,7 +74,7 @@ def make_config(experiments=None, report_block=None, settings=SETTINGS) -> dict:
                      "train": {"beta": 0.1, "loss_type": "sigmoid"}},
         "experiments": FULL if experiments is None else experiments,
         "agreement": {"beta": 0.1},
-        "report": dict(report_block or {}),
+        "report": validated_report(report_block or {}),
     }
     if settings:
         config["settings"] = settings
@@ -146,13 +160,71 @@ def test_layout_resolves_each_run_and_round_trips_through_json():
 
 def test_layout_report_keys():
     layout = full_layout(setting="llama3", sweep_iteration=1, figure1={"iteration": 1},
-                         figure2={"bins": 12})
+                         experiment="dice_gamma0", iteration=2)
     assert (layout.main, layout.sweep_iteration, layout.figure1_iteration,
-            layout.figure2_bins) == ("llama3", 1, 1, 12)
+            layout.figure_experiment, layout.figure_iteration) == ("llama3", 1, 1,
+                                                                  "dice_gamma0", 2)
     with pytest.raises(KeyError, match="report.setting.*'mistral'"):
         full_layout(setting="mistral")
     with pytest.raises(ValueError, match="sweep_iteration"):
-        full_layout(sweep_iteration=0)
+        paper.Layout.from_config(make_config() | {"report": {"sweep_iteration": 0}})
+
+
+def test_report_defaults_come_from_the_schema():
+    # an empty report block: every default is the schema's (Snakemake's validate fills them in)
+    rep = validated_report({})
+    assert rep == {"sweep_iteration": 2, "figure1": {"iteration": 2}, "iteration": 1,
+                   "figure2": {"bins": 30}}
+    layout = paper.Layout.from_config(make_config())
+    assert (layout.main, layout.sweep_iteration, layout.figure1_iteration,
+            layout.figure_experiment, layout.figure_iteration) == ("zephyr", 2, 2, "dice", 1)
+    # a figure-only setting is not part of the layout (the table jobs' param)
+    assert "bins" not in json.dumps(layout.to_dict())
+
+
+def test_one_registry_entry_is_a_whole_table(monkeypatch, tmp_path):
+    # a new table is one Target: its inputs, its paths and its build follow from that entry alone
+    def build(layout, metrics, alphas, agreement):
+        rows = [{"Model": m, "LC": metrics[m]["lc_win_rate"]} for m in sorted(metrics)]
+        return pd.DataFrame(rows, columns=["Model", "LC"]), []
+
+    target = paper.Target("table", lambda layout: paper.inputs.need(
+        models=[layout.model(s, "dice", 1) for s in layout.settings]), build)
+    monkeypatch.setitem(paper.REGISTRY, "table11", target)
+    layout = full_layout()
+    assert paper.needs("table11", layout)["models"] == ["zephyr_dice-iter1", "llama3_dice-iter1"]
+    inputs = write_inputs("table11", layout, tmp_path)
+    assert inputs == {"metrics": [str(tmp_path / paper.metrics_path(m))
+                                  for m in ("zephyr_dice-iter1", "llama3_dice-iter1")]}
+    data = paper.read_inputs("table11", layout, inputs)
+    df = paper.build_table("table11", layout, data["metrics"])
+    assert df["Model"].tolist() == ["llama3_dice-iter1", "zephyr_dice-iter1"]
+    with pytest.raises(KeyError, match="unknown table or figure 'table11'"):
+        paper.draw_figure("table11", layout, data, tmp_path / "x.png")
+
+
+def test_the_registry_lists_every_target_once_and_the_paper_numbers_are_data():
+    assert paper.TARGETS == (*paper.TABLES, "paper_vs_reproduced", *paper.FIGURES)
+    assert paper.TABLES == ("table1", "table2", "table3", "table4", "table5", "table6",
+                            "table7", "table9", "table10")
+    assert paper.FIGURES == ("figure1", "figure2", "figure3", "figure4", "figure5")
+    printed = yaml.safe_load((REPO / "workflow" / "scripts" / "dicewf" / "paper"
+                              / "values.yaml").read_text())
+    assert set(printed["tables"]) <= set(paper.TABLES)
+    assert printed["tables"]["table4"]["zephyr"]["gamma=0, 2 alpha*"]["Avg. Len."] == 876
+    assert printed["leaderboard"][5] == ["Gemini Pro", 24.38, 18.18]
+
+
+def test_importing_the_paper_layout_does_not_import_pandas():
+    # the Snakefile builds the layout and every input list at start-up, without pandas
+    code = ("import sys, json; from dicewf import paper; "
+            "layout = paper.Layout.from_dict(json.loads(sys.argv[1])); "
+            "[paper.input_paths(name, layout) for name in paper.TARGETS]; "
+            "assert 'pandas' not in sys.modules, 'pandas imported'")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(full_layout().to_dict())],
+                          env={"PYTHONPATH": str(REPO / "workflow" / "scripts")},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_toy_world_layout_has_one_unnamed_setting_compared_with_zephyr():
@@ -257,6 +329,15 @@ def test_input_paths_name_the_files_of_needs():
     fig4 = paper.input_paths("figure4", full_layout())
     assert fig4["landscapes"] == ["results/zephyr_dice/iter1/landscape.parquet",
                                   "results/zephyr_judge/iter1/landscape.parquet"]
+
+
+def test_the_files_the_report_reads_are_named_once():
+    # the rules that write them use the library's templates (no second spelling to drift)
+    rules = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    for template in (paper.METRICS, paper.AGREEMENT, paper.ALPHA, paper.LANDSCAPE,
+                     paper.LENGTH_DIFFS):
+        assert f'"{template}"' not in rules
+    assert paper.ALPHA.format(exp="zephyr_dice", iter=1) == "results/zephyr_dice/iter1/alpha.json"
 
 
 def test_needs_names_an_unknown_target():
@@ -580,7 +661,7 @@ def test_each_figure_is_drawn_from_its_inputs(name, tmp_path):
     layout = full_layout()
     inputs = write_inputs(name, layout, tmp_path / "in")
     png, pdf = tmp_path / "out" / f"{name}.png", tmp_path / "out" / f"{name}.pdf"
-    paper.draw_figure(name, layout, paper.read_inputs(name, layout, inputs), png, pdf)
+    paper.draw_figure(name, layout, paper.read_inputs(name, layout, inputs), png, pdf, bins=30)
     assert_png_and_pdf(png, pdf)
 
 
@@ -604,7 +685,7 @@ def test_figures_of_unconfigured_experiments_are_still_written(tmp_path):
     for name in ("figure2", "figure3", "figure4"):
         assert paper.needs(name, layout)["landscapes"] == []
         png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
-        paper.draw_figure(name, layout, paper.read_inputs(name, layout, {}), png, pdf)
+        paper.draw_figure(name, layout, paper.read_inputs(name, layout, {}), png, pdf, bins=30)
         assert png.read_bytes().startswith(PNG_MAGIC) and pdf.read_bytes().startswith(b"%PDF")
 
 

@@ -131,7 +131,7 @@ def test_figure2_histograms_count_each_datasets_length_differences(tmp_path):
 
 def test_figure2_png_only(tmp_path):
     png = tmp_path / "figure2.png"
-    report.figure2(length_diffs(), offline(), png)
+    report.figure2(length_diffs(), offline(), png, bins=30)
     assert png.read_bytes().startswith(PNG_MAGIC)
     assert [p.name for p in tmp_path.iterdir()] == ["figure2.png"]
 
@@ -140,7 +140,7 @@ def test_figure2_without_len_diff_names_the_column(tmp_path):
     frame = length_diffs().rename(columns={"len_diff": "length_diff"})
     png = tmp_path / "figure2.png"
     with pytest.raises(DatasetError) as err:
-        report.figure2(frame, offline(), png, source="iter1/length_diffs.parquet")
+        report.figure2(frame, offline(), png, bins=30, source="iter1/length_diffs.parquet")
     assert "'len_diff'" in str(err.value)
     assert "iter1/length_diffs.parquet" in str(err.value)
     assert not png.exists()

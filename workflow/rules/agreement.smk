@@ -37,7 +37,7 @@ rule agreement:
         unpack(agreement_inputs),
         reward_model="results/agreement/reward_model",
     output:
-        agreement="results/agreement/agreement.json",
+        agreement=paper.AGREEMENT,
         tuples="results/agreement/tuples.parquet",
         # an API judge's replies: appended to judge_cache.partial.jsonl beside it as they
         # arrive (a killed or failed job resumes), moved here when the job succeeds (so

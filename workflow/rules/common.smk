@@ -42,9 +42,9 @@ XP = {_name: cfg.experiment(config, _name) for _name in RUNS}
 batching.gradient_accumulation(config["agreement"]["reward_model"], 1, "agreement.reward_model")
 OWNERS = cfg.iteration1_owners(config)  # iteration-1 work shared between experiments
 LAYOUT = paper.Layout.from_config(config)  # which run fills which cell of the paper's tables
-# the layout as a param of the table and figure jobs, less Figure 2's bins (their own param, so
-# a new bin count reruns Figure 2 alone)
-LAYOUT_PARAM = {k: v for k, v in LAYOUT.to_dict().items() if k != "figure2_bins"}
+# the layout as a param of the table and figure jobs (Figure 2's bins are that job's own param,
+# so a new bin count reruns Figure 2 alone)
+LAYOUT_PARAM = LAYOUT.to_dict()
 
 EXPERIMENTS = list(RUNS)
 # the score block's keys that filter responses before scoring or judging (dicewf.scoring.finished)
@@ -247,7 +247,7 @@ def all_targets():
     targets = [f"results/tables/{name}.md" for name in paper.TABLES + ("paper_vs_reproduced",)]
     targets += [f"results/figures/{name}.png" for name in paper.FIGURES]
     # every configured run is evaluated, also those no table shows (e.g. beta tuning)
-    targets += [f"results/eval/{model}/metrics.json" for model in MODELS]
+    targets += [paper.metrics_path(model) for model in MODELS]
     if "world" in config:  # each set of samples once, gathered for inspection (toy sizes only)
         targets += sorted({f"{cfg.iter_dir(OWNERS[e][0] if t == 1 else e, t)}/samples.parquet"
                            for e, t in cfg.iterations(config) if XP[e]["mix"]["gamma"] < 1})

@@ -131,10 +131,10 @@ rule search_alpha:
     input:
         scores=shared_scores,
     output:
-        alpha="results/{exp}/iter{iter}/alpha.json",
-        landscape="results/{exp}/iter{iter}/landscape.parquet",
+        alpha=paper.ALPHA,
+        landscape=paper.LANDSCAPE,
         pairs=ensure("results/{exp}/iter{iter}/pairs.parquet", non_empty=True),
-        length_diffs="results/{exp}/iter{iter}/length_diffs.parquet",
+        length_diffs=paper.LENGTH_DIFFS,
     params:
         alpha=lambda w: xp(w)["alpha"],
         landscape_points=config["report"]["figure4"]["points"],

@@ -13,7 +13,7 @@ if TOY_EVAL:
         output:
             responses="results/eval/{model}/responses.parquet",
             judgements="results/eval/{model}/judgements.parquet",
-            metrics="results/eval/{model}/metrics.json",
+            metrics=paper.METRICS,
         params:
             sampling=eval_sampling,
             backend=config["sampler"]["backend"],
@@ -122,7 +122,7 @@ else:
             alpaca_eval="results/eval/{model}/alpaca_eval/metrics.json",
             arena_hard="results/eval/{model}/arena_hard/metrics.json",
         output:
-            metrics="results/eval/{model}/metrics.json",
+            metrics=paper.METRICS,
         log:
             "logs/eval/{model}/summary.log",
         localrule: True

@@ -1,4 +1,4 @@
-# The paper's tables and figures: local jobs that read only small metric files (dicewf/paper.py
+# The paper's tables and figures: local jobs that read only small metric files (dicewf/paper/
 # says which), so deleting one and asking for it again reruns only its own job, in seconds.
 # `snakemake --report report.html` makes one HTML page of them, captions included.
 

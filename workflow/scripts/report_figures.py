@@ -1,9 +1,9 @@
 """Snakemake adapter: one of the paper's figures from metric, alpha and landscape files.
 
-params: figure (a name from dicewf.paper.FIGURES), layout (Layout.to_dict()). Inputs as
-dicewf.paper.input_paths(figure, layout) names them; outputs png and pdf.
+params: figure (a name from dicewf.paper.FIGURES), layout (Layout.to_dict()), bins (Figure 2's,
+None for the others). Inputs as dicewf.paper.input_paths(figure, layout) names them; outputs png
+and pdf.
 """
-import dataclasses
 from typing import TYPE_CHECKING
 
 from dicewf import logs, paper
@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 logs.to_file(snakemake.log[0])
 name = snakemake.params.figure
 layout = paper.Layout.from_dict(snakemake.params.layout)
-if snakemake.params.bins is not None:  # Figure 2's bins travel as their own param
-    layout = dataclasses.replace(layout, figure2_bins=int(snakemake.params.bins))
 data = paper.read_inputs(name, layout, snakemake.input)
-paper.draw_figure(name, layout, data, snakemake.output.png, snakemake.output.pdf)
+paper.draw_figure(name, layout, data, snakemake.output.png, snakemake.output.pdf,
+                  bins=snakemake.params.bins)

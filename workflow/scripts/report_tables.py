@@ -14,10 +14,7 @@ logs.to_file(snakemake.log[0])
 name = snakemake.params.table
 layout = paper.Layout.from_dict(snakemake.params.layout)
 data = paper.read_inputs(name, layout, snakemake.input)
-if name == "paper_vs_reproduced":
-    df = paper.paper_vs_reproduced(layout, data["metrics"], data["alphas"], data["agreement"])
-else:
-    df = paper.build_table(name, layout, data["metrics"], data["alphas"], data["agreement"])
+df = paper.build_table(name, layout, data["metrics"], data["alphas"], data["agreement"])
 out = snakemake.output
 report.write_table(df, out.csv, out.md, caption=snakemake.params.caption, tex=out.tex,
                    label=f"tab:{name}")

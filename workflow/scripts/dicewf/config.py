@@ -19,7 +19,6 @@ setting, experiments keep their names and the base model is ``base``.
 from __future__ import annotations
 
 import copy
-import importlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -33,20 +32,6 @@ EXPERIMENT_KEYS = ("iterations", "reference", "sampling", "score", "alpha", "mix
                    "trainer", "length_penalty", "description")
 # Keys of an experiment block that are not settings of the experiment itself.
 PLACEMENT_KEYS = ("settings",)
-
-
-class LazyModule:
-    """A module imported on first attribute access: the Snakefile reads the layout of the
-    paper's tables without importing pandas (a third of a dry run's time)."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._module = None
-
-    def __getattr__(self, attr: str) -> Any:
-        if self._module is None:
-            self._module = importlib.import_module(self._name)
-        return getattr(self._module, attr)
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

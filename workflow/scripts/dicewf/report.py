@@ -102,7 +102,7 @@ def _save_figure(fig, png: str | os.PathLike, pdf: str | os.PathLike | None) -> 
 
 
 def figure2(length_diffs: pd.DataFrame, offline: pd.DataFrame, png, pdf=None, *,
-            bins: int = 30, alpha_star: float | None = None, source: str = "<length_diffs>"):
+            bins: int, alpha_star: float | None = None, source: str = "<length_diffs>"):
     """Figure 2: distribution of |y_w| - |y_l| for D(0), D(alpha*) (top) and D_offline (bottom).
 
     Returns the (closed) matplotlib figure, whose axes hold the drawn histograms.

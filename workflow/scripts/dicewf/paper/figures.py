@@ -1,0 +1,104 @@
+"""The paper's Figures 1-5 from what :func:`dicewf.paper.read_inputs` returns.
+
+Each drawer takes (layout, data, png, pdf) and the figure's own settings (Figure 2: ``bins``),
+which are params of the figure's job alone. A figure whose experiment is not configured is
+drawn as a placeholder saying so. pandas and matplotlib (:mod:`dicewf.report`) are imported
+when a figure is drawn, not when the Snakefile reads the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import inputs
+from .layout import Layout, figure1_bars, sweep_points
+from .tables import LC, value
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def figure1_data(layout: Layout, metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Figure 1 (right): LC win rate of Base, Offline DPO, LLM-as-a-Judge and DICE per setting."""
+    import pandas as pd
+
+    rows = [{"setting": layout.label(s), "method": label, "model": model, "iteration": t,
+             "lc": value(metrics, model, LC)} for s, label, model, t in figure1_bars(layout)]
+    return pd.DataFrame(rows, columns=["setting", "method", "model", "iteration", "lc"])
+
+
+def sweep_data(layout: Layout, metrics: Mapping[str, Mapping[str, Any]],
+               figure: str = "figure3") -> pd.DataFrame:
+    """Figures 3 and 5: LC win rate against gamma, one line per iteration."""
+    import pandas as pd
+
+    s = layout.sweep_setting(figure)
+    rows = [{"gamma": gamma, "experiment": layout.runs[full].exp, "iteration": t,
+             "lc": value(metrics, model, LC)}
+            for gamma, full, t, model in sweep_points(layout, s)]
+    return pd.DataFrame(rows, columns=["gamma", "experiment", "iteration", "lc"])
+
+
+def _alpha_star(alpha: Mapping[str, Any]) -> float:
+    searched = alpha.get("alpha_searched")
+    return float(alpha["alpha"] if searched is None else searched)
+
+
+def alpha_axis(alpha: Mapping[str, Any], rating: bool = False) -> str:
+    """Figure 4's x label from an alpha.json: what alpha penalises per length unit. Implicit
+    rewards are shaped on the log-ratio (an alpha.json without ``score`` predates that: the
+    reward); ``rating`` labels an LLM-as-a-Judge panel."""
+    unit = {"chars": "character", "tokens": "token"}.get(alpha.get("length_unit", "chars"))
+    scale = "rating" if rating else ("log-ratio" if alpha.get("score") == "logratio" else "reward")
+    return f"alpha ({scale} per {unit})"
+
+
+def figure1(layout: Layout, data: Mapping[str, Any], png, pdf=None, **_) -> None:
+    from .. import report
+
+    report.figure1(figure1_data(layout, data["metrics"]), png, pdf,
+                   iteration=layout.figure1_iteration)
+
+
+def sweep_figure(name: str, layout: Layout, data: Mapping[str, Any], png, pdf=None, **_) -> None:
+    """Figures 3 and 5."""
+    from .. import report
+
+    label = layout.label(layout.sweep_setting(name))
+    report.figure3(sweep_data(layout, data["metrics"], name), png, pdf,
+                   title=f"LC win rate against gamma ({label})")
+
+
+def figure2(layout: Layout, data: Mapping[str, Any], png, pdf=None, *, bins: int, **_) -> None:
+    from .. import report
+
+    keys = inputs.figure2(layout)["length_diffs"]
+    if not keys:
+        report.placeholder_figure(f"Figure 2: experiment {layout.figure_experiment!r} "
+                                  f"(or D_offline) not configured in "
+                                  f"{layout.label(layout.main)}", png, pdf)
+        return
+    diffs = data["length_diffs"][keys[0]]
+    report.figure2(diffs, data["offline"], png, pdf, bins=bins,
+                   alpha_star=_alpha_star(data["alphas"][keys[0]]),
+                   source=diffs.attrs.get("source", "<length_diffs>"))
+
+
+def figure4(layout: Layout, data: Mapping[str, Any], png, pdf=None, **_) -> None:
+    from .. import report
+
+    keys = inputs.figure4(layout)["landscapes"]
+    if not keys:
+        report.placeholder_figure(f"Figure 4: experiment {layout.figure_experiment!r} not "
+                                  f"configured in {layout.label(layout.main)}", png, pdf)
+        return
+    land = data["landscapes"][keys[0]]
+    judge = data["landscapes"][keys[1]] if len(keys) > 1 else None
+    alpha = data["alphas"][keys[0]]
+    report.figure4(land, png, pdf, alpha_star=_alpha_star(alpha),
+                   source=land.attrs.get("source", "<landscape>"), judge=judge,
+                   judge_source="<judge landscape>" if judge is None else
+                   judge.attrs.get("source", "<judge landscape>"),
+                   xlabel=alpha_axis(alpha),
+                   judge_xlabel=alpha_axis(alpha, rating=True))
