@@ -41,8 +41,9 @@ def load_args(value: str) -> dict[str, Any]:
     if os.path.isfile(value):
         import yaml
 
+        # JSON through json: YAML 1.1 reads a float such as 5e-07 (no dot) as a string
         with open(value) as f:
-            args = yaml.safe_load(f)
+            args = json.load(f) if value.endswith(".json") else yaml.safe_load(f)
         where = value
     else:
         try:
