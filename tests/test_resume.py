@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from dicewf import training
+from dicewf import checkpoints
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +117,7 @@ def experiment(root: Path, model: Path, pairs: Path, launcher: list[str], uninte
                 "--metrics", str(root / name / "metrics.json"), "--args", args, "--seed", "0"]
 
     ref_log = run([*uninterrupted, *cli("uninterrupted")], root / "uninterrupted.log", threads)
-    ckpts = training.checkpoint_dir_for(root / "resumed" / "policy")
+    ckpts = checkpoints.checkpoint_dir_for(root / "resumed" / "policy")
     slow = root / "slow_steps.py"
     slow.write_text(SLOW_STEPS)
     kill_at_checkpoint([*launcher, str(slow), *cli("resumed")], ckpts, root / "killed.log",

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dicewf import scoring, toymodel, training
+from dicewf import checkpoints, rdpo, scoring, toymodel, training
 from dicewf.chat import render_prompts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,8 +148,8 @@ def build_dpo(cls, policy, ref, tmp_path, **extra):
 
     tok = AutoTokenizer.from_pretrained(policy)
     cfg = DPOConfig(output_dir=str(tmp_path / "scratch"),
-                    **training._device_defaults({"beta": ARGS["beta"], "loss_type": ["sigmoid"],
-                                                 "bf16": False}))
+                    **training.device_args({"beta": ARGS["beta"], "loss_type": ["sigmoid"],
+                                            "bf16": False}))
     data = Dataset.from_dict({"prompt": render_prompts(tok, PAIRS["prompt"].tolist()),
                               "chosen": PAIRS["chosen"].tolist(),
                               "rejected": PAIRS["rejected"].tolist()})
@@ -170,7 +170,7 @@ def test_zero_length_penalty_is_plain_dpo_on_the_same_batch(tiny_model, other_mo
     from trl import DPOTrainer
 
     plain = batch_loss(build_dpo(DPOTrainer, tiny_model, other_model, tmp_path))
-    zero = batch_loss(build_dpo(training.LengthRegularisedDPOTrainer, tiny_model, other_model,
+    zero = batch_loss(build_dpo(rdpo.LengthRegularisedDPOTrainer, tiny_model, other_model,
                                 tmp_path, length_penalty=0.0))
     assert zero == pytest.approx(plain, rel=1e-6, abs=1e-7)
     assert plain != pytest.approx(math.log(2), abs=1e-3)  # policy != reference: a real margin
@@ -181,7 +181,7 @@ def test_length_regularised_loss_is_the_formula_on_a_hand_made_batch(tiny_model,
                                                                      tmp_path, lam):
     from trl import DPOTrainer
 
-    cls = training.LengthRegularisedDPOTrainer if lam else DPOTrainer
+    cls = rdpo.LengthRegularisedDPOTrainer if lam else DPOTrainer
     extra = {"length_penalty": lam} if lam else {}
     loss = batch_loss(build_dpo(cls, tiny_model, other_model, tmp_path, **extra))
 
@@ -248,11 +248,14 @@ def test_length_penalty_unlearns_a_planted_length_preference(tiny_model, tmp_pat
 
 
 def test_fingerprint_names_the_trainer_and_the_length_penalty(tiny_model):
-    base = training._fingerprint(tiny_model, None, PAIRS, ARGS, 0, 1)
+    def fingerprint(**variant):
+        return training.preference_fingerprint(tiny_model, None, PAIRS, ARGS, seed=0,
+                                               world_size=1, **variant)
+
+    base = fingerprint()
     assert base["trainer"] == "dpo" and base["length_penalty"] == 0.0
-    kto = training._fingerprint(tiny_model, None, PAIRS, ARGS, 0, 1, trainer="kto")
-    rdpo = training._fingerprint(tiny_model, None, PAIRS, ARGS, 0, 1, length_penalty=0.05)
-    assert len({json.dumps(f, sort_keys=True) for f in (base, kto, rdpo)}) == 3
+    kto, r_dpo = fingerprint(trainer="kto"), fingerprint(length_penalty=0.05)
+    assert len({json.dumps(f, sort_keys=True) for f in (base, kto, r_dpo)}) == 3
 
 
 class Crash(Exception):
@@ -277,7 +280,7 @@ def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_pat
     import trl
 
     kwargs = {"trainer": "kto"} if variant == "kto" else {"length_penalty": 0.05}
-    cls = trl.KTOTrainer if variant == "kto" else training.LengthRegularisedDPOTrainer
+    cls = trl.KTOTrainer if variant == "kto" else rdpo.LengthRegularisedDPOTrainer
     # 4 steps of 2 rows; the R-DPO run goes on into a second, reshuffled epoch
     args = {**ARGS, "max_steps": 4, "save_steps": 2}
 
@@ -291,11 +294,11 @@ def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_pat
         mp.setattr(cls, "training_step", crashing_training_step(cls.training_step, after=3))
         with pytest.raises(Crash):
             run("resumed")
-    ckpts = training.checkpoint_dir_for(tmp_path / "resumed" / "policy")
+    ckpts = checkpoints.checkpoint_dir_for(tmp_path / "resumed" / "policy")
     assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-2"]
     assert json.loads((ckpts / "run.json").read_text())["trainer"] == (
         "kto" if variant == "kto" else "dpo")
-    with caplog.at_level("INFO", logger="dicewf.training"):
+    with caplog.at_level("INFO", logger="dicewf.checkpoints"):
         resumed = run("resumed")
     assert f"resuming from checkpoint {ckpts / 'checkpoint-2'} (step 2)" in caplog.text
 
