@@ -1,7 +1,7 @@
 """Training variants of the paper's ablations: KTO (Table 3) and length-regularised DPO (Table 7).
 
 Both go through :func:`dicewf.training.train_dpo` (``trainer=``, ``length_penalty=``) and its
-checkpoint/resume code path, and through ``train_launch.py``'s ``--trainer`` and
+checkpoint/resume code path, and through the entry point ``train_launch.py``'s ``--trainer`` and
 ``--length-penalty``.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dicewf import checkpoints, rdpo, scoring, toymodel, training
+from dicewf import checkpoints, launch, rdpo, scoring, toymodel, training
 from dicewf.chat import render_prompts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -306,20 +306,60 @@ def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_pat
                     "policy")
 
 
-def test_train_launch_flags(tiny_model, tmp_path):
+def test_the_entry_point_parses_with_trls_parser_over_the_config_class(tiny_model, tmp_path):
+    """train_launch.py: our arguments and the TRL fields of a --config file (JSON as the
+    train_args rule writes it) parsed by TrlParser; the command line wins over the file."""
     pairs = tmp_path / "pairs.parquet"
     PAIRS.to_parquet(pairs)
+    config = tmp_path / "train_args.json"
+    # json writes 5e-05, which YAML 1.1 reads as a string; the parser types it from DPOConfig
+    config.write_text(json.dumps({**ARGS, "learning_rate": 5e-05, "global_batch_size": 2}))
+    assert "5e-05" in config.read_text()
     common = ["--model", str(tiny_model), "--pairs", str(pairs), "--out", str(tmp_path / "kto"),
-              "--args", json.dumps(ARGS), "--seed", "0"]
-    opts = train_launch.parse(common)
-    assert (opts.trainer, opts.length_penalty) == ("dpo", 0.0)
-    opts = train_launch.parse([*common, "--trainer", "kto", "--length-penalty", "0.05"])
-    assert (opts.trainer, opts.length_penalty) == ("kto", 0.05)
+              "--config", str(config), "--seed", "0"]
+    script, fields = launch.parse(common)
+    assert (script.trainer, script.length_penalty, script.seed) == ("dpo", 0.0, 0)
+    assert fields == {**ARGS, "learning_rate": 5e-05, "global_batch_size": 2}
+    assert isinstance(fields["learning_rate"], float)
+    script, fields = launch.parse([*common, "--trainer", "kto", "--length-penalty", "0.05",
+                                   "--beta", "0.3"])
+    assert (script.trainer, script.length_penalty, fields["beta"]) == ("kto", 0.05, 0.3)
     with pytest.raises(SystemExit):
-        train_launch.parse([*common, "--trainer", "orpo"])
+        launch.parse([*common, "--trainer", "orpo"])
+    (tmp_path / "typo.json").write_text(json.dumps({"lerning_rate": 1e-3}))
+    with pytest.raises(SystemExit, match=r"typo\.json: .*lerning_rate.*\(DPOConfig"):
+        launch.parse([a if a != str(config) else str(tmp_path / "typo.json") for a in common])
 
     train_launch.main([*common, "--trainer", "kto", "--metrics", str(tmp_path / "m.json")])
     steps = [e for e in json.loads((tmp_path / "m.json").read_text())["log_history"]
              if "loss" in e]
     assert len(steps) == 3 and "kl" in steps[0]  # KTO's metrics: it ran KTOTrainer
     assert (tmp_path / "kto" / "model.safetensors").is_file()
+
+
+def test_the_toy_start_policy_rule_runs_the_same_entry_point(tmp_path, monkeypatch,
+                                                            restore_logging):
+    """Under Snakemake's script: directive train_launch.py takes the rule's inputs, outputs,
+    seed, log and training block (never on a command line) and trains as the train rule does."""
+    import runpy
+    from types import SimpleNamespace
+
+    calls = []
+    monkeypatch.setattr(training, "train_dpo", lambda *a, **k: calls.append((a, k)))
+    pairs = tmp_path / "offline.parquet"
+    PAIRS.to_parquet(pairs)
+    (tmp_path / "sft").mkdir()
+    block = {**ARGS, "learning_rate": "5e-05"}  # a string as YAML 1.1 reads 5e-05
+    smk = SimpleNamespace(
+        input=SimpleNamespace(model="hub/model", pairs=str(pairs)),
+        output=SimpleNamespace(model=str(tmp_path / "policy"), metrics=str(tmp_path / "m.json")),
+        params=SimpleNamespace(args=block, seed=7), log=[str(tmp_path / "train.log")])
+    monkeypatch.setattr(sys, "argv", ["snakemake-script"])
+    runpy.run_path(str(REPO / "workflow" / "scripts" / "train_launch.py"),
+                   init_globals={"snakemake": smk}, run_name="__main__")
+    [(args, kwargs)] = calls
+    assert args[0] == "hub/model" and args[2] == str(tmp_path / "policy")
+    assert args[3] == {**ARGS, "learning_rate": 5e-05}
+    assert kwargs["seed"] == 7 and kwargs["metrics_path"] == str(tmp_path / "m.json")
+    assert (kwargs["trainer"], kwargs["length_penalty"], kwargs["ref"]) == ("dpo", 0.0, None)
+    assert (tmp_path / "train.log").is_file()
