@@ -8,7 +8,6 @@ import json
 import logging
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -256,18 +255,3 @@ def test_a_response_beyond_the_context_is_scored_truncated_with_a_warning(tiny_m
     assert np.isfinite(out["logratio"]).all()
     assert out.loc[3, "len_tokens"] > _context(tiny_model)  # the whole response's length
 
-
-def test_a_train_args_file_keeps_floats_that_yaml_would_read_as_strings(tmp_path):
-    """train_args.json holds json.dumps output: 5e-07 has no dot, which YAML 1.1 reads as a
-    string (and AdamW then fails on ``0.0 <= '5e-07'``); the file is read as JSON."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "train_launch", Path(__file__).resolve().parents[1] / "workflow/scripts/train_launch.py")
-    train_launch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_launch)
-    path = tmp_path / "train_args.json"
-    path.write_text(json.dumps({"learning_rate": 5e-07, "beta": 0.1}))
-    args = train_launch.load_args(str(path))
-    assert args == {"learning_rate": 5e-07, "beta": 0.1}
-    assert isinstance(args["learning_rate"], float)

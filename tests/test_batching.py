@@ -94,7 +94,7 @@ def test_train_dpo_hands_trl_the_derived_accumulation(tmp_path, monkeypatch):
         built.append(cfg)
         return []
 
-    monkeypatch.setattr(training, "_train_resumable", record)
+    monkeypatch.setattr(training, "train_resumable", record)
     pairs = pd.DataFrame({"prompt_id": ["a"], "prompt": ["p"], "chosen": ["c"],
                           "rejected": ["r"]})
     args = {"global_batch_size": 8, "per_device_train_batch_size": 2, "max_steps": 1}

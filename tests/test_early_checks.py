@@ -321,7 +321,7 @@ def test_the_training_entry_point_names_an_empty_model_folder(tmp_path, restore_
 
     (tmp_path / "empty").mkdir()
     argv = ["--model", str(tmp_path / "empty"), "--pairs", str(tmp_path / "pairs.parquet"),
-            "--out", str(tmp_path / "policy"), "--args", "{}", "--seed", "0"]
+            "--out", str(tmp_path / "policy"), "--seed", "0"]
     assert refused(train_launch.main, argv).startswith(
         f"no model weights/tokenizer in {tmp_path / 'empty'} (--model of train_launch.py)")
     assert not (tmp_path / "policy").exists()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from dicewf import training
+from dicewf import checkpoints
 
 pytestmark = pytest.mark.slow
 
@@ -109,15 +109,16 @@ def kill_at_checkpoint(cmd: list[str], ckpts: Path, log: Path, threads: int) -> 
 def experiment(root: Path, model: Path, pairs: Path, launcher: list[str], uninterrupted: list[str],
                batch: int, threads: int) -> dict:
     """An uninterrupted run, and a run killed at KILL_AT then rerun with the same command."""
-    args = json.dumps({**ARGS, "per_device_train_batch_size": batch})
+    args = root / "train_args.json"  # as the train_args rule writes it
+    args.write_text(json.dumps({**ARGS, "per_device_train_batch_size": batch}))
 
     def cli(name: str) -> list[str]:
-        return [str(SCRIPT), "--model", str(model), "--pairs", str(pairs),
+        return [str(SCRIPT), "--config", str(args), "--model", str(model), "--pairs", str(pairs),
                 "--out", str(root / name / "policy"),
-                "--metrics", str(root / name / "metrics.json"), "--args", args, "--seed", "0"]
+                "--metrics", str(root / name / "metrics.json"), "--seed", "0"]
 
     ref_log = run([*uninterrupted, *cli("uninterrupted")], root / "uninterrupted.log", threads)
-    ckpts = training.checkpoint_dir_for(root / "resumed" / "policy")
+    ckpts = checkpoints.checkpoint_dir_for(root / "resumed" / "policy")
     slow = root / "slow_steps.py"
     slow.write_text(SLOW_STEPS)
     kill_at_checkpoint([*launcher, str(slow), *cli("resumed")], ckpts, root / "killed.log",

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dicewf import agreement, reward_model, training
+from dicewf import agreement, checkpoints, reward_model
 from dicewf.chat import render_prompts
 from dicewf.io import DatasetError
 
@@ -153,8 +153,8 @@ def test_a_crashed_run_resumes_like_an_uninterrupted_one(tiny_model, tmp_path, c
         mp.setattr(RewardTrainer, "training_step", fake_training_step)
         with pytest.raises(Crash):
             run("resumed")
-    ckpts = training.checkpoint_dir_for(tmp_path / "resumed" / "rm")
-    with caplog.at_level("INFO", logger="dicewf.training"):
+    ckpts = checkpoints.checkpoint_dir_for(tmp_path / "resumed" / "rm")
+    with caplog.at_level("INFO", logger="dicewf.checkpoints"):
         resumed = run("resumed")
     assert f"resuming from checkpoint {ckpts / 'checkpoint-2'} (step 2)" in caplog.text
     assert_same_run(reference, resumed, tmp_path / "uninterrupted", tmp_path / "resumed", "rm")

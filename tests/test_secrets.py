@@ -185,7 +185,7 @@ def test_the_train_block_reaches_accelerate_as_a_file_not_on_the_command_line(tm
                      str(tmp_path / "config.yaml"), cwd=tmp_path)
     shell = [line for line in proc.stdout.splitlines() if "accelerate launch" in line]
     assert len(shell) == 1, proc.stdout
-    assert "--args results/dice/iter1/train_args.json" in shell[0]
+    assert "--config results/dice/iter1/train_args.json" in shell[0]
     assert "learning_rate" not in shell[0] and "1.2345e-05" not in shell[0]
     written = snakemake("results/dice/iter1/train_args.json", "--cores", "1", "--configfile",
                         str(tmp_path / "config.yaml"), cwd=tmp_path)
@@ -208,7 +208,7 @@ def test_no_token_reaches_the_pickled_training_arguments(tmp_path, monkeypatch):
         configs.append(cfg)
         return []
 
-    monkeypatch.setattr(training, "_train_resumable", record_run)
+    monkeypatch.setattr(training, "train_resumable", record_run)
     monkeypatch.setenv("HF_TOKEN", ENV_HF)
     args = {"beta": 0.1, "max_steps": 1, "per_device_train_batch_size": 1}
     with pytest.raises(ValueError, match="hub_token") as err:

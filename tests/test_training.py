@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from dicewf import training
+from dicewf import checkpoints, training
 from dicewf.io import DatasetError
 
 PAIRS = pd.DataFrame({
@@ -54,7 +54,7 @@ def test_the_seed_reaches_the_trainer_and_the_resume_fingerprint(tiny_model, tmp
         runs.append((cfg, fingerprint))
         return []
 
-    monkeypatch.setattr(training, "_train_resumable", record_run)
+    monkeypatch.setattr(training, "train_resumable", record_run)
     for seed in (3, 4):
         training.train_dpo(tiny_model, PAIRS, tmp_path / f"s{seed}", ARGS, seed=seed)
     (cfg3, fp3), (cfg4, fp4) = runs
@@ -131,13 +131,55 @@ def test_sft_first_loss_is_the_completion_tokens_mean_nll(tiny_model, tmp_path):
     assert abs(nll / n_completion - nll_all / n_all) > 1e-2  # the prompt tokens would show
 
 
+@pytest.mark.slow
+def test_a_crashed_sft_run_resumes_like_an_uninterrupted_one(tiny_model, tmp_path, caplog):
+    """SFT goes through the same resumable path as DPO: checkpoints next to the output, a rerun
+    resumes from the last complete one and ends with the uninterrupted run's metrics and weights;
+    a checkpoint interval off the logging steps is refused before any model is loaded."""
+    from trl import SFTTrainer
+
+    from conftest import assert_same_run
+
+    demos = PAIRS.rename(columns={"chosen": "completion"})[["prompt", "completion"]]
+    args = {"learning_rate": 1e-3, "max_steps": 4, "per_device_train_batch_size": 2,
+            "logging_steps": 1, "save_steps": 2, "disable_tqdm": True}
+
+    def run(name: str, **extra) -> dict:
+        training.train_sft(tiny_model, demos, tmp_path / name / "sft", {**args, **extra}, seed=0,
+                           metrics_path=tmp_path / name / "metrics.json")
+        return json.loads((tmp_path / name / "metrics.json").read_text())
+
+    with pytest.raises(ValueError, match=r"save_steps \(3\).*logging_steps \(2\)"):
+        run("refused", save_steps=3, logging_steps=2)
+    assert not list(tmp_path.iterdir())
+    reference = run("uninterrupted")
+    original, calls = SFTTrainer.training_step, []
+
+    def crashing_training_step(self, *a, **k):  # crashes before the fourth step
+        if len(calls) == 3:
+            raise RuntimeError("crash")
+        calls.append(1)
+        return original(self, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SFTTrainer, "training_step", crashing_training_step)
+        with pytest.raises(RuntimeError, match="crash"):
+            run("resumed")
+    ckpts = checkpoints.checkpoint_dir_for(tmp_path / "resumed" / "sft")
+    assert json.loads((ckpts / checkpoints.RUN_FILE).read_text())["trainer"] == "sft"
+    with caplog.at_level("INFO", logger="dicewf.checkpoints"):
+        resumed = run("resumed")
+    assert f"resuming from checkpoint {ckpts / 'checkpoint-2'} (step 2)" in caplog.text
+    assert_same_run(reference, resumed, tmp_path / "uninterrupted", tmp_path / "resumed", "sft")
+
+
 def test_summarise_keeps_the_last_finite_value():
-    s = training.summarise([{"loss": 1.0, "x": 2.0}, {"loss": 3.0, "x": float("nan")}])
+    s = checkpoints.summarise([{"loss": 1.0, "x": 2.0}, {"loss": 3.0, "x": float("nan")}])
     assert s == {"loss": 3.0, "x": 2.0, "mean_loss": 2.0}
 
 
 def test_checkpoints_live_next_to_the_output():
-    assert training.checkpoint_dir_for("results/dice/iter1/policy").as_posix() == (
+    assert checkpoints.checkpoint_dir_for("results/dice/iter1/policy").as_posix() == (
         "results/dice/iter1/policy.checkpoints")
 
 
@@ -161,24 +203,28 @@ def test_checkpoints_of_another_run_are_discarded_and_incomplete_ones_removed(tm
     ckpts = tmp_path / "policy.checkpoints"
     run = {"policy": "p", "ref": None, "pairs": "abc", "args": {"beta": 0.1}, "seed": 0,
            "world_size": 1}
-    training._prepare_checkpoint_dir(ckpts, run)
+    checkpoints.prepare_checkpoint_dir(ckpts, run)
     for step, complete in ((2, True), (4, True), (6, False)):  # killed while writing 6
         (ckpts / f"checkpoint-{step}").mkdir()
         if complete:
             (ckpts / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    training._prepare_checkpoint_dir(ckpts, run)  # the same run: resume from 4
+    checkpoints.prepare_checkpoint_dir(ckpts, run)  # the same run: resume from 4
     assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    assert training._last_checkpoint(ckpts) == ckpts / "checkpoint-4"
+    assert checkpoints.last_checkpoint(ckpts) == ckpts / "checkpoint-4"
     # a changed hyperparameter (or input, seed, process count): start over
-    training._prepare_checkpoint_dir(ckpts, {**run, "args": {"beta": 0.2}})
-    assert training._last_checkpoint(ckpts) is None
+    checkpoints.prepare_checkpoint_dir(ckpts, {**run, "args": {"beta": 0.2}})
+    assert checkpoints.last_checkpoint(ckpts) is None
     assert json.loads((ckpts / "run.json").read_text())["args"] == {"beta": 0.2}
 
 
 def test_resume_neutral_settings_keep_the_fingerprint(tiny_model):
-    a = training._fingerprint(tiny_model, None, PAIRS, {**ARGS, "save_steps": 2}, 0, 1)
-    b = training._fingerprint(tiny_model, None, PAIRS, {**ARGS, "save_steps": 4}, 0, 1)
-    c = training._fingerprint(tiny_model, None, PAIRS.iloc[::-1], ARGS, 0, 1)
+    def fingerprint(pairs, args):
+        return training.preference_fingerprint(tiny_model, None, pairs, args, seed=0,
+                                               world_size=1)
+
+    a = fingerprint(PAIRS, {**ARGS, "save_steps": 2})
+    b = fingerprint(PAIRS, {**ARGS, "save_steps": 4})
+    c = fingerprint(PAIRS.iloc[::-1], ARGS)
     assert a == b and a["pairs"] != c["pairs"]
 
 
@@ -186,5 +232,5 @@ def test_train_loss_covers_the_whole_run_after_a_resume():
     # steps 1-4 logged before the checkpoint at 4; the resumed call saw steps 5-6 (mean 1.0)
     history = [{"loss": 3.0, "step": 2.0}, {"loss": 2.0, "step": 4.0}, {"loss": 1.0, "step": 6.0},
                {"train_loss": 1.0, "step": 6.0}]
-    training._whole_run_train_loss(history, resumed_at=4)
+    checkpoints._whole_run_train_loss(history, resumed_at=4)
     assert history[-1]["train_loss"] == pytest.approx((3 * 2 + 2 * 2 + 1 * 2) / 6)

@@ -1,7 +1,7 @@
 """Training variants of the paper's ablations: KTO (Table 3) and length-regularised DPO (Table 7).
 
 Both go through :func:`dicewf.training.train_dpo` (``trainer=``, ``length_penalty=``) and its
-checkpoint/resume code path, and through ``train_launch.py``'s ``--trainer`` and
+checkpoint/resume code path, and through the entry point ``train_launch.py``'s ``--trainer`` and
 ``--length-penalty``.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dicewf import scoring, toymodel, training
+from dicewf import checkpoints, launch, rdpo, scoring, toymodel, training
 from dicewf.chat import render_prompts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,8 +149,8 @@ def build_dpo(cls, policy, ref, tmp_path, **extra):
 
     tok = AutoTokenizer.from_pretrained(policy)
     cfg = DPOConfig(output_dir=str(tmp_path / "scratch"),
-                    **training._device_defaults({"beta": ARGS["beta"], "loss_type": ["sigmoid"],
-                                                 "bf16": False}))
+                    **training.device_args({"beta": ARGS["beta"], "loss_type": ["sigmoid"],
+                                            "bf16": False}))
     data = Dataset.from_dict({"prompt": render_prompts(tok, PAIRS["prompt"].tolist()),
                               "chosen": PAIRS["chosen"].tolist(),
                               "rejected": PAIRS["rejected"].tolist()})
@@ -171,7 +171,7 @@ def test_zero_length_penalty_is_plain_dpo_on_the_same_batch(tiny_model, other_mo
     from trl import DPOTrainer
 
     plain = batch_loss(build_dpo(DPOTrainer, tiny_model, other_model, tmp_path))
-    zero = batch_loss(build_dpo(training.LengthRegularisedDPOTrainer, tiny_model, other_model,
+    zero = batch_loss(build_dpo(rdpo.LengthRegularisedDPOTrainer, tiny_model, other_model,
                                 tmp_path, length_penalty=0.0))
     assert zero == pytest.approx(plain, rel=1e-6, abs=1e-7)
     assert plain != pytest.approx(math.log(2), abs=1e-3)  # policy != reference: a real margin
@@ -182,7 +182,7 @@ def test_length_regularised_loss_is_the_formula_on_a_hand_made_batch(tiny_model,
                                                                      tmp_path, lam):
     from trl import DPOTrainer
 
-    cls = training.LengthRegularisedDPOTrainer if lam else DPOTrainer
+    cls = rdpo.LengthRegularisedDPOTrainer if lam else DPOTrainer
     extra = {"length_penalty": lam} if lam else {}
     loss = batch_loss(build_dpo(cls, tiny_model, other_model, tmp_path, **extra))
 
@@ -251,11 +251,14 @@ def test_length_penalty_unlearns_a_planted_length_preference(tiny_model, tmp_pat
 
 
 def test_fingerprint_names_the_trainer_and_the_length_penalty(tiny_model):
-    base = training._fingerprint(tiny_model, None, PAIRS, ARGS, 0, 1)
+    def fingerprint(**variant):
+        return training.preference_fingerprint(tiny_model, None, PAIRS, ARGS, seed=0,
+                                               world_size=1, **variant)
+
+    base = fingerprint()
     assert base["trainer"] == "dpo" and base["length_penalty"] == 0.0
-    kto = training._fingerprint(tiny_model, None, PAIRS, ARGS, 0, 1, trainer="kto")
-    rdpo = training._fingerprint(tiny_model, None, PAIRS, ARGS, 0, 1, length_penalty=0.05)
-    assert len({json.dumps(f, sort_keys=True) for f in (base, kto, rdpo)}) == 3
+    kto, r_dpo = fingerprint(trainer="kto"), fingerprint(length_penalty=0.05)
+    assert len({json.dumps(f, sort_keys=True) for f in (base, kto, r_dpo)}) == 3
 
 
 class Crash(Exception):
@@ -281,7 +284,7 @@ def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_pat
     import trl
 
     kwargs = {"trainer": "kto"} if variant == "kto" else {"length_penalty": 0.05}
-    cls = trl.KTOTrainer if variant == "kto" else training.LengthRegularisedDPOTrainer
+    cls = trl.KTOTrainer if variant == "kto" else rdpo.LengthRegularisedDPOTrainer
     # 4 steps of 2 rows; the R-DPO run goes on into a second, reshuffled epoch
     args = {**ARGS, "max_steps": 4, "save_steps": 2}
 
@@ -295,11 +298,11 @@ def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_pat
         mp.setattr(cls, "training_step", crashing_training_step(cls.training_step, after=3))
         with pytest.raises(Crash):
             run("resumed")
-    ckpts = training.checkpoint_dir_for(tmp_path / "resumed" / "policy")
+    ckpts = checkpoints.checkpoint_dir_for(tmp_path / "resumed" / "policy")
     assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-2"]
     assert json.loads((ckpts / "run.json").read_text())["trainer"] == (
         "kto" if variant == "kto" else "dpo")
-    with caplog.at_level("INFO", logger="dicewf.training"):
+    with caplog.at_level("INFO", logger="dicewf.checkpoints"):
         resumed = run("resumed")
     assert f"resuming from checkpoint {ckpts / 'checkpoint-2'} (step 2)" in caplog.text
 
@@ -308,20 +311,61 @@ def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_pat
 
 
 @pytest.mark.slow
-def test_train_launch_flags(tiny_model, tmp_path):
+def test_the_entry_point_parses_with_trls_parser_over_the_config_class(tiny_model, tmp_path):
+    """train_launch.py: our arguments and the TRL fields of a --config file (JSON as the
+    train_args rule writes it) parsed by TrlParser; the command line wins over the file."""
     pairs = tmp_path / "pairs.parquet"
     PAIRS.to_parquet(pairs)
+    config = tmp_path / "train_args.json"
+    # json writes 5e-05, which YAML 1.1 reads as a string; the parser types it from DPOConfig
+    config.write_text(json.dumps({**ARGS, "learning_rate": 5e-05, "global_batch_size": 2}))
+    assert "5e-05" in config.read_text()
     common = ["--model", str(tiny_model), "--pairs", str(pairs), "--out", str(tmp_path / "kto"),
-              "--args", json.dumps(ARGS), "--seed", "0"]
-    opts = train_launch.parse(common)
-    assert (opts.trainer, opts.length_penalty) == ("dpo", 0.0)
-    opts = train_launch.parse([*common, "--trainer", "kto", "--length-penalty", "0.05"])
-    assert (opts.trainer, opts.length_penalty) == ("kto", 0.05)
+              "--config", str(config), "--seed", "0"]
+    script, fields = launch.parse(common)
+    assert (script.trainer, script.length_penalty, script.seed) == ("dpo", 0.0, 0)
+    assert fields == {**ARGS, "learning_rate": 5e-05, "global_batch_size": 2}
+    assert isinstance(fields["learning_rate"], float)
+    script, fields = launch.parse([*common, "--trainer", "kto", "--length-penalty", "0.05",
+                                   "--beta", "0.3"])
+    assert (script.trainer, script.length_penalty, fields["beta"]) == ("kto", 0.05, 0.3)
     with pytest.raises(SystemExit):
-        train_launch.parse([*common, "--trainer", "orpo"])
+        launch.parse([*common, "--trainer", "orpo"])
+    (tmp_path / "typo.json").write_text(json.dumps({"lerning_rate": 1e-3}))
+    with pytest.raises(SystemExit, match=r"typo\.json: .*lerning_rate.*\(DPOConfig"):
+        launch.parse([a if a != str(config) else str(tmp_path / "typo.json") for a in common])
 
     train_launch.main([*common, "--trainer", "kto", "--metrics", str(tmp_path / "m.json")])
     steps = [e for e in json.loads((tmp_path / "m.json").read_text())["log_history"]
              if "loss" in e]
     assert len(steps) == 3 and "kl" in steps[0]  # KTO's metrics: it ran KTOTrainer
     assert (tmp_path / "kto" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_the_toy_start_policy_rule_runs_the_same_entry_point(tmp_path, monkeypatch,
+                                                            restore_logging):
+    """Under Snakemake's script: directive train_launch.py takes the rule's inputs, outputs,
+    seed, log and training block (never on a command line) and trains as the train rule does."""
+    import runpy
+    from types import SimpleNamespace
+
+    calls = []
+    monkeypatch.setattr(training, "train_dpo", lambda *a, **k: calls.append((a, k)))
+    pairs = tmp_path / "offline.parquet"
+    PAIRS.to_parquet(pairs)
+    (tmp_path / "sft").mkdir()
+    block = {**ARGS, "learning_rate": "5e-05"}  # a string as YAML 1.1 reads 5e-05
+    smk = SimpleNamespace(
+        input=SimpleNamespace(model="hub/model", pairs=str(pairs)),
+        output=SimpleNamespace(model=str(tmp_path / "policy"), metrics=str(tmp_path / "m.json")),
+        params=SimpleNamespace(args=block, seed=7), log=[str(tmp_path / "train.log")])
+    monkeypatch.setattr(sys, "argv", ["snakemake-script"])
+    runpy.run_path(str(REPO / "workflow" / "scripts" / "train_launch.py"),
+                   init_globals={"snakemake": smk}, run_name="__main__")
+    [(args, kwargs)] = calls
+    assert args[0] == "hub/model" and args[2] == str(tmp_path / "policy")
+    assert args[3] == {**ARGS, "learning_rate": 5e-05}
+    assert kwargs["seed"] == 7 and kwargs["metrics_path"] == str(tmp_path / "m.json")
+    assert (kwargs["trainer"], kwargs["length_penalty"], kwargs["ref"]) == ("dpo", 0.0, None)
+    assert (tmp_path / "train.log").is_file()

@@ -172,7 +172,7 @@ rule mix:
 
 
 rule train_args:
-    # The train block as the file train_launch.py reads (--args): hyperparameters stay off the
+    # The train block as the file train_launch.py reads (--config): hyperparameters stay off the
     # train job's command line (recorded in .snakemake/metadata and in Snakemake's error output).
     # A changed block rewrites the file, which reruns the train job.
     output:
@@ -191,7 +191,9 @@ rule train_args:
 
 rule train:
     # DPO on the mixed pairs (Algorithm 1 line 6; or KTO, or length-regularised DPO with
-    # `length_penalty`, for the paper's ablations), one process per GPU of the job's gpu
+    # `length_penalty`, for the paper's ablations) through the training entry point
+    # train_launch.py (dicewf.launch: TRL's TrlParser over DPOConfig/KTOConfig, the train block
+    # read from --config, as toy_start_policy runs it), one process per GPU of the job's gpu
     # resource under `accelerate launch` with the accelerate config chosen by
     # train_launcher.accelerate_config (workflow/accelerate/); a job with gpu=0 runs one CPU
     # process. With `save_steps` in the train block, checkpoints go to the sibling folder
@@ -239,8 +241,8 @@ rule train:
         "PYTHONPATH={params.scripts:q}${{PYTHONPATH:+:$PYTHONPATH}}"
         " accelerate launch --config_file {params.accelerate_config:q}"
         " --num_processes {params.processes} {params.device}"
-        " {input.code:q} --model {input.model:q} --pairs {input.pairs:q}"
+        " {input.code:q} --config {input.args:q} --model {input.model:q} --pairs {input.pairs:q}"
         " --ref {input.ref:q} --out {output.model:q} --metrics {output.metrics:q}"
-        " --args {input.args:q} --seed {params.seed}"
+        " --seed {params.seed}"
         " --trainer {params.trainer} --length-penalty {params.length_penalty}"
         " > {log:q} 2>&1"

@@ -66,6 +66,8 @@ rule toy_sft:
 
 
 rule toy_start_policy:
+    # pi_theta^(0): DPO of the SFT model on D_offline, through the same entry point as the
+    # train rule (train_launch.py; the start_policy block read as its --config file would be)
     input:
         model="results/toy/models/sft",
         pairs="results/toy/data/offline.parquet",
@@ -88,7 +90,7 @@ rule toy_start_policy:
     conda:
         "../../envs/training.yaml"
     script:
-        "../scripts/train.py"
+        "../scripts/train_launch.py"
 
 
 rule reward_agreement:

@@ -260,23 +260,19 @@ def trl_config(kind: str, args: Mapping[str, Any], *, length_penalty: float = 0.
     :func:`dicewf.training.preference_config`, ``sft`` as SFTConfig, ``reward`` as
     RewardConfig (dicewf.reward_model). Raises TRL's TypeError or ValueError, or ours."""
     from . import training
-    from .batching import trl_batch_args
 
     with tempfile.TemporaryDirectory(prefix="dicewf-check-") as out:
         if kind in training.TRAINERS:
             training.preference_config(args, trainer=kind, length_penalty=length_penalty,
                                        output_dir=out, processes=1)
             return
-        fields = trl_batch_args(args, 1, kind)
         if kind == "sft":
             from trl import SFTConfig as config_cls
         elif kind == "reward":
             from trl import RewardConfig as config_cls
-
-            fields = training._checkpoint_defaults(fields)
         else:
             raise ValueError(f"unknown training block kind {kind!r}")
-        config_cls(output_dir=out, **training._device_defaults(fields))
+        training.trl_config(config_cls, args, where=kind, output_dir=out, processes=1)
 
 
 def _culprit(block: Mapping[str, Any], message: str) -> str | None:

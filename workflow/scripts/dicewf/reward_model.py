@@ -16,9 +16,10 @@ TRL the token ids (TRL skips its own tokenisation for such a dataset), so :func:
 sees exactly the sequences the model was trained on. The reward is the head's output at the last
 non-padding token, as ``AutoModelForSequenceClassification`` computes it.
 
-Training shares :mod:`dicewf.training`'s code path: config checked before any model is loaded,
-optional resumable checkpoints (``save_steps``) in ``<out_dir>.checkpoints``, the model folder
-written atomically, and the metrics JSON (``log_history`` and ``final``).
+Training shares the code path of :mod:`dicewf.training`: config built by
+:func:`dicewf.training.trl_config` before any model is loaded, optional resumable checkpoints
+(``save_steps``) in ``<out_dir>.checkpoints`` (:mod:`dicewf.checkpoints`), the model folder written
+atomically, and the metrics JSON (``log_history`` and ``final``).
 """
 
 from __future__ import annotations
@@ -34,19 +35,16 @@ import numpy as np
 import pandas as pd
 
 from .chat import render_prompts
-from .batching import trl_batch_args
+from .checkpoints import (
+    checkpoint_dir_for,
+    frame_fingerprint,
+    model_fingerprint,
+    run_fingerprint,
+    train_resumable,
+)
 from .io import check_frame
 from .scoring import token_budget_batches
-from .training import (
-    RESUME_NEUTRAL_KEYS,
-    _checkpoint_defaults,
-    _device_defaults,
-    _model_fingerprint,
-    _pairs_fingerprint,
-    _train_resumable,
-    checkpoint_dir_for,
-    launched_processes,
-)
+from .training import PAIR_COLUMNS, trl_config
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +101,13 @@ def train_reward_model(
     from trl import RewardConfig, RewardTrainer
 
     check_frame(pairs, "pairs", source)
-    rm_args = _checkpoint_defaults(trl_batch_args(args, launched_processes(),
-                                                  "agreement.reward_model"))
     out_dir = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else checkpoint_dir_for(out_dir)
-    cfg = RewardConfig(output_dir=str(ckpt_dir), seed=seed, data_seed=seed,
-                       **_device_defaults(rm_args))
-    fingerprint = {
-        "model": _model_fingerprint(model),
-        "pairs": _pairs_fingerprint(pairs),
-        "args": {k: v for k, v in sorted(rm_args.items()) if k not in RESUME_NEUTRAL_KEYS},
-        "seed": seed,
-        "world_size": cfg.world_size,
-        "trainer": "reward",
-    }
+    cfg, rm_args = trl_config(RewardConfig, args, where="agreement.reward_model",
+                              output_dir=ckpt_dir, seed=seed)
+    fingerprint = run_fingerprint(rm_args, model=model_fingerprint(model),
+                                  pairs=frame_fingerprint(pairs, PAIR_COLUMNS), seed=seed,
+                                  world_size=cfg.world_size, trainer="reward")
 
     def build():
         tokenizer = prepare_tokenizer(model)
@@ -136,8 +127,8 @@ def train_reward_model(
                                 processing_class=tokenizer)
         return trainer, tokenizer
 
-    return _train_resumable(cfg, build, out_dir=out_dir, ckpt_dir=ckpt_dir,
-                            fingerprint=fingerprint, metrics_path=metrics_path)
+    return train_resumable(cfg, build, out_dir=out_dir, ckpt_dir=ckpt_dir,
+                           fingerprint=fingerprint, metrics_path=metrics_path)
 
 
 def load_reward_model(model_dir: str | os.PathLike, dtype: str = "auto",
