@@ -1,5 +1,7 @@
 # One DICE iteration t of experiment exp (Algorithm 1 lines 3-7):
-# sample -> score -> search_alpha -> mix -> train.
+# sample -> score -> search_alpha -> mix -> train. Line 7, the reference update pi_ref^(t) =
+# pi_theta^(t-1), is the train rule's `ref` input: train_reference in common.smk, which asks
+# dicewf.config.reference_path.
 
 
 rule sample:
@@ -32,7 +34,8 @@ rule sample:
 
 
 rule score:
-    """The implicit reward of one shard's samples (pi_theta^(t-1) against pi_ref^(t-1))."""
+    """Algorithm 1 line 3, the rewards: the implicit reward of one shard's samples
+    (pi_theta^(t-1) against pi_ref^(t-1))."""
     input:
         samples=shard_samples,
         policy=prev_policy,
@@ -63,7 +66,8 @@ rule score:
 
 
 rule judge:
-    """LLM-as-a-Judge (score.method: judge): pi_theta^(t-1) rates each of its own responses
+    """Algorithm 1 line 3 with LLM-as-a-Judge rewards (score.method: judge, the Appendix C
+    ablation): pi_theta^(t-1) rates each of its own responses
     0-5 with the Appendix E template, sampling.n times; the reward is the mean of the parsed
     ratings when at least min_ratings parse (alpha = 0, Appendix C)."""
     input:
@@ -98,7 +102,8 @@ rule judge:
 
 
 rule gather_shards:
-    """Concatenate the shards' rewards: the same file for any number of shards."""
+    """Algorithm 1 line 3: the shards' rewards concatenated (the same file for any number of
+    shards)."""
     input:
         scores=shard_scores("scores"),
     output:
@@ -113,7 +118,8 @@ rule gather_shards:
 
 
 rule gather_samples:
-    """All samples of an iteration in one file (for inspection; nothing downstream reads it)."""
+    """Algorithm 1 line 3: all samples of an iteration in one file (for inspection; nothing
+    downstream reads it)."""
     input:
         samples=gather.split("results/{{exp}}/iter{{iter}}/shards/{scatteritem}/samples.parquet"),
     output:
@@ -128,16 +134,16 @@ rule gather_samples:
 
 
 rule search_alpha:
+    """Algorithm 1 line 4: alpha* of Eq. 6 (or the fixed alpha) and the length-regularised
+    pairs D(alpha*) built from the iteration's rewards (dicewf.alpha.run_search)."""
     input:
         scores=shared_scores,
     output:
         alpha="results/{exp}/iter{iter}/alpha.json",
-        landscape="results/{exp}/iter{iter}/landscape.parquet",
         pairs=ensure("results/{exp}/iter{iter}/pairs.parquet", non_empty=True),
         length_diffs="results/{exp}/iter{iter}/length_diffs.parquet",
     params:
         alpha=lambda w: xp(w)["alpha"],
-        landscape_points=config["report"]["figure4"]["points"],
     log:
         "logs/{exp}/iter{iter}/search_alpha.log",
     resources:
@@ -150,7 +156,30 @@ rule search_alpha:
         "../scripts/search_alpha.py"
 
 
+rule alpha_landscape:
+    """Figure 4's data: the objective of Eq. 6 over the alpha box, from the cached rewards
+    and alpha* (dicewf.alpha.figure4_landscape). A plot setting, so its own local job: a new
+    report.figure4.points redraws Figure 4 without rerunning the search or anything after it."""
+    input:
+        scores=shared_scores,
+        alpha="results/{exp}/iter{iter}/alpha.json",
+    output:
+        landscape="results/{exp}/iter{iter}/landscape.parquet",
+    params:
+        alpha=lambda w: xp(w)["alpha"],
+        points=config["report"]["figure4"]["points"],
+    log:
+        "logs/{exp}/iter{iter}/alpha_landscape.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/alpha_landscape.py"
+
+
 rule mix:
+    """Algorithm 1 line 5: the training set, a share gamma of D_offline and the rest from
+    D(alpha*) (dicewf.mixing)."""
     input:
         unpack(generated_pairs),
         offline=config["base"]["offline"],
