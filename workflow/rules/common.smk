@@ -130,8 +130,9 @@ def prev_reference(w):
 
 
 def train_reference(w):
-    """The DPO reference pi_ref^(t) of iteration t: pi_theta^(t-1) (Algorithm 1 line 6), or
-    pi_theta^(0) in every iteration for `reference: fixed` (the paper's Offline DPO)."""
+    """Algorithm 1 line 7, the reference update: iteration t trains against pi_ref^(t) =
+    pi_theta^(t-1), the policy it starts from, or against pi_theta^(0) in every iteration for
+    `reference: fixed` (the paper's Offline DPO); dicewf.config.reference_path holds the rule."""
     return reference_of(w.exp, int(w.iter))
 
 
