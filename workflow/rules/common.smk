@@ -50,7 +50,7 @@ EXPERIMENTS = list(RUNS)
 # the score block's keys that filter responses before scoring or judging (dicewf.scoring.finished)
 RESPONSE_FILTERS = ("drop_truncated", "strip_whitespace", "min_chars", "max_chars")
 MODELS = cfg.model_names(config)
-TOY_EVAL = config["eval"].get("suite", "toy") == "toy"
+TOY_EVAL = config["eval"]["suite"] == "toy"
 # the setting of the single-setting tables and figures (Tables 3, 4, 5, 7; Figures 2, 4)
 MAIN_SETTING = config["report"].get("setting") or SETTINGS[0]
 if MAIN_SETTING not in SETTINGS:
@@ -179,7 +179,7 @@ def shard_scores(kind):
     """The scores of every shard of the job's iteration: implicit rewards or the judge's."""
 
     def paths(w):
-        name = "judge_scores" if xp(w)["score"].get("method", "implicit") == "judge" else "scores"
+        name = "judge_scores" if xp(w)["score"]["method"] == "judge" else "scores"
         pattern = f"results/{w.exp}/iter{w.iter}/shards/{{scatteritem}}/{name}.parquet"
         return gather.split(pattern)
 

@@ -16,7 +16,7 @@ rule sample:
     params:
         sampling=lambda w: xp(w)["sampling"],
         backend=config["sampler"]["backend"],
-        engine=config["sampler"].get("vllm", {}),
+        engine=config["sampler"]["vllm"],
     log:
         "logs/{exp}/iter{iter}/sample/{scatteritem}.log",
     benchmark:
@@ -84,7 +84,7 @@ rule judge:
         max_prompt_tokens=lambda w: xp(w)["score"]["judge"]["max_prompt_tokens"],
         filters=lambda w: {k: xp(w)["score"][k] for k in RESPONSE_FILTERS},
         backend=config["sampler"]["backend"],
-        engine=config["sampler"].get("vllm", {}),
+        engine=config["sampler"]["vllm"],
     log:
         "logs/{exp}/iter{iter}/judge/{scatteritem}.log",
     benchmark:

@@ -100,7 +100,7 @@ rule reward_agreement:
     output:
         metrics="results/toy/agreement.json",
     params:
-        beta=config["agreement"]["beta"],
+        beta=config["start_policy"]["beta"],  # the implicit reward of pi_theta^(0)
         target=config["agreement"]["target"],
         max_tokens_per_batch=config["defaults"]["score"]["max_tokens_per_batch"],
     log:

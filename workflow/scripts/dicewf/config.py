@@ -78,7 +78,7 @@ def settings(config: Mapping[str, Any]) -> list[str]:
 
 def setting_label(config: Mapping[str, Any], setting: str) -> str:
     if not setting:
-        return (config.get("report") or {}).get("label", "toy world")
+        return config["report"]["label"]
     return (config["settings"][setting] or {}).get("label", setting)
 
 
@@ -180,7 +180,7 @@ def reference_path(config: Mapping[str, Any], exp: str, t: int) -> str:
     t = int(t)
     if t == 0:
         return hub.local_dir(base(config, locate(config, exp)[0])["reference"])
-    fixed = experiment(config, exp).get("reference", "previous") == "fixed"
+    fixed = experiment(config, exp)["reference"] == "fixed"
     return policy_path(config, exp, 0 if fixed else t - 1)
 
 
