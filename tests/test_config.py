@@ -618,3 +618,12 @@ def test_the_schemas_sampling_defaults_are_sampling_specs(schema):
                 for k, v in schema["definitions"]["sampling_defaults"]["properties"].items()}
     spec = {f.name: f.default for f in fields(SamplingSpec) if f.name in defaults}
     assert defaults == spec and set(defaults) == {"n", "temperature", "top_p", "max_tokens", "seed"}
+
+
+def test_resolved_holds_every_value_of_a_run():
+    config = {**two_settings(), "seed": 3, "sampler": {"backend": "auto", "vllm": {}}}
+    out = cfg.resolved(config, "llama3_dice")
+    assert (out["experiment"], out["setting"], out["seed"]) == ("llama3_dice", "llama3", 3)
+    assert out["base"]["policy"] == "llama-dpo" and out["base"]["prompts"] == "x.parquet"
+    assert out["sampling"]["temperature"] == 0.9 and out["mix"]["gamma"] == 0.1
+    assert out["sampler"] == {"backend": "auto", "vllm": {}}

@@ -211,6 +211,19 @@ def test_changing_a_report_setting_reruns_no_compute_job(tmp_path):
         assert set(jobs) <= PLOT_JOBS and jobs.get("figure"), (change, jobs)
 
 
+def test_each_experiment_writes_every_value_it_runs_with(tmp_path):
+    cfg = load(REPO / ".test" / "config.yaml")
+    cwd = workdir(tmp_path, cfg)
+    assert planned_jobs(cwd).get("experiment_config") == len(cfg["experiments"])
+    snakemake("--cores", "1", "results/dice_kto/config.yaml", cwd=cwd)
+    written = load(cwd / "results" / "dice_kto" / "config.yaml")
+    assert written["experiment"] == "dice_kto" and written["seed"] == cfg["seed"]
+    # the experiment's own keys, the defaults it did not set, and the schema's defaults
+    assert written["trainer"] == "kto" and written["train"]["loss_type"] == "kto"
+    assert written["train"]["beta"] == cfg["defaults"]["train"]["beta"]
+    assert written["length_penalty"] == 0.0 and written["base"] == cfg["base"]
+
+
 def test_shards_are_configuration(tmp_path):
     cfg = dice_only()
     cfg["sharding"]["shards"] = 3

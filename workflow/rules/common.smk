@@ -249,6 +249,8 @@ def all_targets():
     targets += [f"results/figures/{name}.png" for name in paper.FIGURES]
     # every configured run is evaluated, also those no table shows (e.g. beta tuning)
     targets += [f"results/eval/{model}/metrics.json" for model in MODELS]
+    # every value each experiment ran with, in one file per experiment
+    targets += [f"results/{exp}/config.yaml" for exp in EXPERIMENTS]
     if "world" in config:  # each set of samples once, gathered for inspection (toy sizes only)
         targets += sorted({f"{cfg.iter_dir(OWNERS[e][0] if t == 1 else e, t)}/samples.parquet"
                            for e, t in cfg.iterations(config) if XP[e]["mix"]["gamma"] < 1})

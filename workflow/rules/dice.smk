@@ -200,6 +200,24 @@ rule mix:
         "../scripts/mix.py"
 
 
+rule experiment_config:
+    """Every value the experiment runs with, in one file: its block merged over defaults (and
+    its setting's), the schema's defaults filled in (dicewf.config.resolved). Nothing reads it,
+    so a changed value rewrites it without rerunning anything else."""
+    output:
+        config="results/{exp}/config.yaml",
+    params:
+        config=lambda w: cfg.resolved(config, w.exp),
+    log:
+        "logs/{exp}/experiment_config.log",
+    localrule: True
+    run:
+        from dicewf.io import write_yaml
+
+        write_yaml(params.config, output.config)
+        Path(log[0]).write_text(f"{output.config}: {len(params.config)} keys\n")
+
+
 rule train_args:
     # The train block as the file train_launch.py reads (--args): hyperparameters stay off the
     # train job's command line (recorded in .snakemake/metadata and in Snakemake's error output).

@@ -148,6 +148,16 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     return merged
 
 
+def resolved(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Every value experiment ``name`` (a full name) runs with, in one mapping: its setting, the
+    global seed, the setting's base models and data, the sampler and the merged experiment
+    block (written to results/{name}/config.yaml, as alignment-handbook's recipes read)."""
+    setting = locate(config, name)[0]
+    return {"experiment": name, "setting": setting or None, "seed": config["seed"],
+            "base": base(config, setting), "sampler": dict(config["sampler"]),
+            **experiment(config, name)}
+
+
 def iterations(config: Mapping[str, Any]) -> list[tuple[str, int]]:
     """Every (experiment, iteration) of the config, iterations counted from 1."""
     return [
