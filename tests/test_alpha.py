@@ -28,6 +28,7 @@ from dicewf.alpha import (
     search_alpha,
 )
 from dicewf.io import DatasetError, write_json, write_parquet
+from dicewf.seeds import with_seed
 
 REPO = Path(__file__).resolve().parents[1]
 BETA = 0.5  # reward = BETA * logratio in make_scores
@@ -329,10 +330,12 @@ def planted_scores(n_prompts: int, n_responses: int, bias: float, beta: float, s
 
 
 def config_alpha(path: str) -> tuple[dict, float, int]:
-    """The defaults.alpha block, train.beta and Figure 4's point count of a config file."""
+    """The defaults.alpha block (with the config's one seed, as the rule passes it), train.beta
+    and Figure 4's point count of a config file."""
     config = yaml.safe_load((REPO / path).read_text())
     defaults, points = config["defaults"], config["report"]["figure4"]["points"]
-    return defaults["alpha"], float(defaults["train"]["beta"]), points
+    alpha = with_seed(defaults["alpha"], config["seed"], "min_responses")
+    return alpha, float(defaults["train"]["beta"]), points
 
 
 # the paper's alpha* = 0.023 (Zephyr, beta 0.01); the toy world's is about 0.05 (beta 0.1)

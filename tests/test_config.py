@@ -605,8 +605,7 @@ def test_the_schema_fills_every_default_and_a_partial_block_keeps_the_others(con
     assert (dice["trainer"], dice["length_penalty"], dice["reference"]) == ("dpo", 0.0, "previous")
     assert dice["score"]["method"] == "implicit" and kto["trainer"] == "kto"
     # the experiment's partial sampling block overrides n alone: no default fills it
-    assert dice["sampling"] == {"n": 2, "temperature": 0.7, "top_p": 1.0, "max_tokens": 64,
-                                "seed": 0}
+    assert dice["sampling"] == {"n": 2, "temperature": 0.7, "top_p": 1.0, "max_tokens": 64}
 
 
 def test_the_schemas_sampling_defaults_are_sampling_specs(schema):
@@ -617,7 +616,7 @@ def test_the_schemas_sampling_defaults_are_sampling_specs(schema):
     defaults = {k: v["default"]
                 for k, v in schema["definitions"]["sampling_defaults"]["properties"].items()}
     spec = {f.name: f.default for f in fields(SamplingSpec) if f.name in defaults}
-    assert defaults == spec and set(defaults) == {"n", "temperature", "top_p", "max_tokens", "seed"}
+    assert defaults == spec and set(defaults) == {"n", "temperature", "top_p", "max_tokens"}
 
 
 def test_resolved_holds_every_value_of_a_run():

@@ -45,7 +45,7 @@ rule agreement:
         **AGREEMENT_JUDGE_CACHE,
     params:
         n=config["agreement"]["tuples"],
-        seed=config["agreement"]["seed"],
+        seed=config["seed"],
         judge=config["agreement"]["judge"],
         gold_judge=config.get("world", {}).get("judge", {}),
         setting=MAIN_SETTING,

@@ -15,6 +15,7 @@ from dicewf import checks  # noqa: E402
 from dicewf import hub  # noqa: E402
 from dicewf import paper  # noqa: E402
 from dicewf import secrets  # noqa: E402
+from dicewf import seeds  # noqa: E402
 
 
 # first: a key in config is refused naming its path (the schema's errors would quote it)
@@ -98,6 +99,12 @@ def dataset_patterns(w):
     return None
 
 
+def seeded(block, after="max_tokens"):
+    """``block`` with the config's one ``seed`` where its own seed key used to be (after
+    ``after``; a sampling block's place by default): every stochastic step draws from it."""
+    return seeds.with_seed(block, config["seed"], after)
+
+
 def xp(wildcards):
     """The resolved settings of the job's experiment."""
     return XP[wildcards.exp]
@@ -159,7 +166,7 @@ def eval_sampling_of(model):
 
 def eval_sampling(w):
     """The model's decoding: eval.sampling with its setting's eval.sampling merged over it."""
-    return eval_sampling_of(w.model)
+    return seeded(eval_sampling_of(w.model))
 
 
 def samples_owner(w):

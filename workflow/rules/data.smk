@@ -28,7 +28,7 @@ rule prepare_ultrafeedback:
     params:
         split=lambda w: config["data"]["ultrafeedback"]["split"],
         n_pairs=lambda w: config["data"]["ultrafeedback"]["n_pairs"],
-        seed=lambda w: config["data"]["ultrafeedback"]["seed"],
+        seed=config["seed"],
     log:
         "logs/data/prepare_ultrafeedback.log",
     localrule: True
@@ -48,7 +48,7 @@ rule prepare_ultrafeedback_all:
     params:
         split=lambda w: config["data"]["ultrafeedback"]["split"],
         n_pairs=None,  # all of them
-        seed=lambda w: config["data"]["ultrafeedback"]["seed"],
+        seed=config["seed"],
     log:
         "logs/data/prepare_ultrafeedback_all.log",
     localrule: True

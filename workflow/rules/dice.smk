@@ -14,7 +14,7 @@ rule sample:
             "results/{exp}/iter{iter}/shards/{scatteritem}/samples.parquet", non_empty=True
         ),
     params:
-        sampling=lambda w: xp(w)["sampling"],
+        sampling=lambda w: seeded(xp(w)["sampling"]),
         backend=config["sampler"]["backend"],
         engine=config["sampler"]["vllm"],
     log:
@@ -79,7 +79,7 @@ rule judge:
             "results/{exp}/iter{iter}/shards/{scatteritem}/judge_scores.parquet", non_empty=True
         ),
     params:
-        sampling=lambda w: xp(w)["score"]["judge"]["sampling"],
+        sampling=lambda w: seeded(xp(w)["score"]["judge"]["sampling"]),
         min_ratings=lambda w: xp(w)["score"]["judge"]["min_ratings"],
         max_prompt_tokens=lambda w: xp(w)["score"]["judge"]["max_prompt_tokens"],
         filters=lambda w: {k: xp(w)["score"][k] for k in RESPONSE_FILTERS},
@@ -143,7 +143,7 @@ rule search_alpha:
         pairs=ensure("results/{exp}/iter{iter}/pairs.parquet", non_empty=True),
         length_diffs="results/{exp}/iter{iter}/length_diffs.parquet",
     params:
-        alpha=lambda w: xp(w)["alpha"],
+        alpha=lambda w: seeded(xp(w)["alpha"], after="min_responses"),
     log:
         "logs/{exp}/iter{iter}/search_alpha.log",
     resources:
@@ -166,7 +166,7 @@ rule alpha_landscape:
     output:
         landscape="results/{exp}/iter{iter}/landscape.parquet",
     params:
-        alpha=lambda w: xp(w)["alpha"],
+        alpha=lambda w: seeded(xp(w)["alpha"], after="min_responses"),
         points=config["report"]["figure4"]["points"],
     log:
         "logs/{exp}/iter{iter}/alpha_landscape.log",
@@ -186,7 +186,7 @@ rule mix:
     output:
         mixed=ensure("results/{exp}/iter{iter}/mixed.parquet", non_empty=True),
     params:
-        mix=lambda w: xp(w)["mix"],
+        mix=lambda w: seeded(xp(w)["mix"], after="n_pairs"),
         iteration=lambda w: int(w.iter),  # the split is drawn anew each iteration
     log:
         "logs/{exp}/iter{iter}/mix.log",

@@ -20,7 +20,7 @@ if TOY_EVAL:
             engine=config["sampler"]["vllm"],
             judge=config["world"]["judge"],
             l2=config["eval"]["l2"],
-            arena=config["eval"]["arena"],
+            arena=seeded(config["eval"]["arena"], after="n_bootstrap"),
         log:
             "logs/eval/{model}.log",
         benchmark:
@@ -107,7 +107,7 @@ else:
             judge=config["eval"]["arena_hard"]["judge"],
             prompt=config["eval"]["arena_hard"]["prompt"],
             n_bootstrap=config["eval"]["arena"]["n_bootstrap"],
-            seed=config["eval"]["arena"]["seed"],
+            seed=config["seed"],
         log:
             "logs/eval/{model}/arena_hard_judge.log",
         localrule: True
