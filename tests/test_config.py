@@ -626,3 +626,35 @@ def test_resolved_holds_every_value_of_a_run():
     assert out["base"]["policy"] == "llama-dpo" and out["base"]["prompts"] == "x.parquet"
     assert out["sampling"]["temperature"] == 0.9 and out["mix"]["gamma"] == 0.1
     assert out["sampler"] == {"backend": "auto", "vllm": {}}
+
+
+def seed_keys(block, path=""):
+    if isinstance(block, dict):
+        for key, value in block.items():
+            where = f"{path}.{key}" if path else key
+            yield from ([where] if key == "seed" else []) + list(seed_keys(value, where))
+
+
+@pytest.mark.parametrize("path", ["config.yaml", ".test/config.yaml", "config/paper.yaml"])
+def test_a_config_has_one_seed_and_a_block_seed_is_refused(path, schema):
+    shipped = yaml.safe_load((ROOT / path).read_text())
+    assert list(seed_keys(shipped)) == ["seed"]
+    for block in (("defaults", "mix"), ("defaults", "sampling"), ("agreement",)):
+        bad = copy.deepcopy(shipped)
+        target = bad
+        for key in block:
+            target = target[key]
+        target["seed"] = 1
+        assert schema_errors(schema, bad), block
+
+
+def test_each_stage_gets_the_seed_where_its_own_key_was():
+    from dicewf.seeds import with_seed
+
+    mix = {"gamma": 0.5, "n_pairs": 512, "shortfall": "error"}
+    assert list(with_seed(mix, 7, "n_pairs").items()) == [
+        ("gamma", 0.5), ("n_pairs", 512), ("seed", 7), ("shortfall", "error")]
+    assert list(with_seed({"n": 4, "max_tokens": 8}, 7, "max_tokens")) == ["n", "max_tokens",
+                                                                          "seed"]
+    assert list(with_seed({"a": 1}, 7, "")) == ["seed", "a"]
+    assert with_seed({"seed": 1, "a": 1}, 7) == {"a": 1, "seed": 7}
