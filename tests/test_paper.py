@@ -60,7 +60,7 @@ def make_config(experiments=None, report_block=None, settings=SETTINGS) -> dict:
                      "train": {"beta": 0.1, "loss_type": "sigmoid"}},
         "experiments": FULL if experiments is None else experiments,
         "agreement": {"beta": 0.1},
-        "report": dict(report_block or {}),
+        "report": {"label": "toy world", **(report_block or {})},  # the schema's default
     }
     if settings:
         config["settings"] = settings
