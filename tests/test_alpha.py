@@ -19,6 +19,7 @@ from dicewf.alpha import (
     AlphaResult,
     build_pairs,
     eligible,
+    figure4_landscape,
     landscape,
     landscape_grid,
     objective,
@@ -26,7 +27,8 @@ from dicewf.alpha import (
     score_column,
     search_alpha,
 )
-from dicewf.io import DatasetError, write_parquet
+from dicewf.io import DatasetError, write_json, write_parquet
+from dicewf.seeds import with_seed
 
 REPO = Path(__file__).resolve().parents[1]
 BETA = 0.5  # reward = BETA * logratio in make_scores
@@ -328,10 +330,12 @@ def planted_scores(n_prompts: int, n_responses: int, bias: float, beta: float, s
 
 
 def config_alpha(path: str) -> tuple[dict, float, int]:
-    """The defaults.alpha block, train.beta and Figure 4's point count of a config file."""
+    """The defaults.alpha block (with the config's one seed, as the rule passes it), train.beta
+    and Figure 4's point count of a config file."""
     config = yaml.safe_load((REPO / path).read_text())
     defaults, points = config["defaults"], config["report"]["figure4"]["points"]
-    return defaults["alpha"], float(defaults["train"]["beta"]), points
+    alpha = with_seed(defaults["alpha"], config["seed"], "min_responses")
+    return alpha, float(defaults["train"]["beta"]), points
 
 
 # the paper's alpha* = 0.023 (Zephyr, beta 0.01); the toy world's is about 0.05 (beta 0.1)
@@ -340,7 +344,7 @@ def config_alpha(path: str) -> tuple[dict, float, int]:
 def test_config_settings_find_a_planted_log_ratio_alpha(path, bias):
     params, beta, points = config_alpha(path)
     scores = planted_scores(3000, 16, bias, beta)
-    out = run_search(scores, params, landscape_points=points, source=path)
+    out = run_search(scores, params, source=path)
     r = out.result
     assert r["mean_len_diff_alpha0"] > 1000  # D(0) prefers long responses by ~1,250 characters
     assert r["alpha"] == pytest.approx(bias, rel=0.02)  # log-ratio units, not beta * bias
@@ -350,8 +354,9 @@ def test_config_settings_find_a_planted_log_ratio_alpha(path, bias):
     assert r["alpha_reward"] == pytest.approx(beta * r["alpha"])
     assert r["zero_gap_in_bounds"] is True
     assert (out.pairs["alpha"] == r["alpha"]).all()
-    assert len(out.landscape) == points
-    assert r["alpha"] in out.landscape["alpha"].tolist()
+    land = figure4_landscape(scores, r, params, points=points, source=path)
+    assert len(land) == points
+    assert r["alpha"] in land["alpha"].tolist()
 
 
 def test_log_ratio_and_reward_scales_give_the_same_pairs():
@@ -373,24 +378,26 @@ def test_judge_ratings_are_shaped_on_the_reward_and_unrated_rows_dropped():
     assert score_column(judged) == "reward" and score_column(HAND) == "logratio"
     params = {"method": "exact", "bounds": [0.0, 0.1], "length_unit": "chars", "grid_step": 0.01,
               "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": 0.0, "scale": 1.0}
-    out = run_search(judged, params, landscape_points=7)
+    out = run_search(judged, params)
     r = out.result
     assert (r["method"], r["alpha"], r["alpha_searched"]) == ("fixed", 0.0, None)
     assert r["score"] == "reward" and r["beta"] is None and r["alpha_reward"] is None
     assert r["n_unrated"] == 1 and r["n_pairs"] == 2
     assert out.pairs["chosen_reward"].tolist() == [BETA * 2.0, BETA * 3.0]
-    assert out.landscape["alpha"].iloc[0] == 0.0 and len(out.landscape) == 7
+    land = figure4_landscape(judged, r, params, points=7)
+    assert land["alpha"].iloc[0] == 0.0 and len(land) == 7
+    assert land["objective"].iloc[0] == objective(judged.dropna(), 0.0, score="reward")
 
 
 def test_scale_multiplies_alpha_star_and_the_landscape_centres_on_alpha_star():
     params = {"method": "exact", "bounds": [0.0, 0.2], "length_unit": "chars", "grid_step": 0.01,
               "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": None, "scale": 2.0}
-    out = run_search(HAND, params, landscape_points=11)
+    out = run_search(HAND, params)
     r = out.result
     assert r["alpha_searched"] == 0.025 and r["alpha"] == 0.05
     assert r["alpha_reward"] == pytest.approx(BETA * 0.05)
     assert r["objective"] == objective(HAND, 0.05)
-    assert 0.025 in out.landscape["alpha"].tolist()
+    assert 0.025 in figure4_landscape(HAND, r, params, points=11)["alpha"].tolist()
     assert set(out.length_diffs["dataset"]) == {"D(0)", "D(alpha*)"}
 
 
@@ -400,7 +407,7 @@ def test_mixed_betas_are_refused():
     params = {"method": "exact", "bounds": [0.0, 0.2], "length_unit": "chars", "grid_step": 0.01,
               "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": None, "scale": 1.0}
     with pytest.raises(DatasetError, match=r"scores.parquet: column 'beta' holds 2"):
-        run_search(scores, params, landscape_points=5, source="scores.parquet")
+        run_search(scores, params, source="scores.parquet")
 
 
 def test_a_box_below_alpha_star_is_reported(caplog):
@@ -409,11 +416,11 @@ def test_a_box_below_alpha_star_is_reported(caplog):
               "grid_step": 0.001, "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": None,
               "scale": 1.0}
     with caplog.at_level(logging.WARNING, logger="dicewf.alpha"):
-        out = run_search(scores, params, landscape_points=20, source="s.parquet")
+        out = run_search(scores, params, source="s.parquet")
     assert out.result["zero_gap_in_bounds"] is False
     assert "alpha* may lie outside" in caplog.text and "s.parquet" in caplog.text
     params["bounds"] = [0.0, 0.05]
-    assert run_search(scores, params, landscape_points=20).result["zero_gap_in_bounds"] is True
+    assert run_search(scores, params).result["zero_gap_in_bounds"] is True
 
 
 @pytest.mark.parametrize("centre", [0.023, 0.0, 0.1, 0.5])
@@ -464,25 +471,47 @@ runpy.run_path(sys.argv[1], init_globals={"snakemake": fake})
 """
 
 
-def test_search_alpha_adapter_writes_log_ratio_alpha(tmp_path):
-    params, beta, _ = config_alpha("config/paper.yaml")
-    write_parquet(planted_scores(300, 8, 0.023, beta), tmp_path / "scores.parquet")
-    outputs = {k: str(tmp_path / f"{k}.{ext}") for k, ext in
-               (("alpha", "json"), ("landscape", "parquet"), ("pairs", "parquet"),
-                ("length_diffs", "parquet"))}
-    spec = {"input": {"scores": str(tmp_path / "scores.parquet")}, "output": outputs,
-            "params": {"alpha": params, "landscape_points": 30}, "log": str(tmp_path / "log")}
+def run_adapter(tmp_path, script: str, inputs: dict, outputs: dict, params: dict) -> None:
+    spec = {"input": inputs, "output": outputs, "params": params,
+            "log": str(tmp_path / f"{script}.log")}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     (tmp_path / "driver.py").write_text(FAKE_SNAKEMAKE_DRIVER)
     done = subprocess.run(
         [sys.executable, str(tmp_path / "driver.py"),
-         str(REPO / "workflow" / "scripts" / "search_alpha.py"), str(tmp_path / "spec.json")],
+         str(REPO / "workflow" / "scripts" / script), str(tmp_path / "spec.json")],
         env={"PYTHONPATH": str(REPO / "workflow" / "scripts"), "HOME": str(tmp_path)},
         capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr + (tmp_path / "log").read_text()
+    assert done.returncode == 0, done.stderr + (tmp_path / f"{script}.log").read_text()
+
+
+def test_search_alpha_adapter_writes_log_ratio_alpha(tmp_path):
+    params, beta, _ = config_alpha("config/paper.yaml")
+    write_parquet(planted_scores(300, 8, 0.023, beta), tmp_path / "scores.parquet")
+    outputs = {k: str(tmp_path / f"{k}.{ext}") for k, ext in
+               (("alpha", "json"), ("pairs", "parquet"), ("length_diffs", "parquet"))}
+    run_adapter(tmp_path, "search_alpha.py", {"scores": str(tmp_path / "scores.parquet")},
+                outputs, {"alpha": params})
     result = json.loads((tmp_path / "alpha.json").read_text())
     assert result["score"] == "logratio" and result["method"] == "exact"
     assert result["alpha"] == pytest.approx(0.023, rel=0.1)
     assert result["alpha_reward"] == pytest.approx(beta * result["alpha"])
-    assert len(pd.read_parquet(outputs["landscape"])) == 30
     assert len(pd.read_parquet(outputs["pairs"])) == result["n_pairs"] == 300
+
+
+def test_figure4_landscape_is_its_own_job_from_the_cached_scores(tmp_path):
+    # the search writes no landscape: Figure 4's point count is no setting of the search
+    params, beta, _ = config_alpha(".test/config.yaml")
+    scores = planted_scores(300, 8, 0.05, beta)
+    write_parquet(scores, tmp_path / "scores.parquet")
+    out = run_search(scores, params)
+    assert not hasattr(out, "landscape")
+    write_json(out.result, tmp_path / "alpha.json")
+    run_adapter(tmp_path, "alpha_landscape.py",
+                {"scores": str(tmp_path / "scores.parquet"), "alpha": str(tmp_path / "alpha.json")},
+                {"landscape": str(tmp_path / "landscape.parquet")},
+                {"alpha": params, "points": 30})
+    land = pd.read_parquet(tmp_path / "landscape.parquet")
+    assert len(land) == 30 and out.result["alpha_searched"] in land["alpha"].tolist()
+    assert (land["alpha"].iloc[0], land["alpha"].iloc[-1]) == tuple(params["bounds"])
+    at_star = land.loc[land["alpha"] == out.result["alpha_searched"], "objective"].iloc[0]
+    assert at_star == pytest.approx(out.result["objective"])

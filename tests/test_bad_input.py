@@ -65,7 +65,7 @@ def test_pairs_are_not_built_across_two_prompts_under_one_id():
     with pytest.raises(DatasetError, match=r"scores\.parquet: 1 prompt_id.*'a'"):
         alpha.build_pairs(scores, 0.0, source="scores.parquet")
     with pytest.raises(DatasetError, match=r"scores\.parquet: 1 prompt_id.*'a'"):
-        alpha.run_search(scores, ALPHA, landscape_points=5, source="scores.parquet")
+        alpha.run_search(scores, ALPHA, source="scores.parquet")
 
 
 def test_mixing_refuses_an_id_that_names_two_prompts_across_the_inputs():
@@ -97,15 +97,14 @@ def test_nan_implicit_rewards_are_an_error_not_unparsed_ratings(caplog):
     with caplog.at_level(logging.INFO, logger="dicewf.alpha"):
         with pytest.raises(DatasetError, match=r"scores\.parquet: 2 of 4 implicit rewards .*NaN "
                                                r"or infinite, at rows \[1, 3\].*broken"):
-            alpha.run_search(scores, ALPHA, landscape_points=5, source="scores.parquet")
+            alpha.run_search(scores, ALPHA, source="scores.parquet")
     assert "unparsed rating" not in caplog.text
     # an LLM judge's unparsed rating is a NaN reward without a log-ratio: dropped and counted
     judged = _scores().drop(columns=["logratio", "beta", "logp_policy", "logp_ref"])
     judged = pd.concat([judged, judged.iloc[[0]].assign(sample_idx=5, reward=np.nan)],
                        ignore_index=True)
     with caplog.at_level(logging.INFO, logger="dicewf.alpha"):
-        out = alpha.run_search(judged, {**ALPHA, "fixed": 0.0}, landscape_points=5,
-                               source="judge.parquet")
+        out = alpha.run_search(judged, {**ALPHA, "fixed": 0.0}, source="judge.parquet")
     assert out.result["n_unrated"] == 1
     assert "judge.parquet: 1 of 5 responses have no reward (unparsed rating)" in caplog.text
 
@@ -138,13 +137,13 @@ def test_all_tied_rewards_are_an_error_at_the_alpha_search():
     tied = _scores(logratio=(0.0, 0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match=r"scores\.parquet: no preference pair at alpha = 0: the "
                                          r"responses of all 2 prompt\(s\).* tie"):
-        alpha.run_search(tied, ALPHA, landscape_points=5, source="scores.parquet")
+        alpha.run_search(tied, ALPHA, source="scores.parquet")
 
 
 def test_alpha_json_is_valid_json_when_d0_is_empty(tmp_path):
     # every reward ties, so D(0) is empty; a fixed alpha > 0 still prefers the shorter response
     out = alpha.run_search(_scores(logratio=(0.0, 0.0, 0.0, 0.0)), {**ALPHA, "fixed": 0.1},
-                           landscape_points=5, source="scores.parquet")
+                           source="scores.parquet")
     assert out.result["n_pairs"] == 2 and out.result["mean_len_diff_alpha0"] is None
     write_json(out.result, tmp_path / "alpha.json", allow_nan=False)
     text = (tmp_path / "alpha.json").read_text()

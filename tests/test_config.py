@@ -29,6 +29,7 @@ def small_config() -> dict:
         "base": dict(BASE),
         "defaults": {
             "iterations": 2,
+            "reference": "previous",  # the schema's default (validation fills it in)
             "sampling": {"n": 8, "temperature": 1.0},
             "alpha": {"method": "exact", "bounds": [0.0, 0.1]},
             "train": {"beta": 0.1, "learning_rate": 5e-5},
@@ -382,7 +383,8 @@ def two_settings() -> dict:
             "llama3": {"base": {"policy": "llama-dpo", "reference": "llama-sft"},
                        "defaults": {"sampling": {"temperature": 0.9}, "mix": {"gamma": 0.1}}},
         },
-        "defaults": {"iterations": 2, "sampling": {"n": 16, "temperature": 1.0, "top_p": 1.0},
+        "defaults": {"iterations": 2, "reference": "previous",
+                     "sampling": {"n": 16, "temperature": 1.0, "top_p": 1.0},
                      "score": {"method": "implicit"}, "train": {"beta": 0.01},
                      "mix": {"gamma": 0.0}},
         "experiments": {
@@ -582,3 +584,77 @@ def test_more_required_ratings_than_ratings_is_named(config):
     with pytest.raises(ValueError, match=r"experiments.judge: score.judge.min_ratings \(9\) "
                                          r"exceeds score.judge.sampling.n"):
         cfg.experiment(config, "judge")
+
+
+# --- defaults: written once, in the schema -----------------------------------------------------
+
+
+def test_the_schema_fills_every_default_and_a_partial_block_keeps_the_others(config):
+    from snakemake.utils import validate
+
+    bare = copy.deepcopy(config)
+    del bare["eval"]["suite"], bare["sampler"]["vllm"], bare["report"]["label"]
+    bare["defaults"] = {k: v for k, v in bare["defaults"].items() if k != "reference"}
+    bare["defaults"]["sampling"] = {"n": 8, "temperature": 0.7}
+    del bare["defaults"]["score"]["method"]
+    bare["experiments"] = {"dice": {"sampling": {"n": 2}}, "kto": {"trainer": "kto"}}
+    validate(bare, str(SCHEMA))
+    assert bare["eval"]["suite"] == "toy" and bare["sampler"]["vllm"] == {}
+    assert cfg.setting_label(bare, "") == "toy world"
+    dice, kto = cfg.experiment(bare, "dice"), cfg.experiment(bare, "kto")
+    assert (dice["trainer"], dice["length_penalty"], dice["reference"]) == ("dpo", 0.0, "previous")
+    assert dice["score"]["method"] == "implicit" and kto["trainer"] == "kto"
+    # the experiment's partial sampling block overrides n alone: no default fills it
+    assert dice["sampling"] == {"n": 2, "temperature": 0.7, "top_p": 1.0, "max_tokens": 64}
+
+
+def test_the_schemas_sampling_defaults_are_sampling_specs(schema):
+    from dataclasses import fields
+
+    from dicewf.sampling import SamplingSpec
+
+    defaults = {k: v["default"]
+                for k, v in schema["definitions"]["sampling_defaults"]["properties"].items()}
+    spec = {f.name: f.default for f in fields(SamplingSpec) if f.name in defaults}
+    assert defaults == spec and set(defaults) == {"n", "temperature", "top_p", "max_tokens"}
+
+
+def test_resolved_holds_every_value_of_a_run():
+    config = {**two_settings(), "seed": 3, "sampler": {"backend": "auto", "vllm": {}}}
+    out = cfg.resolved(config, "llama3_dice")
+    assert (out["experiment"], out["setting"], out["seed"]) == ("llama3_dice", "llama3", 3)
+    assert out["base"]["policy"] == "llama-dpo" and out["base"]["prompts"] == "x.parquet"
+    assert out["sampling"]["temperature"] == 0.9 and out["mix"]["gamma"] == 0.1
+    assert out["sampler"] == {"backend": "auto", "vllm": {}}
+
+
+def seed_keys(block, path=""):
+    if isinstance(block, dict):
+        for key, value in block.items():
+            where = f"{path}.{key}" if path else key
+            yield from ([where] if key == "seed" else []) + list(seed_keys(value, where))
+
+
+@pytest.mark.parametrize("path", ["config.yaml", ".test/config.yaml", "config/paper.yaml"])
+def test_a_config_has_one_seed_and_a_block_seed_is_refused(path, schema):
+    shipped = yaml.safe_load((ROOT / path).read_text())
+    assert list(seed_keys(shipped)) == ["seed"]
+    for block in (("defaults", "mix"), ("defaults", "sampling"), ("agreement",)):
+        bad = copy.deepcopy(shipped)
+        target = bad
+        for key in block:
+            target = target[key]
+        target["seed"] = 1
+        assert schema_errors(schema, bad), block
+
+
+def test_each_stage_gets_the_seed_where_its_own_key_was():
+    from dicewf.seeds import with_seed
+
+    mix = {"gamma": 0.5, "n_pairs": 512, "shortfall": "error"}
+    assert list(with_seed(mix, 7, "n_pairs").items()) == [
+        ("gamma", 0.5), ("n_pairs", 512), ("seed", 7), ("shortfall", "error")]
+    assert list(with_seed({"n": 4, "max_tokens": 8}, 7, "max_tokens")) == ["n", "max_tokens",
+                                                                          "seed"]
+    assert list(with_seed({"a": 1}, 7, "")) == ["seed", "a"]
+    assert with_seed({"seed": 1, "a": 1}, 7) == {"a": 1, "seed": 7}

@@ -24,9 +24,18 @@ TEST_CONFIG = REPO / ".test" / "config.yaml"
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
+def resolved(path: Path) -> dict:
+    """A config file as the workflow sees it: validated, the schema's defaults filled in."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(path.read_text())
+    validate(config, str(SCHEMA))
+    return config
+
+
 @pytest.fixture
 def config() -> dict:
-    return yaml.safe_load(TEST_CONFIG.read_text())
+    return resolved(TEST_CONFIG)
 
 
 def refused(fn, *args, **kwargs) -> str:
@@ -63,7 +72,7 @@ def test_a_max_steps_that_trl_would_ignore_is_refused_naming_its_path(config, st
 
 def test_shipped_configs_pass_every_check_but_trls():
     for path in (REPO / "config.yaml", TEST_CONFIG, REPO / "config" / "paper.yaml"):
-        checks.check_config(yaml.safe_load(path.read_text()), trl=False)
+        checks.check_config(resolved(path), trl=False)
 
 
 def test_reversed_alpha_bounds_are_named_where_they_are_set(config):
@@ -102,7 +111,7 @@ def test_greedy_decoding_with_several_responses_is_refused(config):
 
 
 def test_a_settings_defaults_are_named_as_the_origin():
-    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    paper = resolved(REPO / "config" / "paper.yaml")
     paper["settings"]["zephyr"].setdefault("defaults", {})["alpha"] = {"bounds": [1.0, 0.0]}
     assert refused(checks.experiment_blocks, paper).startswith(
         "settings.zephyr.defaults.alpha.bounds: [1.0, 0.0] is reversed")
@@ -176,7 +185,7 @@ def test_a_report_experiment_that_is_not_configured_is_refused(config):
 
 
 def test_a_report_experiment_of_the_paper_may_be_logical_or_full():
-    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    paper = resolved(REPO / "config" / "paper.yaml")
     for name in ("dice", "zephyr_dice"):
         paper["report"]["experiment"] = name
         checks.report_targets(paper)
@@ -288,7 +297,7 @@ def test_the_dry_run_refuses_a_bad_config_naming_the_key_path(tmp_path, override
 
 @pytest.mark.slow
 def test_the_dry_run_names_a_missing_world_block(tmp_path):
-    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg = resolved(TEST_CONFIG)
     del cfg["world"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = dry_run(tmp_path)

@@ -39,6 +39,7 @@ RULE_ENVS = {
     "download_model": "training",
     "download_dataset": "training",
     "search_alpha": "analysis",
+    "alpha_landscape": "analysis",
     "mix": "analysis",
     "gather_shards": "analysis",
     "gather_samples": "analysis",

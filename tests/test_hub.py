@@ -29,7 +29,7 @@ def test_uri_round_trips_through_the_local_folder_name():
 def test_policy_paths_map_hub_models_to_their_download_folder():
     config = {"base": {"policy": "hf://HuggingFaceH4/zephyr-7b-beta",
                        "reference": "hf://HuggingFaceH4/mistral-7b-sft-beta"},
-              "defaults": {"iterations": 1}, "experiments": {"dice": {}}}
+              "defaults": {"iterations": 1, "reference": "previous"}, "experiments": {"dice": {}}}
     assert cfg.policy_path(config, "dice", 0) == "resources/hub/HuggingFaceH4--zephyr-7b-beta"
     assert cfg.reference_path(config, "dice", 0) == \
         "resources/hub/HuggingFaceH4--mistral-7b-sft-beta"

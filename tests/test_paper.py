@@ -33,6 +33,7 @@ def validated_report(block: dict) -> dict:
     validate(config, str(SCHEMA))
     return config["report"]
 
+
 SETTINGS = {"zephyr": {"label": "zephyr-7B-beta"}, "llama3": {"label": "Llama-3-8B-DPO"}}
 
 # the paper's experiment matrix, with the loss / trainer / alpha / gamma / lambda of each
@@ -74,7 +75,7 @@ def make_config(experiments=None, report_block=None, settings=SETTINGS) -> dict:
                      "train": {"beta": 0.1, "loss_type": "sigmoid"}},
         "experiments": FULL if experiments is None else experiments,
         "agreement": {"beta": 0.1},
-        "report": validated_report(report_block or {}),
+        "report": validated_report({"label": "toy world", **(report_block or {})}),
     }
     if settings:
         config["settings"] = settings

@@ -170,6 +170,61 @@ def test_asking_for_one_table_builds_only_its_own_dependencies(tmp_path):
     assert "train" not in jobs and jobs["figure"] == 1 and jobs["judge"] == 1, jobs
 
 
+def touched_tree(tmp: Path, cfg: dict) -> Path:
+    """A working directory where every output of ``cfg`` exists and is up to date, with the
+    params each job ran with recorded, made without running anything: every planned output is
+    created (a folder for a name without a suffix) and then `--touch`ed."""
+    cwd = workdir(tmp, cfg)
+    summary = snakemake("--summary", cwd=cwd).stdout.splitlines()
+    for line in summary[summary.index(next(x for x in summary if x.startswith("output_file"))) + 1:]:
+        path = cwd / line.split("\t")[0]
+        if path.suffix:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("x")  # non-empty: ensure(non_empty=True) outputs are checked
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+    snakemake("--touch", "--cores", "1", cwd=cwd)
+    assert "Nothing to be done" in snakemake("-n", cwd=cwd).stdout
+    return cwd
+
+
+# Each report setting changed (two scenarios: Figure 2/4's iteration needs an experiment with
+# two iterations, which the other experiment of the reduced config has not). `setting` needs a
+# config with settings: it only picks one of them, as `experiment` does.
+REPORT_CHANGES = [
+    {"label": "changed", "sweep_iteration": 1, "figure1": {"iteration": 1}, "iteration": 2,
+     "figure2": {"bins": 17}, "figure4": {"points": 23}},
+    {"experiment": "dice_gamma0"},
+]
+PLOT_JOBS = {"table", "figure", "alpha_landscape", "all"}
+
+
+def test_changing_a_report_setting_reruns_no_compute_job(tmp_path):
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    changed = {key for change in REPORT_CHANGES for key in change}
+    assert changed | {"setting"} == set(schema["properties"]["report"]["properties"])
+    cfg = load(REPO / ".test" / "config.yaml")
+    cwd = touched_tree(tmp_path, cfg)
+    for change in REPORT_CHANGES:
+        new = {**cfg, "report": {**cfg["report"], **change}}
+        (cwd / "config.yaml").write_text(yaml.safe_dump(new, sort_keys=False))
+        jobs = planned_jobs(cwd)
+        assert set(jobs) <= PLOT_JOBS and jobs.get("figure"), (change, jobs)
+
+
+def test_each_experiment_writes_every_value_it_runs_with(tmp_path):
+    cfg = load(REPO / ".test" / "config.yaml")
+    cwd = workdir(tmp_path, cfg)
+    assert planned_jobs(cwd).get("experiment_config") == len(cfg["experiments"])
+    snakemake("--cores", "1", "results/dice_kto/config.yaml", cwd=cwd)
+    written = load(cwd / "results" / "dice_kto" / "config.yaml")
+    assert written["experiment"] == "dice_kto" and written["seed"] == cfg["seed"]
+    # the experiment's own keys, the defaults it did not set, and the schema's defaults
+    assert written["trainer"] == "kto" and written["train"]["loss_type"] == "kto"
+    assert written["train"]["beta"] == cfg["defaults"]["train"]["beta"]
+    assert written["length_penalty"] == 0.0 and written["base"] == cfg["base"]
+
+
 def test_shards_are_configuration(tmp_path):
     cfg = dice_only()
     cfg["sharding"]["shards"] = 3

@@ -45,12 +45,12 @@ rule agreement:
         **AGREEMENT_JUDGE_CACHE,
     params:
         n=config["agreement"]["tuples"],
-        seed=config["agreement"]["seed"],
+        seed=config["seed"],
         judge=config["agreement"]["judge"],
         gold_judge=config.get("world", {}).get("judge", {}),
         setting=MAIN_SETTING,
         # label and head of each published reward model, in the order of input.external
-        external=[{"label": label, "head": m.get("head")}
+        external=[{"label": label, "head": m["head"]}
                   for label, m in config["agreement"]["external_reward_models"].items()],
         max_tokens_per_batch=config["defaults"]["score"]["max_tokens_per_batch"],
     log:

@@ -15,6 +15,7 @@ from dicewf import checks  # noqa: E402
 from dicewf import hub  # noqa: E402
 from dicewf import paper  # noqa: E402
 from dicewf import secrets  # noqa: E402
+from dicewf import seeds  # noqa: E402
 
 
 # first: a key in config is refused naming its path (the schema's errors would quote it)
@@ -50,7 +51,7 @@ EXPERIMENTS = list(RUNS)
 # the score block's keys that filter responses before scoring or judging (dicewf.scoring.finished)
 RESPONSE_FILTERS = ("drop_truncated", "strip_whitespace", "min_chars", "max_chars")
 MODELS = cfg.model_names(config)
-TOY_EVAL = config["eval"].get("suite", "toy") == "toy"
+TOY_EVAL = config["eval"]["suite"] == "toy"
 # the setting of the single-setting tables and figures (Tables 3, 4, 5, 7; Figures 2, 4)
 MAIN_SETTING = config["report"].get("setting") or SETTINGS[0]
 if MAIN_SETTING not in SETTINGS:
@@ -98,6 +99,12 @@ def dataset_patterns(w):
     return None
 
 
+def seeded(block, after="max_tokens"):
+    """``block`` with the config's one ``seed`` where its own seed key used to be (after
+    ``after``; a sampling block's place by default): every stochastic step draws from it."""
+    return seeds.with_seed(block, config["seed"], after)
+
+
 def xp(wildcards):
     """The resolved settings of the job's experiment."""
     return XP[wildcards.exp]
@@ -130,8 +137,9 @@ def prev_reference(w):
 
 
 def train_reference(w):
-    """The DPO reference pi_ref^(t) of iteration t: pi_theta^(t-1) (Algorithm 1 line 6), or
-    pi_theta^(0) in every iteration for `reference: fixed` (the paper's Offline DPO)."""
+    """Algorithm 1 line 7, the reference update: iteration t trains against pi_ref^(t) =
+    pi_theta^(t-1), the policy it starts from, or against pi_theta^(0) in every iteration for
+    `reference: fixed` (the paper's Offline DPO); dicewf.config.reference_path holds the rule."""
     return reference_of(w.exp, int(w.iter))
 
 
@@ -158,7 +166,7 @@ def eval_sampling_of(model):
 
 def eval_sampling(w):
     """The model's decoding: eval.sampling with its setting's eval.sampling merged over it."""
-    return eval_sampling_of(w.model)
+    return seeded(eval_sampling_of(w.model))
 
 
 def samples_owner(w):
@@ -178,7 +186,7 @@ def shard_scores(kind):
     """The scores of every shard of the job's iteration: implicit rewards or the judge's."""
 
     def paths(w):
-        name = "judge_scores" if xp(w)["score"].get("method", "implicit") == "judge" else "scores"
+        name = "judge_scores" if xp(w)["score"]["method"] == "judge" else "scores"
         pattern = f"results/{w.exp}/iter{w.iter}/shards/{{scatteritem}}/{name}.parquet"
         return gather.split(pattern)
 
@@ -248,6 +256,8 @@ def all_targets():
     targets += [f"results/figures/{name}.png" for name in paper.FIGURES]
     # every configured run is evaluated, also those no table shows (e.g. beta tuning)
     targets += [paper.metrics_path(model) for model in MODELS]
+    # every value each experiment ran with, in one file per experiment
+    targets += [f"results/{exp}/config.yaml" for exp in EXPERIMENTS]
     if "world" in config:  # each set of samples once, gathered for inspection (toy sizes only)
         targets += sorted({f"{cfg.iter_dir(OWNERS[e][0] if t == 1 else e, t)}/samples.parquet"
                            for e, t in cfg.iterations(config) if XP[e]["mix"]["gamma"] < 1})

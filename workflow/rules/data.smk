@@ -26,9 +26,9 @@ rule prepare_ultrafeedback:
         offline=ensure("results/data/ultrafeedback/offline.parquet", non_empty=True),
         prompts=ensure("results/data/ultrafeedback/prompts.parquet", non_empty=True),
     params:
-        split=lambda w: config["data"]["ultrafeedback"].get("split", "train_prefs"),
+        split=lambda w: config["data"]["ultrafeedback"]["split"],
         n_pairs=lambda w: config["data"]["ultrafeedback"]["n_pairs"],
-        seed=lambda w: config["data"]["ultrafeedback"]["seed"],
+        seed=config["seed"],
     log:
         "logs/data/prepare_ultrafeedback.log",
     localrule: True
@@ -46,9 +46,9 @@ rule prepare_ultrafeedback_all:
     output:
         offline=ensure("results/data/ultrafeedback/all_pairs.parquet", non_empty=True),
     params:
-        split=lambda w: config["data"]["ultrafeedback"].get("split", "train_prefs"),
+        split=lambda w: config["data"]["ultrafeedback"]["split"],
         n_pairs=None,  # all of them
-        seed=lambda w: config["data"]["ultrafeedback"]["seed"],
+        seed=config["seed"],
     log:
         "logs/data/prepare_ultrafeedback_all.log",
     localrule: True
@@ -80,7 +80,7 @@ rule prepare_arena_hard:
     output:
         eval_set=ensure("results/data/arena_hard.parquet", non_empty=True),
     params:
-        baseline=lambda w: config["data"]["arena_hard"].get("baseline", "gpt-4-0314"),
+        baseline=lambda w: config["data"]["arena_hard"]["baseline"],
     log:
         "logs/data/prepare_arena_hard.log",
     localrule: True

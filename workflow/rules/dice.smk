@@ -1,5 +1,7 @@
 # One DICE iteration t of experiment exp (Algorithm 1 lines 3-7):
-# sample -> score -> search_alpha -> mix -> train.
+# sample -> score -> search_alpha -> mix -> train. Line 7, the reference update pi_ref^(t) =
+# pi_theta^(t-1), is the train rule's `ref` input: train_reference in common.smk, which asks
+# dicewf.config.reference_path.
 
 
 rule sample:
@@ -12,9 +14,9 @@ rule sample:
             "results/{exp}/iter{iter}/shards/{scatteritem}/samples.parquet", non_empty=True
         ),
     params:
-        sampling=lambda w: xp(w)["sampling"],
+        sampling=lambda w: seeded(xp(w)["sampling"]),
         backend=config["sampler"]["backend"],
-        engine=config["sampler"].get("vllm", {}),
+        engine=config["sampler"]["vllm"],
     log:
         "logs/{exp}/iter{iter}/sample/{scatteritem}.log",
     benchmark:
@@ -32,7 +34,8 @@ rule sample:
 
 
 rule score:
-    """The implicit reward of one shard's samples (pi_theta^(t-1) against pi_ref^(t-1))."""
+    """Algorithm 1 line 3, the rewards: the implicit reward of one shard's samples
+    (pi_theta^(t-1) against pi_ref^(t-1))."""
     input:
         samples=shard_samples,
         policy=prev_policy,
@@ -63,7 +66,8 @@ rule score:
 
 
 rule judge:
-    """LLM-as-a-Judge (score.method: judge): pi_theta^(t-1) rates each of its own responses
+    """Algorithm 1 line 3 with LLM-as-a-Judge rewards (score.method: judge, the Appendix C
+    ablation): pi_theta^(t-1) rates each of its own responses
     0-5 with the Appendix E template, sampling.n times; the reward is the mean of the parsed
     ratings when at least min_ratings parse (alpha = 0, Appendix C)."""
     input:
@@ -75,12 +79,12 @@ rule judge:
             "results/{exp}/iter{iter}/shards/{scatteritem}/judge_scores.parquet", non_empty=True
         ),
     params:
-        sampling=lambda w: xp(w)["score"]["judge"]["sampling"],
+        sampling=lambda w: seeded(xp(w)["score"]["judge"]["sampling"]),
         min_ratings=lambda w: xp(w)["score"]["judge"]["min_ratings"],
         max_prompt_tokens=lambda w: xp(w)["score"]["judge"]["max_prompt_tokens"],
         filters=lambda w: {k: xp(w)["score"][k] for k in RESPONSE_FILTERS},
         backend=config["sampler"]["backend"],
-        engine=config["sampler"].get("vllm", {}),
+        engine=config["sampler"]["vllm"],
     log:
         "logs/{exp}/iter{iter}/judge/{scatteritem}.log",
     benchmark:
@@ -98,7 +102,8 @@ rule judge:
 
 
 rule gather_shards:
-    """Concatenate the shards' rewards: the same file for any number of shards."""
+    """Algorithm 1 line 3: the shards' rewards concatenated (the same file for any number of
+    shards)."""
     input:
         scores=shard_scores("scores"),
     output:
@@ -113,7 +118,8 @@ rule gather_shards:
 
 
 rule gather_samples:
-    """All samples of an iteration in one file (for inspection; nothing downstream reads it)."""
+    """Algorithm 1 line 3: all samples of an iteration in one file (for inspection; nothing
+    downstream reads it)."""
     input:
         samples=gather.split("results/{{exp}}/iter{{iter}}/shards/{scatteritem}/samples.parquet"),
     output:
@@ -128,16 +134,16 @@ rule gather_samples:
 
 
 rule search_alpha:
+    """Algorithm 1 line 4: alpha* of Eq. 6 (or the fixed alpha) and the length-regularised
+    pairs D(alpha*) built from the iteration's rewards (dicewf.alpha.run_search)."""
     input:
         scores=shared_scores,
     output:
         alpha=paper.ALPHA,
-        landscape=paper.LANDSCAPE,
         pairs=ensure("results/{exp}/iter{iter}/pairs.parquet", non_empty=True),
         length_diffs=paper.LENGTH_DIFFS,
     params:
-        alpha=lambda w: xp(w)["alpha"],
-        landscape_points=config["report"]["figure4"]["points"],
+        alpha=lambda w: seeded(xp(w)["alpha"], after="min_responses"),
     log:
         "logs/{exp}/iter{iter}/search_alpha.log",
     resources:
@@ -150,14 +156,37 @@ rule search_alpha:
         "../scripts/search_alpha.py"
 
 
+rule alpha_landscape:
+    """Figure 4's data: the objective of Eq. 6 over the alpha box, from the cached rewards
+    and alpha* (dicewf.alpha.figure4_landscape). A plot setting, so its own local job: a new
+    report.figure4.points redraws Figure 4 without rerunning the search or anything after it."""
+    input:
+        scores=shared_scores,
+        alpha=paper.ALPHA,
+    output:
+        landscape=paper.LANDSCAPE,
+    params:
+        alpha=lambda w: seeded(xp(w)["alpha"], after="min_responses"),
+        points=config["report"]["figure4"]["points"],
+    log:
+        "logs/{exp}/iter{iter}/alpha_landscape.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/alpha_landscape.py"
+
+
 rule mix:
+    """Algorithm 1 line 5: the training set, a share gamma of D_offline and the rest from
+    D(alpha*) (dicewf.mixing)."""
     input:
         unpack(generated_pairs),
         offline=config["base"]["offline"],
     output:
         mixed=ensure("results/{exp}/iter{iter}/mixed.parquet", non_empty=True),
     params:
-        mix=lambda w: xp(w)["mix"],
+        mix=lambda w: seeded(xp(w)["mix"], after="n_pairs"),
         iteration=lambda w: int(w.iter),  # the split is drawn anew each iteration
     log:
         "logs/{exp}/iter{iter}/mix.log",
@@ -169,6 +198,24 @@ rule mix:
         "../../envs/analysis.yaml"
     script:
         "../scripts/mix.py"
+
+
+rule experiment_config:
+    """Every value the experiment runs with, in one file: its block merged over defaults (and
+    its setting's), the schema's defaults filled in (dicewf.config.resolved). Nothing reads it,
+    so a changed value rewrites it without rerunning anything else."""
+    output:
+        config="results/{exp}/config.yaml",
+    params:
+        config=lambda w: cfg.resolved(config, w.exp),
+    log:
+        "logs/{exp}/experiment_config.log",
+    localrule: True
+    run:
+        from dicewf.io import write_yaml
+
+        write_yaml(params.config, output.config)
+        Path(log[0]).write_text(f"{output.config}: {len(params.config)} keys\n")
 
 
 rule train_args:
@@ -222,8 +269,8 @@ rule train:
         # one process per GPU (one CPU process for gpu=0); a train.global_batch_size that is no
         # multiple of per_device_train_batch_size x processes fails here, before the job starts
         processes=lambda w, resources: train_processes(xp(w)["train"], resources.gpu),
-        trainer=lambda w: xp(w).get("trainer", "dpo"),
-        length_penalty=lambda w: xp(w).get("length_penalty", 0.0),
+        trainer=lambda w: xp(w)["trainer"],
+        length_penalty=lambda w: xp(w)["length_penalty"],
         device=lambda w, resources: "" if resources.gpu else "--cpu",
     log:
         "logs/{exp}/iter{iter}/train.log",

@@ -17,10 +17,10 @@ if TOY_EVAL:
         params:
             sampling=eval_sampling,
             backend=config["sampler"]["backend"],
-            engine=config["sampler"].get("vllm", {}),
-            judge=config["world"].get("judge", {}),
+            engine=config["sampler"]["vllm"],
+            judge=config["world"]["judge"],
             l2=config["eval"]["l2"],
-            arena=config["eval"]["arena"],
+            arena=seeded(config["eval"]["arena"], after="n_bootstrap"),
         log:
             "logs/eval/{model}.log",
         benchmark:
@@ -53,7 +53,7 @@ else:
         params:
             sampling=eval_sampling,
             backend=config["sampler"]["backend"],
-            engine=config["sampler"].get("vllm", {}),
+            engine=config["sampler"]["vllm"],
         log:
             "logs/eval/{model}/generate.log",
         benchmark:
@@ -105,9 +105,9 @@ else:
             judge_cache="results/eval/{model}/arena_hard/judge_cache.jsonl",
         params:
             judge=config["eval"]["arena_hard"]["judge"],
-            prompt=config["eval"]["arena_hard"].get("prompt", {}),
+            prompt=config["eval"]["arena_hard"]["prompt"],
             n_bootstrap=config["eval"]["arena"]["n_bootstrap"],
-            seed=config["eval"]["arena"]["seed"],
+            seed=config["seed"],
         log:
             "logs/eval/{model}/arena_hard_judge.log",
         localrule: True

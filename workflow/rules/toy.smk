@@ -9,7 +9,7 @@ rule toy_world:
         agreement_pairs=ensure("results/toy/data/agreement_pairs.parquet", non_empty=True),
         sft_demos=ensure("results/toy/data/sft_demos.parquet", non_empty=True),
     params:
-        world=config["world"],
+        world=seeded(config["world"], after=""),
     log:
         "logs/toy_world.log",
     localrule: True
@@ -25,8 +25,8 @@ rule toy_init_model:
     output:
         model=directory("results/toy/models/init"),
     params:
-        model=config["toy_model"],
-        world_seed=config["world"]["seed"],
+        model=seeded(config["toy_model"], after=None),
+        world_seed=config["seed"],
     log:
         "logs/toy_init_model.log",
     resources:
@@ -102,7 +102,7 @@ rule reward_agreement:
     output:
         metrics="results/toy/agreement.json",
     params:
-        beta=config["agreement"]["beta"],
+        beta=config["start_policy"]["beta"],  # the implicit reward of pi_theta^(0)
         target=config["agreement"]["target"],
         max_tokens_per_batch=config["defaults"]["score"]["max_tokens_per_batch"],
     log:

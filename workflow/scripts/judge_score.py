@@ -12,8 +12,8 @@ source = snakemake.input.samples
 scores = llm_judge.judge(
     snakemake.input.policy,
     read_parquet(source, "samples"),
-    # the template file is an input (a changed template reruns the job); params.template also works
-    llm_judge.load_template(snakemake.input.get("template") or snakemake.params.template),
+    # the template file is an input: a changed template reruns the job
+    llm_judge.load_template(snakemake.input.template),
     snakemake.params.sampling,
     min_ratings=snakemake.params.min_ratings,
     max_prompt_tokens=snakemake.params.max_prompt_tokens,

@@ -8,8 +8,5 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
-prompts = datasets.prepare_alpaca_eval(
-    snakemake.input.snapshot,
-    filename=snakemake.params.get("filename", datasets.ALPACA_EVAL_FILE),
-)
+prompts = datasets.prepare_alpaca_eval(snakemake.input.snapshot)
 write_parquet(prompts, snakemake.output.eval_set)

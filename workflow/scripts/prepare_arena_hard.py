@@ -8,9 +8,6 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
-prompts = datasets.prepare_arena_hard(
-    snakemake.input.snapshot,
-    baseline=snakemake.params.baseline,
-    bench=snakemake.params.get("bench", datasets.ARENA_HARD_BENCH),
-)
+prompts = datasets.prepare_arena_hard(snakemake.input.snapshot,
+                                      baseline=snakemake.params.baseline)
 write_parquet(prompts, snakemake.output.eval_set)

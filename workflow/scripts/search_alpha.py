@@ -1,4 +1,4 @@
-"""Snakemake adapter: alpha* of Eq. 6 (log-ratio scale), the objective landscape and D(alpha*)."""
+"""Snakemake adapter: alpha* of Eq. 6 (log-ratio scale) and D(alpha*) (Algorithm 1 line 4)."""
 from typing import TYPE_CHECKING
 
 from dicewf import alpha as search, logs
@@ -10,9 +10,7 @@ if TYPE_CHECKING:
 logs.to_file(snakemake.log[0])
 source = snakemake.input.scores
 scores = read_parquet(source, "rewards", finite=("len_chars", "len_tokens"))
-out = search.run_search(scores, snakemake.params.alpha,
-                        landscape_points=snakemake.params.landscape_points, source=source)
-write_parquet(out.landscape, snakemake.output.landscape)
+out = search.run_search(scores, snakemake.params.alpha, source=source)
 write_parquet(out.length_diffs, snakemake.output.length_diffs)
 write_parquet(out.pairs, snakemake.output.pairs)
 write_json(out.result, snakemake.output.alpha, allow_nan=False)  # valid JSON: null, never NaN

@@ -451,11 +451,10 @@ def landscape_grid(lo: float, hi: float, centre: float, points: int) -> np.ndarr
 
 @dataclass(frozen=True)
 class SearchOutput:
-    """What the search_alpha rule writes: alpha.json, D(alpha*), Figure 2's and 4's data."""
+    """What the search_alpha rule writes: alpha.json, D(alpha*) and Figure 2's data."""
 
     result: dict[str, Any]
     pairs: pd.DataFrame
-    landscape: pd.DataFrame
     length_diffs: pd.DataFrame
 
 
@@ -487,11 +486,30 @@ def _check_implicit_rewards(scores: pd.DataFrame, source: str) -> None:
         )
 
 
+def _rated(scores: pd.DataFrame, source: str) -> tuple[pd.DataFrame, str, int]:
+    """(the scores that take part, the shaped column, how many responses are unrated).
+
+    For LLM-as-a-Judge ratings, rows whose ``reward`` is NaN (an unparsed rating) take no part;
+    a NaN or infinite implicit reward is an error (a broken model)."""
+    score = score_column(scores)
+    n_unrated = 0
+    if score == "logratio":
+        # an implicit reward is never missing: a NaN log-probability means a broken model
+        _check_implicit_rewards(scores, source)
+    elif "reward" in scores.columns:
+        unrated = scores["reward"].isna()
+        n_unrated = int(unrated.sum())
+        if n_unrated:
+            log.info("%s: %d of %d responses have no reward (unparsed rating)", source,
+                     n_unrated, len(scores))
+            scores = scores[~unrated].reset_index(drop=True)
+    return scores, score, n_unrated
+
+
 def run_search(
     scores: pd.DataFrame,
     params: Mapping[str, Any],
     *,
-    landscape_points: int,
     source: str = "<scores>",
 ) -> SearchOutput:
     """alpha* of Eq. 6 with an experiment's ``alpha`` config block, and D(alpha*).
@@ -508,18 +526,7 @@ def run_search(
     ``scale``. ``zero_gap_in_bounds`` is False when the signed mean length difference keeps one
     sign over the whole box (alpha* may lie outside it; a warning is logged).
     """
-    score = score_column(scores)
-    n_unrated = 0
-    if score == "logratio":
-        # an implicit reward is never missing: a NaN log-probability means a broken model
-        _check_implicit_rewards(scores, source)
-    elif "reward" in scores.columns:
-        unrated = scores["reward"].isna()
-        n_unrated = int(unrated.sum())
-        if n_unrated:
-            log.info("%s: %d of %d responses have no reward (unparsed rating)", source,
-                     n_unrated, len(scores))
-            scores = scores[~unrated].reset_index(drop=True)
+    scores, score, n_unrated = _rated(scores, source)
     beta = _single_beta(scores, source) if score == "logratio" else None
     common = {"length_unit": params["length_unit"], "min_responses": params["min_responses"],
               "source": source, "score": score}
@@ -528,12 +535,10 @@ def run_search(
     if params["fixed"] is not None:
         result: dict[str, Any] = {"method": "fixed", "alpha_searched": None,
                                   "alpha": float(params["fixed"])}
-        centre = result["alpha"]
     else:
         found = search_alpha(scores, params["method"], (lo, hi), grid_step=params["grid_step"],
                              n_calls=params["n_calls"], seed=params["seed"], **common)
         result = {**found.to_dict(), "alpha_searched": found.alpha, "alpha": found.alpha * scale}
-        centre = found.alpha
     alpha = result["alpha"]
     pairs = build_pairs(scores, alpha, **common)
     if pairs.empty:
@@ -546,8 +551,7 @@ def run_search(
             "all tie usually mean identical policy and reference models, or identical responses"
         )
     unshaped = build_pairs(scores, 0.0, **common)
-    land = landscape(scores, landscape_grid(lo, hi, centre, landscape_points), **common)
-    ends = land["mean_len_diff"].iloc[[0, -1]].to_numpy()
+    ends = landscape(scores, [lo, hi], **common)["mean_len_diff"].to_numpy()
     bracketed = bool(ends[0] * ends[1] <= 0)
     if not bracketed and params["fixed"] is None:
         log.warning("%s: the mean length difference is %.4g at alpha = %g and %.4g at %g: it "
@@ -572,4 +576,27 @@ def run_search(
         pd.DataFrame({"dataset": "D(alpha*)", "prompt_id": pairs["prompt_id"],
                       "len_diff": pairs["len_diff"].astype("int64")}),
     ], ignore_index=True)
-    return SearchOutput(result, pairs, land, length_diffs)
+    return SearchOutput(result, pairs, length_diffs)
+
+
+def figure4_landscape(
+    scores: pd.DataFrame,
+    result: Mapping[str, Any],
+    params: Mapping[str, Any],
+    *,
+    points: int,
+    source: str = "<scores>",
+) -> pd.DataFrame:
+    """Figure 4's data: the objective of Eq. 6 at ``points`` alphas over the ``bounds`` of the
+    experiment's ``alpha`` block (``params``), dense around the searched alpha* of ``result``
+    (alpha.json of :func:`run_search`; the fixed alpha when nothing was searched).
+
+    Computed apart from the search, so a new point count redraws Figure 4 from cached scores.
+    """
+    scores, score, _ = _rated(scores, source)
+    lo, hi = (float(v) for v in params["bounds"])
+    searched = result["alpha_searched"]
+    centre = float(result["alpha"] if searched is None else searched)
+    return landscape(scores, landscape_grid(lo, hi, centre, points),
+                     params["length_unit"], min_responses=params["min_responses"],
+                     source=source, score=score)

@@ -44,8 +44,6 @@ from . import config as cfg
 from . import hub
 from .model_files import model_dir
 
-# SamplingSpec's defaults (dicewf.sampling; not imported here: it imports pandas)
-DEFAULT_N, DEFAULT_TEMPERATURE = 4, 1.0
 # paths the workflow builds or downloads itself: checked by the jobs that read them
 WORKFLOW_DIRS = (cfg.RESULTS + "/", hub.HUB_DIR + "/")
 
@@ -143,7 +141,7 @@ def world_block(config: Mapping[str, Any]) -> None:
     if "world" in config:  # an empty block is the toy world with its defaults
         return
     needs = []
-    if (config.get("eval") or {}).get("suite", "toy") == "toy":
+    if config["eval"]["suite"] == "toy":
         needs.append("eval.suite: toy (the default) judges with the toy world's gold judge")
     if (config.get("agreement") or {}).get("judge") == "gold":
         needs.append("agreement.judge: gold is the toy world's judge")
@@ -172,9 +170,9 @@ def experiment_blocks(config: Mapping[str, Any]) -> None:
                                     f"{list(bounds)} is reversed: give [lo, hi] with lo <= hi"))
         if (x.get("mix") or {}).get("gamma", 0.0) >= 1:
             continue  # offline pairs only: nothing is sampled
-        sampling = x.get("sampling") or {}
-        n = sampling.get("n", DEFAULT_N)
-        method = (x.get("score") or {}).get("method", "implicit")
+        sampling = x["sampling"]
+        n = sampling["n"]
+        method = x["score"]["method"]
         if n < 2:
             reward = "implicit rewards" if method == "implicit" else "judge ratings"
             raise ValueError(_named(
@@ -183,13 +181,12 @@ def experiment_blocks(config: Mapping[str, Any]) -> None:
                 f"responses by their {reward}, so they need n >= 2"))
         _distinct(config, full, ("sampling",), sampling, "responses")
         if method == "judge":
-            judge = ((x.get("score") or {}).get("judge") or {}).get("sampling") or {}
+            judge = x["score"]["judge"]["sampling"]
             _distinct(config, full, ("score", "judge", "sampling"), judge, "ratings")
 
 
 def _distinct(config, full, path: tuple[str, ...], sampling: Mapping[str, Any], what: str) -> None:
-    n = sampling.get("n", DEFAULT_N)
-    temperature = sampling.get("temperature", DEFAULT_TEMPERATURE)
+    n, temperature = sampling["n"], sampling["temperature"]
     if temperature == 0 and n > 1:
         raise ValueError(_named(
             config, full, (*path, "temperature"),
@@ -299,7 +296,7 @@ def train_blocks(config: Mapping[str, Any], *, cache: bool = True) -> None:
 
     for full in cfg.expanded(config):
         x = cfg.experiment(config, full)
-        add(x.get("trainer", "dpo"), x.get("train") or {}, x.get("length_penalty") or 0.0,
+        add(x["trainer"], x["train"], x["length_penalty"],
             "train", full)
     if "world" in config:  # the toy rules train these
         if config.get("start_policy") is not None:

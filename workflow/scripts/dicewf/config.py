@@ -63,7 +63,7 @@ def settings(config: Mapping[str, Any]) -> list[str]:
 
 def setting_label(config: Mapping[str, Any], setting: str) -> str:
     if not setting:
-        return (config.get("report") or {}).get("label", "toy world")
+        return config["report"]["label"]
     return (config["settings"][setting] or {}).get("label", setting)
 
 
@@ -133,6 +133,16 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     return merged
 
 
+def resolved(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Every value experiment ``name`` (a full name) runs with, in one mapping: its setting, the
+    global seed, the setting's base models and data, the sampler and the merged experiment
+    block (written to results/{name}/config.yaml, as alignment-handbook's recipes read)."""
+    setting = locate(config, name)[0]
+    return {"experiment": name, "setting": setting or None, "seed": config["seed"],
+            "base": base(config, setting), "sampler": dict(config["sampler"]),
+            **experiment(config, name)}
+
+
 def iterations(config: Mapping[str, Any]) -> list[tuple[str, int]]:
     """Every (experiment, iteration) of the config, iterations counted from 1."""
     return [
@@ -165,7 +175,7 @@ def reference_path(config: Mapping[str, Any], exp: str, t: int) -> str:
     t = int(t)
     if t == 0:
         return hub.local_dir(base(config, locate(config, exp)[0])["reference"])
-    fixed = experiment(config, exp).get("reference", "previous") == "fixed"
+    fixed = experiment(config, exp)["reference"] == "fixed"
     return policy_path(config, exp, 0 if fixed else t - 1)
 
 

@@ -267,6 +267,13 @@ def write_text(text: str, path: str | os.PathLike) -> None:
         tmp.write_text(text)
 
 
+def write_yaml(obj: Any, path: str | os.PathLike) -> None:
+    """``obj`` as block-style YAML, keys in their order (atomic, as :func:`write_text`)."""
+    import yaml
+
+    write_text(yaml.safe_dump(obj, sort_keys=False), path)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():
