@@ -174,7 +174,7 @@ def test_layout_report_keys():
 def test_report_defaults_come_from_the_schema():
     # an empty report block: every default is the schema's (Snakemake's validate fills them in)
     rep = validated_report({})
-    assert rep == {"sweep_iteration": 2, "figure1": {"iteration": 2}, "iteration": 1,
+    assert rep == {"label": "toy world", "sweep_iteration": 2, "figure1": {"iteration": 2}, "iteration": 1,
                    "figure2": {"bins": 30}}
     layout = paper.Layout.from_config(make_config())
     assert (layout.main, layout.sweep_iteration, layout.figure1_iteration,
