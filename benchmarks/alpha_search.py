@@ -22,12 +22,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
-from dicewf.alpha import run_search  # noqa: E402
-from dicewf.io import write_json  # noqa: E402
+from dicewf.alpha import run_search
+from dicewf.io import write_json
 
 
-def planted_scores(n_prompts: int, n_responses: int, bias: float, beta: float,
-                   seed: int) -> pd.DataFrame:
+def planted_scores(
+    n_prompts: int, n_responses: int, bias: float, beta: float, seed: int
+) -> pd.DataFrame:
     """Implicit-reward scores: prompt-specific typical lengths, log-ratios that favour length."""
     rng = np.random.default_rng(seed)
     typical = rng.lognormal(np.log(1200.0), 0.5, size=(n_prompts, 1))
@@ -69,27 +70,44 @@ def main() -> None:
     runs.update({f"gp_seed{s}": {"method": "gp", "seed": s} for s in range(args.gp_seeds)})
     results = {}
     for name, override in runs.items():
-        r = run_search(scores, {**block, **override, "fixed": None, "scale": 1.0},
-                       landscape_points=2).result
-        results[name] = {k: r[k] for k in ("method", "alpha", "alpha_reward", "objective",
-                                           "mean_len_diff", "seconds", "n_evaluations")}
+        r = run_search(
+            scores, {**block, **override, "fixed": None, "scale": 1.0}, landscape_points=2
+        ).result
+        results[name] = {
+            k: r[k]
+            for k in (
+                "method",
+                "alpha",
+                "alpha_reward",
+                "objective",
+                "mean_len_diff",
+                "seconds",
+                "n_evaluations",
+            )
+        }
         results[name]["alpha_error"] = r["alpha"] - args.bias
     exact = results["exact"]
     for r in results.values():
         r["objective_ratio"] = r["objective"] / exact["objective"] if exact["objective"] else None
         r["time_ratio"] = r["seconds"] / exact["seconds"]
 
-    print(f"{args.prompts} prompts x {args.responses} responses, planted bias {args.bias} "
-          f"log-ratio per character (beta {args.beta}); {args.config.name} alpha: bounds "
-          f"{block['bounds']}, grid_step {block['grid_step']}, n_calls {block['n_calls']}; "
-          f"mean |y_w| - |y_l| at alpha = 0: {gap0:.1f}")
-    print(f"{'run':<9} {'alpha':>9} {'alpha err':>10} {'len gap':>8} {'obj ratio':>10} "
-          f"{'seconds':>8} {'time ratio':>10} {'evals':>6}")
+    print(
+        f"{args.prompts} prompts x {args.responses} responses, planted bias {args.bias} "
+        f"log-ratio per character (beta {args.beta}); {args.config.name} alpha: bounds "
+        f"{block['bounds']}, grid_step {block['grid_step']}, n_calls {block['n_calls']}; "
+        f"mean |y_w| - |y_l| at alpha = 0: {gap0:.1f}"
+    )
+    print(
+        f"{'run':<9} {'alpha':>9} {'alpha err':>10} {'len gap':>8} {'obj ratio':>10} "
+        f"{'seconds':>8} {'time ratio':>10} {'evals':>6}"
+    )
     for name, r in results.items():
         ratio = "n/a" if r["objective_ratio"] is None else f"{r['objective_ratio']:.1f}"
-        print(f"{name:<9} {r['alpha']:>9.6f} {r['alpha_error']:>+10.6f} "
-              f"{r['mean_len_diff']:>+8.2f} {ratio:>10} {r['seconds']:>8.3f} "
-              f"{r['time_ratio']:>10.1f} {r['n_evaluations']:>6}")
+        print(
+            f"{name:<9} {r['alpha']:>9.6f} {r['alpha_error']:>+10.6f} "
+            f"{r['mean_len_diff']:>+8.2f} {ratio:>10} {r['seconds']:>8.3f} "
+            f"{r['time_ratio']:>10.1f} {r['n_evaluations']:>6}"
+        )
 
     write_json(
         {

@@ -28,8 +28,14 @@ def fastest(argv: list[str], cwd: Path, repeats: int) -> tuple[float, str]:
     best, out = float("inf"), ""
     for _ in range(repeats):
         t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "snakemake", *argv], cwd=cwd, env=env,
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "snakemake", *argv],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         best = min(best, time.monotonic() - t0)
         out = proc.stdout
     return best, out
@@ -44,14 +50,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "Snakefile").write_text("rule all:\n    output: 'x'\n    shell: 'touch x'\n")
         startup, _ = fastest(["-n", "--quiet", "rules"], Path(tmp), args.repeats)
-    paper, out = fastest(["--configfile", "config/paper.yaml", "-n", "--quiet", "rules"], REPO,
-                         args.repeats)
-    jobs = int(re.search(r"^total\s+(\d+)", out, flags=re.M)[1])
-    result = {"paper_jobs": jobs, "paper_seconds": round(paper, 3),
-              "one_rule_seconds": round(startup, 3), "ratio": round(paper / startup, 2),
-              "ms_per_job_over_startup": round(1000 * (paper - startup) / jobs, 2)}
-    print(f"paper dry run: {jobs} jobs in {paper:.2f} s; a one-rule Snakefile: {startup:.2f} s; "
-          f"ratio {result['ratio']}; {result['ms_per_job_over_startup']} ms per job above start-up")
+    paper, out = fastest(
+        ["--configfile", "config/paper.yaml", "-n", "--quiet", "rules"], REPO, args.repeats
+    )
+    jobs = int(re.search(r"^total\s+(\d+)", out, flags=re.MULTILINE)[1])
+    result = {
+        "paper_jobs": jobs,
+        "paper_seconds": round(paper, 3),
+        "one_rule_seconds": round(startup, 3),
+        "ratio": round(paper / startup, 2),
+        "ms_per_job_over_startup": round(1000 * (paper - startup) / jobs, 2),
+    }
+    print(
+        f"paper dry run: {jobs} jobs in {paper:.2f} s; a one-rule Snakefile: {startup:.2f} s; "
+        f"ratio {result['ratio']}; {result['ms_per_job_over_startup']} ms per job above start-up"
+    )
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 

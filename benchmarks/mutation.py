@@ -57,16 +57,18 @@ pytest_add_cli_args_test_selection = [{tests}]
 
 def scratch_project(module: str, where: Path) -> Path:
     """A minimal copy of the project in which mutmut mutates ``module`` only."""
-    shutil.copytree(PACKAGE, where / "src" / "dicewf",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PACKAGE, where / "src" / "dicewf", ignore=shutil.ignore_patterns("__pycache__"))
     scripts = sorted(PACKAGE.parent.glob("*.py"))  # the rule adapters some tests run
     (where / "workflow" / "scripts").mkdir(parents=True)
     for script in scripts:
         shutil.copy2(script, where / "workflow" / "scripts" / script.name)
     # tests that run a rule script in a subprocess (PYTHONPATH=workflow/scripts) get the
     # unmutated package: they cannot kill a mutant, only pass
-    shutil.copytree(PACKAGE, where / "workflow" / "scripts" / "dicewf",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        PACKAGE,
+        where / "workflow" / "scripts" / "dicewf",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     shutil.copytree(ROOT / "workflow" / "schemas", where / "workflow" / "schemas")
     shutil.copytree(ROOT / "config", where / "config")
     shutil.copy2(ROOT / "config.yaml", where / "config.yaml")
@@ -86,10 +88,16 @@ def scratch_project(module: str, where: Path) -> Path:
 
 def statuses(project: Path) -> Counter:
     """Counts of mutmut's result per mutant (``mutmut results --all true``: "name: status")."""
-    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"],
-                         cwd=project, capture_output=True, text=True, check=True).stdout
-    return Counter(line.rsplit(":", 1)[1].strip() for line in out.splitlines()
-                   if ":" in line and line.strip())
+    out = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "true"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return Counter(
+        line.rsplit(":", 1)[1].strip() for line in out.splitlines() if ":" in line and line.strip()
+    )
 
 
 def run(module: str, max_children: int, keep: bool) -> dict:
@@ -97,12 +105,18 @@ def run(module: str, max_children: int, keep: bool) -> dict:
     try:
         project = scratch_project(module, where)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        done = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children",
-                               str(max_children)], cwd=project, env=env, capture_output=True,
-                              text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
-            sys.exit(f"{module}: mutmut run failed ({done.returncode}):\n"
-                     f"{(done.stdout + done.stderr)[-3000:]}")
+            sys.exit(
+                f"{module}: mutmut run failed ({done.returncode}):\n"
+                f"{(done.stdout + done.stderr)[-3000:]}"
+            )
         counts = statuses(project)
     finally:
         if keep:
@@ -112,9 +126,15 @@ def run(module: str, max_children: int, keep: bool) -> dict:
     killed = sum(n for s, n in counts.items() if s in KILLED)
     survived = sum(n for s, n in counts.items() if s in SURVIVED)
     score = killed / (killed + survived) if killed + survived else float("nan")
-    return {"module": module, "mutants": sum(counts.values()), "killed": killed,
-            "survived": survived, "other": sum(counts.values()) - killed - survived,
-            "score": score, "statuses": dict(counts)}
+    return {
+        "module": module,
+        "mutants": sum(counts.values()),
+        "killed": killed,
+        "survived": survived,
+        "other": sum(counts.values()) - killed - survived,
+        "score": score,
+        "statuses": dict(counts),
+    }
 
 
 def _mutmut_version() -> str:
@@ -125,13 +145,19 @@ def _mutmut_version() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("modules", nargs="*", metavar="MODULE",
-                        help=f"of {', '.join(MODULES)} (default: all)")
-    parser.add_argument("--max-children", type=int, default=1,
-                        help="mutants tested in parallel (default 1)")
+    parser.add_argument(
+        "modules", nargs="*", metavar="MODULE", help=f"of {', '.join(MODULES)} (default: all)"
+    )
+    parser.add_argument(
+        "--max-children", type=int, default=1, help="mutants tested in parallel (default 1)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch projects")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
-                        "mutation.json", help="where the figures go (JSON)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "mutation.json",
+        help="where the figures go (JSON)",
+    )
     args = parser.parse_args()
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
@@ -140,14 +166,18 @@ def main() -> None:
     print(f"{'module':<10} {'mutants':>7} {'killed':>7} {'survived':>8} {'other':>6} {'score':>7}")
     for module in args.modules or list(MODULES):
         r = run(module, args.max_children, args.keep)
-        print(f"{r['module']:<10} {r['mutants']:>7} {r['killed']:>7} {r['survived']:>8} "
-              f"{r['other']:>6} {r['score']:>7.1%}", flush=True)
+        print(
+            f"{r['module']:<10} {r['mutants']:>7} {r['killed']:>7} {r['survived']:>8} "
+            f"{r['other']:>6} {r['score']:>7.1%}",
+            flush=True,
+        )
         if r["other"]:
             print(f"           other statuses: {r['statuses']}", flush=True)
         results.append(r)
         args.out.parent.mkdir(parents=True, exist_ok=True)  # after each module: kept if stopped
-        args.out.write_text(json.dumps({"mutmut": _mutmut_version(), "results": results},
-                                       indent=2) + "\n")
+        args.out.write_text(
+            json.dumps({"mutmut": _mutmut_version(), "results": results}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

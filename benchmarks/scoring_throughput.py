@@ -31,18 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scrip
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")  # keep scoring progress bars out of the table
 
-import torch  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
-
-from dicewf import toymodel, toyworld  # noqa: E402
-from dicewf.io import write_json  # noqa: E402
-from dicewf.scoring import (  # noqa: E402
+import torch
+from dicewf import toymodel, toyworld
+from dicewf.io import write_json
+from dicewf.scoring import (
     Encoded,
     encode,
     load_model,
     sequence_logprobs,
     token_budget_batches,
 )
+from transformers import AutoTokenizer
 
 ONE_PER_FORWARD = 1
 
@@ -88,9 +87,16 @@ def draw_pairs(tasks: list[toyworld.Task], n: int, seed: int) -> tuple[list[str]
 def build_toy_model(tasks: list[toyworld.Task], folder: Path) -> Path:
     """Train a tokenizer and initialise the toy Llama (config.yaml's shape) under ``folder``."""
     toymodel.train_tokenizer(toyworld.corpus(tasks, 0), 600, folder / "tok")
-    toymodel.init_model(folder / "tok", folder / "model", hidden_size=128, num_hidden_layers=4,
-                        num_attention_heads=2, intermediate_size=384,
-                        max_position_embeddings=256, seed=0)
+    toymodel.init_model(
+        folder / "tok",
+        folder / "model",
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=384,
+        max_position_embeddings=256,
+        seed=0,
+    )
     return folder / "model"
 
 
@@ -100,22 +106,23 @@ def padded_tokens(lengths: list[int], budget: int) -> int:
     return sum(max(lengths[i] for i in b) * len(b) for b in batches) - sum(lengths)
 
 
-def timed_logprobs(model: torch.nn.Module, encoded: list[Encoded], budget: int, pad_id: int,
-                   repeats: int) -> tuple[float, np.ndarray]:
+def timed_logprobs(
+    model: torch.nn.Module, encoded: list[Encoded], budget: int, pad_id: int, repeats: int
+) -> tuple[float, np.ndarray]:
     """Best wall seconds of ``repeats`` scoring runs and their log-probs, after a warm-up batch."""
     device = next(model.parameters()).device
     lengths = [len(e.input_ids) for e in encoded]
     first = token_budget_batches(lengths, budget)[0]
-    sequence_logprobs(model, [encoded[i] for i in first], max_tokens_per_batch=budget,
-                      pad_token_id=pad_id)
+    sequence_logprobs(
+        model, [encoded[i] for i in first], max_tokens_per_batch=budget, pad_token_id=pad_id
+    )
     best = float("inf")
     logps = np.empty(0)
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        logps = sequence_logprobs(model, encoded, max_tokens_per_batch=budget,
-                                  pad_token_id=pad_id)
+        logps = sequence_logprobs(model, encoded, max_tokens_per_batch=budget, pad_token_id=pad_id)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - start)
@@ -150,33 +157,54 @@ def parse_budgets(text: str) -> list[int]:
 
 def print_table(rows: list[Row]) -> None:
     """The rows as a fixed-width table."""
-    print(f"{'mode':<16} {'budget':>7} {'batches':>7} {'seconds':>8} {'tokens/s':>10} "
-          f"{'pad ovh':>8} {'speed-up':>8} {'max|dlogp|':>11} {'MFU':>7}")
+    print(
+        f"{'mode':<16} {'budget':>7} {'batches':>7} {'seconds':>8} {'tokens/s':>10} "
+        f"{'pad ovh':>8} {'speed-up':>8} {'max|dlogp|':>11} {'MFU':>7}"
+    )
     for r in rows:
         mfu = "n/a" if r.mfu is None else f"{100 * r.mfu:.2f}%"
-        print(f"{r.mode:<16} {r.max_tokens_per_batch:>7} {r.n_batches:>7} {r.seconds:>8.2f} "
-              f"{r.tokens_per_s:>10.0f} {r.padding_overhead:>8.3f} {r.speedup:>7.1f}x "
-              f"{r.max_abs_diff:>11.2e} {mfu:>7}")
+        print(
+            f"{r.mode:<16} {r.max_tokens_per_batch:>7} {r.n_batches:>7} {r.seconds:>8.2f} "
+            f"{r.tokens_per_s:>10.0f} {r.padding_overhead:>8.3f} {r.speedup:>7.1f}x "
+            f"{r.max_abs_diff:>11.2e} {mfu:>7}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None,
-                        help="existing model folder (default: build the toy model)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="existing model folder (default: build the toy model)",
+    )
     parser.add_argument("--dtype", default="auto", help="torch dtype name, e.g. bfloat16")
     parser.add_argument("--attn", default=None, help="attn_implementation, e.g. sdpa")
     parser.add_argument("--n-sequences", type=int, default=2000)
-    parser.add_argument("--budgets", type=parse_budgets, default=parse_budgets("1,2048,8192,32768"),
-                        help="comma-separated tokens per batch; 1 = one sequence per forward")
+    parser.add_argument(
+        "--budgets",
+        type=parse_budgets,
+        default=parse_budgets("1,2048,8192,32768"),
+        help="comma-separated tokens per batch; 1 = one sequence per forward",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (best kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--atol", type=float, default=1e-3,
-                        help="largest allowed |log-prob difference| from one-per-forward")
-    parser.add_argument("--peak-tflops", type=float, default=989.0,
-                        help="accelerator peak for MFU (default: H100 bf16 dense)")
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=1e-3,
+        help="largest allowed |log-prob difference| from one-per-forward",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=989.0,
+        help="accelerator peak for MFU (default: H100 bf16 dense)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path,
-                        default=Path("benchmarks/results/scoring_throughput.json"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/scoring_throughput.json")
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -206,27 +234,31 @@ def main() -> None:
         diff = float(np.max(np.abs(logps - baseline[1])))
         flops_per_s = 2.0 * n_params * real / seconds
         pad = padded_tokens(lengths, budget)
-        rows.append(Row(
-            mode="one-per-forward" if budget == ONE_PER_FORWARD else "token-budget",
-            max_tokens_per_batch=budget,
-            n_batches=len(token_budget_batches(lengths, budget)),
-            seconds=seconds,
-            real_tokens=real,
-            padded_tokens=pad,
-            tokens_per_s=real / seconds,
-            padding_overhead=pad / real,
-            speedup=baseline[0] / seconds,
-            max_abs_diff=diff,
-            agrees=diff <= args.atol,
-            achieved_tflops=flops_per_s / 1e12,
-            mfu=flops_per_s / (args.peak_tflops * 1e12) if device.type == "cuda" else None,
-        ))
+        rows.append(
+            Row(
+                mode="one-per-forward" if budget == ONE_PER_FORWARD else "token-budget",
+                max_tokens_per_batch=budget,
+                n_batches=len(token_budget_batches(lengths, budget)),
+                seconds=seconds,
+                real_tokens=real,
+                padded_tokens=pad,
+                tokens_per_s=real / seconds,
+                padding_overhead=pad / real,
+                speedup=baseline[0] / seconds,
+                max_abs_diff=diff,
+                agrees=diff <= args.atol,
+                achieved_tflops=flops_per_s / 1e12,
+                mfu=flops_per_s / (args.peak_tflops * 1e12) if device.type == "cuda" else None,
+            )
+        )
 
     machine = machine_info(device, load_before)
-    print(f"{args.n_sequences} sequences, {real} tokens (mean {real / len(lengths):.1f}, "
-          f"max {max(lengths)}); model {args.model or 'toy'} ({n_params:,} parameters, "
-          f"{next(model.parameters()).dtype}) on {device}, {torch.get_num_threads()} threads, "
-          f"load average {load_before:.2f} before, {machine['load_average_1m_after']:.2f} after")
+    print(
+        f"{args.n_sequences} sequences, {real} tokens (mean {real / len(lengths):.1f}, "
+        f"max {max(lengths)}); model {args.model or 'toy'} ({n_params:,} parameters, "
+        f"{next(model.parameters()).dtype}) on {device}, {torch.get_num_threads()} threads, "
+        f"load average {load_before:.2f} before, {machine['load_average_1m_after']:.2f} after"
+    )
     print_table(rows)
     if device.type != "cuda":
         print("MFU: not applicable on CPU")
@@ -252,8 +284,9 @@ def main() -> None:
     print(f"wrote {args.out}")
     failed = [r.max_tokens_per_batch for r in rows if not r.agrees]
     if failed:
-        sys.exit(f"log-probs differ from one-per-forward by more than {args.atol} "
-                 f"at budgets {failed}")
+        sys.exit(
+            f"log-probs differ from one-per-forward by more than {args.atol} at budgets {failed}"
+        )
 
 
 if __name__ == "__main__":

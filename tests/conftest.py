@@ -25,13 +25,20 @@ def tiny_model(tmp_path_factory, world):
     """A randomly initialised 2-layer Llama with the toy tokenizer, saved like a hub model."""
     from dicewf import toymodel, toyworld
 
-    spec, data = world
+    _spec, data = world
     root = tmp_path_factory.mktemp("tiny")
     tasks = list(toyworld.tasks_from_frame(data["train_prompts"]).values())
     toymodel.train_tokenizer(toyworld.corpus(tasks, 0), 320, root / "tok")
-    toymodel.init_model(root / "tok", root / "model", hidden_size=64, num_hidden_layers=2,
-                        num_attention_heads=1, intermediate_size=128,
-                        max_position_embeddings=128, seed=0)
+    toymodel.init_model(
+        root / "tok",
+        root / "model",
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        seed=0,
+    )
     return root / "model"
 
 
@@ -42,8 +49,11 @@ def mini_models(tmp_path_factory):
     from dicewf import miniworld
 
     root = tmp_path_factory.mktemp("mini")
-    return {(b, r): miniworld.build_model(b, root / f"{b}-{r}", role=r, seed=0)
-            for b in miniworld.BACKBONES for r in miniworld.ROLES}
+    return {
+        (b, r): miniworld.build_model(b, root / f"{b}-{r}", role=r, seed=0)
+        for b in miniworld.BACKBONES
+        for r in miniworld.ROLES
+    }
 
 
 @pytest.fixture

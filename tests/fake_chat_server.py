@@ -58,7 +58,7 @@ class FakeChatServer:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -69,25 +69,36 @@ class FakeChatServer:
                     return
                 answer = fake.reply(body)
                 if isinstance(answer, dict) and "status" in answer:
-                    self._send(answer["status"], {"error": answer.get("error", {})},
-                               answer.get("headers", {}))
+                    self._send(
+                        answer["status"],
+                        {"error": answer.get("error", {})},
+                        answer.get("headers", {}),
+                    )
                     return
                 if isinstance(answer, dict) and "raw" in answer:
-                    self._send_raw(answer.get("raw_status", 200), answer["raw"].encode(),
-                                   answer.get("content_type", "text/html"))
+                    self._send_raw(
+                        answer.get("raw_status", 200),
+                        answer["raw"].encode(),
+                        answer.get("content_type", "text/html"),
+                    )
                     return
                 if isinstance(answer, dict) and "body" in answer:
                     self._send(200, answer["body"])
                     return
                 self._send(200, fake._completion(body, answer))
 
-            def _send(self, status: int, payload: dict[str, Any],
-                      headers: dict[str, str] | None = None) -> None:
-                self._send_raw(status, json.dumps(payload).encode(), "application/json",
-                               headers)
+            def _send(
+                self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> None:
+                self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
 
-            def _send_raw(self, status: int, data: bytes, content_type: str,
-                          headers: dict[str, str] | None = None) -> None:
+            def _send_raw(
+                self,
+                status: int,
+                data: bytes,
+                content_type: str,
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", content_type)
@@ -101,20 +112,25 @@ class FakeChatServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         # a short poll interval: shutdown() returns at once, not after up to 0.5 s
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         assert self._server is not None and self._thread is not None
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
 
     def _completion(self, body: dict[str, Any], answer: str | dict[str, Any]) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None,
-                                  "message": {"role": "assistant", "content": None}}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "finish_reason": "stop",
+            "logprobs": None,
+            "message": {"role": "assistant", "content": None},
+        }
         if isinstance(answer, str):
             choice["message"]["content"] = answer
         else:
@@ -128,7 +144,9 @@ class FakeChatServer:
             "created": int(time.time()),
             "model": self.model or body.get("model", "fake"),
             "choices": [choice],
-            "usage": {"prompt_tokens": prompt_chars // 4,
-                      "completion_tokens": completion_chars // 4,
-                      "total_tokens": (prompt_chars + completion_chars) // 4},
+            "usage": {
+                "prompt_tokens": prompt_chars // 4,
+                "completion_tokens": completion_chars // 4,
+                "total_tokens": (prompt_chars + completion_chars) // 4,
+            },
         }

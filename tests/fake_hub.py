@@ -27,10 +27,14 @@ from urllib.parse import unquote, urlsplit
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _PART = r"[A-Za-z0-9_.-]+"
-_API = re.compile(rf"/api/(?P<kind>models|datasets)/(?P<repo>{_PART}/{_PART})"
-                  rf"(?:/(?P<what>revision|tree)/(?P<rev>[^/]+)(?P<path>/.*)?)?")
-_RESOLVE = re.compile(rf"/(?P<dataset>datasets/)?(?P<repo>{_PART}/{_PART})/resolve/"
-                      rf"(?P<rev>[^/]+)/(?P<path>.+)")
+_API = re.compile(
+    rf"/api/(?P<kind>models|datasets)/(?P<repo>{_PART}/{_PART})"
+    rf"(?:/(?P<what>revision|tree)/(?P<rev>[^/]+)(?P<path>/.*)?)?"
+)
+_RESOLVE = re.compile(
+    rf"/(?P<dataset>datasets/)?(?P<repo>{_PART}/{_PART})/resolve/"
+    rf"(?P<rev>[^/]+)/(?P<path>.+)"
+)
 
 
 def _blob_id(data: bytes) -> str:
@@ -67,12 +71,23 @@ class FakeHub:
                 return _error(404, "RepoNotFound", f"Repository {key} not found")
             if m["what"] == "tree":
                 root, under = self.repos[key], (m["path"] or "/").strip("/")
-                body = [{"type": "file", "oid": _blob_id((root / f).read_bytes()),
-                         "size": (root / f).stat().st_size, "path": f}
-                        for f in self.files(key) if f.startswith(under)]
+                body = [
+                    {
+                        "type": "file",
+                        "oid": _blob_id((root / f).read_bytes()),
+                        "size": (root / f).stat().st_size,
+                        "path": f,
+                    }
+                    for f in self.files(key)
+                    if f.startswith(under)
+                ]
             else:
-                body = {"id": m["repo"], "sha": COMMIT, "private": False,
-                        "siblings": [{"rfilename": f} for f in self.files(key)]}
+                body = {
+                    "id": m["repo"],
+                    "sha": COMMIT,
+                    "private": False,
+                    "siblings": [{"rfilename": f} for f in self.files(key)],
+                }
             return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
         if m := _RESOLVE.fullmatch(path):
             key = f"{m['dataset'] or ''}{m['repo']}"
@@ -82,9 +97,12 @@ class FakeHub:
             if m["path"] not in self.files(key):
                 return _error(404, "EntryNotFound", f"{m['path']} not in {key}")
             data = file.read_bytes()
-            headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{_blob_id(data)}"',
-                       "Content-Length": str(len(data)),
-                       "Content-Type": "application/octet-stream"}
+            headers = {
+                "X-Repo-Commit": COMMIT,
+                "ETag": f'"{_blob_id(data)}"',
+                "Content-Length": str(len(data)),
+                "Content-Type": "application/octet-stream",
+            }
             return 200, headers, b"" if method == "HEAD" else data
         return _error(404, "EntryNotFound", f"no route {path}")
 
@@ -108,10 +126,10 @@ class FakeHub:
                 if method == "GET":
                     self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 self._reply("GET")
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._reply("HEAD")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -126,6 +144,8 @@ class FakeHub:
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
-    return (status, {"Content-Type": "application/json", "X-Error-Code": code,
-                     "X-Error-Message": message},
-            json.dumps({"error": message}).encode())
+    return (
+        status,
+        {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message},
+        json.dumps({"error": message}).encode(),
+    )

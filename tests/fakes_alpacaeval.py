@@ -28,8 +28,17 @@ def write_fake_lc_cache(root: Path, n: int) -> Path:
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
     difficulty = np.random.default_rng(0).normal(size=n)
-    rows = [{"model": f"gamed_{kind}", "index": i, "preference": p, "std_delta_len": d,
-             "instruction_difficulty": difficulty[i], "not_gamed_baseline": False}
-            for kind, p, d in (("verbose", 0.8, -1.0), ("concise", 0.2, 1.0)) for i in range(n)]
+    rows = [
+        {
+            "model": f"gamed_{kind}",
+            "index": i,
+            "preference": p,
+            "std_delta_len": d,
+            "instruction_difficulty": difficulty[i],
+            "not_gamed_baseline": False,
+        }
+        for kind, p, d in (("verbose", 0.8, -1.0), ("concise", 0.2, 1.0))
+        for i in range(n)
+    ]
     pd.DataFrame(rows).to_csv(snapshot / "df_gamed.csv", index=False)
     return root

@@ -5,25 +5,38 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from dicewf import agreement, toyworld
 
 
 def scores(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["prompt_id", "sample_idx", "response", "reward"])
-    return df.assign(prompt=df["prompt_id"] + "?", finish_reason="stop",
-                     len_chars=df["response"].str.len(), len_tokens=df["response"].str.len())
+    return df.assign(
+        prompt=df["prompt_id"] + "?",
+        finish_reason="stop",
+        len_chars=df["response"].str.len(),
+        len_tokens=df["response"].str.len(),
+    )
 
 
 def test_tuples_take_two_different_responses_of_distinct_prompts_with_their_rewards():
-    df = scores([("a", 0, "x", 1.0), ("a", 1, "x", 2.0), ("a", 2, "yy", 3.0),
-                 ("b", 0, "z", 0.5), ("b", 1, "z", 0.7),          # one distinct text: skipped
-                 ("c", 0, "p", -1.0), ("c", 1, "q", -2.0)])
+    df = scores(
+        [
+            ("a", 0, "x", 1.0),
+            ("a", 1, "x", 2.0),
+            ("a", 2, "yy", 3.0),
+            ("b", 0, "z", 0.5),
+            ("b", 1, "z", 0.7),  # one distinct text: skipped
+            ("c", 0, "p", -1.0),
+            ("c", 1, "q", -2.0),
+        ]
+    )
     t = agreement.sample_tuples(df, n=10, seed=0)
     assert sorted(t["prompt_id"]) == ["a", "c"]
     assert (t["response_1"] != t["response_2"]).all()
-    reward = {(r.prompt_id, r.response): r.reward for r in df.drop_duplicates(
-        ["prompt_id", "response"]).itertuples()}
+    reward = {
+        (r.prompt_id, r.response): r.reward
+        for r in df.drop_duplicates(["prompt_id", "response"]).itertuples()
+    }
     for r in t.itertuples():
         assert reward[(r.prompt_id, r.response_1)] == r.reward_1
         assert reward[(r.prompt_id, r.response_2)] == r.reward_2
@@ -40,8 +53,9 @@ def test_tuples_are_seeded_and_capped_at_n():
 
 def test_tuples_need_a_prompt_with_two_different_responses():
     with pytest.raises(ValueError, match="two different responses"):
-        agreement.sample_tuples(scores([("a", 0, "x", 1.0), ("a", 1, "x", 2.0)]), 5, 0,
-                                source="it1/scores.parquet")
+        agreement.sample_tuples(
+            scores([("a", 0, "x", 1.0), ("a", 1, "x", 2.0)]), 5, 0, source="it1/scores.parquet"
+        )
 
 
 def test_rate_counts_agreement_ties_as_half_and_skips_unlabelled():
@@ -55,8 +69,11 @@ def test_rate_counts_agreement_ties_as_half_and_skips_unlabelled():
 
 def test_no_labelled_tuple_names_the_judge_and_the_count():
     agreement.check_labelled([np.nan, 1.0], "judge 'gpt-4o'")
-    with pytest.raises(ValueError, match=r"judge 'gpt-4o' at http://x/v1 \(replies in c.jsonl\) "
-                                         r"labelled none of the 3 tuples"):
+    with pytest.raises(
+        ValueError,
+        match=r"judge 'gpt-4o' at http://x/v1 \(replies in c.jsonl\) "
+        r"labelled none of the 3 tuples",
+    ):
         agreement.check_labelled([np.nan] * 3, "judge 'gpt-4o' at http://x/v1 (replies in c.jsonl)")
 
 
@@ -64,9 +81,16 @@ def test_gold_labels_follow_the_gold_judges_preference():
     task = toyworld.Task("t0", "add", "What is 2 + 3?", "5", "2 3")
     judge = toyworld.JudgeSpec(temperature=0.1, length_bias=0.0, length_scale=40.0)
     right, wrong = toyworld.render(task, "5", "plain"), toyworld.render(task, "7", "plain")
-    tuples = pd.DataFrame({"prompt_id": ["t0", "t0"], "prompt": [task.prompt] * 2,
-                           "response_1": [right, wrong], "response_2": [wrong, right],
-                           "reward_1": [0.0, 0.0], "reward_2": [0.0, 0.0]})
+    tuples = pd.DataFrame(
+        {
+            "prompt_id": ["t0", "t0"],
+            "prompt": [task.prompt] * 2,
+            "response_1": [right, wrong],
+            "response_2": [wrong, right],
+            "reward_1": [0.0, 0.0],
+            "reward_2": [0.0, 0.0],
+        }
+    )
     assert agreement.gold_labels(tuples, {"t0": task}, judge).tolist() == [1.0, 0.0]
     with pytest.raises(KeyError, match="t0"):
         agreement.gold_labels(tuples, {}, judge)
@@ -80,22 +104,37 @@ def test_judge_labels_come_from_both_orders_of_the_pairwise_judge(monkeypatch):
     def fake_judge(questions, responses, baseline, client, **kwargs):
         seen.append((responses["response"].tolist(), baseline["reference"].tolist()))
         rows = []
-        for pid, mine, other in zip(questions["prompt_id"], responses["response"],
-                                    baseline["reference"]):
+        for pid, mine, other in zip(
+            questions["prompt_id"], responses["response"], baseline["reference"]
+        ):
             model_better = "good" in mine and "good" not in other
             tie = ("good" in mine) == ("good" in other)
             for game, pos in ((1, "B"), (2, "A")):
-                verdict = "A=B" if tie else (f"{pos}>{'A' if pos == 'B' else 'B'}" if model_better
-                                             else f"{'A' if pos == 'B' else 'B'}>{pos}")
-                rows.append({"prompt_id": pid, "game": game, "model_position": pos,
-                             "verdict": verdict})
+                verdict = (
+                    "A=B"
+                    if tie
+                    else (
+                        f"{pos}>{'A' if pos == 'B' else 'B'}"
+                        if model_better
+                        else f"{'A' if pos == 'B' else 'B'}>{pos}"
+                    )
+                )
+                rows.append(
+                    {"prompt_id": pid, "game": game, "model_position": pos, "verdict": verdict}
+                )
         return pd.DataFrame(rows)
 
     monkeypatch.setattr(arena, "judge", fake_judge)
-    tuples = pd.DataFrame({"prompt_id": ["a", "b", "c"], "prompt": ["?"] * 3,
-                           "response_1": ["good", "bad", "good"],
-                           "response_2": ["bad", "good", "good too"],
-                           "reward_1": [0.0] * 3, "reward_2": [0.0] * 3})
+    tuples = pd.DataFrame(
+        {
+            "prompt_id": ["a", "b", "c"],
+            "prompt": ["?"] * 3,
+            "response_1": ["good", "bad", "good"],
+            "response_2": ["bad", "good", "good too"],
+            "reward_1": [0.0] * 3,
+            "reward_2": [0.0] * 3,
+        }
+    )
     labels = agreement.judge_labels(tuples, client=object())
     assert labels[:2].tolist() == [1.0, 0.0] and np.isnan(labels[2])
     assert seen == [(["good", "bad", "good"], ["bad", "good", "good too"])]

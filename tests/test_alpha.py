@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from dicewf.alpha import (
     LANDSCAPE_DENSE_SHARE,
     LANDSCAPE_WINDOW,
@@ -320,13 +319,20 @@ def planted_scores(n_prompts: int, n_responses: int, bias: float, beta: float, s
     lengths = lengths.round().astype(np.int64)
     logratio = rng.normal(0.0, 5.0, size=lengths.shape) + bias * lengths
     ids = np.array([f"p{i:05d}" for i in range(n_prompts)], dtype=object)
-    return pd.DataFrame({
-        "prompt_id": np.repeat(ids, n_responses), "prompt": np.repeat(ids, n_responses),
-        "sample_idx": np.tile(np.arange(n_responses), n_prompts), "response": "",
-        "finish_reason": "stop", "logratio": logratio.ravel(), "beta": beta,
-        "reward": beta * logratio.ravel(), "len_chars": lengths.ravel(),
-        "len_tokens": (lengths // 4).ravel(),
-    })
+    return pd.DataFrame(
+        {
+            "prompt_id": np.repeat(ids, n_responses),
+            "prompt": np.repeat(ids, n_responses),
+            "sample_idx": np.tile(np.arange(n_responses), n_prompts),
+            "response": "",
+            "finish_reason": "stop",
+            "logratio": logratio.ravel(),
+            "beta": beta,
+            "reward": beta * logratio.ravel(),
+            "len_chars": lengths.ravel(),
+            "len_tokens": (lengths // 4).ravel(),
+        }
+    )
 
 
 def config_alpha(path: str) -> tuple[dict, float, int]:
@@ -339,8 +345,9 @@ def config_alpha(path: str) -> tuple[dict, float, int]:
 
 
 # the paper's alpha* = 0.023 (Zephyr, beta 0.01); the toy world's is about 0.05 (beta 0.1)
-@pytest.mark.parametrize("path,bias", [("config/paper.yaml", 0.023), ("config.yaml", 0.05),
-                                       (".test/config.yaml", 0.05)])
+@pytest.mark.parametrize(
+    "path,bias", [("config/paper.yaml", 0.023), ("config.yaml", 0.05), (".test/config.yaml", 0.05)]
+)
 def test_config_settings_find_a_planted_log_ratio_alpha(path, bias):
     params, beta, points = config_alpha(path)
     scores = planted_scores(3000, 16, bias, beta)
@@ -376,8 +383,17 @@ def test_judge_ratings_are_shaped_on_the_reward_and_unrated_rows_dropped():
     judged = HAND.drop(columns=["logratio", "beta"])
     judged.loc[len(judged)] = {**judged.iloc[4].to_dict(), "sample_idx": 9, "reward": np.nan}
     assert score_column(judged) == "reward" and score_column(HAND) == "logratio"
-    params = {"method": "exact", "bounds": [0.0, 0.1], "length_unit": "chars", "grid_step": 0.01,
-              "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": 0.0, "scale": 1.0}
+    params = {
+        "method": "exact",
+        "bounds": [0.0, 0.1],
+        "length_unit": "chars",
+        "grid_step": 0.01,
+        "n_calls": 10,
+        "min_responses": 2,
+        "seed": 0,
+        "fixed": 0.0,
+        "scale": 1.0,
+    }
     out = run_search(judged, params)
     r = out.result
     assert (r["method"], r["alpha"], r["alpha_searched"]) == ("fixed", 0.0, None)
@@ -390,8 +406,17 @@ def test_judge_ratings_are_shaped_on_the_reward_and_unrated_rows_dropped():
 
 
 def test_scale_multiplies_alpha_star_and_the_landscape_centres_on_alpha_star():
-    params = {"method": "exact", "bounds": [0.0, 0.2], "length_unit": "chars", "grid_step": 0.01,
-              "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": None, "scale": 2.0}
+    params = {
+        "method": "exact",
+        "bounds": [0.0, 0.2],
+        "length_unit": "chars",
+        "grid_step": 0.01,
+        "n_calls": 10,
+        "min_responses": 2,
+        "seed": 0,
+        "fixed": None,
+        "scale": 2.0,
+    }
     out = run_search(HAND, params)
     r = out.result
     assert r["alpha_searched"] == 0.025 and r["alpha"] == 0.05
@@ -404,17 +429,34 @@ def test_scale_multiplies_alpha_star_and_the_landscape_centres_on_alpha_star():
 def test_mixed_betas_are_refused():
     scores = HAND.copy()
     scores.loc[0, "beta"] = 0.1
-    params = {"method": "exact", "bounds": [0.0, 0.2], "length_unit": "chars", "grid_step": 0.01,
-              "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": None, "scale": 1.0}
+    params = {
+        "method": "exact",
+        "bounds": [0.0, 0.2],
+        "length_unit": "chars",
+        "grid_step": 0.01,
+        "n_calls": 10,
+        "min_responses": 2,
+        "seed": 0,
+        "fixed": None,
+        "scale": 1.0,
+    }
     with pytest.raises(DatasetError, match=r"scores.parquet: column 'beta' holds 2"):
         run_search(scores, params, source="scores.parquet")
 
 
 def test_a_box_below_alpha_star_is_reported(caplog):
     scores = random_scores(0, bias=0.02)
-    params = {"method": "exact", "bounds": [0.0, 0.005], "length_unit": "chars",
-              "grid_step": 0.001, "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": None,
-              "scale": 1.0}
+    params = {
+        "method": "exact",
+        "bounds": [0.0, 0.005],
+        "length_unit": "chars",
+        "grid_step": 0.001,
+        "n_calls": 10,
+        "min_responses": 2,
+        "seed": 0,
+        "fixed": None,
+        "scale": 1.0,
+    }
     with caplog.at_level(logging.WARNING, logger="dicewf.alpha"):
         out = run_search(scores, params, source="s.parquet")
     assert out.result["zero_gap_in_bounds"] is False
@@ -472,25 +514,44 @@ runpy.run_path(sys.argv[1], init_globals={"snakemake": fake})
 
 
 def run_adapter(tmp_path, script: str, inputs: dict, outputs: dict, params: dict) -> None:
-    spec = {"input": inputs, "output": outputs, "params": params,
-            "log": str(tmp_path / f"{script}.log")}
+    spec = {
+        "input": inputs,
+        "output": outputs,
+        "params": params,
+        "log": str(tmp_path / f"{script}.log"),
+    }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     (tmp_path / "driver.py").write_text(FAKE_SNAKEMAKE_DRIVER)
     done = subprocess.run(
-        [sys.executable, str(tmp_path / "driver.py"),
-         str(REPO / "workflow" / "scripts" / script), str(tmp_path / "spec.json")],
+        [
+            sys.executable,
+            str(tmp_path / "driver.py"),
+            str(REPO / "workflow" / "scripts" / script),
+            str(tmp_path / "spec.json"),
+        ],
         env={"PYTHONPATH": str(REPO / "workflow" / "scripts"), "HOME": str(tmp_path)},
-        capture_output=True, text=True, timeout=120, check=False)
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr + (tmp_path / f"{script}.log").read_text()
 
 
 def test_search_alpha_adapter_writes_log_ratio_alpha(tmp_path):
     params, beta, _ = config_alpha("config/paper.yaml")
     write_parquet(planted_scores(300, 8, 0.023, beta), tmp_path / "scores.parquet")
-    outputs = {k: str(tmp_path / f"{k}.{ext}") for k, ext in
-               (("alpha", "json"), ("pairs", "parquet"), ("length_diffs", "parquet"))}
-    run_adapter(tmp_path, "search_alpha.py", {"scores": str(tmp_path / "scores.parquet")},
-                outputs, {"alpha": params})
+    outputs = {
+        k: str(tmp_path / f"{k}.{ext}")
+        for k, ext in (("alpha", "json"), ("pairs", "parquet"), ("length_diffs", "parquet"))
+    }
+    run_adapter(
+        tmp_path,
+        "search_alpha.py",
+        {"scores": str(tmp_path / "scores.parquet")},
+        outputs,
+        {"alpha": params},
+    )
     result = json.loads((tmp_path / "alpha.json").read_text())
     assert result["score"] == "logratio" and result["method"] == "exact"
     assert result["alpha"] == pytest.approx(0.023, rel=0.1)
@@ -506,10 +567,13 @@ def test_figure4_landscape_is_its_own_job_from_the_cached_scores(tmp_path):
     out = run_search(scores, params)
     assert not hasattr(out, "landscape")
     write_json(out.result, tmp_path / "alpha.json")
-    run_adapter(tmp_path, "alpha_landscape.py",
-                {"scores": str(tmp_path / "scores.parquet"), "alpha": str(tmp_path / "alpha.json")},
-                {"landscape": str(tmp_path / "landscape.parquet")},
-                {"alpha": params, "points": 30})
+    run_adapter(
+        tmp_path,
+        "alpha_landscape.py",
+        {"scores": str(tmp_path / "scores.parquet"), "alpha": str(tmp_path / "alpha.json")},
+        {"landscape": str(tmp_path / "landscape.parquet")},
+        {"alpha": params, "points": 30},
+    )
     land = pd.read_parquet(tmp_path / "landscape.parquet")
     assert len(land) == 30 and out.result["alpha_searched"] in land["alpha"].tolist()
     assert (land["alpha"].iloc[0], land["alpha"].iloc[-1]) == tuple(params["bounds"])

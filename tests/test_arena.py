@@ -9,52 +9,70 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from dicewf import arena
 from dicewf.io import DatasetError
 from dicewf.judge_client import ChatClient, JudgeError
-
-
-
-from fake_chat_server import FakeChatServer  # noqa: E402  (tests/, a test double)
+from fake_chat_server import FakeChatServer
 
 
 # --------------------------------------------------------------------------- verdicts
-@pytest.mark.parametrize("text, expected", [
-    ("Both are fine.\n\nMy final verdict is: [[B>A]]", "B>A"),
-    ("**Final verdict: [[A>>B]]**", "A>>B"),
-    ("Final verdict: [[ B >> A ]].", "B>>A"),
-    ("Tie. [[A=B]]", "A=B"),
-    ("[[A<B]]", "B>A"),          # equivalent spellings map onto the five labels
-    ("[[B<<A]]", "A>>B"),
-    ("[[B=A]]", "A=B"),
-    ("I said [[A>B]] above and repeat it: [[A>B]]", "A>B"),
-    ("First [[A>B]], then on reflection [[B>A]]", None),   # two verdicts: ambiguous
-    ("No label here, A is better.", None),
-    ("[A>B]", None),             # single brackets are not a label
-    ("[[A>A]]", None),
-    ("[[C>D]]", None),
-    ("", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Both are fine.\n\nMy final verdict is: [[B>A]]", "B>A"),
+        ("**Final verdict: [[A>>B]]**", "A>>B"),
+        ("Final verdict: [[ B >> A ]].", "B>>A"),
+        ("Tie. [[A=B]]", "A=B"),
+        ("[[A<B]]", "B>A"),  # equivalent spellings map onto the five labels
+        ("[[B<<A]]", "A>>B"),
+        ("[[B=A]]", "A=B"),
+        ("I said [[A>B]] above and repeat it: [[A>B]]", "A>B"),
+        ("First [[A>B]], then on reflection [[B>A]]", None),  # two verdicts: ambiguous
+        ("No label here, A is better.", None),
+        ("[A>B]", None),  # single brackets are not a label
+        ("[[A>A]]", None),
+        ("[[C>D]]", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_parse_verdict(text, expected):
     assert arena.parse_verdict(text) == expected
 
 
-@pytest.mark.parametrize("verdict, position, expected", [
-    ("A>>B", "A", (1.0, 3)), ("A>B", "A", (1.0, 1)), ("A=B", "A", (0.5, 1)),
-    ("B>A", "A", (0.0, 1)), ("B>>A", "A", (0.0, 3)),
-    ("A>>B", "B", (0.0, 3)), ("B>A", "B", (1.0, 1)), ("B>>A", "B", (1.0, 3)),
-])
+@pytest.mark.parametrize(
+    "verdict, position, expected",
+    [
+        ("A>>B", "A", (1.0, 3)),
+        ("A>B", "A", (1.0, 1)),
+        ("A=B", "A", (0.5, 1)),
+        ("B>A", "A", (0.0, 1)),
+        ("B>>A", "A", (0.0, 3)),
+        ("A>>B", "B", (0.0, 3)),
+        ("B>A", "B", (1.0, 1)),
+        ("B>>A", "B", (1.0, 3)),
+    ],
+)
 def test_model_outcome_follows_the_models_position(verdict, position, expected):
     assert arena.model_outcome(verdict, position) == expected
 
 
-@pytest.mark.parametrize("p, as_a, as_b", [
-    (1.0, "A>>B", "B>>A"), (0.9, "A>>B", "B>>A"), (0.89, "A>B", "B>A"), (0.6, "A>B", "B>A"),
-    (0.59, "A=B", "A=B"), (0.5, "A=B", "A=B"), (0.41, "A=B", "A=B"), (0.4, "B>A", "A>B"),
-    (0.11, "B>A", "A>B"), (0.1, "B>>A", "A>>B"), (0.0, "B>>A", "A>>B"),
-])
+@pytest.mark.parametrize(
+    "p, as_a, as_b",
+    [
+        (1.0, "A>>B", "B>>A"),
+        (0.9, "A>>B", "B>>A"),
+        (0.89, "A>B", "B>A"),
+        (0.6, "A>B", "B>A"),
+        (0.59, "A=B", "A=B"),
+        (0.5, "A=B", "A=B"),
+        (0.41, "A=B", "A=B"),
+        (0.4, "B>A", "A>B"),
+        (0.11, "B>A", "A>B"),
+        (0.1, "B>>A", "A>>B"),
+        (0.0, "B>>A", "A>>B"),
+    ],
+)
 def test_verdict_from_probability_thresholds(p, as_a, as_b):
     assert arena.verdict_from_probability(p, "A") == as_a
     assert arena.verdict_from_probability(p, "B") == as_b
@@ -73,14 +91,16 @@ def _judgments(rows):
 
 
 def test_score_hand_computed():
-    j = _judgments([
-        ("q1", "B", "B>>A"),   # model (B) much better: outcome 1, weight 3
-        ("q1", "A", "A>B"),    # model (A) better: 1, weight 1
-        ("q2", "B", "A=B"),    # tie: 0.5, weight 1
-        ("q2", "A", "B>A"),    # baseline better: 0, weight 1
-        ("q3", "B", "A>B"),    # baseline (A) better: 0, weight 1
-        ("q3", "A", None),     # no verdict: left out
-    ])
+    j = _judgments(
+        [
+            ("q1", "B", "B>>A"),  # model (B) much better: outcome 1, weight 3
+            ("q1", "A", "A>B"),  # model (A) better: 1, weight 1
+            ("q2", "B", "A=B"),  # tie: 0.5, weight 1
+            ("q2", "A", "B>A"),  # baseline better: 0, weight 1
+            ("q3", "B", "A>B"),  # baseline (A) better: 0, weight 1
+            ("q3", "A", None),  # no verdict: left out
+        ]
+    )
     out = arena.score(j, n_bootstrap=200, seed=0)
     # (3*1 + 1*1 + 1*0.5 + 1*0 + 1*0) / (3 + 1 + 1 + 1 + 1) = 4.5 / 7
     assert out["arena_score"] == pytest.approx(100 * 4.5 / 7)
@@ -89,7 +109,7 @@ def test_score_hand_computed():
     per_question = [4 / 4, 0.5 / 2, 0 / 1]
     assert 100 * min(per_question) <= out["arena_ci_low"] <= out["arena_score"]
     assert out["arena_score"] <= out["arena_ci_high"] <= 100 * max(per_question)
-    assert arena.score(j, n_bootstrap=200, seed=0) == out       # seeded
+    assert arena.score(j, n_bootstrap=200, seed=0) == out  # seeded
     assert arena.score(j, n_bootstrap=200, seed=1) != out
 
 
@@ -116,9 +136,9 @@ def test_bradley_terry_equals_the_benchmarks_logistic_regression_fit():
     y = np.array([o for o, _ in pairs])
     w = np.array([k for _, k in pairs])
 
-    outcome = np.repeat(y, w)                       # expanded battles, model's outcome
+    outcome = np.repeat(y, w)  # expanded battles, model's outcome
     n = outcome.size
-    x = np.zeros((2 * n, 2))                        # columns: model, baseline
+    x = np.zeros((2 * n, 2))  # columns: model, baseline
     x[:, 0], x[:, 1] = math.log(10), -math.log(10)  # model always "model_a" here
     target = np.concatenate([outcome == 1.0, (outcome == 1.0) | (outcome == 0.5)]).astype(float)
     lr = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-10, max_iter=1000)
@@ -133,7 +153,7 @@ def test_planted_win_rate_is_recovered_with_calibrated_intervals():
     covered = 0
     for rep in range(40):
         rng = np.random.default_rng(100 + rep)
-        wins = rng.random((500, 2)) < truth   # two games per question, no ties, no strong verdicts
+        wins = rng.random((500, 2)) < truth  # two games per question, no ties, no strong verdicts
         rows = []
         for q in range(500):
             rows.append((f"q{q}", "B", "B>A" if wins[q, 0] else "A>B"))
@@ -143,7 +163,7 @@ def test_planted_win_rate_is_recovered_with_calibrated_intervals():
         assert abs(out["arena_score"] - 100 * truth) < 5
         assert 1.0 < out["arena_ci_high"] - out["arena_ci_low"] < 8.0
         covered += out["arena_ci_low"] <= 100 * truth <= out["arena_ci_high"]
-    assert covered >= 34   # about 95 % of 40 expected
+    assert covered >= 34  # about 95 % of 40 expected
 
 
 def test_battle_bootstrap_is_available_and_narrower_with_strong_verdicts():
@@ -152,7 +172,7 @@ def test_battle_bootstrap_is_available_and_narrower_with_strong_verdicts():
     by_battle = arena.score(_judgments(rows), n_bootstrap=300, seed=0, unit="battle")
     assert by_battle["arena_score"] == by_question["arena_score"]
     # copies of a strong verdict are not independent; treating them so understates the spread
-    width = lambda r: r["arena_ci_high"] - r["arena_ci_low"]  # noqa: E731
+    width = lambda r: r["arena_ci_high"] - r["arena_ci_low"]
     assert width(by_battle) < width(by_question)
 
 
@@ -163,7 +183,8 @@ def test_judgments_from_probabilities_score_like_any_judge():
     assert list(j["verdict"][:2]) == ["B>>A", "A>>B"]
     # 5 questions won strongly in both games (weight 3 each), 5 tied in both (weight 1 each)
     assert arena.score(j, n_bootstrap=10)["arena_score"] == pytest.approx(
-        100 * (5 * 2 * 3 + 5 * 2 * 0.5) / (5 * 2 * 3 + 5 * 2))
+        100 * (5 * 2 * 3 + 5 * 2 * 0.5) / (5 * 2 * 3 + 5 * 2)
+    )
 
 
 def test_score_needs_some_verdict():
@@ -172,19 +193,23 @@ def test_score_needs_some_verdict():
 
 
 # --------------------------------------------------------------------------- judging
-QUESTIONS = pd.DataFrame({
-    "prompt_id": ["q1", "q2", "q3", "q4"],
-    "prompt": [f"Question {i}: explain topic {i}." for i in range(1, 5)],
-    "reference": [f"BASELINE answer {i}" for i in range(1, 5)],
-})
-RESPONSES = pd.DataFrame({
-    "prompt_id": ["q4", "q3", "q2", "q1"],   # order does not matter
-    "prompt": QUESTIONS["prompt"][::-1].tolist(),
-    "sample_idx": [0] * 4,
-    "response": [f"MODEL answer {i}" for i in (4, 3, 2, 1)],
-    "finish_reason": ["stop"] * 4,
-    "seed": [0] * 4,
-})
+QUESTIONS = pd.DataFrame(
+    {
+        "prompt_id": ["q1", "q2", "q3", "q4"],
+        "prompt": [f"Question {i}: explain topic {i}." for i in range(1, 5)],
+        "reference": [f"BASELINE answer {i}" for i in range(1, 5)],
+    }
+)
+RESPONSES = pd.DataFrame(
+    {
+        "prompt_id": ["q4", "q3", "q2", "q1"],  # order does not matter
+        "prompt": QUESTIONS["prompt"][::-1].tolist(),
+        "sample_idx": [0] * 4,
+        "response": [f"MODEL answer {i}" for i in (4, 3, 2, 1)],
+        "finish_reason": ["stop"] * 4,
+        "seed": [0] * 4,
+    }
+)
 # what the fake judge thinks of the model's answer, per question
 PLAN = {"1": "much better", "2": "better", "3": "worse", "4": "no verdict"}
 
@@ -200,15 +225,19 @@ def fake_arena_judge(body):
     followed_up = len(body["messages"]) > 2
     if plan == "no verdict" or (plan == "better" and not followed_up):
         return "Let me think about both answers carefully."
-    label = {"much better": f"{model_is}>>{other}", "better": f"{model_is}>{other}",
-             "worse": f"{other}>{model_is}"}[plan]
+    label = {
+        "much better": f"{model_is}>>{other}",
+        "better": f"{model_is}>{other}",
+        "worse": f"{other}>{model_is}",
+    }[plan]
     return f"Assessment of question {q}.\n\nFinal verdict: [[{label}]]"
 
 
 def test_judge_plays_both_orders_and_follows_up_once(tmp_path):
     with FakeChatServer(fake_arena_judge) as server:
-        client = ChatClient(server.base_url, "judge", api_key_env=None,
-                            cache=tmp_path / "cache.jsonl")
+        client = ChatClient(
+            server.base_url, "judge", api_key_env=None, cache=tmp_path / "cache.jsonl"
+        )
         judgments = arena.judge(QUESTIONS, RESPONSES, QUESTIONS, client)
     j = judgments.set_index(["prompt_id", "game"])
     assert len(judgments) == 8
@@ -219,17 +248,19 @@ def test_judge_plays_both_orders_and_follows_up_once(tmp_path):
     assert (j.xs(1, level="game")["model_position"] == "B").all()
     assert j.loc[("q1", 1), "len_model"] == len("MODEL answer 1")
     # game 1 shows the baseline first, game 2 the model first, both under our system prompt
-    first = [r["body"] for r in server.requests if "Question 1" in r["body"]["messages"][1]
-             ["content"]]
+    first = [
+        r["body"] for r in server.requests if "Question 1" in r["body"]["messages"][1]["content"]
+    ]
     assert {b["messages"][0]["content"] for b in first} == {arena.SYSTEM_PROMPT}
-    orders = sorted(b["messages"][1]["content"].index("MODEL") <
-                    b["messages"][1]["content"].index("BASELINE") for b in first)
+    orders = sorted(
+        b["messages"][1]["content"].index("MODEL") < b["messages"][1]["content"].index("BASELINE")
+        for b in first
+    )
     assert orders == [False, True]
     # 8 first attempts + follow-ups for q2 and q4 (2 games each)
     assert len(server.requests) == 12
     follow = [r["body"]["messages"] for r in server.requests if len(r["body"]["messages"]) > 2]
-    assert all(m[-1]["content"] == arena.FOLLOW_UP and m[-2]["role"] == "assistant"
-               for m in follow)
+    assert all(m[-1]["content"] == arena.FOLLOW_UP and m[-2]["role"] == "assistant" for m in follow)
 
     out = arena.score(judgments, n_bootstrap=50, seed=0)
     # q1: 2 strong wins (w 3+3), q2: 2 wins, q3: 2 losses, q4: none -> 8 / 10
@@ -237,17 +268,20 @@ def test_judge_plays_both_orders_and_follows_up_once(tmp_path):
     assert (out["n"], out["n_battles"], out["n_invalid"]) == (3, 6, 2)
 
     # the rerun replays every reply from the cache: no server, no key
-    replay = ChatClient("http://127.0.0.1:9/v1", "judge", api_key_env="DICE_TEST_UNSET_KEY",
-                        cache=tmp_path / "cache.jsonl", replay_only=True)
-    pd.testing.assert_frame_equal(arena.judge(QUESTIONS, RESPONSES, QUESTIONS, replay),
-                                  judgments)
+    replay = ChatClient(
+        "http://127.0.0.1:9/v1",
+        "judge",
+        api_key_env="DICE_TEST_UNSET_KEY",
+        cache=tmp_path / "cache.jsonl",
+        replay_only=True,
+    )
+    pd.testing.assert_frame_equal(arena.judge(QUESTIONS, RESPONSES, QUESTIONS, replay), judgments)
 
 
 def test_judge_and_score_reports_lengths_and_judge(tmp_path):
     with FakeChatServer(fake_arena_judge) as server:
         client = ChatClient(server.base_url, "judge", api_key_env=None)
-        judgments, metrics = arena.judge_and_score(QUESTIONS, RESPONSES, client,
-                                                   n_bootstrap=20)
+        _judgments, metrics = arena.judge_and_score(QUESTIONS, RESPONSES, client, n_bootstrap=20)
     assert metrics["arena_score"] == pytest.approx(80.0)
     assert metrics["mean_len_model"] == len("MODEL answer 1")
     assert metrics["judge_model"] == "judge"
@@ -262,12 +296,19 @@ def test_judge_accepts_the_benchmarks_prompt_at_run_time():
 
     with FakeChatServer(record) as server:
         client = ChatClient(server.base_url, "judge", api_key_env=None)
-        arena.judge(QUESTIONS[:1], RESPONSES, QUESTIONS, client, system_prompt="SYS",
-                    prompt_template="Q={question}|A={answer_a}|B={answer_b}")
+        arena.judge(
+            QUESTIONS[:1],
+            RESPONSES,
+            QUESTIONS,
+            client,
+            system_prompt="SYS",
+            prompt_template="Q={question}|A={answer_a}|B={answer_b}",
+        )
     assert {m[0]["content"] for m in seen} == {"SYS"}
     assert {m[1]["content"] for m in seen} == {
         "Q=Question 1: explain topic 1.|A=BASELINE answer 1|B=MODEL answer 1",
-        "Q=Question 1: explain topic 1.|A=MODEL answer 1|B=BASELINE answer 1"}
+        "Q=Question 1: explain topic 1.|A=MODEL answer 1|B=BASELINE answer 1",
+    }
 
 
 def test_an_ambiguous_judgment_is_not_followed_up_and_not_counted():
@@ -312,30 +353,40 @@ def test_judge_needs_exactly_one_response_per_question():
         arena.judge(QUESTIONS, doubled, QUESTIONS, client)
 
 
-
-
 def test_snakemake_adapter_writes_judgments_and_metrics(tmp_path, restore_logging):
     import runpy
     import types
 
-    from snakemake.iocontainers import Namedlist
-
     from dicewf.io import read_json, read_parquet
+    from snakemake.iocontainers import Namedlist
 
     QUESTIONS.to_parquet(tmp_path / "questions.parquet", index=False)
     RESPONSES.to_parquet(tmp_path / "responses.parquet", index=False)
     script = Path(__file__).parents[1] / "workflow" / "scripts" / "arena_hard_judge.py"
     with FakeChatServer(fake_arena_judge) as server:
         snakemake = types.SimpleNamespace(
-            input=Namedlist(fromdict={"responses": str(tmp_path / "responses.parquet"),
-                                      "questions": str(tmp_path / "questions.parquet")}),
-            output=Namedlist(fromdict={"judgments": str(tmp_path / "out" / "judgments.parquet"),
-                                       "metrics": str(tmp_path / "out" / "metrics.json"),
-                                       "judge_cache": str(tmp_path / "out" / "judge_cache.jsonl")}),
-            params=Namedlist(fromdict={"judge": {"base_url": server.base_url, "model": "judge",
-                                                 "api_key_env": None},
-                                       "n_bootstrap": 20, "seed": 0}),
-            log=[str(tmp_path / "log" / "arena.log")])
+            input=Namedlist(
+                fromdict={
+                    "responses": str(tmp_path / "responses.parquet"),
+                    "questions": str(tmp_path / "questions.parquet"),
+                }
+            ),
+            output=Namedlist(
+                fromdict={
+                    "judgments": str(tmp_path / "out" / "judgments.parquet"),
+                    "metrics": str(tmp_path / "out" / "metrics.json"),
+                    "judge_cache": str(tmp_path / "out" / "judge_cache.jsonl"),
+                }
+            ),
+            params=Namedlist(
+                fromdict={
+                    "judge": {"base_url": server.base_url, "model": "judge", "api_key_env": None},
+                    "n_bootstrap": 20,
+                    "seed": 0,
+                }
+            ),
+            log=[str(tmp_path / "log" / "arena.log")],
+        )
         runpy.run_path(str(script), init_globals={"snakemake": snakemake})
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert metrics["arena_score"] == pytest.approx(80.0)
@@ -365,23 +416,31 @@ def _length_biased_judgments(n=2000, base=0.35, bias=4.0, seed=0):
         for pos in ("B", "A"):
             win = rng.random() < p[i]
             other = "A" if pos == "B" else "B"
-            rows.append((f"q{i}", pos, f"{pos}>{other}" if win else f"{other}>{pos}",
-                         len_model[i], len_base[i]))
-    return pd.DataFrame(rows, columns=["prompt_id", "model_position", "verdict", "len_model",
-                                       "len_baseline"])
+            rows.append(
+                (
+                    f"q{i}",
+                    pos,
+                    f"{pos}>{other}" if win else f"{other}>{pos}",
+                    len_model[i],
+                    len_base[i],
+                )
+            )
+    return pd.DataFrame(
+        rows, columns=["prompt_id", "model_position", "verdict", "len_model", "len_baseline"]
+    )
 
 
 def test_length_control_removes_a_planted_length_effect():
     j = _length_biased_judgments()
     out = arena.score(j, n_bootstrap=100, seed=0)
-    assert out["arena_score"] > 45                       # inflated by the judge's length bias
-    assert out["arena_lc_score"] == pytest.approx(35, abs=2.5)   # the planted equal-length rate
+    assert out["arena_score"] > 45  # inflated by the judge's length bias
+    assert out["arena_lc_score"] == pytest.approx(35, abs=2.5)  # the planted equal-length rate
     assert out["arena_lc_ci_low"] < 35 < out["arena_lc_ci_high"]
-    assert out["arena_lc_length_coef"] > 0               # longer wins, as planted
+    assert out["arena_lc_length_coef"] > 0  # longer wins, as planted
     # without a length effect the two scores agree
     fair = arena.score(_length_biased_judgments(bias=0.0, seed=1), n_bootstrap=20, seed=0)
     assert fair["arena_lc_score"] == pytest.approx(fair["arena_score"], abs=2.0)
-    assert arena.score(j, n_bootstrap=100, seed=0) == out    # seeded
+    assert arena.score(j, n_bootstrap=100, seed=0) == out  # seeded
 
 
 def test_length_control_equals_the_benchmarks_logistic_regression_fit():
@@ -402,9 +461,9 @@ def test_length_control_equals_the_benchmarks_logistic_regression_fit():
 
     outcome, feat = np.repeat(y, w), np.repeat(f, w)
     m = outcome.size
-    x = np.zeros((2 * m, 3))                       # columns: baseline, model, length (a - b)
+    x = np.zeros((2 * m, 3))  # columns: baseline, model, length (a - b)
     x[:, 0], x[:, 1] = math.log(10), -math.log(10)  # the baseline is model_a, as there
-    z = -feat / feat.std()                         # (len_a - len_b) / (len_a + len_b + 1)
+    z = -feat / feat.std()  # (len_a - len_b) / (len_a + len_b + 1)
     x[:, 2] = np.concatenate([z, z])
     a_wins = outcome == 0.0
     target = np.concatenate([a_wins, a_wins | (outcome == 0.5)]).astype(float)
@@ -420,18 +479,21 @@ def test_length_control_equals_the_benchmarks_logistic_regression_fit():
 
 def test_length_control_is_only_reported_with_lengths():
     j = _length_biased_judgments(n=50)
-    assert "arena_lc_score" not in arena.score(j.drop(columns=["len_model", "len_baseline"]),
-                                               n_bootstrap=5)
+    assert "arena_lc_score" not in arena.score(
+        j.drop(columns=["len_model", "len_baseline"]), n_bootstrap=5
+    )
     by_battle = arena.score(j, n_bootstrap=50, unit="battle")
-    assert by_battle["arena_lc_ci_low"] <= by_battle["arena_lc_score"] <= \
-        by_battle["arena_lc_ci_high"]
+    assert (
+        by_battle["arena_lc_ci_low"] <= by_battle["arena_lc_score"] <= by_battle["arena_lc_ci_high"]
+    )
     with pytest.raises(DatasetError, match="len_model/len_baseline.*q3"):
         arena.score(j.assign(len_model=np.where(j["prompt_id"] == "q3", np.nan, j["len_model"])))
 
 
 def test_judgments_from_probabilities_carry_the_lengths():
-    j = arena.judgments_from_probabilities(["a", "b"], [0.95, 0.2], len_model=[10, 30],
-                                           len_baseline=[20, 20])
+    j = arena.judgments_from_probabilities(
+        ["a", "b"], [0.95, 0.2], len_model=[10, 30], len_baseline=[20, 20]
+    )
     assert j["len_model"].tolist() == [10, 10, 30, 30]
     assert "arena_lc_score" in arena.score(j, n_bootstrap=5)
     with pytest.raises(ValueError, match="both"):
@@ -440,11 +502,13 @@ def test_judgments_from_probabilities_carry_the_lengths():
 
 def _mixed_weight_judgments():
     """130 questions, one game each, every verdict kind: (verdict, model position, count)."""
-    kinds = [("B>>A", "B", 40),   # strong win: outcome 1, weight 3
-             ("A>B", "A", 30),    # win: 1, weight 1
-             ("A=B", "B", 20),    # tie: 0.5, weight 1
-             ("B>A", "A", 30),    # loss: 0, weight 1
-             ("A>>B", "B", 10)]   # strong loss: 0, weight 3
+    kinds = [
+        ("B>>A", "B", 40),  # strong win: outcome 1, weight 3
+        ("A>B", "A", 30),  # win: 1, weight 1
+        ("A=B", "B", 20),  # tie: 0.5, weight 1
+        ("B>A", "A", 30),  # loss: 0, weight 1
+        ("A>>B", "B", 10),
+    ]  # strong loss: 0, weight 3
     rows = []
     for verdict, position, count in kinds:
         for _ in range(count):
@@ -493,14 +557,35 @@ def test_the_judge_caches_are_declared_outputs_so_forcerun_clears_them(tmp_path)
     import sys
 
     repo = Path(__file__).parents[1]
-    targets = ["results/eval/zephyr_base/arena_hard/judge_cache.jsonl",
-               "results/agreement/judge_cache.jsonl"]
+    targets = [
+        "results/eval/zephyr_base/arena_hard/judge_cache.jsonl",
+        "results/agreement/judge_cache.jsonl",
+    ]
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", "Snakefile", "-d", str(tmp_path), "-n",
-         "--configfile", "config/paper.yaml", "--forcerun", "arena_hard_judge", "agreement",
-         "--", *targets],
-        cwd=repo, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
-        timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            "Snakefile",
+            "-d",
+            str(tmp_path),
+            "-n",
+            "--configfile",
+            "config/paper.yaml",
+            "--forcerun",
+            "arena_hard_judge",
+            "agreement",
+            "--",
+            *targets,
+        ],
+        cwd=repo,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert all(t in out for t in targets)

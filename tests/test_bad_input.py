@@ -12,26 +12,36 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
-
 from dicewf import alpha, sampling, scoring
 from dicewf.io import DatasetError, check_frame, write_json
 from dicewf.mixing import mix
 
-ALPHA = {"method": "exact", "bounds": [0.0, 0.2], "length_unit": "chars", "grid_step": 0.01,
-         "n_calls": 10, "min_responses": 2, "seed": 0, "fixed": None, "scale": 1.0}
+ALPHA = {
+    "method": "exact",
+    "bounds": [0.0, 0.2],
+    "length_unit": "chars",
+    "grid_step": 0.01,
+    "n_calls": 10,
+    "min_responses": 2,
+    "seed": 0,
+    "fixed": None,
+    "scale": 1.0,
+}
 
 
 def _scores(logratio=(1.0, 0.0, 2.0, -1.0), beta=0.5) -> pd.DataFrame:
     """Implicit-reward scores of two prompts a, b with two responses each."""
-    df = pd.DataFrame({
-        "prompt_id": ["a", "a", "b", "b"],
-        "prompt": ["What is 1 plus 2?"] * 2 + ["Reverse kabo."] * 2,
-        "sample_idx": [0, 1, 0, 1],
-        "response": ["3", "The answer is 3.", "obak", "kabo reversed is obak"],
-        "finish_reason": ["stop"] * 4,
-        "logratio": list(logratio),
-        "beta": beta,
-    })
+    df = pd.DataFrame(
+        {
+            "prompt_id": ["a", "a", "b", "b"],
+            "prompt": ["What is 1 plus 2?"] * 2 + ["Reverse kabo."] * 2,
+            "sample_idx": [0, 1, 0, 1],
+            "response": ["3", "The answer is 3.", "obak", "kabo reversed is obak"],
+            "finish_reason": ["stop"] * 4,
+            "logratio": list(logratio),
+            "beta": beta,
+        }
+    )
     df["reward"] = beta * df["logratio"]
     df["logp_policy"] = df["logratio"] - 10.0
     df["logp_ref"] = -10.0
@@ -55,8 +65,11 @@ def test_a_prompt_id_with_two_prompts_is_refused_naming_file_and_id(schema):
     df = _two_prompts_under_one_id(_scores())
     if schema == "pairs":
         df = df.assign(chosen=df["response"], rejected=df["response"])
-    with pytest.raises(DatasetError, match=r"s\.parquet: 1 prompt_id value\(s\) carry more than "
-                                           r"one prompt text.*'a': \[0, 1\]"):
+    with pytest.raises(
+        DatasetError,
+        match=r"s\.parquet: 1 prompt_id value\(s\) carry more than "
+        r"one prompt text.*'a': \[0, 1\]",
+    ):
         check_frame(df, schema, "s.parquet")
 
 
@@ -69,23 +82,37 @@ def test_pairs_are_not_built_across_two_prompts_under_one_id():
 
 
 def test_mixing_refuses_an_id_that_names_two_prompts_across_the_inputs():
-    generated = pd.DataFrame({"prompt_id": ["a"], "prompt": ["x?"], "chosen": ["1"],
-                              "rejected": ["2"]})
-    offline = pd.DataFrame({"prompt_id": ["a", "b"], "prompt": ["y?", "z?"],
-                            "chosen": ["3", "4"], "rejected": ["5", "6"]})
+    generated = pd.DataFrame(
+        {"prompt_id": ["a"], "prompt": ["x?"], "chosen": ["1"], "rejected": ["2"]}
+    )
+    offline = pd.DataFrame(
+        {
+            "prompt_id": ["a", "b"],
+            "prompt": ["y?", "z?"],
+            "chosen": ["3", "4"],
+            "rejected": ["5", "6"],
+        }
+    )
     with pytest.raises(DatasetError, match=r"gen\.parquet and off\.parquet: 1 prompt_id.*'a'"):
-        mix(generated, offline, gamma=0.5, n_pairs=2, seed=0,
-            generated_source="gen.parquet", offline_source="off.parquet")
+        mix(
+            generated,
+            offline,
+            gamma=0.5,
+            n_pairs=2,
+            seed=0,
+            generated_source="gen.parquet",
+            offline_source="off.parquet",
+        )
     offline.loc[0, "prompt"] = "x?"  # the same prompt under the same id is fine
     assert len(mix(generated, offline, gamma=0.5, n_pairs=2, seed=0)) == 2
 
 
 def test_scoring_refuses_samples_with_two_prompts_under_one_id_before_loading_models():
     samples = _two_prompts_under_one_id(_scores())[
-        ["prompt_id", "prompt", "sample_idx", "response", "finish_reason", "seed"]]
+        ["prompt_id", "prompt", "sample_idx", "response", "finish_reason", "seed"]
+    ]
     with pytest.raises(DatasetError, match=r"samples\.parquet: 1 prompt_id.*'a'"):
-        scoring.score(samples, "no-such-model", "no-such-model", beta=0.1,
-                      source="samples.parquet")
+        scoring.score(samples, "no-such-model", "no-such-model", beta=0.1, source="samples.parquet")
 
 
 # --- fault 9: NaN implicit rewards ----------------------------------------------------------------
@@ -95,14 +122,18 @@ def test_nan_implicit_rewards_are_an_error_not_unparsed_ratings(caplog):
     scores = _scores()
     scores.loc[[1, 3], ["logratio", "reward"]] = np.nan
     with caplog.at_level(logging.INFO, logger="dicewf.alpha"):
-        with pytest.raises(DatasetError, match=r"scores\.parquet: 2 of 4 implicit rewards .*NaN "
-                                               r"or infinite, at rows \[1, 3\].*broken"):
+        with pytest.raises(
+            DatasetError,
+            match=r"scores\.parquet: 2 of 4 implicit rewards .*NaN "
+            r"or infinite, at rows \[1, 3\].*broken",
+        ):
             alpha.run_search(scores, ALPHA, source="scores.parquet")
     assert "unparsed rating" not in caplog.text
     # an LLM judge's unparsed rating is a NaN reward without a log-ratio: dropped and counted
     judged = _scores().drop(columns=["logratio", "beta", "logp_policy", "logp_ref"])
-    judged = pd.concat([judged, judged.iloc[[0]].assign(sample_idx=5, reward=np.nan)],
-                       ignore_index=True)
+    judged = pd.concat(
+        [judged, judged.iloc[[0]].assign(sample_idx=5, reward=np.nan)], ignore_index=True
+    )
     with caplog.at_level(logging.INFO, logger="dicewf.alpha"):
         out = alpha.run_search(judged, {**ALPHA, "fixed": 0.0}, source="judge.parquet")
     assert out.result["n_unrated"] == 1
@@ -123,10 +154,12 @@ def nan_model(tiny_model, tmp_path_factory):
 
 
 def test_scoring_with_a_broken_model_names_the_model_and_rows(nan_model, tiny_model):
-    samples = _scores()[["prompt_id", "prompt", "sample_idx", "response", "finish_reason",
-                         "seed"]]
-    with pytest.raises(ValueError, match=rf"s\.parquet: model {nan_model} gives NaN or infinite "
-                                         r"log-probabilities for 4 of 4 .*\('a', 0\)"):
+    samples = _scores()[["prompt_id", "prompt", "sample_idx", "response", "finish_reason", "seed"]]
+    with pytest.raises(
+        ValueError,
+        match=rf"s\.parquet: model {nan_model} gives NaN or infinite "
+        r"log-probabilities for 4 of 4 .*\('a', 0\)",
+    ):
         scoring.score(samples, nan_model, tiny_model, beta=0.1, source="s.parquet")
 
 
@@ -135,15 +168,19 @@ def test_scoring_with_a_broken_model_names_the_model_and_rows(nan_model, tiny_mo
 
 def test_all_tied_rewards_are_an_error_at_the_alpha_search():
     tied = _scores(logratio=(0.0, 0.0, 0.0, 0.0))
-    with pytest.raises(ValueError, match=r"scores\.parquet: no preference pair at alpha = 0: the "
-                                         r"responses of all 2 prompt\(s\).* tie"):
+    with pytest.raises(
+        ValueError,
+        match=r"scores\.parquet: no preference pair at alpha = 0: the "
+        r"responses of all 2 prompt\(s\).* tie",
+    ):
         alpha.run_search(tied, ALPHA, source="scores.parquet")
 
 
 def test_alpha_json_is_valid_json_when_d0_is_empty(tmp_path):
     # every reward ties, so D(0) is empty; a fixed alpha > 0 still prefers the shorter response
-    out = alpha.run_search(_scores(logratio=(0.0, 0.0, 0.0, 0.0)), {**ALPHA, "fixed": 0.1},
-                           source="scores.parquet")
+    out = alpha.run_search(
+        _scores(logratio=(0.0, 0.0, 0.0, 0.0)), {**ALPHA, "fixed": 0.1}, source="scores.parquet"
+    )
     assert out.result["n_pairs"] == 2 and out.result["mean_len_diff_alpha0"] is None
     write_json(out.result, tmp_path / "alpha.json", allow_nan=False)
     text = (tmp_path / "alpha.json").read_text()
@@ -197,20 +234,32 @@ def _too_long(tiny_model) -> pd.DataFrame:
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     context = _context(tiny_model)
-    return pd.DataFrame({"prompt_id": ["ok", "long"],
-                         "prompt": ["What is 1 plus 2?", _prompt_of(tok, context, 4 * context)]})
+    return pd.DataFrame(
+        {
+            "prompt_id": ["ok", "long"],
+            "prompt": ["What is 1 plus 2?", _prompt_of(tok, context, 4 * context)],
+        }
+    )
 
 
-def test_a_prompt_beyond_the_context_is_named_before_the_model_loads(tiny_model,
-                                                                     weightless_model):
-    with pytest.raises(DatasetError, match=r"prompts\.parquet: 1 of 2 prompt\(s\) do not fit the "
-                                           r"model's context of 128 tokens.*\{'long': \d+\}"):
-        sampling.sample(weightless_model, _too_long(tiny_model), {"n": 2, "max_tokens": 4},
-                        backend="transformers", source="prompts.parquet")
+def test_a_prompt_beyond_the_context_is_named_before_the_model_loads(tiny_model, weightless_model):
+    with pytest.raises(
+        DatasetError,
+        match=r"prompts\.parquet: 1 of 2 prompt\(s\) do not fit the "
+        r"model's context of 128 tokens.*\{'long': \d+\}",
+    ):
+        sampling.sample(
+            weightless_model,
+            _too_long(tiny_model),
+            {"n": 2, "max_tokens": 4},
+            backend="transformers",
+            source="prompts.parquet",
+        )
 
 
-def test_vllm_gets_the_same_check_before_its_engine_starts(tiny_model, weightless_model,
-                                                           monkeypatch):
+def test_vllm_gets_the_same_check_before_its_engine_starts(
+    tiny_model, weightless_model, monkeypatch
+):
     def engine(*args, **kwargs):
         raise AssertionError("the vLLM engine was started before the prompts were checked")
 
@@ -220,10 +269,19 @@ def test_vllm_gets_the_same_check_before_its_engine_starts(tiny_model, weightles
     inputs.TokensPrompt = dict
     monkeypatch.setitem(sys.modules, "vllm", fake)
     monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
-    with pytest.raises(DatasetError, match=r"p\.parquet: 1 of 2 prompt\(s\) do not fit the "
-                                           r"model's context of 100 tokens.*vllm max_model_len"):
-        sampling.sample(weightless_model, _too_long(tiny_model), {"n": 2, "max_tokens": 4},
-                        backend="vllm", engine={"max_model_len": 100}, source="p.parquet")
+    with pytest.raises(
+        DatasetError,
+        match=r"p\.parquet: 1 of 2 prompt\(s\) do not fit the "
+        r"model's context of 100 tokens.*vllm max_model_len",
+    ):
+        sampling.sample(
+            weightless_model,
+            _too_long(tiny_model),
+            {"n": 2, "max_tokens": 4},
+            backend="vllm",
+            engine={"max_model_len": 100},
+            source="p.parquet",
+        )
 
 
 def test_a_prompt_near_the_context_gets_the_tokens_left_with_a_warning(tiny_model, caplog):
@@ -235,22 +293,26 @@ def test_a_prompt_near_the_context_gets_the_tokens_left_with_a_warning(tiny_mode
     left = context - len(sampling.prompt_token_ids(tok, [prompt])[0])
     prompts = pd.DataFrame({"prompt_id": ["near"], "prompt": [prompt]})
     with caplog.at_level(logging.WARNING, logger="dicewf.sampling"):
-        out = sampling.sample(tiny_model, prompts, {"n": 1, "temperature": 0.0,
-                                                    "max_tokens": left + 20},
-                              backend="transformers", source="prompts.parquet")
+        out = sampling.sample(
+            tiny_model,
+            prompts,
+            {"n": 1, "temperature": 0.0, "max_tokens": left + 20},
+            backend="transformers",
+            source="prompts.parquet",
+        )
     assert "prompts.parquet: 1 of 1 prompts leave fewer than max_tokens" in caplog.text
     generated = tok(out["response"].iloc[0], add_special_tokens=False)["input_ids"]
     assert len(generated) <= left
 
 
 def test_a_response_beyond_the_context_is_scored_truncated_with_a_warning(tiny_model, caplog):
-    samples = _scores()[["prompt_id", "prompt", "sample_idx", "response", "finish_reason",
-                         "seed"]]
+    samples = _scores()[["prompt_id", "prompt", "sample_idx", "response", "finish_reason", "seed"]]
     samples.loc[3, "response"] = "The answer is obak. " * 100
     with caplog.at_level(logging.WARNING, logger="dicewf.scoring"):
         out = scoring.score(samples, tiny_model, tiny_model, beta=0.1, source="s.parquet")
-    assert ("s.parquet: 1 of 4 sequences (prompt + response) are longer than the model's "
-            "context of 128 tokens") in caplog.text
+    assert (
+        "s.parquet: 1 of 4 sequences (prompt + response) are longer than the model's "
+        "context of 128 tokens"
+    ) in caplog.text
     assert np.isfinite(out["logratio"]).all()
     assert out.loc[3, "len_tokens"] > _context(tiny_model)  # the whole response's length
-

@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from dicewf import batching, training
 from dicewf import config as cfg
 
@@ -25,8 +24,11 @@ def test_accumulation_keeps_the_global_batch_over_any_number_of_processes(proces
 
 
 def test_an_indivisible_global_batch_names_the_keys_and_the_processes():
-    with pytest.raises(ValueError, match=r"train\.global_batch_size \(32\).*"
-                                         r"train\.per_device_train_batch_size \(4\) x 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"train\.global_batch_size \(32\).*"
+        r"train\.per_device_train_batch_size \(4\) x 3",
+    ):
         batching.gradient_accumulation(PAPER_TRAIN, 3)
     with pytest.raises(ValueError, match="global_batch_size"):
         batching.gradient_accumulation({**PAPER_TRAIN, "per_device_train_batch_size": 5}, 1)
@@ -35,8 +37,9 @@ def test_an_indivisible_global_batch_names_the_keys_and_the_processes():
 def test_a_global_batch_beside_an_explicit_accumulation_is_refused_naming_both():
     block = {**PAPER_TRAIN, "gradient_accumulation_steps": 1}
     for processes in (1, 8):  # also where the two would agree
-        with pytest.raises(ValueError, match="train: set global_batch_size.*"
-                                             "gradient_accumulation_steps.*not both"):
+        with pytest.raises(
+            ValueError, match="train: set global_batch_size.*gradient_accumulation_steps.*not both"
+        ):
             batching.trl_batch_args(block, processes)
 
 
@@ -59,8 +62,9 @@ def test_the_toy_configs_keep_their_effective_batch():
         config = yaml.safe_load(path.read_text())
         for name in cfg.expanded(config):
             train = cfg.experiment(config, name)["train"]
-            assert batching.trl_batch_args(train, 1) == {k: v for k, v in train.items()
-                                                          if k != "global_batch_size"}
+            assert batching.trl_batch_args(train, 1) == {
+                k: v for k, v in train.items() if k != "global_batch_size"
+            }
 
 
 def test_the_paper_config_trains_with_global_batch_32_on_8_gpus_or_1():
@@ -76,13 +80,14 @@ def test_the_paper_config_trains_with_global_batch_32_on_8_gpus_or_1():
 
 
 def test_train_dpo_fails_before_loading_a_model_when_the_batch_does_not_divide(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv("WORLD_SIZE", "3")  # as `accelerate launch --num_processes 3` sets it
-    pairs = pd.DataFrame({"prompt_id": ["a"], "prompt": ["p"], "chosen": ["c"],
-                          "rejected": ["r"]})
+    pairs = pd.DataFrame({"prompt_id": ["a"], "prompt": ["p"], "chosen": ["c"], "rejected": ["r"]})
     with pytest.raises(ValueError, match=r"global_batch_size \(32\).* x 3 training process"):
-        training.train_dpo(tmp_path / "no-model-here", pairs, tmp_path / "policy", PAPER_TRAIN,
-                           seed=0)
+        training.train_dpo(
+            tmp_path / "no-model-here", pairs, tmp_path / "policy", PAPER_TRAIN, seed=0
+        )
     assert not list(tmp_path.iterdir())
 
 
@@ -95,8 +100,7 @@ def test_train_dpo_hands_trl_the_derived_accumulation(tmp_path, monkeypatch):
         return []
 
     monkeypatch.setattr(training, "train_resumable", record)
-    pairs = pd.DataFrame({"prompt_id": ["a"], "prompt": ["p"], "chosen": ["c"],
-                          "rejected": ["r"]})
+    pairs = pd.DataFrame({"prompt_id": ["a"], "prompt": ["p"], "chosen": ["c"], "rejected": ["r"]})
     args = {"global_batch_size": 8, "per_device_train_batch_size": 2, "max_steps": 1}
     training.train_dpo("unused-model", pairs, tmp_path / "policy", args, seed=0)
     (cfg,) = built

@@ -12,7 +12,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from dicewf import config as cfg
 from dicewf.batching import GLOBAL_BATCH_KEY
 from dicewf.sampling import SamplingSpec
@@ -47,15 +46,18 @@ def small_config() -> dict:
 def test_deep_merge_merges_nested_mappings():
     base = {"a": {"x": 1, "y": {"p": 1, "q": 2}}, "b": 1}
     override = {"a": {"y": {"q": 3}, "z": 4}}
-    assert cfg.deep_merge(base, override) == {"a": {"x": 1, "y": {"p": 1, "q": 3}, "z": 4},
-                                              "b": 1}
+    assert cfg.deep_merge(base, override) == {"a": {"x": 1, "y": {"p": 1, "q": 3}, "z": 4}, "b": 1}
 
 
 def test_deep_merge_replaces_scalars_lists_and_mismatched_types():
     base = {"bounds": [0.0, 0.1, 0.2], "method": "exact", "fixed": {"a": 1}, "n": {"k": 1}}
     override = {"bounds": [0.5], "method": "gp", "fixed": None, "n": 3}
-    assert cfg.deep_merge(base, override) == {"bounds": [0.5], "method": "gp", "fixed": None,
-                                              "n": 3}
+    assert cfg.deep_merge(base, override) == {
+        "bounds": [0.5],
+        "method": "gp",
+        "fixed": None,
+        "n": 3,
+    }
 
 
 def test_deep_merge_does_not_mutate_or_alias_its_inputs():
@@ -96,7 +98,12 @@ def test_unknown_key_in_an_experiment_is_a_key_error_naming_it():
 
 def test_iterations_lists_every_experiment_and_iteration_from_one():
     assert cfg.iterations(small_config()) == [
-        ("dice", 1), ("dice", 2), ("dice_long", 1), ("dice_long", 2), ("dice_long", 3)]
+        ("dice", 1),
+        ("dice", 2),
+        ("dice_long", 1),
+        ("dice_long", 2),
+        ("dice_long", 3),
+    ]
 
 
 # --- DAG paths (Algorithm 1) -------------------------------------------------------------------
@@ -123,8 +130,14 @@ def test_reference_of_t_is_the_policy_of_t_minus_one():
 def test_model_names_and_their_policies():
     config = small_config()
     names = cfg.model_names(config)
-    assert names == ["base", "dice-iter1", "dice-iter2",
-                     "dice_long-iter1", "dice_long-iter2", "dice_long-iter3"]
+    assert names == [
+        "base",
+        "dice-iter1",
+        "dice-iter2",
+        "dice_long-iter1",
+        "dice_long-iter2",
+        "dice_long-iter3",
+    ]
     assert cfg.model_policy(config, "base") == BASE["policy"]
     assert cfg.model_policy(config, "dice-iter2") == "results/dice/iter2/policy"
     assert cfg.model_policy(config, "dice_long-iter3") == "results/dice_long/iter3/policy"
@@ -236,15 +249,20 @@ def test_schema_rejects_a_bad_config_naming_the_offender(config, schema, change,
     assert errors, "the mutated config should be invalid"
     assert any(named in e for e in errors), errors
     best = jsonschema.exceptions.best_match(
-        jsonschema.validators.validator_for(schema)(schema).iter_errors(mutated(config, change)))
+        jsonschema.validators.validator_for(schema)(schema).iter_errors(mutated(config, change))
+    )
     assert named in str(best)
 
 
 def test_schema_errors_point_at_the_bad_value(config, schema):
-    assert any(e.startswith("defaults.mix.gamma:") for e in
-               schema_errors(schema, mutated(config, gamma_above_one)))
-    assert any(e.startswith("defaults.alpha.method:") for e in
-               schema_errors(schema, mutated(config, random_alpha_method)))
+    assert any(
+        e.startswith("defaults.mix.gamma:")
+        for e in schema_errors(schema, mutated(config, gamma_above_one))
+    )
+    assert any(
+        e.startswith("defaults.alpha.method:")
+        for e in schema_errors(schema, mutated(config, random_alpha_method))
+    )
 
 
 @pytest.mark.parametrize(
@@ -280,14 +298,17 @@ def test_training_keys_are_trl_fields(config):
     from trl import DPOConfig, SFTConfig
 
     dpo, sft = field_names(DPOConfig), field_names(SFTConfig)
-    blocks = {"defaults.train": config["defaults"].get("train", {}),
-              "start_policy": config["start_policy"]}
+    blocks = {
+        "defaults.train": config["defaults"].get("train", {}),
+        "start_policy": config["start_policy"],
+    }
     for name, block in config["experiments"].items():
         blocks[f"experiments.{name}.train"] = (block or {}).get("train", {})
     ours = {GLOBAL_BATCH_KEY}  # removed before the TRL config is built (dicewf.batching)
     for where, block in blocks.items():
-        assert set(block) - ours <= dpo, \
+        assert set(block) - ours <= dpo, (
             f"{where}: not DPOConfig fields: {sorted(set(block) - ours - dpo)}"
+        )
     assert config["defaults"]["train"] and config["start_policy"]
     assert set(config["sft"]) - ours <= sft, sorted(set(config["sft"]) - ours - sft)
     assert config["sft"]
@@ -311,14 +332,17 @@ def vllm_sampling_fields() -> set[str] | None:
     return {
         node.target.id
         for node in cls.body
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
         and "ClassVar" not in ast.unparse(node.annotation)
     }
 
 
 def sampling_blocks(config) -> dict[str, dict]:
-    blocks = {"defaults.sampling": config["defaults"]["sampling"],
-              "eval.sampling": config["eval"]["sampling"]}
+    blocks = {
+        "defaults.sampling": config["defaults"]["sampling"],
+        "eval.sampling": config["eval"]["sampling"],
+    }
     for name, block in config["experiments"].items():
         if (block or {}).get("sampling"):
             blocks[f"experiments.{name}.sampling"] = block["sampling"]
@@ -346,26 +370,53 @@ def test_sampling_keys_are_vllm_sampling_params_fields(config):
 
 def test_iteration_one_samples_are_shared_between_experiments_with_equal_settings():
     base = {"policy": "pi0", "reference": "ref0"}
-    defaults = {"iterations": 2, "sampling": {"n": 4}, "score": {"drop_truncated": True},
-                "train": {"beta": 0.1}, "mix": {"gamma": 0.5}}
-    config = {"base": base, "defaults": defaults, "experiments": {
-        "dice": {}, "gamma0": {"mix": {"gamma": 0.0}}, "k8": {"sampling": {"n": 8}},
-        "beta1": {"train": {"beta": 1.0}}, "k8_gamma0": {"sampling": {"n": 8},
-                                                         "mix": {"gamma": 0.0}}}}
+    defaults = {
+        "iterations": 2,
+        "sampling": {"n": 4},
+        "score": {"drop_truncated": True},
+        "train": {"beta": 0.1},
+        "mix": {"gamma": 0.5},
+    }
+    config = {
+        "base": base,
+        "defaults": defaults,
+        "experiments": {
+            "dice": {},
+            "gamma0": {"mix": {"gamma": 0.0}},
+            "k8": {"sampling": {"n": 8}},
+            "beta1": {"train": {"beta": 1.0}},
+            "k8_gamma0": {"sampling": {"n": 8}, "mix": {"gamma": 0.0}},
+        },
+    }
     owner = {e: cfg.sampling_owner(config, e, 1) for e in config["experiments"]}
-    assert owner == {"dice": "dice", "gamma0": "dice", "k8": "k8", "beta1": "beta1",
-                     "k8_gamma0": "k8"}
+    assert owner == {
+        "dice": "dice",
+        "gamma0": "dice",
+        "k8": "k8",
+        "beta1": "beta1",
+        "k8_gamma0": "k8",
+    }
     assert all(cfg.sampling_owner(config, e, 2) == e for e in config["experiments"])
 
 
 def test_a_fixed_reference_stays_the_base_policy_in_every_iteration():
-    config = {"base": {"policy": "pi0", "reference": "sft"},
-              "defaults": {"iterations": 3, "reference": "previous"},
-              "experiments": {"dice": {}, "offline": {"reference": "fixed"}}}
-    assert [cfg.reference_path(config, "dice", t) for t in range(4)] == \
-        ["sft", "pi0", "results/dice/iter1/policy", "results/dice/iter2/policy"]
-    assert [cfg.reference_path(config, "offline", t) for t in range(4)] == \
-        ["sft", "pi0", "pi0", "pi0"]
+    config = {
+        "base": {"policy": "pi0", "reference": "sft"},
+        "defaults": {"iterations": 3, "reference": "previous"},
+        "experiments": {"dice": {}, "offline": {"reference": "fixed"}},
+    }
+    assert [cfg.reference_path(config, "dice", t) for t in range(4)] == [
+        "sft",
+        "pi0",
+        "results/dice/iter1/policy",
+        "results/dice/iter2/policy",
+    ]
+    assert [cfg.reference_path(config, "offline", t) for t in range(4)] == [
+        "sft",
+        "pi0",
+        "pi0",
+        "pi0",
+    ]
 
 
 # --- settings (the paper's two backbones) --------------------------------------------------------
@@ -375,18 +426,27 @@ def two_settings() -> dict:
     return {
         "base": {"prompts": "x.parquet", "offline": "d.parquet"},
         "settings": {
-            "zephyr": {"label": "zephyr-7B-beta",
-                       "base": {"policy": "hf://HuggingFaceH4/zephyr-7b-beta",
-                                "reference": "hf://HuggingFaceH4/mistral-7b-sft-beta"},
-                       "defaults": {"sampling": {"temperature": 0.7, "top_p": 0.9},
-                                    "mix": {"gamma": 0.5}}},
-            "llama3": {"base": {"policy": "llama-dpo", "reference": "llama-sft"},
-                       "defaults": {"sampling": {"temperature": 0.9}, "mix": {"gamma": 0.1}}},
+            "zephyr": {
+                "label": "zephyr-7B-beta",
+                "base": {
+                    "policy": "hf://HuggingFaceH4/zephyr-7b-beta",
+                    "reference": "hf://HuggingFaceH4/mistral-7b-sft-beta",
+                },
+                "defaults": {"sampling": {"temperature": 0.7, "top_p": 0.9}, "mix": {"gamma": 0.5}},
+            },
+            "llama3": {
+                "base": {"policy": "llama-dpo", "reference": "llama-sft"},
+                "defaults": {"sampling": {"temperature": 0.9}, "mix": {"gamma": 0.1}},
+            },
         },
-        "defaults": {"iterations": 2, "reference": "previous",
-                     "sampling": {"n": 16, "temperature": 1.0, "top_p": 1.0},
-                     "score": {"method": "implicit"}, "train": {"beta": 0.01},
-                     "mix": {"gamma": 0.0}},
+        "defaults": {
+            "iterations": 2,
+            "reference": "previous",
+            "sampling": {"n": 16, "temperature": 1.0, "top_p": 1.0},
+            "score": {"method": "implicit"},
+            "train": {"beta": 0.01},
+            "mix": {"gamma": 0.0},
+        },
         "experiments": {
             "dice": {},
             "judge": {"score": {"method": "judge"}},
@@ -400,9 +460,13 @@ def test_every_experiment_runs_in_each_of_its_settings_under_a_prefixed_name():
     config = two_settings()
     assert cfg.settings(config) == ["zephyr", "llama3"]
     assert cfg.expanded(config) == {
-        "zephyr_dice": ("zephyr", "dice"), "zephyr_judge": ("zephyr", "judge"),
-        "zephyr_dice_kto": ("zephyr", "dice_kto"), "llama3_dice": ("llama3", "dice"),
-        "llama3_judge": ("llama3", "judge"), "llama3_dice_gamma050": ("llama3", "dice_gamma050")}
+        "zephyr_dice": ("zephyr", "dice"),
+        "zephyr_judge": ("zephyr", "judge"),
+        "zephyr_dice_kto": ("zephyr", "dice_kto"),
+        "llama3_dice": ("llama3", "dice"),
+        "llama3_judge": ("llama3", "judge"),
+        "llama3_dice_gamma050": ("llama3", "dice_gamma050"),
+    }
     assert cfg.setting_label(config, "zephyr") == "zephyr-7B-beta"
     assert cfg.setting_label(config, "llama3") == "llama3"
 
@@ -420,9 +484,13 @@ def test_a_setting_merges_its_defaults_between_defaults_and_the_experiment():
 
 def test_each_setting_starts_from_its_own_base_models():
     config = two_settings()
-    assert cfg.policy_path(config, "zephyr_dice", 0) == "resources/hub/HuggingFaceH4--zephyr-7b-beta"
-    assert cfg.reference_path(config, "zephyr_dice", 0) == \
-        "resources/hub/HuggingFaceH4--mistral-7b-sft-beta"
+    assert (
+        cfg.policy_path(config, "zephyr_dice", 0) == "resources/hub/HuggingFaceH4--zephyr-7b-beta"
+    )
+    assert (
+        cfg.reference_path(config, "zephyr_dice", 0)
+        == "resources/hub/HuggingFaceH4--mistral-7b-sft-beta"
+    )
     assert cfg.policy_path(config, "llama3_dice", 0) == "llama-dpo"
     assert cfg.reference_path(config, "llama3_dice", 1) == "llama-dpo"
     assert cfg.policy_path(config, "llama3_dice", 2) == "results/llama3_dice/iter2/policy"
@@ -436,9 +504,13 @@ def test_iteration_one_is_shared_within_a_setting_only_and_scores_need_equal_sco
     owners = cfg.iteration1_owners(two_settings())
     # samples: shared by every experiment of the setting (same sampling settings)
     assert {e: o[0] for e, o in owners.items()} == {
-        "zephyr_dice": "zephyr_dice", "zephyr_judge": "zephyr_dice",
-        "zephyr_dice_kto": "zephyr_dice", "llama3_dice": "llama3_dice",
-        "llama3_judge": "llama3_dice", "llama3_dice_gamma050": "llama3_dice"}
+        "zephyr_dice": "zephyr_dice",
+        "zephyr_judge": "zephyr_dice",
+        "zephyr_dice_kto": "zephyr_dice",
+        "llama3_dice": "llama3_dice",
+        "llama3_judge": "llama3_dice",
+        "llama3_dice_gamma050": "llama3_dice",
+    }
     # scores: the LLM-as-a-Judge scores its samples its own way
     assert owners["zephyr_judge"][1] == "zephyr_judge"
     assert owners["zephyr_dice_kto"][1] == "zephyr_dice"
@@ -481,17 +553,28 @@ def test_the_paper_config_is_valid_and_names_the_papers_models():
         if name.endswith("_beta001"):
             assert xp["iterations"] == 1
             twin = cfg.experiment(paper, cfg.full_name(setting, name.removesuffix("_beta001")))
-            assert {k: v for k, v in xp.items() if k not in ("train", "iterations", "description")} == \
-                {k: v for k, v in twin.items() if k not in ("train", "iterations", "description")}, run
-    assert paper["data"]["ultrafeedback"]["dataset"] == \
-        "hf://datasets/HuggingFaceH4/ultrafeedback_binarized"
-    gammas = {s: sorted(cfg.experiment(paper, e)["mix"]["gamma"]
-                        for e, (setting, name) in cfg.expanded(paper).items()
-                        if setting == s and (name in ("dice", "offline_dpo_newref")
-                                             or re.fullmatch(r"dice_gamma\d+", name)))
-              for s in ("zephyr", "llama3")}
-    assert gammas == {"zephyr": [0.0, 0.25, 0.5, 0.75, 1.0],
-                      "llama3": [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]}
+            assert {
+                k: v for k, v in xp.items() if k not in ("train", "iterations", "description")
+            } == {
+                k: v for k, v in twin.items() if k not in ("train", "iterations", "description")
+            }, run
+    assert (
+        paper["data"]["ultrafeedback"]["dataset"]
+        == "hf://datasets/HuggingFaceH4/ultrafeedback_binarized"
+    )
+    gammas = {
+        s: sorted(
+            cfg.experiment(paper, e)["mix"]["gamma"]
+            for e, (setting, name) in cfg.expanded(paper).items()
+            if setting == s
+            and (name in ("dice", "offline_dpo_newref") or re.fullmatch(r"dice_gamma\d+", name))
+        )
+        for s in ("zephyr", "llama3")
+    }
+    assert gammas == {
+        "zephyr": [0.0, 0.25, 0.5, 0.75, 1.0],
+        "llama3": [0.0, 0.1, 0.25, 0.5, 0.75, 1.0],
+    }
 
 
 def test_a_config_merged_from_the_toy_world_and_the_paper_is_refused():
@@ -508,8 +591,9 @@ def test_a_config_merged_from_the_toy_world_and_the_paper_is_refused():
 
 def test_a_model_of_each_setting_gets_its_settings_eval_decoding():
     config = two_settings()
-    config["eval"] = {"sampling": {"n": 1, "temperature": 0.7, "top_p": 0.9, "max_tokens": 2048,
-                                   "seed": 0}}
+    config["eval"] = {
+        "sampling": {"n": 1, "temperature": 0.7, "top_p": 0.9, "max_tokens": 2048, "seed": 0}
+    }
     config["settings"]["llama3"]["eval"] = {"sampling": {"temperature": 0.9, "top_p": 1.0}}
     zephyr = {"n": 1, "temperature": 0.7, "top_p": 0.9, "max_tokens": 2048, "seed": 0}
     llama3 = {**zephyr, "temperature": 0.9, "top_p": 1.0}
@@ -518,9 +602,9 @@ def test_a_model_of_each_setting_gets_its_settings_eval_decoding():
         assert cfg.eval_sampling(config, model) == expected, model
     assert cfg.eval_sampling(config, "llama3_base") == llama3
     assert cfg.eval_sampling(config, "zephyr_dice_kto-iter1") == zephyr
-    assert config["eval"]["sampling"]["temperature"] == 0.7   # merged into a copy
+    assert config["eval"]["sampling"]["temperature"] == 0.7  # merged into a copy
     with pytest.raises(KeyError, match="llama3_dice_kto"):
-        cfg.eval_sampling(config, "llama3_dice_kto-iter1")   # dice_kto runs in zephyr only
+        cfg.eval_sampling(config, "llama3_dice_kto-iter1")  # dice_kto runs in zephyr only
 
 
 def test_without_settings_every_model_gets_eval_sampling(config):
@@ -544,14 +628,18 @@ def test_the_paper_config_judges_and_filters_as_the_dice_code():
         score = cfg.experiment(paper, exp)["score"]
         assert score["method"] == "judge"
         judge = score["judge"]
-        assert {k: judge["sampling"][k] for k in ("n", "temperature", "top_p")} == \
-            {"n": 7, "temperature": 0.2, "top_p": 0.9}
+        assert {k: judge["sampling"][k] for k in ("n", "temperature", "top_p")} == {
+            "n": 7,
+            "temperature": 0.2,
+            "top_p": 0.9,
+        }
         assert (judge["min_ratings"], judge["max_prompt_tokens"]) == (3, 4095)
     for exp in ("zephyr_dice", "llama3_judge"):
         xp = cfg.experiment(paper, exp)
-        assert {k: xp["score"][k] for k in ("drop_truncated", "strip_whitespace", "min_chars",
-                                             "max_chars")} == \
-            {"drop_truncated": True, "strip_whitespace": True, "min_chars": 4, "max_chars": 6699}
+        assert {
+            k: xp["score"][k]
+            for k in ("drop_truncated", "strip_whitespace", "min_chars", "max_chars")
+        } == {"drop_truncated": True, "strip_whitespace": True, "min_chars": 4, "max_chars": 6699}
         assert xp["alpha"]["min_responses"] == 8
 
 
@@ -569,8 +657,11 @@ def test_schema_defaults_fill_the_defaults_block_only(config):
     config["experiments"]["judge"]["score"] = {"method": "judge", "judge": copy.deepcopy(own)}
     validate(config, str(SCHEMA))
     score = config["defaults"]["score"]
-    assert {k: score[k] for k in ("strip_whitespace", "min_chars", "max_chars")} == \
-        {"strip_whitespace": True, "min_chars": 4, "max_chars": 6699}
+    assert {k: score[k] for k in ("strip_whitespace", "min_chars", "max_chars")} == {
+        "strip_whitespace": True,
+        "min_chars": 4,
+        "max_chars": 6699,
+    }
     assert (score["judge"]["min_ratings"], score["judge"]["max_prompt_tokens"]) == (3, 4095)
     assert config["defaults"]["mix"]["shortfall"] == "error"
     assert config["experiments"]["judge"]["score"] == {"method": "judge", "judge": own}
@@ -581,8 +672,11 @@ def test_schema_defaults_fill_the_defaults_block_only(config):
 def test_more_required_ratings_than_ratings_is_named(config):
     config = copy.deepcopy(config)
     config["experiments"]["judge"]["score"]["judge"] = {"min_ratings": 9}
-    with pytest.raises(ValueError, match=r"experiments.judge: score.judge.min_ratings \(9\) "
-                                         r"exceeds score.judge.sampling.n"):
+    with pytest.raises(
+        ValueError,
+        match=r"experiments.judge: score.judge.min_ratings \(9\) "
+        r"exceeds score.judge.sampling.n",
+    ):
         cfg.experiment(config, "judge")
 
 
@@ -613,8 +707,9 @@ def test_the_schemas_sampling_defaults_are_sampling_specs(schema):
 
     from dicewf.sampling import SamplingSpec
 
-    defaults = {k: v["default"]
-                for k, v in schema["definitions"]["sampling_defaults"]["properties"].items()}
+    defaults = {
+        k: v["default"] for k, v in schema["definitions"]["sampling_defaults"]["properties"].items()
+    }
     spec = {f.name: f.default for f in fields(SamplingSpec) if f.name in defaults}
     assert defaults == spec and set(defaults) == {"n", "temperature", "top_p", "max_tokens"}
 
@@ -653,8 +748,15 @@ def test_each_stage_gets_the_seed_where_its_own_key_was():
 
     mix = {"gamma": 0.5, "n_pairs": 512, "shortfall": "error"}
     assert list(with_seed(mix, 7, "n_pairs").items()) == [
-        ("gamma", 0.5), ("n_pairs", 512), ("seed", 7), ("shortfall", "error")]
-    assert list(with_seed({"n": 4, "max_tokens": 8}, 7, "max_tokens")) == ["n", "max_tokens",
-                                                                          "seed"]
+        ("gamma", 0.5),
+        ("n_pairs", 512),
+        ("seed", 7),
+        ("shortfall", "error"),
+    ]
+    assert list(with_seed({"n": 4, "max_tokens": 8}, 7, "max_tokens")) == [
+        "n",
+        "max_tokens",
+        "seed",
+    ]
     assert list(with_seed({"a": 1}, 7, "")) == ["seed", "a"]
     assert with_seed({"seed": 1, "a": 1}, 7) == {"a": 1, "seed": 7}

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from dicewf import datasets
 from dicewf.io import DatasetError, check_frame
 
@@ -50,16 +49,22 @@ class FakeUltraFeedback:
         half = len(rows) // 2
         self.write("train_prefs-00000-of-00002.parquet", rows[:half])
         self.write("train_prefs-00001-of-00002.parquet", rows[half:])
-        self.write("test_prefs-00000-of-00001.parquet",
-                   [self.row("test0", "Held out?", "Yes.", "No.", 9.0, 1.0)])
+        self.write(
+            "test_prefs-00000-of-00001.parquet",
+            [self.row("test0", "Held out?", "Yes.", "No.", 9.0, 1.0)],
+        )
 
     @staticmethod
     def row(pid, prompt, chosen, rejected, score_chosen, score_rejected):
-        return {"prompt": prompt, "prompt_id": pid,
-                "chosen": _conversation(prompt, chosen),
-                "rejected": _conversation(prompt, rejected),
-                "messages": _conversation(prompt, chosen),
-                "score_chosen": score_chosen, "score_rejected": score_rejected}
+        return {
+            "prompt": prompt,
+            "prompt_id": pid,
+            "chosen": _conversation(prompt, chosen),
+            "rejected": _conversation(prompt, rejected),
+            "messages": _conversation(prompt, chosen),
+            "score_chosen": score_chosen,
+            "score_rejected": score_rejected,
+        }
 
     def write(self, name: str, rows: list[dict]) -> Path:
         path = self.root / "data" / name
@@ -95,8 +100,10 @@ def test_ultrafeedback_subset_keeps_the_file_order(tmp_path):
     """The drawn rows come in file order: shard by shard (by name), row by row within a shard;
     the ids are in no sorted order, so neither sorting them nor the draw's order passes."""
     snapshot = FakeUltraFeedback(tmp_path / "uf", n_good=0)  # its train shards replaced below
-    order = [f"id{k:03d}" for k in (37, 5, 21, 2, 30, 11, 26, 8, 39, 14, 0, 33, 17, 24, 6, 29,
-                                    12, 35, 3, 19)]
+    order = [
+        f"id{k:03d}"
+        for k in (37, 5, 21, 2, 30, 11, 26, 8, 39, 14, 0, 33, 17, 24, 6, 29, 12, 35, 3, 19)
+    ]
     rows = [snapshot.row(pid, f"Question {pid}?", "Good.", "Bad.", 8.0, 3.5) for pid in order]
     snapshot.write("train_prefs-00000-of-00002.parquet", rows[:12])
     snapshot.write("train_prefs-00001-of-00002.parquet", rows[12:])
@@ -133,8 +140,10 @@ def test_ultrafeedback_errors_name_the_file_and_column(ultrafeedback):
     with pytest.raises(DatasetError, match="no parquet file of split 'train_gen'"):
         datasets.prepare_ultrafeedback(ultrafeedback.root, split="train_gen")
     row = FakeUltraFeedback.row("x", "Q?", "A.", "B.", 2.0, 1.0)
-    broken = ultrafeedback.write("train_prefs-00001-of-00002.parquet",
-                                 [{k: v for k, v in row.items() if k != "score_rejected"}])
+    broken = ultrafeedback.write(
+        "train_prefs-00001-of-00002.parquet",
+        [{k: v for k, v in row.items() if k != "score_rejected"}],
+    )
     with pytest.raises(DatasetError, match=rf"{broken}: missing column\(s\) \['score_rejected'\]"):
         datasets.prepare_ultrafeedback(ultrafeedback.root)
     row["rejected"] = "B."  # a string, not a list of messages
@@ -153,12 +162,20 @@ class FakeAlpacaEval:
         root.mkdir(parents=True)
         self.root = root
         sets = ["helpful_base", "oasst", "selfinstruct", "vicuna"]
-        self.records = [{"instruction": f"Instruction {i}: explain {{braces}}.",
-                         "output": f"Turbo reference {i}", "generator": "gpt4_turbo",
-                         "dataset": sets[i % 4]} for i in range(n)]
+        self.records = [
+            {
+                "instruction": f"Instruction {i}: explain {{braces}}.",
+                "output": f"Turbo reference {i}",
+                "generator": "gpt4_turbo",
+                "dataset": sets[i % 4],
+            }
+            for i in range(n)
+        ]
         (root / "alpaca_eval_gpt4_baseline.json").write_text(json.dumps(self.records))
-        v1 = [dict(r, output=f"Davinci {i}", generator="text_davinci_003")
-              for i, r in enumerate(self.records)]
+        v1 = [
+            dict(r, output=f"Davinci {i}", generator="text_davinci_003")
+            for i, r in enumerate(self.records)
+        ]
         (root / "alpaca_eval.json").write_text(json.dumps(v1))
         (root / "alpaca_eval.py").write_text("# the repository's loading script\n")
 
@@ -167,8 +184,13 @@ def test_alpaca_eval_reads_the_alpacaeval2_baseline_as_references(tmp_path):
     fake = FakeAlpacaEval(tmp_path / "tatsu-lab--alpaca_eval")
     df = datasets.prepare_alpaca_eval(fake.root)
     check_frame(df, "eval_prompts")
-    assert list(df.columns) == ["prompt_id", "prompt", "reference", "reference_generator",
-                                "dataset"]
+    assert list(df.columns) == [
+        "prompt_id",
+        "prompt",
+        "reference",
+        "reference_generator",
+        "dataset",
+    ]
     assert df["prompt_id"].tolist()[:3] == ["000", "001", "002"] and df["prompt_id"].is_unique
     assert df["prompt"].tolist() == [r["instruction"] for r in fake.records]
     assert df["reference"].tolist() == [r["output"] for r in fake.records]
@@ -208,23 +230,45 @@ class FakeArenaHard:
     def __init__(self, root: Path, layout: str, n: int = 6):
         self.root = root
         self.bench = root / "data" / "arena-hard-v0.1"
-        self.questions = [(f"{'fedcba'[i % 6]}{i:02d}", f"Hard question {i}", f"Cluster {i // 2}")
-                          for i in range(n)]
+        self.questions = [
+            (f"{'fedcba'[i % 6]}{i:02d}", f"Hard question {i}", f"Cluster {i // 2}")
+            for i in range(n)
+        ]
         if layout == "github":
-            q = [{"question_id": qid, "category": "arena-hard-v0.1", "cluster": cl,
-                  "turns": [{"content": text}]} for qid, text, cl in self.questions]
+            q = [
+                {
+                    "question_id": qid,
+                    "category": "arena-hard-v0.1",
+                    "cluster": cl,
+                    "turns": [{"content": text}],
+                }
+                for qid, text, cl in self.questions
+            ]
             answer = lambda qid, model: {
-                "question_id": qid, "answer_id": "a" + qid, "model_id": model,
-                "choices": [{"index": 0, "turns": [{"content": f"{model} on {qid}",
-                                                     "token_len": 3}]}], "tstamp": 1.0}
+                "question_id": qid,
+                "answer_id": "a" + qid,
+                "model_id": model,
+                "choices": [
+                    {"index": 0, "turns": [{"content": f"{model} on {qid}", "token_len": 3}]}
+                ],
+                "tstamp": 1.0,
+            }
         else:
-            q = [{"uid": qid, "category": "arena-hard-v0.1", "cluster": cl, "prompt": text}
-                 for qid, text, cl in self.questions]
+            q = [
+                {"uid": qid, "category": "arena-hard-v0.1", "cluster": cl, "prompt": text}
+                for qid, text, cl in self.questions
+            ]
             answer = lambda qid, model: {
-                "uid": qid, "ans_id": "a" + qid, "model": model,
-                "messages": [{"role": "user", "content": "..."},
-                             {"role": "assistant", "content": {"answer": f"{model} on {qid}"}}],
-                "tstamp": 1.0, "metadata": {}}
+                "uid": qid,
+                "ans_id": "a" + qid,
+                "model": model,
+                "messages": [
+                    {"role": "user", "content": "..."},
+                    {"role": "assistant", "content": {"answer": f"{model} on {qid}"}},
+                ],
+                "tstamp": 1.0,
+                "metadata": {},
+            }
         self.question_file = _jsonl(self.bench / "question.jsonl", q)
         ids = sorted(qid for qid, _, _ in self.questions)
         for model in ("gpt-4-0314", "gpt-3.5-turbo-0125"):
@@ -236,8 +280,14 @@ def test_arena_hard_joins_questions_with_the_baseline_answers(tmp_path, layout):
     fake = FakeArenaHard(tmp_path / "lmarena-ai--arena-hard-auto", layout)
     df = datasets.prepare_arena_hard(fake.root)
     check_frame(df, "eval_prompts")
-    assert list(df.columns) == ["prompt_id", "prompt", "category", "cluster", "reference",
-                                "reference_generator"]
+    assert list(df.columns) == [
+        "prompt_id",
+        "prompt",
+        "category",
+        "cluster",
+        "reference",
+        "reference_generator",
+    ]
     assert df["prompt_id"].tolist() == [qid for qid, _, _ in fake.questions]  # question order
     assert df["prompt"].tolist() == [text for _, text, _ in fake.questions]
     assert df["cluster"].tolist() == [cl for _, _, cl in fake.questions]
@@ -250,8 +300,11 @@ def test_arena_hard_joins_questions_with_the_baseline_answers(tmp_path, layout):
 def test_arena_hard_errors_name_the_file_and_line(tmp_path):
     root = tmp_path / "snap"
     fake = FakeArenaHard(root, "github")
-    with pytest.raises(DatasetError, match=r"gpt-4-turbo\.jsonl: no answers of baseline .*"
-                                           r"'gpt-3.5-turbo-0125', 'gpt-4-0314'"):
+    with pytest.raises(
+        DatasetError,
+        match=r"gpt-4-turbo\.jsonl: no answers of baseline .*"
+        r"'gpt-3.5-turbo-0125', 'gpt-4-0314'",
+    ):
         datasets.prepare_arena_hard(root, baseline="gpt-4-turbo")
     answers = fake.bench / "model_answer" / "gpt-4-0314.jsonl"
     lines = answers.read_text().splitlines()

@@ -3,7 +3,6 @@ DAG is built is refused then, naming the key path; clear messages for the unclea
 
 from __future__ import annotations
 
-import copy
 import errno
 import json
 import os
@@ -15,7 +14,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from dicewf import checks
 from dicewf.io import atomic_path
 
@@ -58,11 +56,16 @@ def test_a_max_steps_that_trl_would_ignore_is_refused_naming_its_path(config, st
     config["defaults"]["train"]["max_steps"] = steps
     config["experiments"]["dice"]["train"] = {"max_steps": steps}
     config["agreement"]["reward_model"]["max_steps"] = steps
-    assert sorted(schema_errors(config)) == ["agreement.reward_model.max_steps",
-                                             "defaults.train.max_steps",
-                                             "experiments.dice.train.max_steps"]
-    for block in (config["defaults"]["train"], config["experiments"]["dice"]["train"],
-                  config["agreement"]["reward_model"]):
+    assert sorted(schema_errors(config)) == [
+        "agreement.reward_model.max_steps",
+        "defaults.train.max_steps",
+        "experiments.dice.train.max_steps",
+    ]
+    for block in (
+        config["defaults"]["train"],
+        config["experiments"]["dice"]["train"],
+        config["agreement"]["reward_model"],
+    ):
         block["max_steps"] = -1  # TRL's "unset" (config/paper.yaml's IntlRM): epochs decide
     assert schema_errors(config) == []
 
@@ -105,7 +108,8 @@ def test_greedy_decoding_with_several_responses_is_refused(config):
     config["defaults"]["sampling"]["temperature"] = 1.0
     config["defaults"]["score"]["judge"]["sampling"]["temperature"] = 0.0
     assert refused(checks.experiment_blocks, config).startswith(
-        "defaults.score.judge.sampling.temperature: 0")
+        "defaults.score.judge.sampling.temperature: 0"
+    )
     config["defaults"]["score"]["judge"]["sampling"]["n"] = 1  # one greedy rating: fine
     checks.experiment_blocks(config)
 
@@ -114,20 +118,29 @@ def test_a_settings_defaults_are_named_as_the_origin():
     paper = resolved(REPO / "config" / "paper.yaml")
     paper["settings"]["zephyr"].setdefault("defaults", {})["alpha"] = {"bounds": [1.0, 0.0]}
     assert refused(checks.experiment_blocks, paper).startswith(
-        "settings.zephyr.defaults.alpha.bounds: [1.0, 0.0] is reversed")
+        "settings.zephyr.defaults.alpha.bounds: [1.0, 0.0] is reversed"
+    )
 
 
 # --- fault 12: TRL's own config classes ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("change, named", [
-    ({"save_steps": 7, "logging_steps": 5}, "defaults.train.save_steps: save_steps (7) must be a "
-                                            "multiple of logging_steps (5)"),
-    ({"loss_type": "sigmod"}, "defaults.train.loss_type: unknown DPO loss type(s) ['sigmod']"),
-    ({"learning_rat": 1e-4}, "defaults.train.learning_rat: DPOConfig.__init__() got an "
-                             "unexpected keyword argument 'learning_rat'"),
-    ({"lr_scheduler_type": "cosin"}, "defaults.train.lr_scheduler_type: cosin is not a valid"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (
+            {"save_steps": 7, "logging_steps": 5},
+            "defaults.train.save_steps: save_steps (7) must be a multiple of logging_steps (5)",
+        ),
+        ({"loss_type": "sigmod"}, "defaults.train.loss_type: unknown DPO loss type(s) ['sigmod']"),
+        (
+            {"learning_rat": 1e-4},
+            "defaults.train.learning_rat: DPOConfig.__init__() got an "
+            "unexpected keyword argument 'learning_rat'",
+        ),
+        ({"lr_scheduler_type": "cosin"}, "defaults.train.lr_scheduler_type: cosin is not a valid"),
+    ],
+)
 def test_trl_refuses_a_bad_train_block_at_start_up_naming_the_key(config, change, named):
     config["defaults"]["train"].update(change)
     message = refused(checks.train_blocks, config, cache=False)
@@ -138,22 +151,26 @@ def test_trl_refuses_a_bad_train_block_at_start_up_naming_the_key(config, change
 def test_a_kto_block_is_built_as_a_kto_config(config):
     config["experiments"]["dice_kto"]["train"] = {"loss_type": "sigmoid"}
     message = refused(checks.train_blocks, config, cache=False)
-    assert message.startswith("experiments.dice_kto.train.loss_type: trainer='kto' takes a "
-                              "KTOConfig loss_type"), message
+    assert message.startswith(
+        "experiments.dice_kto.train.loss_type: trainer='kto' takes a KTOConfig loss_type"
+    ), message
 
 
 def test_the_toy_and_reward_model_blocks_are_checked_too(config):
     config["agreement"]["reward_model"]["warmup_step"] = 5
     assert refused(checks.train_blocks, config, cache=False).startswith(
-        "agreement.reward_model.warmup_step: RewardConfig")
+        "agreement.reward_model.warmup_step: RewardConfig"
+    )
     del config["agreement"]["reward_model"]["warmup_step"]
     config["sft"]["learning_rat"] = 1.0
     assert refused(checks.train_blocks, config, cache=False).startswith(
-        "sft.learning_rat: SFTConfig")
+        "sft.learning_rat: SFTConfig"
+    )
 
 
-def test_each_distinct_block_is_built_once_and_a_passed_one_is_remembered(config, monkeypatch,
-                                                                          tmp_path):
+def test_each_distinct_block_is_built_once_and_a_passed_one_is_remembered(
+    config, monkeypatch, tmp_path
+):
     built = []
     monkeypatch.setattr(checks, "trl_config", lambda kind, args, **kw: built.append(kind))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -181,7 +198,8 @@ def test_a_report_experiment_that_is_not_configured_is_refused(config):
     checks.report_targets(config)
     config["agreement"]["experiment"] = "dcie"
     assert refused(checks.report_targets, config).startswith(
-        "agreement.experiment: no experiment 'dcie'")
+        "agreement.experiment: no experiment 'dcie'"
+    )
 
 
 def test_a_report_experiment_of_the_paper_may_be_logical_or_full():
@@ -204,8 +222,9 @@ def test_a_missing_world_block_is_named_with_what_needs_it(config):
 
 
 def write_safetensors(path: Path, n_floats: int = 4) -> None:
-    header = json.dumps({"w": {"dtype": "F32", "shape": [n_floats],
-                               "data_offsets": [0, 4 * n_floats]}}).encode()
+    header = json.dumps(
+        {"w": {"dtype": "F32", "shape": [n_floats], "data_offsets": [0, 4 * n_floats]}}
+    ).encode()
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * (4 * n_floats))
 
 
@@ -240,14 +259,14 @@ def test_an_empty_local_base_model_is_refused_at_start_up(config, tmp_path):
     (tmp_path / "empty").mkdir()
     config["base"]["reference"] = str(tmp_path / "empty")
     assert refused(checks.base_models, config).startswith(
-        f"no model weights/tokenizer in {tmp_path / 'empty'} (base.reference)")
+        f"no model weights/tokenizer in {tmp_path / 'empty'} (base.reference)"
+    )
 
 
 def test_a_failed_write_names_the_destination(tmp_path):
     out = tmp_path / "results" / "scores.parquet"
-    with pytest.raises(OSError) as e:
-        with atomic_path(out):
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError) as e, atomic_path(out):
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert e.value.errno == errno.ENOSPC and str(out) in str(e.value)
     assert list(out.parent.iterdir()) == []  # the temporary is gone
 
@@ -257,7 +276,8 @@ def test_a_duplicate_yaml_key_is_refused_with_file_and_lines(tmp_path):
     path.write_text("defaults:\n  train:\n    beta: 0.1\n    lr: 1\n    beta: 0.2\n")
     assert refused(checks.load_yaml, path) == (
         f"{path}, line 5: duplicate key 'beta' (first at line 3); YAML keeps only the last "
-        "value of a key given twice, so give it once")
+        "value of a key given twice, so give it once"
+    )
     path.write_text("a: &x {b: 1}\nc:\n  <<: *x\n  d: 2\n")  # merge keys are not duplicates
     assert checks.load_yaml(path) == {"a": {"b": 1}, "c": {"b": 1, "d": 2}}
 
@@ -275,19 +295,42 @@ def test_a_yaml_syntax_error_shows_line_and_column(tmp_path):
 def dry_run(workdir: Path, *configfiles: Path) -> subprocess.CompletedProcess:
     args = ["--configfile", *map(str, configfiles)] if configfiles else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "-q", "-s",
-                           str(REPO / "Snakefile"), "-d", str(workdir), *args],
-                          cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "-q",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(workdir),
+            *args,
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("override, named", [
-    ({"defaults": {"train": {"max_steps": -5}}}, "['defaults']['train']['max_steps']"),
-    ({"defaults": {"alpha": {"bounds": [0.25, 0.0]}}}, "defaults.alpha.bounds: [0.25, 0.0] is "
-                                                       "reversed"),
-    ({"experiments": {"dice": {"train": {"learning_rat": 1.0}}}},
-     "experiments.dice.train.learning_rat: DPOConfig.__init__() got an unexpected keyword"),
-])
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ({"defaults": {"train": {"max_steps": -5}}}, "['defaults']['train']['max_steps']"),
+        (
+            {"defaults": {"alpha": {"bounds": [0.25, 0.0]}}},
+            "defaults.alpha.bounds: [0.25, 0.0] is reversed",
+        ),
+        (
+            {"experiments": {"dice": {"train": {"learning_rat": 1.0}}}},
+            "experiments.dice.train.learning_rat: DPOConfig.__init__() got an unexpected keyword",
+        ),
+    ],
+)
 def test_the_dry_run_refuses_a_bad_config_naming_the_key_path(tmp_path, override, named):
     (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
     proc = dry_run(tmp_path, TEST_CONFIG, tmp_path / "override.yaml")
@@ -317,7 +360,7 @@ def test_the_dry_run_refuses_a_duplicate_key_and_shows_a_syntax_errors_line(tmp_
     # the default config.yaml (read by the Snakefile's configfile:) with a syntax error
     (tmp_path / "config.yaml").write_text(text.replace("  shards: 1\n", "  shards: [1\n"))
     proc = dry_run(tmp_path)
-    line = text[:text.index("  shards: 1\n")].count("\n") + 1
+    line = text[: text.index("  shards: 1\n")].count("\n") + 1
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "config.yaml, line " in out and "not valid YAML" in out
@@ -329,8 +372,17 @@ def test_the_training_entry_point_names_an_empty_model_folder(tmp_path, restore_
     import train_launch
 
     (tmp_path / "empty").mkdir()
-    argv = ["--model", str(tmp_path / "empty"), "--pairs", str(tmp_path / "pairs.parquet"),
-            "--out", str(tmp_path / "policy"), "--seed", "0"]
+    argv = [
+        "--model",
+        str(tmp_path / "empty"),
+        "--pairs",
+        str(tmp_path / "pairs.parquet"),
+        "--out",
+        str(tmp_path / "policy"),
+        "--seed",
+        "0",
+    ]
     assert refused(train_launch.main, argv).startswith(
-        f"no model weights/tokenizer in {tmp_path / 'empty'} (--model of train_launch.py)")
+        f"no model weights/tokenizer in {tmp_path / 'empty'} (--model of train_launch.py)"
+    )
     assert not (tmp_path / "policy").exists()

@@ -191,14 +191,14 @@ def copy_with(path: Path, tmp_path: Path, old: str, new: str) -> dict:
 
 def test_a_wrong_pin_is_detected(tmp_path, requirements):
     env = copy_with(ENVS / "training.yaml", tmp_path, "torch==2.13.0", "torch==2.12.1")
-    assert pin_mismatches(env, requirements) == [
-        "torch: 2.12.1 here, 2.13.0 in requirements.txt"]
+    assert pin_mismatches(env, requirements) == ["torch: 2.12.1 here, 2.13.0 in requirements.txt"]
 
 
 def test_a_wrong_pin_is_detected_whatever_the_spelling(tmp_path, requirements):
     copy_with(ENVS / "analysis.yaml", tmp_path, "PyYAML==6.0.3", "pyyaml==6.0.2")
-    env = copy_with(tmp_path / "analysis.yaml", tmp_path, "scikit-optimize==0.10.2",
-                    "Scikit_Optimize==0.10.1")
+    env = copy_with(
+        tmp_path / "analysis.yaml", tmp_path, "scikit-optimize==0.10.2", "Scikit_Optimize==0.10.1"
+    )
     assert sorted(pin_mismatches(env, requirements)) == [
         "pyyaml: 6.0.2 here, 6.0.3 in requirements.txt",
         "scikit-optimize: 0.10.1 here, 0.10.2 in requirements.txt",
@@ -212,8 +212,7 @@ def test_an_unpinned_package_is_detected(tmp_path, requirements):
 
 def test_a_dropped_package_is_detected(tmp_path, requirements, envs):
     env = copy_with(ENVS / "analysis.yaml", tmp_path, "- scikit-optimize==0.10.2", "")
-    assert uncovered([envs["sampling"], envs["training"], env], requirements) == {
-        "scikit-optimize"}
+    assert uncovered([envs["sampling"], envs["training"], env], requirements) == {"scikit-optimize"}
 
 
 # --- the environment files ---------------------------------------------------------------------
@@ -248,8 +247,9 @@ def test_sampling_uses_the_cuda_vllm_without_a_guessed_version(envs):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_header_says_which_rules_and_that_conda_was_not_reached(kind):
-    header = [line for line in (ENVS / f"{kind}.yaml").read_text().splitlines()
-              if line.startswith("#")]
+    header = [
+        line for line in (ENVS / f"{kind}.yaml").read_text().splitlines() if line.startswith("#")
+    ]
     text = " ".join(header)
     assert "not reachable" in text
     for rule, env_kind in RULE_ENVS.items():
@@ -265,11 +265,11 @@ def rule_blocks() -> dict[str, dict[str, str]]:
     rules = {}
     for smk in sorted(RULES.glob("*.smk")):
         # rules may be indented (defined under an `if`, e.g. eval.smk's two suites)
-        parts = re.split(r"^[ \t]*rule\s+(\w+)\s*:", smk.read_text(), flags=re.M)
+        parts = re.split(r"^[ \t]*rule\s+(\w+)\s*:", smk.read_text(), flags=re.MULTILINE)
         for name, body in zip(parts[1::2], parts[2::2]):
             entry = {}
             for key in ("script", "conda"):
-                m = re.search(rf"^\s+{key}:\s*\n?\s*[\"']([^\"']+)[\"']", body, flags=re.M)
+                m = re.search(rf"^\s+{key}:\s*\n?\s*[\"']([^\"']+)[\"']", body, flags=re.MULTILINE)
                 if m:
                     entry[key] = (smk.parent / m[1]).resolve()
             # a shell rule that launches a script (accelerate launch) names it as input.code
@@ -348,7 +348,8 @@ def test_import_tracing_follows_the_package():
     assert {"vllm", "torch", "transformers", "pandas", "pyarrow", "tqdm"} <= needs
     assert "snakemake" not in needs  # imported under TYPE_CHECKING only
     assert "skopt" not in needs and "scikit-optimize" in third_party_needs(
-        SCRIPTS / "search_alpha.py")
+        SCRIPTS / "search_alpha.py"
+    )
 
 
 def test_every_rule_with_a_script_has_an_env_kind():
@@ -363,6 +364,7 @@ def test_env_of_each_rule_holds_its_imports(rule, envs):
     kind = RULE_ENVS[rule]
     if "conda" in entry:
         assert entry["conda"] == (ENVS / f"{kind}.yaml").resolve(), entry["conda"]
-    missing = third_party_needs(entry["script"]) - set(pip_pins(envs[kind])) - NOT_NEEDED.get(
-        kind, set())
+    missing = (
+        third_party_needs(entry["script"]) - set(pip_pins(envs[kind])) - NOT_NEEDED.get(kind, set())
+    )
     assert not missing, f"rule {rule} imports {sorted(missing)}, absent from envs/{kind}.yaml"

@@ -8,7 +8,6 @@ import stat
 import numpy as np
 import pandas as pd
 import pytest
-
 from dicewf.io import (
     DatasetError,
     atomic_path,
@@ -37,8 +36,11 @@ def pairs(n: int = 3) -> pd.DataFrame:
 
 def leftovers(path) -> list[str]:
     """Temporary siblings that atomic_path would have created for ``path``."""
-    return sorted(p.name for pattern in (f".{path.name}.tmp-*", f".{path.name}.old-*")
-                  for p in path.parent.glob(pattern))
+    return sorted(
+        p.name
+        for pattern in (f".{path.name}.tmp-*", f".{path.name}.old-*")
+        for p in path.parent.glob(pattern)
+    )
 
 
 # --- check_frame -------------------------------------------------------------------------------
@@ -164,21 +166,19 @@ def test_write_parquet_replaces_an_earlier_version(tmp_path):
 def test_failed_body_keeps_the_earlier_version(tmp_path):
     path = tmp_path / "out.txt"
     path.write_text("old")
-    with pytest.raises(RuntimeError, match="killed"):
-        with atomic_path(path) as tmp:
-            assert tmp != path and tmp.parent == path.parent
-            tmp.write_text("half-written")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError, match="killed"), atomic_path(path) as tmp:
+        assert tmp != path and tmp.parent == path.parent
+        tmp.write_text("half-written")
+        raise RuntimeError("killed")
     assert path.read_text() == "old"
     assert leftovers(path) == []
 
 
 def test_failed_body_creates_nothing(tmp_path):
     path = tmp_path / "out.txt"
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_path(path) as tmp:
-            tmp.write_text("half-written")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_path(path) as tmp:
+        tmp.write_text("half-written")
+        raise KeyboardInterrupt
     assert not path.exists()
     assert leftovers(path) == []
 
@@ -212,10 +212,9 @@ def test_directory_mode_failure_keeps_the_earlier_folder(tmp_path):
     path = tmp_path / "policy"
     path.mkdir()
     (path / "weights.bin").write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(path, is_dir=True) as tmp:
-            (tmp / "weights.bin").write_text("partial")
-            raise RuntimeError("out of memory")
+    with pytest.raises(RuntimeError), atomic_path(path, is_dir=True) as tmp:
+        (tmp / "weights.bin").write_text("partial")
+        raise RuntimeError("out of memory")
     assert [p.name for p in path.iterdir()] == ["weights.bin"]
     assert (path / "weights.bin").read_text() == "old"
     assert leftovers(path) == []
@@ -231,8 +230,9 @@ def test_outputs_follow_the_umask_like_an_ordinary_open(tmp_path):
     plain_dir.mkdir()
     with atomic_path(tmp_path / "policy", is_dir=True):
         pass
-    assert stat.S_IMODE((tmp_path / "policy").stat().st_mode) == \
-        stat.S_IMODE(plain_dir.stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "policy").stat().st_mode) == stat.S_IMODE(
+        plain_dir.stat().st_mode
+    )
 
 
 # --- JSON --------------------------------------------------------------------------------------
@@ -240,13 +240,20 @@ def test_outputs_follow_the_umask_like_an_ordinary_open(tmp_path):
 
 def test_write_json_casts_numpy_scalars_to_plain_numbers(tmp_path):
     path = tmp_path / "alpha.json"
-    write_json({"alpha": np.float64(0.0125), "n": np.int64(42), "x32": np.float32(0.5),
-                "ok": np.bool_(True), "nested": [np.int64(1), {"v": np.float64(2.5)}]}, path)
+    write_json(
+        {
+            "alpha": np.float64(0.0125),
+            "n": np.int64(42),
+            "x32": np.float32(0.5),
+            "ok": np.bool_(True),
+            "nested": [np.int64(1), {"v": np.float64(2.5)}],
+        },
+        path,
+    )
     text = path.read_text()
     assert "np." not in text and "numpy" not in text
     loaded = json.loads(text)
-    assert loaded == {"alpha": 0.0125, "n": 42, "x32": 0.5, "ok": True,
-                      "nested": [1, {"v": 2.5}]}
+    assert loaded == {"alpha": 0.0125, "n": 42, "x32": 0.5, "ok": True, "nested": [1, {"v": 2.5}]}
     assert type(loaded["n"]) is int and type(loaded["alpha"]) is float
     assert read_json(path) == loaded
     assert leftovers(path) == []

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from dicewf.judge_client import (
     ChatClient,
     JudgeError,
@@ -25,7 +24,7 @@ DATA = Path(__file__).parent / "data" / "judge"
 MODEL = "mistralai/Mistral-Large-Instruct-2407"
 
 
-from fake_chat_server import FakeChatServer  # noqa: E402  (tests/, a test double)
+from fake_chat_server import FakeChatServer
 
 
 def _conv(text: str) -> list[dict[str, str]]:
@@ -45,8 +44,15 @@ def key_env(monkeypatch):
 
 def test_replies_come_back_in_request_order_with_the_configured_parameters(key_env):
     with FakeChatServer(_echo) as server:
-        client = ChatClient(server.base_url, MODEL, api_key_env=key_env, temperature=0.0,
-                            max_tokens=321, concurrency=4, request={"top_p": 0.5, "seed": 7})
+        client = ChatClient(
+            server.base_url,
+            MODEL,
+            api_key_env=key_env,
+            temperature=0.0,
+            max_tokens=321,
+            concurrency=4,
+            request={"top_p": 0.5, "seed": 7},
+        )
         texts = [f"q{i}" for i in range(20)]
         replies = client.complete([_conv(t) for t in texts])
     assert replies == [f"echo: {t}" for t in texts]
@@ -54,7 +60,11 @@ def test_replies_come_back_in_request_order_with_the_configured_parameters(key_e
     body = server.requests[0]["body"]
     assert body["model"] == MODEL
     assert (body["temperature"], body["max_tokens"], body["top_p"], body["seed"]) == (
-        0.0, 321, 0.5, 7)
+        0.0,
+        321,
+        0.5,
+        7,
+    )
     assert server.requests[0]["headers"]["authorization"] == "Bearer sk-test-not-a-real-key"
 
 
@@ -74,21 +84,25 @@ def test_transient_errors_are_retried_with_backoff(key_env):
         with lock:
             if failures["n"] < 2:
                 failures["n"] += 1
-                return {"status": 429 if failures["n"] == 1 else 503,
-                        "error": {"message": "slow down"}}
+                return {
+                    "status": 429 if failures["n"] == 1 else 503,
+                    "error": {"message": "slow down"},
+                }
         return "fine"
 
     with FakeChatServer(flaky) as server:
-        client = ChatClient(server.base_url, MODEL, api_key_env=key_env, max_retries=3,
-                            backoff_s=0.01)
+        client = ChatClient(
+            server.base_url, MODEL, api_key_env=key_env, max_retries=3, backoff_s=0.01
+        )
         assert client.complete([_conv("x")]) == ["fine"]
     assert len(server.requests) == 3
 
 
 def test_retries_give_up_and_name_the_request(key_env):
     with FakeChatServer(lambda body: {"status": 500, "error": {"message": "boom"}}) as server:
-        client = ChatClient(server.base_url, MODEL, api_key_env=key_env, max_retries=2,
-                            backoff_s=0.01)
+        client = ChatClient(
+            server.base_url, MODEL, api_key_env=key_env, max_retries=2, backoff_s=0.01
+        )
         with pytest.raises(JudgeError, match=r"after 3 attempts.*'which is better\?'"):
             client.complete([_conv("which is better?")])
     assert len(server.requests) == 3
@@ -134,8 +148,14 @@ def test_the_key_never_reaches_logs_cache_or_errors(tmp_path, monkeypatch, caplo
     cache = tmp_path / "cache.jsonl"
     with FakeChatServer(leaky) as server:
         leaky.auth = secret  # what an echoing server would put in its error body
-        client = ChatClient(server.base_url, MODEL, api_key_env="DICE_TEST_SECRET",
-                            cache=cache, max_retries=1, backoff_s=0.01)
+        client = ChatClient(
+            server.base_url,
+            MODEL,
+            api_key_env="DICE_TEST_SECRET",
+            cache=cache,
+            max_retries=1,
+            backoff_s=0.01,
+        )
         assert client.complete([_conv("hello")]) == ["ok"]
         with pytest.raises(JudgeError) as err:
             client.complete([_conv("fail")])
@@ -151,7 +171,8 @@ def test_the_key_never_reaches_logs_cache_or_errors(tmp_path, monkeypatch, caplo
 
 
 def test_a_key_echoed_in_a_successful_reply_is_redacted_in_the_cache_and_the_replies(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     secret = "sk-ECHOED-" + "5" * 24
     monkeypatch.setenv("DICE_TEST_SECRET", secret)
     cache = tmp_path / "cache.jsonl"
@@ -160,8 +181,9 @@ def test_a_key_echoed_in_a_successful_reply_is_redacted_in_the_cache_and_the_rep
         return f"You sent {server.requests[-1]['headers']['authorization']}; [[A>B]]"
 
     with FakeChatServer(echo_authorization) as server:
-        client = ChatClient(server.base_url, MODEL, api_key_env="DICE_TEST_SECRET",
-                            cache=cache, concurrency=1)
+        client = ChatClient(
+            server.base_url, MODEL, api_key_env="DICE_TEST_SECRET", cache=cache, concurrency=1
+        )
         records = client.complete_records([_conv("hello")])
         replies = client.complete([_conv("hello")])
     assert server.requests[0]["headers"]["authorization"] == f"Bearer {secret}"
@@ -182,14 +204,22 @@ def test_cache_resumes_then_replays_without_network(tmp_path, key_env):
         # a rerun with one more conversation sends only the new one
         again = ChatClient(server.base_url, MODEL, api_key_env=key_env, cache=cache)
         assert again.complete([_conv("a"), _conv("b"), _conv("c")]) == [
-            "echo: a", "echo: b", "echo: c"]
+            "echo: a",
+            "echo: b",
+            "echo: c",
+        ]
     sent = [r["body"]["messages"][-1]["content"] for r in server.requests]
     assert sorted(sent[:2]) == ["a", "b"] and sent[2:] == ["c"]  # a and b went concurrently
     assert len(cache.read_text().splitlines()) == 3
 
     # the server is gone: replay-only reads everything from the cache, needing no key either
-    replay = ChatClient("http://127.0.0.1:9/v1", MODEL, api_key_env="DICE_TEST_UNSET_KEY",
-                        cache=cache, replay_only=True)
+    replay = ChatClient(
+        "http://127.0.0.1:9/v1",
+        MODEL,
+        api_key_env="DICE_TEST_UNSET_KEY",
+        cache=cache,
+        replay_only=True,
+    )
     assert replay.complete([_conv("c"), _conv("a")]) == ["echo: c", "echo: a"]
     with pytest.raises(ReplayMissError, match=r"'never asked'"):
         replay.complete([_conv("a"), _conv("never asked")])
@@ -202,8 +232,7 @@ def test_cache_resumes_then_replays_without_network(tmp_path, key_env):
 def test_a_truncated_last_cache_line_is_skipped(tmp_path, key_env):
     cache = tmp_path / "cache.jsonl"
     with FakeChatServer(_echo) as server:
-        ChatClient(server.base_url, MODEL, api_key_env=key_env, cache=cache).complete(
-            [_conv("a")])
+        ChatClient(server.base_url, MODEL, api_key_env=key_env, cache=cache).complete([_conv("a")])
     with open(cache, "a") as f:
         f.write('{"key": "abc", "respo')  # a job killed mid-write
     replay = ChatClient(None, MODEL, cache=cache, replay_only=True)
@@ -216,16 +245,30 @@ def test_recorded_replies_replay_offline(tmp_path):
     records = [json.loads(line) for line in cache.read_text().splitlines()]
     for rec in records:  # the key scheme is stable: recorded keys are recomputed identically
         assert rec["key"] == request_key(rec["model"], rec["messages"], rec["params"])
-    client = ChatClient(None, MODEL, api_key_env="DICE_TEST_UNSET_KEY", cache=cache,
-                        replay_only=True, temperature=0.0, max_tokens=4096)
+    client = ChatClient(
+        None,
+        MODEL,
+        api_key_env="DICE_TEST_UNSET_KEY",
+        cache=cache,
+        replay_only=True,
+        temperature=0.0,
+        max_tokens=4096,
+    )
     replies = client.complete([rec["messages"] for rec in reversed(records)])
     assert replies == [rec["response"] for rec in reversed(records)]
     assert replies[-1].endswith("[[B>>A]]")
 
 
 def test_from_config_passes_extra_keys_to_create_and_rejects_typos():
-    client = ChatClient.from_config({"base_url": "http://localhost:8000/v1", "model": MODEL,
-                                     "api_key_env": None, "max_tokens": 2048, "top_p": 0.9})
+    client = ChatClient.from_config(
+        {
+            "base_url": "http://localhost:8000/v1",
+            "model": MODEL,
+            "api_key_env": None,
+            "max_tokens": 2048,
+            "top_p": 0.9,
+        }
+    )
     assert client.params == {"temperature": 0.0, "max_tokens": 2048, "top_p": 0.9}
     assert client.api_key_env is None
     with pytest.raises(ValueError, match="temprature"):
@@ -238,6 +281,7 @@ def test_from_config_passes_extra_keys_to_create_and_rejects_typos():
 
 # ---------------------------------------------------------------------------------------------
 # Malformed replies, replies without a verdict, slow and hanging servers, progress (issue 12)
+
 
 def _client(server, key_env, **kwargs):
     kwargs = {"max_retries": 2, "backoff_s": 0.01, "timeout": 5.0, **kwargs}
@@ -253,20 +297,26 @@ def _flaky(bad, n_bad):
         with lock:
             count["n"] += 1
             return bad if count["n"] <= n_bad else "fine"
+
     return reply
 
 
 HTML = {"raw": "<html><body><h1>502 Bad Gateway</h1> nginx</body></html>"}
-NO_CHOICES = {"body": {"id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
-                       "choices": []}}
+NO_CHOICES = {
+    "body": {"id": "x", "object": "chat.completion", "created": 0, "model": MODEL, "choices": []}
+}
 NO_CONTENT = {"message": {"content": None}}
 
 
-@pytest.mark.parametrize("bad, what", [
-    (HTML, r"not JSON: '<html><body><h1>502 Bad Gateway"),
-    (NO_CHOICES, "without choices"),
-    (NO_CONTENT, "without message content"),
-], ids=["non-json-200", "no-choices", "no-content"])
+@pytest.mark.parametrize(
+    "bad, what",
+    [
+        (HTML, r"not JSON: '<html><body><h1>502 Bad Gateway"),
+        (NO_CHOICES, "without choices"),
+        (NO_CONTENT, "without message content"),
+    ],
+    ids=["non-json-200", "no-choices", "no-content"],
+)
 def test_a_malformed_reply_is_retried_then_named_with_the_endpoint(key_env, bad, what):
     with FakeChatServer(_flaky(bad, 2)) as server:  # two bad replies, then a good one
         assert _client(server, key_env).complete([_conv("x")]) == ["fine"]
@@ -285,8 +335,7 @@ def _has_verdict(record):
     return "[[" in record["response"]
 
 
-def test_replies_without_a_verdict_are_cached_as_such_and_asked_again_by_a_rerun(
-        tmp_path, key_env):
+def test_replies_without_a_verdict_are_cached_as_such_and_asked_again_by_a_rerun(tmp_path, key_env):
     cache = tmp_path / "cache.jsonl"
     convs = [_conv(f"q{i}") for i in range(4)]
     with FakeChatServer(lambda body: "I cannot decide.") as broken:
@@ -300,7 +349,8 @@ def test_replies_without_a_verdict_are_cached_as_such_and_asked_again_by_a_rerun
     # the server is fixed: a rerun asks the four again instead of replaying them
     with FakeChatServer(lambda body: "[[A>B]]") as fixed:
         replies = _client(fixed, key_env, cache=cache, max_retries=1).complete(
-            convs, valid=_has_verdict)
+            convs, valid=_has_verdict
+        )
         assert replies == ["[[A>B]]"] * 4
         assert len(fixed.requests) == 4
         # a further run replays the answers with a verdict: nothing is sent
@@ -310,13 +360,15 @@ def test_replies_without_a_verdict_are_cached_as_such_and_asked_again_by_a_rerun
     assert replay.complete(convs, valid=_has_verdict) == ["[[A>B]]"] * 4
 
 
-def test_a_reply_without_a_verdict_is_asked_again_at_most_max_retries_times(tmp_path, key_env,
-                                                                           caplog):
+def test_a_reply_without_a_verdict_is_asked_again_at_most_max_retries_times(
+    tmp_path, key_env, caplog
+):
     cache = tmp_path / "cache.jsonl"
     with FakeChatServer(lambda body: "no verdict") as server:
         for _ in range(4):
             _client(server, key_env, cache=cache, max_retries=2).complete(
-                [_conv("x")], valid=_has_verdict)
+                [_conv("x")], valid=_has_verdict
+            )
     assert len(server.requests) == 3  # asked by runs 1-3; run 4 replays
     assert "asked 3 times already" in caplog.text
 
@@ -325,8 +377,7 @@ def _progress_lines(caplog):
     return [r.getMessage() for r in caplog.records if "replies," in r.getMessage()]
 
 
-def test_a_slow_reply_within_the_timeout_is_accepted_with_progress_while_waiting(key_env,
-                                                                                  caplog):
+def test_a_slow_reply_within_the_timeout_is_accepted_with_progress_while_waiting(key_env, caplog):
     caplog.set_level(logging.INFO, logger="dicewf.judge_client")
 
     def slow(body):
@@ -353,7 +404,8 @@ def test_a_hanging_server_times_out_per_request_is_named_and_shows_progress(key_
     with FakeChatServer(_hang) as server:
         with pytest.raises(JudgeError) as err:
             _client(server, key_env, timeout=0.4, max_retries=1, progress_s=0.15).complete(
-                [_conv("x")])
+                [_conv("x")]
+            )
         assert len(server.requests) == 2
     assert time.monotonic() - start < 3.0
     message = str(err.value)
@@ -365,8 +417,7 @@ def test_a_hanging_server_times_out_per_request_is_named_and_shows_progress(key_
 def test_the_total_budget_stops_a_batch_and_names_the_judge(key_env):
     start = time.monotonic()
     with FakeChatServer(_hang) as server:
-        client = _client(server, key_env, timeout=0.4, max_retries=10, budget_s=1.0,
-                         concurrency=2)
+        client = _client(server, key_env, timeout=0.4, max_retries=10, budget_s=1.0, concurrency=2)
         with pytest.raises(JudgeError, match=r"time budget of 1 s \(budget_s\) ran out") as err:
             client.complete([_conv(f"q{i}") for i in range(6)])
     assert time.monotonic() - start < 3.0
@@ -376,8 +427,8 @@ def test_the_total_budget_stops_a_batch_and_names_the_judge(key_env):
 def test_a_hang_cannot_block_a_request_for_an_hour_by_default():
     client = ChatClient(None, MODEL)
     worst = client.timeout * (1 + client.max_retries) + sum(
-        min(client.backoff_s * 2**i, client.max_backoff_s) * 1.25
-        for i in range(client.max_retries))
+        min(client.backoff_s * 2**i, client.max_backoff_s) * 1.25 for i in range(client.max_retries)
+    )
     assert worst < 20 * 60
     assert client.budget_s is not None
 
@@ -405,8 +456,7 @@ def test_progress_is_logged_with_failures_and_a_500_recovers(key_env, caplog):
     assert "6/6 replies" in lines[-1] and server.base_url in lines[-1]
 
 
-def test_a_job_resumes_from_its_partial_file_and_leaves_only_the_declared_cache(
-        tmp_path, key_env):
+def test_a_job_resumes_from_its_partial_file_and_leaves_only_the_declared_cache(tmp_path, key_env):
     from dicewf.judge_client import finish_job, job_client, resume_file
 
     out = tmp_path / "judge_cache.jsonl"
@@ -424,7 +474,9 @@ def test_a_job_resumes_from_its_partial_file_and_leaves_only_the_declared_cache(
         assert len(server.requests) == 1
     assert not resume_file(out).exists()  # so --forcerun (which deletes out) asks everything
     assert [json.loads(line)["response"] for line in out.read_text().splitlines()] == [
-        "ok", "echo: q2"]
+        "ok",
+        "echo: q2",
+    ]
     # a cache named in config is the user's: used and kept
     mine = tmp_path / "mine.jsonl"
     with FakeChatServer(_echo) as server:

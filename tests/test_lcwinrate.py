@@ -8,10 +8,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.special import expit, logit
-
 from dicewf.io import DatasetError
 from dicewf.lcwinrate import LABEL_EPS, WinRate, fit_length_glm, judge_frame, win_rates
+from scipy.special import expit, logit
 
 N = 2000
 THETA, PHI, PSI = -0.5, 1.5, 0.8

@@ -8,30 +8,39 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from dicewf import llm_judge, sampling, scoring
 from dicewf.io import DatasetError, check_frame
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "workflow" / "prompts"
 TOY_TEMPLATE = llm_judge.load_template(PROMPTS_DIR / "llm_as_judge_toy.txt")
 
-SAMPLES = pd.DataFrame({
-    "prompt_id": ["p0", "p0", "p1", "p1", "p2", "p2"],
-    "prompt": ["What is 1 plus 2?"] * 2 + ["Reverse the word kabo."] * 2
-    + ["Write zu in capital letters."] * 2,
-    "sample_idx": [0, 1, 0, 1, 0, 1],
-    "response": ["3", "The answer is 3.", "obak", "It is obak {response}", "ZU", "zu"],
-    "finish_reason": ["stop"] * 6,
-    "seed": [1] * 6,
-})
+SAMPLES = pd.DataFrame(
+    {
+        "prompt_id": ["p0", "p0", "p1", "p1", "p2", "p2"],
+        "prompt": ["What is 1 plus 2?"] * 2
+        + ["Reverse the word kabo."] * 2
+        + ["Write zu in capital letters."] * 2,
+        "sample_idx": [0, 1, 0, 1, 0, 1],
+        "response": ["3", "The answer is 3.", "obak", "It is obak {response}", "ZU", "zu"],
+        "finish_reason": ["stop"] * 6,
+        "seed": [1] * 6,
+    }
+)
 
 
 def test_the_paper_template_is_figure_6():
     text = llm_judge.load_template(PROMPTS_DIR / "llm_as_judge.txt")
-    assert text.startswith("Review the user's question and the corresponding response using the "
-                           "additive 5-point scoring system described below.")
-    for criterion in ("- Add 1 point if", "- Add another point if", "- Award a third point if",
-                      "- Grant a fourth point if", "- Bestow a fifth point for"):
+    assert text.startswith(
+        "Review the user's question and the corresponding response using the "
+        "additive 5-point scoring system described below."
+    )
+    for criterion in (
+        "- Add 1 point if",
+        "- Add another point if",
+        "- Award a third point if",
+        "- Grant a fourth point if",
+        "- Bestow a fifth point for",
+    ):
         assert text.count(criterion) == 1
     assert "User: {instruction}\nResponse: {response}\n" in text
     assert "conclude with a score between 0 to 5" in text
@@ -62,9 +71,10 @@ def test_the_judge_scores_contract_is_registered():
 
 
 def test_render_fills_placeholders_once_and_keeps_other_braces():
-    out = llm_judge.render("U: {instruction}\nR: {response}\n{\"json\": 1}",
-                           "say {response}", "a {instruction} b")
-    assert out == "U: say {response}\nR: a {instruction} b\n{\"json\": 1}"
+    out = llm_judge.render(
+        'U: {instruction}\nR: {response}\n{"json": 1}', "say {response}", "a {instruction} b"
+    )
+    assert out == 'U: say {response}\nR: a {instruction} b\n{"json": 1}'
 
 
 PARSE_CASES = [
@@ -135,31 +145,58 @@ class FakeJudgeSampler:
         self.judgements, self.calls = judgements, []
 
     def __call__(self, model, prompts, spec, backend="auto", engine=None, source="<prompts>"):
-        self.calls.append({"model": model, "prompts": prompts.copy(), "spec": dict(spec),
-                           "backend": backend, "engine": engine})
-        return pd.DataFrame({
-            "prompt_id": prompts["prompt_id"].tolist(), "prompt": prompts["prompt"].tolist(),
-            "sample_idx": 0, "response": [self.judgements[i] for i in prompts["prompt_id"]],
-            "finish_reason": "stop", "seed": 0,
-        })
+        self.calls.append(
+            {
+                "model": model,
+                "prompts": prompts.copy(),
+                "spec": dict(spec),
+                "backend": backend,
+                "engine": engine,
+            }
+        )
+        return pd.DataFrame(
+            {
+                "prompt_id": prompts["prompt_id"].tolist(),
+                "prompt": prompts["prompt"].tolist(),
+                "sample_idx": 0,
+                "response": [self.judgements[i] for i in prompts["prompt_id"]],
+                "finish_reason": "stop",
+                "seed": 0,
+            }
+        )
 
 
 def test_judge_renders_one_request_per_response_and_parses_the_scores(tiny_model, monkeypatch):
     samples = SAMPLES.copy()
     samples.loc[5, "finish_reason"] = "length"  # truncated: not judged
-    fake = FakeJudgeSampler({"p0#0": "Evaluation: correct. Score: 5", "p0#1": "**Score:** 4",
-                             "p1#0": "Score: 3/5", "p1#1": "I cannot judge this.",
-                             "p2#0": "Evaluation: fine\nScore: 2", "p2#1": "Score: 1"})
+    fake = FakeJudgeSampler(
+        {
+            "p0#0": "Evaluation: correct. Score: 5",
+            "p0#1": "**Score:** 4",
+            "p1#0": "Score: 3/5",
+            "p1#1": "I cannot judge this.",
+            "p2#0": "Evaluation: fine\nScore: 2",
+            "p2#1": "Score: 1",
+        }
+    )
     monkeypatch.setattr(sampling, "sample", fake)
     params = {"temperature": 0.0, "max_tokens": 32, "seed": 7}
-    out = llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, params, backend="transformers",
-                          engine={"dtype": "float32"})
+    out = llm_judge.judge(
+        tiny_model,
+        samples,
+        TOY_TEMPLATE,
+        params,
+        backend="transformers",
+        engine={"dtype": "float32"},
+    )
     (call,) = fake.calls
     assert call["spec"] == {**params, "n": 1}
     assert call["backend"] == "transformers" and call["engine"] == {"dtype": "float32"}
     assert call["prompts"]["prompt_id"].tolist() == ["p0#0", "p0#1", "p1#0", "p1#1", "p2#0"]
-    assert call["prompts"]["prompt"].iloc[3] == \
-        "Score the answer 0-5.\nReverse the word kabo.\nIt is obak {response}\nScore:"
+    assert (
+        call["prompts"]["prompt"].iloc[3]
+        == "Score the answer 0-5.\nReverse the word kabo.\nIt is obak {response}\nScore:"
+    )
     check_frame(out, llm_judge.JUDGE_SCORES)
     assert out["prompt_id"].tolist() == ["p0", "p0", "p1", "p1", "p2"]
     assert out["reward"].tolist()[:3] == [5.0, 4.0, 3.0] and out["reward"].iloc[4] == 2.0
@@ -168,13 +205,17 @@ def test_judge_renders_one_request_per_response_and_parses_the_scores(tiny_model
     assert out["len_chars"].tolist() == samples["response"].str.len().tolist()[:5]
     from transformers import AutoTokenizer
 
-    encoded = scoring.encode(AutoTokenizer.from_pretrained(tiny_model),
-                             samples["prompt"].tolist()[:5], samples["response"].tolist()[:5])
+    encoded = scoring.encode(
+        AutoTokenizer.from_pretrained(tiny_model),
+        samples["prompt"].tolist()[:5],
+        samples["response"].tolist()[:5],
+    )
     assert out["len_tokens"].tolist() == [e.n_response for e in encoded]
     kept = llm_judge.parsed(out)
     assert kept["prompt_id"].tolist() == ["p0", "p0", "p1", "p2"]
-    with_truncated = llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, params,
-                                     drop_truncated=False)
+    with_truncated = llm_judge.judge(
+        tiny_model, samples, TOY_TEMPLATE, params, drop_truncated=False
+    )
     assert with_truncated["finish_reason"].tolist()[-2:] == ["stop", "length"]
     assert with_truncated["reward"].iloc[-1] == 1.0
 
@@ -189,8 +230,9 @@ def test_judge_checks_its_inputs():
     with pytest.raises(ValueError, match="must be >= 1, got 0"):
         llm_judge.judge("unused", SAMPLES, TOY_TEMPLATE, {"n": 0})
     with pytest.raises(DatasetError, match="samples.parquet"):
-        llm_judge.judge("unused", SAMPLES.drop(columns="response"), TOY_TEMPLATE, {},
-                        source="samples.parquet")
+        llm_judge.judge(
+            "unused", SAMPLES.drop(columns="response"), TOY_TEMPLATE, {}, source="samples.parquet"
+        )
     with pytest.raises(ValueError, match="placeholder"):
         llm_judge.judge("unused", SAMPLES, "Score: {response}", {})
     truncated = SAMPLES.assign(finish_reason="length")
@@ -208,24 +250,30 @@ def test_the_policy_judges_with_transformers_seeded_per_response(tiny_model):
     assert len(out) == len(SAMPLES)
     assert set(out["judge_finish_reason"]) <= {"stop", "length"}
     # the judgements are what the policy generates for the rendered judge prompts
-    requests = pd.DataFrame({
-        "prompt_id": [f"{p}#{k}" for p, k in zip(SAMPLES["prompt_id"], SAMPLES["sample_idx"])],
-        "prompt": [llm_judge.render(TOY_TEMPLATE, p, r)
-                   for p, r in zip(SAMPLES["prompt"], SAMPLES["response"])],
-    })
+    requests = pd.DataFrame(
+        {
+            "prompt_id": [f"{p}#{k}" for p, k in zip(SAMPLES["prompt_id"], SAMPLES["sample_idx"])],
+            "prompt": [
+                llm_judge.render(TOY_TEMPLATE, p, r)
+                for p, r in zip(SAMPLES["prompt"], SAMPLES["response"])
+            ],
+        }
+    )
     direct = sampling.sample(tiny_model, requests, {**params, "n": 1}, backend="transformers")
     assert out["judgement"].tolist() == direct["response"].tolist()
     for reward, text in zip(out["reward"], out["judgement"]):
         expected = llm_judge.parse_score(text)
         assert (math.isnan(reward) and math.isnan(expected)) or reward == expected
     # a response's judgement depends on its own id and the seed, not on the rest of the batch
-    part = llm_judge.judge(tiny_model, SAMPLES.iloc[[5, 2]], TOY_TEMPLATE, params,
-                           backend="transformers")
+    part = llm_judge.judge(
+        tiny_model, SAMPLES.iloc[[5, 2]], TOY_TEMPLATE, params, backend="transformers"
+    )
     assert part["judgement"].tolist() == out["judgement"].iloc[[5, 2]].tolist()
     again = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, params, backend="transformers")
     pd.testing.assert_frame_equal(out, again)
-    other = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {**params, "seed": 4},
-                            backend="transformers")
+    other = llm_judge.judge(
+        tiny_model, SAMPLES, TOY_TEMPLATE, {**params, "seed": 4}, backend="transformers"
+    )
     assert other["judgement"].tolist() != out["judgement"].tolist()
 
 
@@ -233,30 +281,37 @@ def test_the_policy_judges_with_transformers_seeded_per_response(tiny_model):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
 def test_the_policy_judges_with_vllm_on_cpu(tiny_model):
-    engine = {"dtype": "float32", "max_model_len": 128, "kv_cache_memory_bytes": 2**28,
-              "enforce_eager": True}
+    engine = {
+        "dtype": "float32",
+        "max_model_len": 128,
+        "kv_cache_memory_bytes": 2**28,
+        "enforce_eager": True,
+    }
     params = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 6, "seed": 3}
-    out = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, params, backend="vllm",
-                          engine=engine)
+    out = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, params, backend="vllm", engine=engine)
     check_frame(out, llm_judge.JUDGE_SCORES)
     assert len(out) == len(SAMPLES)
-    part = llm_judge.judge(tiny_model, SAMPLES.iloc[[5, 2]], TOY_TEMPLATE, params,
-                           backend="vllm", engine=engine)
+    part = llm_judge.judge(
+        tiny_model, SAMPLES.iloc[[5, 2]], TOY_TEMPLATE, params, backend="vllm", engine=engine
+    )
     assert part["judgement"].tolist() == out["judgement"].iloc[[5, 2]].tolist()
 
 
 # --- several ratings per response (the DICE code: 7 at temperature 0.2, mean of >= 3 parsed) ----
 
 
-@pytest.mark.parametrize(("ratings", "min_ratings", "expected"), [
-    ([4.0, 5.0, 3.0, math.nan, 2.0, math.nan, 1.0], 3, 3.0),   # 5 of 7 parsed
-    ([4.0, math.nan, 5.0, math.nan, 3.0, math.nan, math.nan], 3, 4.0),   # exactly 3
-    ([4.0, math.nan, 5.0, math.nan, math.nan, math.nan, math.nan], 3, math.nan),   # 2: too few
-    ([math.nan] * 7, 1, math.nan),
-    ([2.5], 1, 2.5),   # one rating: that rating
-    ([math.nan], 1, math.nan),
-    ([0.0, 0.0, math.nan], 2, 0.0),   # zero is a rating
-])
+@pytest.mark.parametrize(
+    ("ratings", "min_ratings", "expected"),
+    [
+        ([4.0, 5.0, 3.0, math.nan, 2.0, math.nan, 1.0], 3, 3.0),  # 5 of 7 parsed
+        ([4.0, math.nan, 5.0, math.nan, 3.0, math.nan, math.nan], 3, 4.0),  # exactly 3
+        ([4.0, math.nan, 5.0, math.nan, math.nan, math.nan, math.nan], 3, math.nan),  # 2: too few
+        ([math.nan] * 7, 1, math.nan),
+        ([2.5], 1, 2.5),  # one rating: that rating
+        ([math.nan], 1, math.nan),
+        ([0.0, 0.0, math.nan], 2, 0.0),  # zero is a rating
+    ],
+)
 def test_the_reward_is_the_mean_of_at_least_min_ratings_parsed(ratings, min_ratings, expected):
     got = llm_judge.aggregate(ratings, min_ratings)
     assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
@@ -268,26 +323,44 @@ def test_aggregate_needs_a_positive_minimum():
 
 
 def test_each_rating_is_its_own_request_and_the_mean_of_enough_parsed_is_the_reward(
-        tiny_model, monkeypatch, caplog):
-    samples = SAMPLES.iloc[:3]   # p0#0, p0#1, p1#0
-    fake = FakeJudgeSampler({
-        "p0#0": "Score: 5", "p0#0#1": "Score: 4", "p0#0#2": "no idea",
-        "p0#1": "Score: 1", "p0#1#1": "hmm", "p0#1#2": "nothing",
-        "p1#0": "Score: 2", "p1#0#1": "Score: 3", "p1#0#2": "Score: 4",
-    })
+    tiny_model, monkeypatch, caplog
+):
+    samples = SAMPLES.iloc[:3]  # p0#0, p0#1, p1#0
+    fake = FakeJudgeSampler(
+        {
+            "p0#0": "Score: 5",
+            "p0#0#1": "Score: 4",
+            "p0#0#2": "no idea",
+            "p0#1": "Score: 1",
+            "p0#1#1": "hmm",
+            "p0#1#2": "nothing",
+            "p1#0": "Score: 2",
+            "p1#0#1": "Score: 3",
+            "p1#0#2": "Score: 4",
+        }
+    )
     monkeypatch.setattr(sampling, "sample", fake)
     params = {"n": 3, "temperature": 0.2, "top_p": 0.9, "max_tokens": 16, "seed": 5}
     with caplog.at_level("INFO", logger="dicewf.llm_judge"):
         out = llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, params, min_ratings=2)
     (call,) = fake.calls
-    assert call["spec"] == {**params, "n": 1}   # n requests of one judgement each
+    assert call["spec"] == {**params, "n": 1}  # n requests of one judgement each
     assert call["prompts"]["prompt_id"].tolist() == [
-        "p0#0", "p0#0#1", "p0#0#2", "p0#1", "p0#1#1", "p0#1#2", "p1#0", "p1#0#1", "p1#0#2"]
+        "p0#0",
+        "p0#0#1",
+        "p0#0#2",
+        "p0#1",
+        "p0#1#1",
+        "p0#1#2",
+        "p1#0",
+        "p1#0#1",
+        "p1#0#2",
+    ]
     rendered = call["prompts"]["prompt"].tolist()
     assert rendered[0] == rendered[1] == rendered[2] != rendered[3]
     check_frame(out, llm_judge.JUDGE_SCORES)
     assert out["reward"].iloc[0] == 4.5 and out["reward"].iloc[2] == 3.0
-    assert math.isnan(out["reward"].iloc[1])   # one parsed rating of the two needed: unrated
+    assert math.isnan(out["reward"].iloc[1])  # one parsed rating of the two needed: unrated
     assert out["n_rated"].tolist() == [2, 1, 3]
     assert out["judgements"].iloc[1] == ["Score: 1", "hmm", "nothing"]
     assert out["judgement"].tolist() == ["Score: 5", "Score: 1", "Score: 2"]
@@ -302,11 +375,19 @@ def test_the_judge_applies_the_response_filters(tiny_model, monkeypatch):
     fake = FakeJudgeSampler({f"{p}#{k}": "Score: 3" for p in ("p0", "p1", "p2") for k in (0, 1)})
     monkeypatch.setattr(sampling, "sample", fake)
     samples = SAMPLES.assign(response=["3", " The answer is 3. ", "obak", "It is obak", "ZU", "zu"])
-    out = llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, {"temperature": 0.0},
-                          strip_whitespace=True, min_chars=4, max_chars=9)
-    assert out["response"].tolist() == ["obak"]   # "3", "ZU", "zu" short; 2 more than 9 chars
-    out = llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, {"temperature": 0.0},
-                          strip_whitespace=True, min_chars=4)
+    out = llm_judge.judge(
+        tiny_model,
+        samples,
+        TOY_TEMPLATE,
+        {"temperature": 0.0},
+        strip_whitespace=True,
+        min_chars=4,
+        max_chars=9,
+    )
+    assert out["response"].tolist() == ["obak"]  # "3", "ZU", "zu" short; 2 more than 9 chars
+    out = llm_judge.judge(
+        tiny_model, samples, TOY_TEMPLATE, {"temperature": 0.0}, strip_whitespace=True, min_chars=4
+    )
     assert out["response"].tolist() == ["The answer is 3.", "obak", "It is obak"]
 
 
@@ -315,44 +396,62 @@ def test_judge_prompts_over_max_prompt_tokens_are_dropped(tiny_model, monkeypatc
 
     fake = FakeJudgeSampler({f"{p}#{k}": "Score: 3" for p in ("p0", "p1", "p2") for k in (0, 1)})
     monkeypatch.setattr(sampling, "sample", fake)
-    rendered = [llm_judge.render(TOY_TEMPLATE, x, y)
-                for x, y in zip(SAMPLES["prompt"], SAMPLES["response"])]
-    lengths = [len(t) for t in sampling.prompt_token_ids(
-        AutoTokenizer.from_pretrained(tiny_model), rendered)]
+    rendered = [
+        llm_judge.render(TOY_TEMPLATE, x, y) for x, y in zip(SAMPLES["prompt"], SAMPLES["response"])
+    ]
+    lengths = [
+        len(t)
+        for t in sampling.prompt_token_ids(AutoTokenizer.from_pretrained(tiny_model), rendered)
+    ]
     limit = sorted(lengths)[2]
     with caplog.at_level("INFO", logger="dicewf.llm_judge"):
-        out = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {"temperature": 0.0},
-                              max_prompt_tokens=limit)
+        out = llm_judge.judge(
+            tiny_model, SAMPLES, TOY_TEMPLATE, {"temperature": 0.0}, max_prompt_tokens=limit
+        )
     expected = [i for i, n in enumerate(lengths) if n <= limit]
     assert 0 < len(expected) < len(SAMPLES)
     assert out["response"].tolist() == SAMPLES["response"].iloc[expected].tolist()
     assert fake.calls[0]["prompts"]["prompt"].tolist() == [rendered[i] for i in expected]
-    assert (f"dropping {len(SAMPLES) - len(expected)} responses whose judge prompt has more "
-            f"than {limit} tokens, of 6") in caplog.text
+    assert (
+        f"dropping {len(SAMPLES) - len(expected)} responses whose judge prompt has more "
+        f"than {limit} tokens, of 6"
+    ) in caplog.text
     with pytest.raises(ValueError, match="every judge prompt has more than 1 tokens"):
-        llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {"temperature": 0.0},
-                        max_prompt_tokens=1)
+        llm_judge.judge(
+            tiny_model, SAMPLES, TOY_TEMPLATE, {"temperature": 0.0}, max_prompt_tokens=1
+        )
 
 
 @pytest.mark.slow
-def test_each_rating_has_its_own_reproducible_seed_and_one_rating_is_the_old_judgement(
-        tiny_model):
+def test_each_rating_has_its_own_reproducible_seed_and_one_rating_is_the_old_judgement(tiny_model):
     params = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 6, "seed": 3}
-    three = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {**params, "n": 3},
-                            backend="transformers")
+    three = llm_judge.judge(
+        tiny_model, SAMPLES, TOY_TEMPLATE, {**params, "n": 3}, backend="transformers"
+    )
     # the ratings are what the sampler gives each rating's own request, with its own seed
-    ids = [llm_judge.request_id(p, k, r)
-           for p, k in zip(SAMPLES["prompt_id"], SAMPLES["sample_idx"]) for r in range(3)]
-    requests = pd.DataFrame({"prompt_id": ids, "prompt": [
-        llm_judge.render(TOY_TEMPLATE, x, y)
-        for x, y in zip(SAMPLES["prompt"], SAMPLES["response"]) for _ in range(3)]})
+    ids = [
+        llm_judge.request_id(p, k, r)
+        for p, k in zip(SAMPLES["prompt_id"], SAMPLES["sample_idx"])
+        for r in range(3)
+    ]
+    requests = pd.DataFrame(
+        {
+            "prompt_id": ids,
+            "prompt": [
+                llm_judge.render(TOY_TEMPLATE, x, y)
+                for x, y in zip(SAMPLES["prompt"], SAMPLES["response"])
+                for _ in range(3)
+            ],
+        }
+    )
     direct = sampling.sample(tiny_model, requests, {**params, "n": 1}, backend="transformers")
-    assert direct["seed"].nunique() == len(ids)   # a distinct seed per rating
+    assert direct["seed"].nunique() == len(ids)  # a distinct seed per rating
     assert [j for row in three["judgements"] for j in row] == direct["response"].tolist()
     assert len({tuple(row) for row in three["judgements"]}) > 1
-    assert any(len(set(row)) > 1 for row in three["judgements"])   # ratings differ
-    again = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {**params, "n": 3},
-                            backend="transformers")
+    assert any(len(set(row)) > 1 for row in three["judgements"])  # ratings differ
+    again = llm_judge.judge(
+        tiny_model, SAMPLES, TOY_TEMPLATE, {**params, "n": 3}, backend="transformers"
+    )
     pd.testing.assert_frame_equal(three, again)
     # one rating per response (the old behaviour): rating 0 keeps the request id and seed
     one = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, params, backend="transformers")

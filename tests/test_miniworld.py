@@ -10,7 +10,6 @@ import importlib.util
 import json
 
 import pytest
-
 from dicewf import chat, miniworld
 
 CONVERSATION = [
@@ -46,12 +45,23 @@ def test_llama3_tokenizer_ids(llama3_tok):
     assert tok("Hello world", add_special_tokens=False)["input_ids"] == [9906, 1917]
     assert tok("Hello world")["input_ids"] == [128000, 9906, 1917]
     assert tok.bos_token_id == 128000 and tok.eos_token_id == 128001
-    ids = {t: tok.convert_tokens_to_ids(t) for t in
-           ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-            "<|reserved_special_token_0|>", "<|reserved_special_token_250|>")}
-    assert ids == {"<|start_header_id|>": 128006, "<|end_header_id|>": 128007,
-                   "<|eot_id|>": 128009, "<|reserved_special_token_0|>": 128002,
-                   "<|reserved_special_token_250|>": 128255}
+    ids = {
+        t: tok.convert_tokens_to_ids(t)
+        for t in (
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eot_id|>",
+            "<|reserved_special_token_0|>",
+            "<|reserved_special_token_250|>",
+        )
+    }
+    assert ids == {
+        "<|start_header_id|>": 128006,
+        "<|end_header_id|>": 128007,
+        "<|eot_id|>": 128009,
+        "<|reserved_special_token_0|>": 128002,
+        "<|reserved_special_token_250|>": 128255,
+    }
     # special tokens are matched whole in text, never split into pieces
     assert tok("<|eot_id|>x", add_special_tokens=False)["input_ids"][0] == 128009
 
@@ -59,8 +69,9 @@ def test_llama3_tokenizer_ids(llama3_tok):
 def test_zephyr_chat_template_renders_as_published(zephyr_tok):
     text = zephyr_tok.apply_chat_template(CONVERSATION, tokenize=False)
     assert text == "<|system|>\nBe brief.</s>\n<|user|>\nHello</s>\n<|assistant|>\nHi there</s>\n"
-    prompt = zephyr_tok.apply_chat_template(CONVERSATION[:2], tokenize=False,
-                                            add_generation_prompt=True)
+    prompt = zephyr_tok.apply_chat_template(
+        CONVERSATION[:2], tokenize=False, add_generation_prompt=True
+    )
     assert prompt == "<|system|>\nBe brief.</s>\n<|user|>\nHello</s>\n<|assistant|>\n"
 
 
@@ -71,10 +82,13 @@ def test_llama3_chat_template_renders_as_published(llama3_tok):
         "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>"
     )
-    prompt = llama3_tok.apply_chat_template([{"role": "user", "content": " Hello \n"}],
-                                            tokenize=False, add_generation_prompt=True)
-    assert prompt == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
-                      "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    prompt = llama3_tok.apply_chat_template(
+        [{"role": "user", "content": " Hello \n"}], tokenize=False, add_generation_prompt=True
+    )
+    assert prompt == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
 
 
 def test_unknown_backbone_or_role_is_named(tmp_path):
@@ -86,16 +100,24 @@ def test_unknown_backbone_or_role_is_named(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone, arch, vocab, eos", [
-    ("zephyr", "MistralForCausalLM", 32000, 2),
-    ("llama3", "LlamaForCausalLM", 128256, [128001, 128009]),
-])
+@pytest.mark.parametrize(
+    "backbone, arch, vocab, eos",
+    [
+        ("zephyr", "MistralForCausalLM", 32000, 2),
+        ("llama3", "LlamaForCausalLM", 128256, [128001, 128009]),
+    ],
+)
 def test_built_folder_loads_like_a_hub_snapshot(mini_models, backbone, arch, vocab, eos):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     path = mini_models[(backbone, "policy")]
-    assert {"config.json", "model.safetensors", "generation_config.json",
-            "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in path.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    } <= {p.name for p in path.iterdir()}
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # nothing half-written
     config = AutoConfig.from_pretrained(path)
     assert config.architectures == [arch] and config.vocab_size == vocab
@@ -143,10 +165,18 @@ def test_models_end_their_turns(mini_models, backbone):
     ids = tok(chat.render_prompts(tok, ["Name three rivers in Europe."])[0])["input_ids"]
     torch.manual_seed(0)
     x = torch.tensor([ids])
-    out = lm.generate(x, attention_mask=torch.ones_like(x), do_sample=True, temperature=0.9,
-                      top_k=0, max_new_tokens=64, num_return_sequences=16, eos_token_id=[end],
-                      pad_token_id=end)
-    ended = [end in row for row in out[:, len(ids):].tolist()]
+    out = lm.generate(
+        x,
+        attention_mask=torch.ones_like(x),
+        do_sample=True,
+        temperature=0.9,
+        top_k=0,
+        max_new_tokens=64,
+        num_return_sequences=16,
+        eos_token_id=[end],
+        pad_token_id=end,
+    )
+    ended = [end in row for row in out[:, len(ids) :].tolist()]
     assert sum(ended) >= 12
 
 
@@ -171,7 +201,7 @@ def tokenizers(zephyr_tok, llama3_tok):
 @pytest.mark.parametrize("backbone", miniworld.BACKBONES)
 def test_turn_end_token_and_trl_tokenizer(tokenizers, backbone):
     tok = tokenizers[backbone]
-    bos, end, eos = BACKBONE_IDS[backbone]
+    _bos, end, eos = BACKBONE_IDS[backbone]
     assert chat.turn_end_id(tok) == end
     trl_tok = chat.for_trl(tok)
     assert trl_tok.eos_token_id == end
@@ -200,7 +230,7 @@ def test_exactly_one_bos_when_sampling_and_scoring(tokenizers, backbone):
         # the user's turn and the response end with the turn-end token, nothing with another EOS
         assert ids[-1] == end and ids.count(end) == 2
         assert eos == end or eos not in ids
-        assert tok.decode(ids[enc.response_start:-1]).strip() == resp.strip()
+        assert tok.decode(ids[enc.response_start : -1]).strip() == resp.strip()
     for ids in reward_model.encode(tok, prompts, responses):
         assert ids[0] == bos and ids.count(bos) == 1
 
@@ -209,19 +239,21 @@ def _trl_dataset(tok, config):
     """TRL's DPOTrainer on a randomly initialised mini model: its tokenized train dataset."""
     import pandas as pd
     import torch
+    from dicewf import training
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
-
-    from dicewf import training
 
     pairs = pd.DataFrame(PAIRS, columns=["prompt", "chosen", "rejected"])
     torch.manual_seed(0)
     model, ref = (AutoModelForCausalLM.from_config(config) for _ in range(2))
-    args = DPOConfig(output_dir=config.output_dir, use_cpu=True, report_to="none",
-                     max_steps=1)
-    trainer = DPOTrainer(model=model, ref_model=ref, args=args,
-                         train_dataset=training.preference_dataset(tok, pairs),
-                         processing_class=chat.for_trl(tok))
+    args = DPOConfig(output_dir=config.output_dir, use_cpu=True, report_to="none", max_steps=1)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref,
+        args=args,
+        train_dataset=training.preference_dataset(tok, pairs),
+        processing_class=chat.for_trl(tok),
+    )
     return pairs, trainer.train_dataset
 
 
@@ -237,41 +269,59 @@ def test_scoring_ids_equal_the_ids_trl_trains_on(tokenizers, backbone, tmp_path)
     for side in ("chosen", "rejected"):
         ours = scoring.encode(tok, pairs["prompt"].tolist(), pairs[side].tolist())
         for enc, row in zip(ours, data, strict=True):
-            assert enc.input_ids[:enc.response_start] == row["prompt_ids"]
-            assert enc.input_ids[enc.response_start:] == row[f"{side}_ids"]
+            assert enc.input_ids[: enc.response_start] == row["prompt_ids"]
+            assert enc.input_ids[enc.response_start :] == row[f"{side}_ids"]
             assert row["prompt_ids"].count(bos) == 1 and row[f"{side}_ids"][-1] == end
 
 
 # ---- the workflow's steps on the built models --------------------------------------------
 
-VLLM_ENGINE = {"dtype": "float32", "max_model_len": 512, "kv_cache_memory_bytes": 2**28,
-               "enforce_eager": True}
+VLLM_ENGINE = {
+    "dtype": "float32",
+    "max_model_len": 512,
+    "kv_cache_memory_bytes": 2**28,
+    "enforce_eager": True,
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", [
-    "transformers",
-    pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.skipif(
-        importlib.util.find_spec("vllm") is None, reason="vllm is not installed")]),
-])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "transformers",
+        pytest.param(
+            "vllm",
+            marks=[
+                pytest.mark.vllm,
+                pytest.mark.skipif(
+                    importlib.util.find_spec("vllm") is None, reason="vllm is not installed"
+                ),
+            ],
+        ),
+    ],
+)
 @pytest.mark.parametrize("backbone", miniworld.BACKBONES)
 def test_sampled_responses_stop_on_the_turn_end_token(mini_models, backbone, backend):
     """At the paper's Llama-3 temperature, most responses stop (on the turn-end token: the only
     stop token these models learnt to emit) well before ``max_tokens``, none is dropped for want
     of a stop token."""
     import pandas as pd
+    from dicewf import sampling
     from transformers import AutoTokenizer
 
-    from dicewf import sampling
-
     path = mini_models[(backbone, "policy")]
-    prompts = pd.DataFrame({"prompt_id": ["a", "b", "c", "d"],
-                            "prompt": [p for p, _, _ in PAIRS] + ["Explain photosynthesis."]})
+    prompts = pd.DataFrame(
+        {
+            "prompt_id": ["a", "b", "c", "d"],
+            "prompt": [p for p, _, _ in PAIRS] + ["Explain photosynthesis."],
+        }
+    )
     spec = sampling.SamplingSpec(n=4, temperature=0.9, top_p=1.0, max_tokens=64, seed=0)
     tok = AutoTokenizer.from_pretrained(path)
     assert sampling.model_stop_token_ids(path, tok, spec)[0] == BACKBONE_IDS[backbone][1]
-    out = sampling.sample(path, prompts, spec, backend=backend,
-                          engine=VLLM_ENGINE if backend == "vllm" else None)
+    out = sampling.sample(
+        path, prompts, spec, backend=backend, engine=VLLM_ENGINE if backend == "vllm" else None
+    )
     assert len(out) == 16
     assert (out["finish_reason"] == "stop").mean() >= 0.75
     # the stop token is not part of the text
@@ -285,25 +335,38 @@ def test_scoring_and_a_dpo_step_on_the_mini_models(mini_models, backbone, tmp_pa
     import math
 
     import pandas as pd
-    from transformers import AutoTokenizer
-
     from dicewf import scoring, training
+    from transformers import AutoTokenizer
 
     policy, ref = mini_models[(backbone, "policy")], mini_models[(backbone, "reference")]
     pairs = pd.DataFrame(PAIRS, columns=["prompt", "chosen", "rejected"]).assign(
-        prompt_id=["a", "b", "c"])
-    samples = pd.DataFrame({"prompt_id": pairs["prompt_id"], "prompt": pairs["prompt"],
-                            "sample_idx": 0, "response": pairs["chosen"],
-                            "finish_reason": "stop", "seed": 0})
+        prompt_id=["a", "b", "c"]
+    )
+    samples = pd.DataFrame(
+        {
+            "prompt_id": pairs["prompt_id"],
+            "prompt": pairs["prompt"],
+            "sample_idx": 0,
+            "response": pairs["chosen"],
+            "finish_reason": "stop",
+            "seed": 0,
+        }
+    )
     scored = scoring.score(samples, policy, ref, beta=0.1)
     assert scored["reward"].abs().min() > 0  # policy and reference differ
     tok = AutoTokenizer.from_pretrained(policy)
     # the response's own tokens plus the turn-end token
     assert scored["len_tokens"].tolist() == [
-        e.n_response for e in scoring.encode(tok, pairs["prompt"], pairs["chosen"])]
-    history = training.train_dpo(policy, pairs, tmp_path / "dpo",
-                                 {"max_steps": 1, "per_device_train_batch_size": 3,
-                                  "learning_rate": 1e-3, "beta": 0.1}, seed=0, ref=ref)
+        e.n_response for e in scoring.encode(tok, pairs["prompt"], pairs["chosen"])
+    ]
+    history = training.train_dpo(
+        policy,
+        pairs,
+        tmp_path / "dpo",
+        {"max_steps": 1, "per_device_train_batch_size": 3, "learning_rate": 1e-3, "beta": 0.1},
+        seed=0,
+        ref=ref,
+    )
     assert math.isfinite(next(e["loss"] for e in history if "loss" in e))
     trained = AutoTokenizer.from_pretrained(tmp_path / "dpo")
     assert trained.eos_token == tok.eos_token  # the folder keeps the tokenizer as loaded

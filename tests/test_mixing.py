@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from dicewf.io import DatasetError
 from dicewf.mixing import counts, iteration_seed, mix
 
@@ -87,7 +86,12 @@ def test_columns_sources_and_shuffle():
     mixed = mix(GENERATED, OFFLINE, 0.5, 100, seed=1)
     # score_margin is in both inputs, annotator only in the offline one
     assert mixed.columns.tolist() == [
-        "prompt_id", "prompt", "chosen", "rejected", "source", "score_margin",
+        "prompt_id",
+        "prompt",
+        "chosen",
+        "rejected",
+        "source",
+        "score_margin",
     ]
     assert set(mixed["source"]) == {"generated", "offline"}
     assert mixed.index.tolist() == list(range(100))
@@ -113,8 +117,14 @@ def test_bad_gamma(gamma):
 
 def test_bad_inputs_name_their_file():
     with pytest.raises(DatasetError, match="gen.parquet.*rejected"):
-        mix(GENERATED.drop(columns="rejected"), OFFLINE, 0.5, 10, seed=0,
-            generated_source="gen.parquet")
+        mix(
+            GENERATED.drop(columns="rejected"),
+            OFFLINE,
+            0.5,
+            10,
+            seed=0,
+            generated_source="gen.parquet",
+        )
     with pytest.raises(ValueError, match="n_pairs"):
         mix(GENERATED, OFFLINE, 0.5, 0, seed=0)
 
@@ -130,8 +140,9 @@ def test_a_shortfall_of_generated_pairs_shrinks_the_mixture_when_asked():
     mixed = mix(generated, offline, gamma=0.25, n_pairs=100, seed=0, shortfall="shrink")
     assert (mixed["source"] == "offline").sum() == 4
     # enough pairs: shrink changes nothing
-    pd.testing.assert_frame_equal(mix(generated, offline, 0.5, 10, 0, shortfall="shrink"),
-                                  mix(generated, offline, 0.5, 10, 0))
+    pd.testing.assert_frame_equal(
+        mix(generated, offline, 0.5, 10, 0, shortfall="shrink"), mix(generated, offline, 0.5, 10, 0)
+    )
     with pytest.raises(ValueError, match="shortfall"):
         mix(generated, offline, 0.5, 10, 0, shortfall="drop")
 
@@ -155,27 +166,35 @@ def run_mix_adapter(tmp_path: Path, iteration: int, name: str) -> pd.DataFrame:
     import runpy
     import types
 
-    from snakemake.iocontainers import Namedlist
-
     from dicewf.io import read_parquet
+    from snakemake.iocontainers import Namedlist
 
     GENERATED.to_parquet(tmp_path / "pairs.parquet", index=False)
     OFFLINE.to_parquet(tmp_path / "offline.parquet", index=False)
     snakemake = types.SimpleNamespace(
-        input=Namedlist(fromdict={"pairs": str(tmp_path / "pairs.parquet"),
-                                  "offline": str(tmp_path / "offline.parquet")}),
+        input=Namedlist(
+            fromdict={
+                "pairs": str(tmp_path / "pairs.parquet"),
+                "offline": str(tmp_path / "offline.parquet"),
+            }
+        ),
         output=Namedlist(fromdict={"mixed": str(tmp_path / name)}),
-        params=Namedlist(fromdict={"mix": {"gamma": 0.5, "n_pairs": 60, "seed": 0,
-                                           "shortfall": "error"},
-                                   "iteration": iteration}),
-        log=[str(tmp_path / "mix.log")])
+        params=Namedlist(
+            fromdict={
+                "mix": {"gamma": 0.5, "n_pairs": 60, "seed": 0, "shortfall": "error"},
+                "iteration": iteration,
+            }
+        ),
+        log=[str(tmp_path / "mix.log")],
+    )
     script = Path(__file__).parents[1] / "workflow" / "scripts" / "mix.py"
     runpy.run_path(str(script), init_globals={"snakemake": snakemake})
     return read_parquet(tmp_path / name)
 
 
 def test_the_mix_rule_draws_a_new_split_each_iteration_and_the_same_one_again(
-        tmp_path, restore_logging):
+    tmp_path, restore_logging
+):
     first = run_mix_adapter(tmp_path, 1, "iter1.parquet")
     second = run_mix_adapter(tmp_path, 2, "iter2.parquet")
     again = run_mix_adapter(tmp_path, 1, "iter1_again.parquet")

@@ -35,25 +35,29 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed"),
 ]
 
-from fake_chat_server import FakeChatServer  # noqa: E402  (tests/, a test double)
-from fake_hub import FakeHub  # noqa: E402  (tests/, a test double)
-from fakes_alpacaeval import write_fake_lc_cache  # noqa: E402  (tests/, a test double)
-from test_datasets import (  # noqa: E402  (hub snapshot doubles)
-    FakeAlpacaEval, FakeArenaHard, FakeUltraFeedback)
-from test_paper_suite import (  # noqa: E402  (the fake judges and their planted results)
-    ALPACA_JUDGE, ARENA_JUDGE, PLANTED_ARENA_SCORE, PLANTED_WIN_RATE, fake_judges, jobs_run)
-from test_workflow import REPO, load, planned_jobs, snakemake  # noqa: E402
-
-from dicewf import alpacaeval, hub  # noqa: E402
-from dicewf import config as wfconfig  # noqa: E402
-from dicewf.io import check_frame  # noqa: E402
+from dicewf import alpacaeval, hub
+from dicewf import config as wfconfig
+from dicewf.io import check_frame
+from fake_chat_server import FakeChatServer
+from fake_hub import FakeHub
+from fakes_alpacaeval import write_fake_lc_cache
+from test_datasets import FakeAlpacaEval, FakeArenaHard, FakeUltraFeedback
+from test_paper_suite import (
+    ALPACA_JUDGE,
+    ARENA_JUDGE,
+    PLANTED_ARENA_SCORE,
+    PLANTED_WIN_RATE,
+    fake_judges,
+    jobs_run,
+)
+from test_workflow import REPO, load, planned_jobs, snakemake
 
 PAPER = REPO / "config" / "paper.yaml"
 MINI = REPO / ".test" / "paper-mini.yaml"
 SETTINGS = ("zephyr", "llama3")
-N_UF = 12              # usable UltraFeedback pairs in the snapshot double (the overlay takes 8)
-N_ALPACA = 10          # AlpacaEval instructions (and LC data) of the double
-N_ARENA = 6            # Arena-Hard questions of the double
+N_UF = 12  # usable UltraFeedback pairs in the snapshot double (the overlay takes 8)
+N_ALPACA = 10  # AlpacaEval instructions (and LC data) of the double
+N_ARENA = 6  # Arena-Hard questions of the double
 API_KEY = "sk-test-should-never-appear"
 
 
@@ -70,8 +74,9 @@ def models() -> list[str]:
 
 
 def targets() -> list[str]:
-    return ([f"results/eval/{m}/metrics.json" for m in models()]
-            + [f"{wfconfig.iter_dir(f'{s}_dice', 1)}/alpha.json" for s in SETTINGS])
+    return [f"results/eval/{m}/metrics.json" for m in models()] + [
+        f"{wfconfig.iter_dir(f'{s}_dice', 1)}/alpha.json" for s in SETTINGS
+    ]
 
 
 def configfiles(wd: Path) -> list[str]:
@@ -80,10 +85,14 @@ def configfiles(wd: Path) -> list[str]:
 
 def write_judges(wd: Path, base_url: str) -> Path:
     """The per-run overlay: both judges are the fake server (no API key is sent)."""
-    overlay = {"eval": {
-        "alpaca_eval": {"base_url": base_url, "model": ALPACA_JUDGE, "api_key_env": None},
-        "arena_hard": {"judge": {"base_url": base_url, "model": ARENA_JUDGE,
-                                 "api_key_env": None}}}}
+    overlay = {
+        "eval": {
+            "alpaca_eval": {"base_url": base_url, "model": ALPACA_JUDGE, "api_key_env": None},
+            "arena_hard": {
+                "judge": {"base_url": base_url, "model": ARENA_JUDGE, "api_key_env": None}
+            },
+        }
+    }
     path = wd / "judges.yaml"
     path.write_text(yaml.safe_dump(overlay, sort_keys=False))
     return path
@@ -100,14 +109,17 @@ def hub_repositories(root: Path, models: dict[tuple[str, str], Path]) -> dict[st
         for role in ("policy", "reference"):
             repo_id, _ = hub.parse(wfconfig.base(cfg, setting)[role])
             repos[repo_id] = models[(setting, role)]
-    data = {name: "datasets/" + hub.parse(block["dataset"])[0]
-            for name, block in cfg["data"].items()}
-    for name, double in (("ultrafeedback", lambda d: FakeUltraFeedback(d, n_good=N_UF)),
-                         ("alpaca_eval", lambda d: FakeAlpacaEval(d, n=N_ALPACA)),
-                         ("arena_hard", lambda d: FakeArenaHard(d, "hub", n=N_ARENA))):
+    data = {
+        name: "datasets/" + hub.parse(block["dataset"])[0] for name, block in cfg["data"].items()
+    }
+    for name, double in (
+        ("ultrafeedback", lambda d: FakeUltraFeedback(d, n_good=N_UF)),
+        ("alpaca_eval", lambda d: FakeAlpacaEval(d, n=N_ALPACA)),
+        ("arena_hard", lambda d: FakeArenaHard(d, "hub", n=N_ARENA)),
+    ):
         repos[data[name]] = double(root / data[name]).root
     lc_cache = write_fake_lc_cache(root / "lc_cache", N_ALPACA)
-    lc_file, = lc_cache.rglob(alpacaeval.LC_DATA_FILE)
+    (lc_file,) = lc_cache.rglob(alpacaeval.LC_DATA_FILE)
     assert data["alpaca_eval"] == f"datasets/{alpacaeval.LC_DATA_REPO}"
     shutil.copy(lc_file, repos[data["alpaca_eval"]] / alpacaeval.LC_DATA_FILE)
     return repos
@@ -116,10 +128,10 @@ def hub_repositories(root: Path, models: dict[tuple[str, str], Path]) -> dict[st
 @dataclass
 class MiniRun:
     wd: Path
-    repos: dict[str, Path]    # the hub's repositories: id -> the folder FakeHub served
-    planned: dict[str, int]   # the dry run's jobs per rule
-    output: str               # the run's Snakemake stdout and stderr
-    requests: list[dict]      # what the fake judges received
+    repos: dict[str, Path]  # the hub's repositories: id -> the folder FakeHub served
+    planned: dict[str, int]  # the dry run's jobs per rule
+    output: str  # the run's Snakemake stdout and stderr
+    requests: list[dict]  # what the fake judges received
     seconds: float
 
 
@@ -129,11 +141,17 @@ def mini_run(tmp_path_factory, mini_models) -> MiniRun:
     wd = tmp_path_factory.mktemp("paper_mini")
     with FakeHub(repos) as fake_hub, FakeChatServer(fake_judges) as judges:
         # the hub is the fake one, and any other HTTP(S) request goes to a dead proxy
-        env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": fake_hub.endpoint,
-               "HF_HOME": str(tmp_path_factory.mktemp("hf_home")),
-               "HF_HUB_DISABLE_TELEMETRY": "1", "OPENAI_API_KEY": API_KEY,
-               "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-               "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        env = {
+            "HF_HUB_OFFLINE": "0",
+            "HF_ENDPOINT": fake_hub.endpoint,
+            "HF_HOME": str(tmp_path_factory.mktemp("hf_home")),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "OPENAI_API_KEY": API_KEY,
+            "HTTP_PROXY": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
         write_judges(wd, judges.base_url)
         planned = planned_jobs(wd, *targets(), *configfiles(wd), env=env)
         t0 = time.monotonic()
@@ -153,9 +171,11 @@ def samples_of(run: MiniRun, setting: str) -> pd.DataFrame:
 def downloaded(folder: Path) -> dict[str, bytes]:
     """The files of a download rule's output, less hidden ones (huggingface_hub's .cache/,
     Snakemake's .snakemake_timestamp)."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-            if p.is_file() and not any(part.startswith(".")
-                                       for part in p.relative_to(folder).parts)}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    }
 
 
 # --------------------------------------------------------------------------- the tests
@@ -167,32 +187,47 @@ def test_every_planned_job_ran_and_each_repository_came_from_the_hub(mini_run):
     assert "eval" not in jobs, jobs  # the toy suite's rule
     for rule in ("sample", "score", "search_alpha", "mix", "train"):
         assert jobs[rule] == len(SETTINGS), (rule, jobs)
-    for rule in ("generate_benchmarks", "alpaca_eval_annotate", "arena_hard_judge",
-                 "eval_summary"):
+    for rule in ("generate_benchmarks", "alpaca_eval_annotate", "arena_hard_judge", "eval_summary"):
         assert jobs[rule] == len(models()), (rule, jobs)
-    assert (jobs["download_model"], jobs["download_dataset"],
-            jobs["download_alpaca_eval_lc"]) == (4, 3, 1), jobs
+    assert (jobs["download_model"], jobs["download_dataset"], jobs["download_alpaca_eval_lc"]) == (
+        4,
+        3,
+        1,
+    ), jobs
     assert not (mini_run.wd / "config.yaml").exists()  # the command line's files were enough
     # each repository was downloaded by its rule: the models whole, the datasets only the files
     # their allow_patterns name, every file as the hub served it
-    want = {"HuggingFaceH4/ultrafeedback_binarized": {"data/train_prefs-00000-of-00002.parquet",
-                                                      "data/train_prefs-00001-of-00002.parquet"},
-            "tatsu-lab/alpaca_eval": {"alpaca_eval_gpt4_baseline.json"},
-            "lmarena-ai/arena-hard-auto": {"data/arena-hard-v0.1/question.jsonl",
-                                           "data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl"}}
+    want = {
+        "HuggingFaceH4/ultrafeedback_binarized": {
+            "data/train_prefs-00000-of-00002.parquet",
+            "data/train_prefs-00001-of-00002.parquet",
+        },
+        "tatsu-lab/alpaca_eval": {"alpaca_eval_gpt4_baseline.json"},
+        "lmarena-ai/arena-hard-auto": {
+            "data/arena-hard-v0.1/question.jsonl",
+            "data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl",
+        },
+    }
     for key, source in mini_run.repos.items():
         spec = "hf://" + key
         files = downloaded(mini_run.wd / hub.local_dir(spec))
         if hub.is_dataset(spec):
             assert set(files) == want[hub.parse(spec)[0]], (key, sorted(files))
         else:
-            assert {"config.json", "model.safetensors", "tokenizer_config.json",
-                    "generation_config.json"} <= set(files), (key, sorted(files))
+            assert {
+                "config.json",
+                "model.safetensors",
+                "tokenizer_config.json",
+                "generation_config.json",
+            } <= set(files), (key, sorted(files))
         assert files == {f: (source / f).read_bytes() for f in files}, key
-    lc_file, = (mini_run.wd / "resources" / "hub" / "alpaca_eval_lc").rglob(
-        alpacaeval.LC_DATA_FILE)
-    assert lc_file.read_bytes() == (mini_run.repos["datasets/tatsu-lab/alpaca_eval"]
-                                    / alpacaeval.LC_DATA_FILE).read_bytes()
+    (lc_file,) = (mini_run.wd / "resources" / "hub" / "alpaca_eval_lc").rglob(
+        alpacaeval.LC_DATA_FILE
+    )
+    assert (
+        lc_file.read_bytes()
+        == (mini_run.repos["datasets/tatsu-lab/alpaca_eval"] / alpacaeval.LC_DATA_FILE).read_bytes()
+    )
     print(f"wall time of the run: {mini_run.seconds:.0f} s")
 
 
@@ -236,8 +271,15 @@ def test_dice_iteration1_samples_scores_searches_alpha_and_trains(mini_run, sett
 def test_the_paper_suite_metrics_are_what_the_fake_judges_answered(mini_run):
     for model in models():
         m = json.loads((mini_run.wd / "results" / "eval" / model / "metrics.json").read_text())
-        assert {"win_rate", "lc_win_rate", "n", "arena_score", "arena_ci_low",
-                "arena_ci_high", "arena_n"} <= set(m), (model, m)
+        assert {
+            "win_rate",
+            "lc_win_rate",
+            "n",
+            "arena_score",
+            "arena_ci_low",
+            "arena_ci_high",
+            "arena_n",
+        } <= set(m), (model, m)
         assert m["n"] == N_ALPACA and m["arena_n"] == N_ARENA, (model, m)
         assert m["win_rate"] == pytest.approx(PLANTED_WIN_RATE, abs=1e-6), model
         assert m["arena_score"] == pytest.approx(PLANTED_ARENA_SCORE), model

@@ -26,27 +26,32 @@ pytest.importorskip("alpaca_eval")
 # the package's GLM uses scikit-learn arguments that scikit-learn 1.8+ deprecates
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
-from fake_chat_server import FakeChatServer  # noqa: E402  (tests/, a test double)
-from fakes_alpacaeval import write_fake_lc_cache  # noqa: E402  (tests/, a test double)
-from test_datasets import FakeAlpacaEval, FakeArenaHard  # noqa: E402  (hub snapshot doubles)
-from test_workflow import REPO, load, snakemake, workdir  # noqa: E402  (runs with NO_SLURM)
-
-from dicewf.io import check_frame  # noqa: E402
+from dicewf.io import check_frame
+from fake_chat_server import FakeChatServer
+from fakes_alpacaeval import write_fake_lc_cache
+from test_datasets import FakeAlpacaEval, FakeArenaHard
+from test_workflow import REPO, load, snakemake, workdir
 
 ALPACA_EVAL = "hf://datasets/tatsu-lab/alpaca_eval"
 ARENA_HARD = "hf://datasets/lmarena-ai/arena-hard-auto"
 BASELINE = "gpt-4-0314"
-N_ALPACA = 10          # instructions of the AlpacaEval double (and of its LC data)
-N_ARENA = 6            # questions of the Arena-Hard double
+N_ALPACA = 10  # instructions of the AlpacaEval double (and of its LC data)
+N_ARENA = 6  # questions of the Arena-Hard double
 ALPACA_JUDGE = "fake/alpaca-judge"
 ARENA_JUDGE = "fake/arena-judge"
 API_KEY = "sk-test-should-never-appear"
 MODELS = ("base", "dice-iter1")
-TARGETS = ["results/tables/table1.md",
-           *(f"results/eval/{model}/metrics.json" for model in MODELS)]
+TARGETS = ["results/tables/table1.md", *(f"results/eval/{model}/metrics.json" for model in MODELS)]
 # the rules of the paper suite and how many jobs each runs for the two models
-PAPER_RULES = {"prepare_alpaca_eval": 1, "prepare_arena_hard": 1, "generate_benchmarks": 2,
-               "alpaca_eval_annotate": 2, "arena_hard_judge": 2, "eval_summary": 2, "table": 1}
+PAPER_RULES = {
+    "prepare_alpaca_eval": 1,
+    "prepare_arena_hard": 1,
+    "generate_benchmarks": 2,
+    "alpaca_eval_annotate": 2,
+    "arena_hard_judge": 2,
+    "eval_summary": 2,
+    "table": 1,
+}
 
 
 # --------------------------------------------------------------------------- the fake judges
@@ -60,14 +65,13 @@ PLANTED_WIN_RATE = 100 * sum(map(p_model_better, range(N_ALPACA))) / N_ALPACA
 
 # Arena-Hard: the model's answer is much better on questions 0-1, better on 2-3, worse on 4-5
 # (in both games), so the score is (2*2*3 + 2*2*1) / (2*2*3 + 2*2*1 + 2*2*1) = 16 / 20 = 80.
-ARENA_PLAN = {0: "much better", 1: "much better", 2: "better", 3: "better", 4: "worse",
-              5: "worse"}
+ARENA_PLAN = {0: "much better", 1: "much better", 2: "better", 3: "better", 4: "worse", 5: "worse"}
 PLANTED_ARENA_SCORE = 80.0
 
 _AE_INSTRUCTION = re.compile(r'"instruction": """Instruction (\d+):')
-_AE_OUTPUT = re.compile(r'"model_identifier": "(m|M)",\s*"output": """(.*?)"""\s*\}', re.S)
+_AE_OUTPUT = re.compile(r'"model_identifier": "(m|M)",\s*"output": """(.*?)"""\s*\}', re.DOTALL)
 _AH_QUESTION = re.compile(r"<user_prompt>\s*Hard question (\d+)\s*</user_prompt>")
-_AH_ANSWER_A = re.compile(r"<answer_of_assistant_A>\n(.*?)\n</answer_of_assistant_A>", re.S)
+_AH_ANSWER_A = re.compile(r"<answer_of_assistant_A>\n(.*?)\n</answer_of_assistant_A>", re.DOTALL)
 
 
 def alpaca_annotator_reply(body: dict) -> dict:
@@ -80,12 +84,24 @@ def alpaca_annotator_reply(body: dict) -> dict:
     model_label = "M" if outputs["m"].startswith("Turbo reference") else "m"
     p = p_model_better(number)
     p_m = p if model_label == "m" else 1 - p
-    top = [{"token": "m", "logprob": math.log(p_m), "bytes": None},
-           {"token": "M", "logprob": math.log(1 - p_m), "bytes": None}]
+    top = [
+        {"token": "m", "logprob": math.log(p_m), "bytes": None},
+        {"token": "M", "logprob": math.log(1 - p_m), "bytes": None},
+    ]
     best = "m" if p_m >= 0.5 else "M"
-    return {"message": {"content": best},
-            "logprobs": {"content": [{"token": best, "logprob": math.log(max(p_m, 1 - p_m)),
-                                      "bytes": None, "top_logprobs": top}]}}
+    return {
+        "message": {"content": best},
+        "logprobs": {
+            "content": [
+                {
+                    "token": best,
+                    "logprob": math.log(max(p_m, 1 - p_m)),
+                    "bytes": None,
+                    "top_logprobs": top,
+                }
+            ]
+        },
+    }
 
 
 def arena_judge_reply(body: dict) -> str:
@@ -95,8 +111,11 @@ def arena_judge_reply(body: dict) -> str:
     number = int(_AH_QUESTION.search(user).group(1))
     baseline_is_a = _AH_ANSWER_A.search(user).group(1).startswith(f"{BASELINE} on ")
     model, other = ("B", "A") if baseline_is_a else ("A", "B")
-    label = {"much better": f"{model}>>{other}", "better": f"{model}>{other}",
-             "worse": f"{other}>{model}"}[ARENA_PLAN[number]]
+    label = {
+        "much better": f"{model}>>{other}",
+        "better": f"{model}>{other}",
+        "worse": f"{other}>{model}",
+    }[ARENA_PLAN[number]]
     return f"Both answers read.\n\nFinal verdict: [[{label}]]"
 
 
@@ -113,8 +132,8 @@ def fake_judges(body: dict) -> str | dict:
 @dataclass
 class PaperRun:
     wd: Path
-    output: str               # Snakemake's stdout and stderr
-    requests: list[dict]      # what the fake judges received
+    output: str  # Snakemake's stdout and stderr
+    requests: list[dict]  # what the fake judges received
     alpaca: FakeAlpacaEval
     arena: FakeArenaHard
     seconds: float
@@ -123,14 +142,20 @@ class PaperRun:
 def paper_config(base_url: str) -> dict:
     cfg = load(REPO / ".test" / "config.yaml")
     cfg["experiments"] = {"dice": {"description": "DICE", "iterations": 1}}
-    cfg["data"] = {"alpaca_eval": {"dataset": ALPACA_EVAL},
-                   "arena_hard": {"dataset": ARENA_HARD, "baseline": BASELINE}}
+    cfg["data"] = {
+        "alpaca_eval": {"dataset": ALPACA_EVAL},
+        "arena_hard": {"dataset": ARENA_HARD, "baseline": BASELINE},
+    }
     cfg["eval"]["suite"] = "paper"
-    cfg["eval"]["alpaca_eval"] = {"annotators_config": "weighted_alpaca_eval_gpt4_turbo",
-                                  "base_url": base_url, "model": ALPACA_JUDGE,
-                                  "api_key_env": None}
-    cfg["eval"]["arena_hard"] = {"judge": {"model": ARENA_JUDGE, "base_url": base_url,
-                                           "api_key_env": None}}
+    cfg["eval"]["alpaca_eval"] = {
+        "annotators_config": "weighted_alpaca_eval_gpt4_turbo",
+        "base_url": base_url,
+        "model": ALPACA_JUDGE,
+        "api_key_env": None,
+    }
+    cfg["eval"]["arena_hard"] = {
+        "judge": {"model": ARENA_JUDGE, "base_url": base_url, "api_key_env": None}
+    }
     return cfg
 
 
@@ -144,8 +169,11 @@ def paper_run(tmp_path_factory) -> PaperRun:
     write_fake_lc_cache(wd / "resources" / "hub" / "alpaca_eval_lc", N_ALPACA)
     with FakeChatServer(fake_judges) as server:
         workdir(wd, paper_config(server.base_url))
-        env = {"OPENAI_API_KEY": API_KEY, "NO_PROXY": "127.0.0.1,localhost",
-               "no_proxy": "127.0.0.1,localhost"}
+        env = {
+            "OPENAI_API_KEY": API_KEY,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
         t0 = time.monotonic()
         proc = snakemake("--cores", "2", "--", *TARGETS, cwd=wd, env=env)
         seconds = time.monotonic() - t0
@@ -156,7 +184,7 @@ def paper_run(tmp_path_factory) -> PaperRun:
 
 def jobs_run(output: str) -> Counter:
     """Rule -> number of jobs Snakemake started, from its log."""
-    return Counter(re.findall(r"^\s*(?:local)?rule (\w+):\s*$", output, re.M))
+    return Counter(re.findall(r"^\s*(?:local)?rule (\w+):\s*$", output, re.MULTILINE))
 
 
 def metrics_of(run: PaperRun, model: str) -> dict:
@@ -185,8 +213,9 @@ def test_each_benchmark_is_prepared_from_its_snapshot_and_answered_once_per_prom
     assert alpaca["prompt"].tolist() == [r["instruction"] for r in paper_run.alpaca.records]
     assert set(alpaca["reference_generator"]) == {"gpt4_turbo"}
     assert arena["prompt"].tolist() == [text for _, text, _ in paper_run.arena.questions]
-    assert arena["reference"].tolist() == [f"{BASELINE} on {qid}"
-                                           for qid, _, _ in paper_run.arena.questions]
+    assert arena["reference"].tolist() == [
+        f"{BASELINE} on {qid}" for qid, _, _ in paper_run.arena.questions
+    ]
     for model in MODELS:
         for bench, prompts in (("alpaca_eval", alpaca), ("arena_hard", arena)):
             path = paper_run.wd / "results" / "eval" / model / bench / "responses.parquet"
@@ -211,20 +240,32 @@ def test_the_metrics_are_what_the_fake_judges_answered(paper_run):
         m = metrics_of(paper_run, model)
         # AlpacaEval 2 through alpaca-eval: 100 * mean P(model better), wins where P > 0.5
         assert m["win_rate"] == pytest.approx(PLANTED_WIN_RATE, abs=1e-6), model
-        assert (m["n"], m["n_wins"], m["n_wins_base"]) == (N_ALPACA, N_ALPACA // 2,
-                                                           N_ALPACA // 2), model
-        answers = pd.read_parquet(paper_run.wd / "results" / "eval" / model / "alpaca_eval"
-                                  / "responses.parquet")
+        assert (m["n"], m["n_wins"], m["n_wins_base"]) == (
+            N_ALPACA,
+            N_ALPACA // 2,
+            N_ALPACA // 2,
+        ), model
+        answers = pd.read_parquet(
+            paper_run.wd / "results" / "eval" / model / "alpaca_eval" / "responses.parquet"
+        )
         # every answer is longer than its reference ("Turbo reference i") and the LC data's
         # judge likes length (fakes_alpacaeval): the length correction lowers the rate
         references = alpaca.set_index("prompt_id")["reference"].str.len()
-        assert (answers["response"].str.len().to_numpy()
-                > references[answers["prompt_id"]].to_numpy()).all(), model
+        assert (
+            answers["response"].str.len().to_numpy() > references[answers["prompt_id"]].to_numpy()
+        ).all(), model
         assert 0 < m["lc_win_rate"] < m["win_rate"], model
         assert m["mean_len_model"] == pytest.approx(answers["response"].str.len().mean())
         assert m["judge_model"] == ALPACA_JUDGE
-        assert (paper_run.wd / "results" / "eval" / model / "alpaca_eval" / "annotations"
-                / "annotations.json").is_file()
+        assert (
+            paper_run.wd
+            / "results"
+            / "eval"
+            / model
+            / "alpaca_eval"
+            / "annotations"
+            / "annotations.json"
+        ).is_file()
         # Arena-Hard through dicewf.arena: the planted verdicts' score, every question counted
         assert m["arena_score"] == pytest.approx(PLANTED_ARENA_SCORE), model
         assert m["arena_n"] == N_ARENA and m["arena_n_invalid"] == 0, model
@@ -236,8 +277,11 @@ def test_the_metrics_are_what_the_fake_judges_answered(paper_run):
 @pytest.mark.slow
 def test_table1_shows_the_benchmark_cells_of_both_rows(paper_run):
     lines = (paper_run.wd / "results" / "tables" / "table1.md").read_text().splitlines()
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines
-            if line.startswith("|") and not set(line) <= set("|-: ")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in lines
+        if line.startswith("|") and not set(line) <= set("|-: ")
+    ]
     header, body = rows[0], {row[0]: dict(zip(rows[0], row)) for row in rows[1:]}
     assert {"LC", "WR", "AH WR"} <= set(header), header
     assert set(body) == {"Base", "DICE Iter 1"}, body
@@ -254,9 +298,12 @@ def test_judge_replies_are_cached_and_no_api_key_is_sent_or_written(paper_run):
         cache = paper_run.wd / "results" / "eval" / model / "arena_hard" / "judge_cache.jsonl"
         assert cache.is_file(), cache
         records = [json.loads(line) for line in cache.read_text().splitlines()]
-        assert len(records) == N_ARENA * 2, model   # one reply per game
+        assert len(records) == N_ARENA * 2, model  # one reply per game
     # api_key_env: null sends a placeholder; the key in OPENAI_API_KEY is never used
     assert {r["headers"].get("authorization") for r in paper_run.requests} == {"Bearer EMPTY"}
-    leaked = [str(p.relative_to(paper_run.wd)) for p in paper_run.wd.rglob("*")
-              if p.is_file() and API_KEY.encode() in p.read_bytes()]
+    leaked = [
+        str(p.relative_to(paper_run.wd))
+        for p in paper_run.wd.rglob("*")
+        if p.is_file() and API_KEY.encode() in p.read_bytes()
+    ]
     assert leaked == []

@@ -22,14 +22,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_workflow import NO_SLURM, REPO, SNAKEMAKE, expected_jobs, load
-
 from dicewf import config as wfconfig
+from test_workflow import NO_SLURM, REPO, SNAKEMAKE, expected_jobs, load
 
 SNAKEMAKE_PROGRAMS = ("snakemake", ".venv/bin/snakemake")
 # what the copy leaves out: the environment and anything a run wrote
-NOT_COPIED = (".git", ".venv", "results", "resources", "logs", ".snakemake", ".pytest_cache",
-              "__pycache__")
+NOT_COPIED = (
+    ".git",
+    ".venv",
+    "results",
+    "resources",
+    "logs",
+    ".snakemake",
+    ".pytest_cache",
+    "__pycache__",
+)
 
 
 def readme_commands(text: str) -> list[str]:
@@ -105,15 +112,20 @@ MAKE_COMMANDS = [c for c in COMMANDS if c.split()[0] == "make"]
 def links(page: Path) -> list[tuple[str, str]]:
     """The relative links of a markdown page: (file, anchor or "")."""
     targets = re.findall(r"\]\(([^)\s]+)\)", page.read_text())
-    return [(t.partition("#")[0], t.partition("#")[2]) for t in targets
-            if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    return [
+        (t.partition("#")[0], t.partition("#")[2])
+        for t in targets
+        if not re.match(r"[a-z]+:", t) and not t.startswith("#")
+    ]
 
 
 def anchors(page: Path) -> set[str]:
     """The anchors of a markdown page's headings, as GitHub makes them."""
     text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)  # `# comments` in code
-    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-            for h in re.findall(r"^#+\s+(.*)$", text, flags=re.MULTILINE)}
+    return {
+        re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+\s+(.*)$", text, flags=re.MULTILINE)
+    }
 
 
 def test_readme_shows_the_commands_these_tests_run():
@@ -147,8 +159,9 @@ def test_each_snakemake_command_of_the_readme_runs_as_written(command, clone):
     line, comment = split_comment(command)
     line = line.split("|")[0]  # `--rulegraph | dot ...`: Snakemake's part (dot may be missing)
     argv = shlex.split(line)[1:]
-    if any(a.startswith("--profile") for a in argv) and \
-            importlib_missing("snakemake_executor_plugin_slurm"):
+    if any(a.startswith("--profile") for a in argv) and importlib_missing(
+        "snakemake_executor_plugin_slurm"
+    ):
         pytest.skip("the Slurm executor plugin is not installed")
     graph = "--rulegraph" in argv or "--dag" in argv
     if not graph and "-n" not in argv and "--dry-run" not in argv:
@@ -182,8 +195,9 @@ def test_each_snakemake_command_of_the_readme_runs_as_written(command, clone):
 @pytest.mark.parametrize("command", MAKE_COMMANDS)
 def test_each_make_target_of_the_readme_exists(command, clone):
     target = shlex.split(split_comment(command)[0])[1:]
-    proc = subprocess.run(["make", "-n", *target], cwd=clone, capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        ["make", "-n", *target], cwd=clone, capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
     m = re.search(r"(\d[\d,]*) jobs", split_comment(command)[1])
     if m:  # a count a page states is what the target's Snakemake command plans
@@ -196,11 +210,21 @@ def test_each_make_target_of_the_readme_exists(command, clone):
 
 def snakemake(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """Snakemake with ``argv`` in ``cwd``, offline and with no Slurm controller in reach."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           "PATH": f"{NO_SLURM}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}"
-                   f"{os.environ.get('PATH', '')}"}
-    return subprocess.run([*SNAKEMAKE, *argv], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PATH": f"{NO_SLURM}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}"
+        f"{os.environ.get('PATH', '')}",
+    }
+    return subprocess.run(
+        [*SNAKEMAKE, *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def importlib_missing(name: str) -> bool:

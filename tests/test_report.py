@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from dicewf import report
 from dicewf.alpha import landscape_grid
 from dicewf.io import DatasetError
@@ -18,15 +17,22 @@ TABLE1_COLUMNS = ["Method", "LC (%)", "WR (%)", "SE (%)", "Len", "Gold"]
 
 
 def table1() -> pd.DataFrame:
-    return pd.DataFrame({"Method": ["Base", "dice Iter 1", "dice Iter 2"],
-                         "LC (%)": [50.0, 55.5, 61.125], "WR (%)": [50.0, 58.25, 66.0],
-                         "SE (%)": [0.0, 4.9, 4.7], "Len": [41.2, 47.0, 52.5],
-                         "Gold": [0.31, 0.42, 0.47]})
+    return pd.DataFrame(
+        {
+            "Method": ["Base", "dice Iter 1", "dice Iter 2"],
+            "LC (%)": [50.0, 55.5, 61.125],
+            "WR (%)": [50.0, 58.25, 66.0],
+            "SE (%)": [0.0, 4.9, 4.7],
+            "Len": [41.2, 47.0, 52.5],
+            "Gold": [0.31, 0.42, 0.47],
+        }
+    )
 
 
 def test_to_markdown_header_alignment_and_formatted_rows():
-    df = pd.DataFrame({"Method": ["Base", "dice Iter 1"], "LC (%)": [50.0, 55.5678],
-                       "Pairs": [300, 12]})
+    df = pd.DataFrame(
+        {"Method": ["Base", "dice Iter 1"], "LC (%)": [50.0, 55.5678], "Pairs": [300, 12]}
+    )
     lines = report.to_markdown(df).splitlines()
     assert lines == [
         "| Method | LC (%) | Pairs |",
@@ -69,8 +75,14 @@ def test_write_table_without_caption_starts_with_the_header(tmp_path):
 
 
 def test_to_markdown_per_column_formats_and_missing_values():
-    df = pd.DataFrame({"Method": ["a", "b"], "lambda": [math.nan, 0.02], "Len": [2109.4, 876.0],
-                       "LC": [18.881, 14.4]})
+    df = pd.DataFrame(
+        {
+            "Method": ["a", "b"],
+            "lambda": [math.nan, 0.02],
+            "Len": [2109.4, 876.0],
+            "LC": [18.881, 14.4],
+        }
+    )
     lines = report.to_markdown(df, {"lambda": ".2f", "Len": ".0f"}).splitlines()
     assert lines[2:] == ["| a | - | 2109 | 18.88 |", "| b | 0.02 | 876 | 14.40 |"]
 
@@ -87,15 +99,21 @@ def test_to_markdown_uses_the_frame_formats_unless_given():
 
 def length_diffs() -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame({
-        "dataset": ["D(0)"] * 40 + ["D(alpha*)"] * 40,
-        "len_diff": np.concatenate([rng.integers(0, 40, 40), rng.integers(-20, 20, 40)]),
-    })
+    return pd.DataFrame(
+        {
+            "dataset": ["D(0)"] * 40 + ["D(alpha*)"] * 40,
+            "len_diff": np.concatenate([rng.integers(0, 40, 40), rng.integers(-20, 20, 40)]),
+        }
+    )
 
 
 def offline() -> pd.DataFrame:
-    return pd.DataFrame({"chosen": ["a long chosen answer", "yes", "four"],
-                         "rejected": ["no", "a longer rejected answer", "five"]})
+    return pd.DataFrame(
+        {
+            "chosen": ["a long chosen answer", "yes", "four"],
+            "rejected": ["no", "a longer rejected answer", "five"],
+        }
+    )
 
 
 def assert_png_and_pdf(png, pdf):
@@ -112,8 +130,9 @@ def test_figure2_writes_png_and_pdf(tmp_path):
 
 
 def test_figure2_histograms_count_each_datasets_length_differences(tmp_path):
-    diffs = pd.DataFrame({"dataset": ["D(0)"] * 4 + ["D(alpha*)"] * 4,
-                          "len_diff": [0, 1, 2, 10, -10, 0, 0, 5]})
+    diffs = pd.DataFrame(
+        {"dataset": ["D(0)"] * 4 + ["D(alpha*)"] * 4, "len_diff": [0, 1, 2, 10, -10, 0, 0, 5]}
+    )
     # offline |y_w| - |y_l|: 4 - 1 = 3, 1 - 8 = -7, 2 - 2 = 0
     off = pd.DataFrame({"chosen": ["aaaa", "a", "ab"], "rejected": ["a", "aaaaaaaa", "ab"]})
     fig = report.figure2(diffs, off, tmp_path / "figure2.png", bins=4)
@@ -170,8 +189,14 @@ def test_to_latex_escapes_and_formats():
 
 def test_write_table_writes_latex_when_asked(tmp_path):
     df = pd.DataFrame({"Method": ["Base"], "WR (%)": [10.0]})
-    report.write_table(df, tmp_path / "t.csv", tmp_path / "t.md", caption="c",
-                       tex=tmp_path / "t.tex", label="tab:x")
+    report.write_table(
+        df,
+        tmp_path / "t.csv",
+        tmp_path / "t.md",
+        caption="c",
+        tex=tmp_path / "t.tex",
+        label="tab:x",
+    )
     assert r"Base & 10.00 \\" in (tmp_path / "t.tex").read_text()
 
 
@@ -199,13 +224,19 @@ def test_figure4_zooms_on_alpha_star(tmp_path):
     assert ((alphas >= a) & (alphas <= b)).sum() >= 100  # half of the points resolve the dip
     frame = pd.DataFrame({"alpha": alphas, "objective": np.abs(1000 - 43500 * alphas)})
     png, pdf = tmp_path / "figure4.png", tmp_path / "figure4.pdf"
-    report.figure4(frame, png, pdf, alpha_star=0.023, judge=frame.assign(objective=alphas),
-                   xlabel="alpha (log-ratio per character)")
+    report.figure4(
+        frame,
+        png,
+        pdf,
+        alpha_star=0.023,
+        judge=frame.assign(objective=alphas),
+        xlabel="alpha (log-ratio per character)",
+    )
     assert_png_and_pdf(png, pdf)
 
 
 def test_figure4_plots_the_landscapes_their_zooms_and_the_marked_alphas(tmp_path):
-    alphas = np.arange(11.0)                       # a [0, 10] box: zoom half-width 0.1 * 10 = 1
+    alphas = np.arange(11.0)  # a [0, 10] box: zoom half-width 0.1 * 10 = 1
     implicit = pd.DataFrame({"alpha": alphas, "objective": np.abs(30 - 6 * alphas)})
     judge = pd.DataFrame({"alpha": alphas, "objective": np.abs(alphas - 2) + 1})  # min at 2
     fig = report.figure4(implicit, tmp_path / "figure4.png", alpha_star=6.0, judge=judge)
@@ -227,19 +258,32 @@ def test_figure4_plots_the_landscapes_their_zooms_and_the_marked_alphas(tmp_path
 
 def test_figure4_names_a_bad_judge_landscape(tmp_path):
     with pytest.raises(DatasetError, match="judge/landscape.parquet.*'objective'"):
-        report.figure4(landscape(), tmp_path / "f.png", judge=pd.DataFrame({"alpha": [0.0]}),
-                       judge_source="judge/landscape.parquet")
+        report.figure4(
+            landscape(),
+            tmp_path / "f.png",
+            judge=pd.DataFrame({"alpha": [0.0]}),
+            judge_source="judge/landscape.parquet",
+        )
     assert not (tmp_path / "f.png").exists()
 
 
 def test_figure1_and_figure3_write_png_and_pdf(tmp_path):
-    bars = pd.DataFrame({"setting": ["zephyr", "zephyr", "llama3"], "method": ["Base", "DICE",
-                                                                             "Base"],
-                         "lc": [12.69, 20.71, 18.2]})
+    bars = pd.DataFrame(
+        {
+            "setting": ["zephyr", "zephyr", "llama3"],
+            "method": ["Base", "DICE", "Base"],
+            "lc": [12.69, 20.71, 18.2],
+        }
+    )
     report.figure1(bars, tmp_path / "f1.png", tmp_path / "f1.pdf", iteration=2)
     assert_png_and_pdf(tmp_path / "f1.png", tmp_path / "f1.pdf")
-    sweep = pd.DataFrame({"gamma": [0.0, 0.5, 1.0, 0.0, 0.5], "iteration": [1, 1, 1, 2, 2],
-                          "lc": [18.9, 19.0, 13.4, 17.0, 20.71]})
+    sweep = pd.DataFrame(
+        {
+            "gamma": [0.0, 0.5, 1.0, 0.0, 0.5],
+            "iteration": [1, 1, 1, 2, 2],
+            "lc": [18.9, 19.0, 13.4, 17.0, 20.71],
+        }
+    )
     report.figure3(sweep, tmp_path / "f3.png", tmp_path / "f3.pdf", title="Zephyr")
     assert_png_and_pdf(tmp_path / "f3.png", tmp_path / "f3.pdf")
 

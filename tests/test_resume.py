@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from dicewf import checkpoints
 
 pytestmark = pytest.mark.slow
@@ -34,9 +33,17 @@ SINGLE = REPO / "workflow" / "accelerate" / "single.yaml"
 # 10 pairs, global batch 2: 5 steps an epoch, so checkpoint-4 falls inside the first epoch (the
 # resumed run skips the batches it has seen) and the run goes on into a second, reshuffled epoch.
 N_PAIRS = 10
-ARGS = {"beta": 0.1, "learning_rate": 2e-3, "max_steps": 8, "lr_scheduler_type": "cosine",
-        "warmup_steps": 2, "loss_type": "sigmoid", "logging_steps": 1, "save_steps": 2,
-        "disable_tqdm": True}
+ARGS = {
+    "beta": 0.1,
+    "learning_rate": 2e-3,
+    "max_steps": 8,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 2,
+    "loss_type": "sigmoid",
+    "logging_steps": 1,
+    "save_steps": 2,
+    "disable_tqdm": True,
+}
 KILL_AT = "checkpoint-4"
 TIMEOUT = 300
 # Run before train_launch.py in the run that gets killed: every optimizer step sleeps 0.5 s, so
@@ -58,14 +65,19 @@ TIMING = ("train_runtime", "train_samples_per_second", "train_steps_per_second")
 
 
 def env(threads: int) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "OMP_NUM_THREADS": str(threads)}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": str(threads),
+    }
 
 
 def run(cmd: list[str], log: Path, threads: int) -> str:
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env(threads),
-                              timeout=TIMEOUT, check=False)
+        proc = subprocess.run(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env=env(threads), timeout=TIMEOUT, check=False
+        )
     text = log.read_text()
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{text[-5000:]}"
     return text
@@ -106,30 +118,54 @@ def kill_at_checkpoint(cmd: list[str], ckpts: Path, log: Path, threads: int) -> 
         proc.wait()
 
 
-def experiment(root: Path, model: Path, pairs: Path, launcher: list[str], uninterrupted: list[str],
-               batch: int, threads: int) -> dict:
+def experiment(
+    root: Path,
+    model: Path,
+    pairs: Path,
+    launcher: list[str],
+    uninterrupted: list[str],
+    batch: int,
+    threads: int,
+) -> dict:
     """An uninterrupted run, and a run killed at KILL_AT then rerun with the same command."""
     args = root / "train_args.json"  # as the train_args rule writes it
     args.write_text(json.dumps({**ARGS, "per_device_train_batch_size": batch}))
 
     def cli(name: str) -> list[str]:
-        return [str(SCRIPT), "--config", str(args), "--model", str(model), "--pairs", str(pairs),
-                "--out", str(root / name / "policy"),
-                "--metrics", str(root / name / "metrics.json"), "--seed", "0"]
+        return [
+            str(SCRIPT),
+            "--config",
+            str(args),
+            "--model",
+            str(model),
+            "--pairs",
+            str(pairs),
+            "--out",
+            str(root / name / "policy"),
+            "--metrics",
+            str(root / name / "metrics.json"),
+            "--seed",
+            "0",
+        ]
 
     ref_log = run([*uninterrupted, *cli("uninterrupted")], root / "uninterrupted.log", threads)
     ckpts = checkpoints.checkpoint_dir_for(root / "resumed" / "policy")
     slow = root / "slow_steps.py"
     slow.write_text(SLOW_STEPS)
-    kill_at_checkpoint([*launcher, str(slow), *cli("resumed")], ckpts, root / "killed.log",
-                       threads)
+    kill_at_checkpoint([*launcher, str(slow), *cli("resumed")], ckpts, root / "killed.log", threads)
     at_kill = {
         "checkpoints": sorted(p.name for p in ckpts.glob("checkpoint-*")),
         "outputs": sorted(p.name for p in (root / "resumed").iterdir() if p != ckpts),
     }
     resumed_log = run([*launcher, *cli("resumed")], root / "resumed.log", threads)
-    return {"root": root, "model": model, "ckpts": ckpts, "at_kill": at_kill,
-            "ref_log": ref_log, "resumed_log": resumed_log}
+    return {
+        "root": root,
+        "model": model,
+        "ckpts": ckpts,
+        "at_kill": at_kill,
+        "ref_log": ref_log,
+        "resumed_log": resumed_log,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -148,12 +184,30 @@ def runs(request, tiny_model, pairs, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     if request.param == "one_process":
         single = [*ACCELERATE, "--config_file", str(SINGLE), "--num_processes", "1", "--cpu"]
-        return experiment(root, tiny_model, pairs, launcher=[sys.executable],
-                          uninterrupted=single, batch=2, threads=2)
-    ddp = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
-    return experiment(root, tiny_model, pairs, launcher=ddp, uninterrupted=ddp, batch=1,
-                      threads=1)
+        return experiment(
+            root,
+            tiny_model,
+            pairs,
+            launcher=[sys.executable],
+            uninterrupted=single,
+            batch=2,
+            threads=2,
+        )
+    ddp = [
+        *ACCELERATE,
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+    ]
+    return experiment(root, tiny_model, pairs, launcher=ddp, uninterrupted=ddp, batch=1, threads=1)
 
 
 def test_a_killed_run_leaves_no_output_and_a_complete_checkpoint(runs):

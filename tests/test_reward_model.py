@@ -7,18 +7,39 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
+from conftest import assert_same_run
 from dicewf import agreement, checkpoints, reward_model
 from dicewf.chat import render_prompts
 from dicewf.io import DatasetError
 
-from conftest import assert_same_run
-
-WORDS = ("the answer is a word with letters spelled so and then it was one two three four "
-         "five").split()
+WORDS = [
+    "the",
+    "answer",
+    "is",
+    "a",
+    "word",
+    "with",
+    "letters",
+    "spelled",
+    "so",
+    "and",
+    "then",
+    "it",
+    "was",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+]
 MARKER = "kabo"
-ARGS = {"learning_rate": 3e-3, "max_steps": 20, "per_device_train_batch_size": 8,
-        "logging_steps": 5, "disable_tqdm": True}
+ARGS = {
+    "learning_rate": 3e-3,
+    "max_steps": 20,
+    "per_device_train_batch_size": 8,
+    "logging_steps": 5,
+    "disable_tqdm": True,
+}
 
 
 def planted(n: int, seed: int) -> pd.DataFrame:
@@ -28,22 +49,33 @@ def planted(n: int, seed: int) -> pd.DataFrame:
     for i in range(n):
         chosen, rejected = list(rng.choice(WORDS, size=7)), list(rng.choice(WORDS, size=7))
         chosen[rng.integers(7)] = MARKER
-        rows.append({"prompt_id": f"p{i}", "prompt": f"Say something about {rng.choice(WORDS)}.",
-                     "chosen": " ".join(chosen), "rejected": " ".join(rejected)})
+        rows.append(
+            {
+                "prompt_id": f"p{i}",
+                "prompt": f"Say something about {rng.choice(WORDS)}.",
+                "chosen": " ".join(chosen),
+                "rejected": " ".join(rejected),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def as_frame(pairs: pd.DataFrame) -> pd.DataFrame:
     """(prompt, response) rows: all chosen responses, then all rejected ones."""
-    return pd.DataFrame({"prompt": pairs["prompt"].tolist() * 2,
-                         "response": pairs["chosen"].tolist() + pairs["rejected"].tolist()})
+    return pd.DataFrame(
+        {
+            "prompt": pairs["prompt"].tolist() * 2,
+            "response": pairs["chosen"].tolist() + pairs["rejected"].tolist(),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("intlrm")
-    history = reward_model.train_reward_model(tiny_model, planted(64, 0), root / "rm", ARGS,
-                                              seed=0, metrics_path=root / "metrics.json")
+    history = reward_model.train_reward_model(
+        tiny_model, planted(64, 0), root / "rm", ARGS, seed=0, metrics_path=root / "metrics.json"
+    )
     return root, history
 
 
@@ -57,8 +89,10 @@ def test_planted_preference_is_learned_and_generalises(trained):
     first = np.where(flip, held_out["rejected"], held_out["chosen"])
     second = np.where(flip, held_out["chosen"], held_out["rejected"])
     labels = (~flip).astype(int)  # 1: the first response is preferred
-    scores = [reward_model.reward_scores(root / "rm", held_out[["prompt"]].assign(response=r))
-              for r in (first, second)]
+    scores = [
+        reward_model.reward_scores(root / "rm", held_out[["prompt"]].assign(response=r))
+        for r in (first, second)
+    ]
     assert agreement.rate(scores[0], scores[1], labels) >= 0.85  # chance is 0.5
     assert agreement.rate(scores[1], scores[0], labels) <= 0.15
 
@@ -89,8 +123,9 @@ def test_encode_is_the_chat_rendered_prompt_then_response_then_eos(tiny_model):
     prompts, responses = ["What is 1 plus 2?", "Hi"], ["The answer is 3.", "kabo"]
     ids = reward_model.encode(tok, prompts, responses)
     rendered = render_prompts(tok, prompts)
-    assert [tok.decode(x) for x in ids] == [p + r + tok.eos_token
-                                            for p, r in zip(rendered, responses)]
+    assert [tok.decode(x) for x in ids] == [
+        p + r + tok.eos_token for p, r in zip(rendered, responses)
+    ]
     assert all(x[-1] == tok.eos_token_id for x in ids)
 
 
@@ -113,11 +148,18 @@ def test_scores_do_not_depend_on_batching_or_row_order(trained):
 def test_bad_inputs_are_named_and_nothing_is_written(tiny_model, tmp_path):
     pairs = planted(4, 0)
     with pytest.raises(DatasetError, match="offline.parquet.*rejected"):
-        reward_model.train_reward_model(tiny_model, pairs.drop(columns="rejected"),
-                                        tmp_path / "rm", ARGS, seed=0, source="offline.parquet")
+        reward_model.train_reward_model(
+            tiny_model,
+            pairs.drop(columns="rejected"),
+            tmp_path / "rm",
+            ARGS,
+            seed=0,
+            source="offline.parquet",
+        )
     with pytest.raises(TypeError, match="lerning_rate"):
-        reward_model.train_reward_model(tiny_model, pairs, tmp_path / "rm",
-                                        {**ARGS, "lerning_rate": 1.0}, seed=0)
+        reward_model.train_reward_model(
+            tiny_model, pairs, tmp_path / "rm", {**ARGS, "lerning_rate": 1.0}, seed=0
+        )
     with pytest.raises(DatasetError, match="samples.parquet.*response"):
         reward_model.reward_scores(tiny_model, pairs, source="samples.parquet")
     assert not list(tmp_path.iterdir())
@@ -132,12 +174,23 @@ def test_a_crashed_run_resumes_like_an_uninterrupted_one(tiny_model, tmp_path, c
     from trl import RewardTrainer
 
     pairs = planted(16, 3)
-    args = {**ARGS, "max_steps": 4, "per_device_train_batch_size": 4, "logging_steps": 1,
-            "save_steps": 2}
+    args = {
+        **ARGS,
+        "max_steps": 4,
+        "per_device_train_batch_size": 4,
+        "logging_steps": 1,
+        "save_steps": 2,
+    }
 
     def run(name: str) -> dict:
-        reward_model.train_reward_model(tiny_model, pairs, tmp_path / name / "rm", args, seed=0,
-                                        metrics_path=tmp_path / name / "metrics.json")
+        reward_model.train_reward_model(
+            tiny_model,
+            pairs,
+            tmp_path / name / "rm",
+            args,
+            seed=0,
+            metrics_path=tmp_path / name / "metrics.json",
+        )
         return json.loads((tmp_path / name / "metrics.json").read_text())
 
     reference = run("uninterrupted")
@@ -188,18 +241,21 @@ def test_external_reward_is_the_heads_value_at_the_last_token(openrlhf_style_rm)
 
     root, ref = openrlhf_style_rm
     frame = as_frame(planted(6, 2))
-    scores = reward_model.external_reward_scores(root, frame, head="value_head",
-                                                 max_tokens_per_batch=64)
+    scores = reward_model.external_reward_scores(
+        root, frame, head="value_head", max_tokens_per_batch=64
+    )
     # the same sequences one at a time, unpadded, through the model the checkpoint came from
     tokenizer = reward_model.prepare_tokenizer(root)
     ids = reward_model.encode(tokenizer, frame["prompt"], frame["response"])
     with torch.inference_mode():
-        expected = [ref.score(ref.model(torch.tensor([x])).last_hidden_state)[0, -1, 0].item()
-                    for x in ids]
+        expected = [
+            ref.score(ref.model(torch.tensor([x])).last_hidden_state)[0, -1, 0].item() for x in ids
+        ]
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
     assert np.ptp(scores) > 0
-    batched = reward_model.external_reward_scores(root, frame, head="value_head",
-                                                  max_tokens_per_batch=10_000)
+    batched = reward_model.external_reward_scores(
+        root, frame, head="value_head", max_tokens_per_batch=10_000
+    )
     np.testing.assert_allclose(batched, scores, rtol=1e-4, atol=1e-5)
 
 

@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from dicewf import scoring
 from dicewf.io import DatasetError
 
@@ -44,23 +43,23 @@ def test_encode_masks_the_prompt_and_ends_with_eos(tiny_model):
     tok = AutoTokenizer.from_pretrained(tiny_model)
     (enc,) = scoring.encode(tok, ["What is 2 plus 3?"], ["The answer is 5."])
     assert enc.input_ids[-1] == tok.eos_token_id
-    assert tok.decode(enc.input_ids[enc.response_start:]) == "The answer is 5.<|end|>"
-    assert tok.decode(enc.input_ids[:enc.response_start]).endswith("<|assistant|>\n")
+    assert tok.decode(enc.input_ids[enc.response_start :]) == "The answer is 5.<|end|>"
+    assert tok.decode(enc.input_ids[: enc.response_start]).endswith("<|assistant|>\n")
 
 
 def test_encode_adds_the_tokenizers_special_tokens_as_trl_does(tiny_model):
     """A tokenizer with a BOS (Mistral, Zephyr): TRL's DPO tokenizes a rendered prompt with the
     tokenizer's special tokens, so the implicit reward must score the same sequence."""
+    from dicewf.chat import render_prompts
     from tokenizers import processors
     from transformers import AutoTokenizer
     from trl.data_utils import _tokenize
 
-    from dicewf.chat import render_prompts
-
     tok = AutoTokenizer.from_pretrained(tiny_model)
     bos = tok.eos_token  # any special token serves as this tokenizer's BOS
     tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", special_tokens=[(bos, tok.convert_tokens_to_ids(bos))])
+        single=f"{bos} $A", special_tokens=[(bos, tok.convert_tokens_to_ids(bos))]
+    )
     prompt, response = "What is 2 plus 3?", "The answer is 5."
     (enc,) = scoring.encode(tok, [prompt], [response])
     rendered = render_prompts(tok, [prompt])[0]
@@ -79,18 +78,21 @@ def test_batched_scoring_equals_one_sequence_at_a_time(tiny_model):
     prompts = ["Reverse the word kabo.", "What is 12 plus 9?", "How many letters are in zu?"]
     responses = ["obak.", "Adding 12 and 9 gives 21. The answer is 21.", "2"]
     enc = scoring.encode(tok, prompts, responses)
-    batched = scoring.sequence_logprobs(model, enc, max_tokens_per_batch=4096,
-                                        pad_token_id=tok.pad_token_id)
-    single = scoring.sequence_logprobs(model, enc, max_tokens_per_batch=1,
-                                       pad_token_id=tok.pad_token_id)
+    batched = scoring.sequence_logprobs(
+        model, enc, max_tokens_per_batch=4096, pad_token_id=tok.pad_token_id
+    )
+    single = scoring.sequence_logprobs(
+        model, enc, max_tokens_per_batch=1, pad_token_id=tok.pad_token_id
+    )
     np.testing.assert_allclose(batched, single, rtol=0, atol=1e-4)
     # and by hand, with a plain forward pass over the unpadded sequence
     e = enc[1]
     with torch.no_grad():
         logits = model(torch.tensor([e.input_ids])).logits[0]
     logp = torch.log_softmax(logits, -1)
-    manual = sum(logp[t - 1, e.input_ids[t]].item() for t in range(e.response_start,
-                                                                     len(e.input_ids)))
+    manual = sum(
+        logp[t - 1, e.input_ids[t]].item() for t in range(e.response_start, len(e.input_ids))
+    )
     assert batched[1] == pytest.approx(manual, abs=1e-4)
 
 
@@ -98,10 +100,19 @@ def _samples(n_prompts=3, k=2):
     rows = []
     for p in range(n_prompts):
         for s in range(k):  # one prompt text per prompt_id, k responses to it
-            rows.append((f"p{p}", f"What is {p} plus 1?", s, f"The answer is {p + s}.",
-                         "length" if (p, s) == (0, 1) else "stop", 0))
-    return pd.DataFrame(rows, columns=["prompt_id", "prompt", "sample_idx", "response",
-                                       "finish_reason", "seed"])
+            rows.append(
+                (
+                    f"p{p}",
+                    f"What is {p} plus 1?",
+                    s,
+                    f"The answer is {p + s}.",
+                    "length" if (p, s) == (0, 1) else "stop",
+                    0,
+                )
+            )
+    return pd.DataFrame(
+        rows, columns=["prompt_id", "prompt", "sample_idx", "response", "finish_reason", "seed"]
+    )
 
 
 def test_score_columns_reward_and_truncation(tiny_model):
@@ -148,8 +159,9 @@ def _logp_by_hand(model_path, tokenizer, prompt: str, response: str) -> float:
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([e.input_ids])).logits[0].double(), -1)
-    return sum(logp[t - 1, e.input_ids[t]].item() for t in range(e.response_start,
-                                                                 len(e.input_ids)))
+    return sum(
+        logp[t - 1, e.input_ids[t]].item() for t in range(e.response_start, len(e.input_ids))
+    )
 
 
 def test_logp_policy_is_the_policys_and_logp_ref_the_references(perturbed_model, tiny_model):
@@ -168,10 +180,14 @@ def test_logp_policy_is_the_policys_and_logp_ref_the_references(perturbed_model,
 
 def test_implicit_reward_agreement_counts_an_exact_reward_tie_as_half(tiny_model):
     # policy == reference: every implicit reward is exactly 0, so every pair is a tie
-    pairs = pd.DataFrame({"prompt": ["What is 1 plus 2?", "Reverse the word kabo."],
-                          "response_a": ["The answer is 3.", "obak."],
-                          "response_b": ["The answer is 4.", "The answer is kaob."],
-                          "label": [1, 0]})
+    pairs = pd.DataFrame(
+        {
+            "prompt": ["What is 1 plus 2?", "Reverse the word kabo."],
+            "response_a": ["The answer is 3.", "obak."],
+            "response_b": ["The answer is 4.", "The answer is kaob."],
+            "label": [1, 0],
+        }
+    )
     out = scoring.implicit_reward_agreement(pairs, tiny_model, tiny_model, beta=0.1)
     assert out["agreement"] == 0.5
     assert out["n_pairs"] == 2
@@ -179,8 +195,13 @@ def test_implicit_reward_agreement_counts_an_exact_reward_tie_as_half(tiny_model
 
 def test_score_rejects_bad_samples(tiny_model):
     with pytest.raises(DatasetError, match="finish_reason"):
-        scoring.score(_samples().drop(columns="finish_reason"), tiny_model, tiny_model, beta=0.1,
-                      source="s.parquet")
+        scoring.score(
+            _samples().drop(columns="finish_reason"),
+            tiny_model,
+            tiny_model,
+            beta=0.1,
+            source="s.parquet",
+        )
     all_cut = _samples().assign(finish_reason="length")
     with pytest.raises(ValueError, match="no response left"):
         scoring.score(all_cut, tiny_model, tiny_model, beta=0.1)
@@ -191,18 +212,26 @@ def test_score_rejects_bad_samples(tiny_model):
 
 def _by_length(responses, finish=None) -> pd.DataFrame:
     n = len(responses)
-    return pd.DataFrame({
-        "prompt_id": [f"p{i}" for i in range(n)], "prompt": ["Say something."] * n,
-        "sample_idx": list(range(n)), "response": responses,
-        "finish_reason": finish or ["stop"] * n, "seed": [0] * n})
+    return pd.DataFrame(
+        {
+            "prompt_id": [f"p{i}" for i in range(n)],
+            "prompt": ["Say something."] * n,
+            "sample_idx": list(range(n)),
+            "response": responses,
+            "finish_reason": finish or ["stop"] * n,
+            "seed": [0] * n,
+        }
+    )
 
 
 PAPER_FILTERS = {"strip_whitespace": True, "min_chars": 4, "max_chars": 6699}
 
 
 def test_the_filters_keep_3_lt_chars_lt_6700_after_stripping(caplog):
-    samples = _by_length(["abc", "abcd", "x" * 6699, "x" * 6700, "    ", "  abcd \n", "abcdef",
-                          " ab "], finish=["stop"] * 6 + ["length", "stop"])
+    samples = _by_length(
+        ["abc", "abcd", "x" * 6699, "x" * 6700, "    ", "  abcd \n", "abcdef", " ab "],
+        finish=["stop"] * 6 + ["length", "stop"],
+    )
     with caplog.at_level("INFO", logger="dicewf.scoring"):
         kept = scoring.finished(samples, True, "s.parquet", "score", **PAPER_FILTERS)
     assert kept["response"].tolist() == ["abcd", "x" * 6699, "abcd"]
@@ -218,15 +247,19 @@ def test_the_filters_keep_3_lt_chars_lt_6700_after_stripping(caplog):
 
 def test_without_stripping_whitespace_counts_as_characters():
     samples = _by_length(["    ", "abc", " abc"])
-    kept = scoring.finished(samples, True, "s", "score", strip_whitespace=False, min_chars=4,
-                            max_chars=6699)
+    kept = scoring.finished(
+        samples, True, "s", "score", strip_whitespace=False, min_chars=4, max_chars=6699
+    )
     assert kept["response"].tolist() == ["    ", " abc"]
 
 
 def test_the_default_filters_drop_only_truncated_responses():
     samples = _by_length(["", "a", "x" * 10_000, "b"], finish=["stop", "stop", "stop", "length"])
-    assert scoring.finished(samples, True, "s", "score")["response"].tolist() == \
-        ["", "a", "x" * 10_000]
+    assert scoring.finished(samples, True, "s", "score")["response"].tolist() == [
+        "",
+        "a",
+        "x" * 10_000,
+    ]
 
 
 def test_the_filters_name_what_is_wrong():
@@ -242,15 +275,22 @@ def test_a_prompt_keeps_its_pairs_with_8_valid_responses_not_7():
 
     rows = [("full", k, "answer " + "x" * k) for k in range(8)]
     rows += [("short", k, "abc" if k == 0 else "answer " + "y" * k) for k in range(8)]
-    samples = pd.DataFrame({
-        "prompt_id": [r[0] for r in rows], "prompt": ["Say something."] * 16,
-        "sample_idx": [r[1] for r in rows], "response": [r[2] for r in rows],
-        "finish_reason": "stop", "seed": 0})
+    samples = pd.DataFrame(
+        {
+            "prompt_id": [r[0] for r in rows],
+            "prompt": ["Say something."] * 16,
+            "sample_idx": [r[1] for r in rows],
+            "response": [r[2] for r in rows],
+            "finish_reason": "stop",
+            "seed": 0,
+        }
+    )
     kept = scoring.finished(samples, True, "s", "score", **PAPER_FILTERS)
     assert kept.groupby("prompt_id").size().to_dict() == {"full": 8, "short": 7}
     logratio = np.arange(len(kept), dtype=float)
-    scores = kept.assign(logratio=logratio, reward=0.1 * logratio,
-                         len_chars=kept["response"].str.len(), len_tokens=1)
+    scores = kept.assign(
+        logratio=logratio, reward=0.1 * logratio, len_chars=kept["response"].str.len(), len_tokens=1
+    )
     pairs = alpha.build_pairs(scores, 0.0, length_unit="chars", min_responses=8)
     assert pairs["prompt_id"].tolist() == ["full"]
     assert pairs.attrs["n_dropped"] == 1
@@ -262,8 +302,9 @@ def test_score_applies_the_filters(tiny_model):
     samples = _samples()
     samples.loc[2, "response"] = "  ok  "
     samples.loc[3, "response"] = "x" * 40
-    out = scoring.score(samples, tiny_model, tiny_model, beta=0.1, strip_whitespace=True,
-                        min_chars=3, max_chars=30)
+    out = scoring.score(
+        samples, tiny_model, tiny_model, beta=0.1, strip_whitespace=True, min_chars=3, max_chars=30
+    )
     # p0 #1 truncated, "ok" too short once stripped, 40 x's too long
     assert out["response"].tolist() == ["The answer is 0.", "The answer is 2.", "The answer is 3."]
     assert (out["len_chars"] == out["response"].str.len()).all()

@@ -22,12 +22,12 @@ from fake_chat_server import FakeChatServer
 from test_workflow import REPO, load, snakemake
 
 # planted values: long enough to look like real keys; never a real one
-HF = "hf_" + "PlantedHubToken" * 3            # a Hugging Face token
-SK = "sk-" + "PlantedOpenAIKey" * 3           # an OpenAI-style key
-GHP = "ghp_" + "PlantedGitHubToken" * 2       # a GitHub token
-AWS = "AKIA" + "PLANTEDAWSKEY123"             # an AWS access key id
+HF = "hf_" + "PlantedHubToken" * 3  # a Hugging Face token
+SK = "sk-" + "PlantedOpenAIKey" * 3  # an OpenAI-style key
+GHP = "ghp_" + "PlantedGitHubToken" * 2  # a GitHub token
+AWS = "AKIA" + "PLANTEDAWSKEY123"  # an AWS access key id
 XOXB = "xoxb-" + "1234-planted-slack"
-PW = "correct-horse-battery-staple"           # a password: only its key name gives it away
+PW = "correct-horse-battery-staple"  # a password: only its key name gives it away
 ENV_HF = "hf_" + "PlantedInTheEnvironment" * 2
 ENV_SK = "sk-" + "PlantedInTheEnvironment" * 2
 
@@ -46,23 +46,61 @@ def _refusal(config) -> str:
 
 
 # ----------------------------------------------------------------------------------- names
-@pytest.mark.parametrize("name", [
-    "token", "hub_token", "hf_token", "auth_token", "access_token", "use_auth_token",
-    "HF_TOKEN", "hubToken", "api_key", "apikey", "apiKey", "openai-api-key", "secret",
-    "client_secret", "aws_secret_access_key", "password", "db_password", "passwd",
-    "credentials", "Authorization",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "token",
+        "hub_token",
+        "hf_token",
+        "auth_token",
+        "access_token",
+        "use_auth_token",
+        "HF_TOKEN",
+        "hubToken",
+        "api_key",
+        "apikey",
+        "apiKey",
+        "openai-api-key",
+        "secret",
+        "client_secret",
+        "aws_secret_access_key",
+        "password",
+        "db_password",
+        "passwd",
+        "credentials",
+        "Authorization",
+    ],
+)
 def test_secret_key_names_are_refused(name):
     assert _secrets().secret_name(name)
 
 
-@pytest.mark.parametrize("name", [
-    # every key of the schema and the three configs that says "token" or "key" is legitimate
-    "max_tokens", "max_new_tokens", "max_prompt_tokens", "max_tokens_per_batch",
-    "stop_token_ids", "eos_token_id", "pad_token", "eos_token", "bos_token", "turn_end_token",
-    "label_pad_token_id", "skip_special_tokens", "truncate_prompt_tokens", "tokenizer",
-    "api_key_env", "token_env", "hf_token_file", "hub_model_id", "hub_private_repo", "keys",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        # every key of the schema and the three configs that says "token" or "key" is legitimate
+        "max_tokens",
+        "max_new_tokens",
+        "max_prompt_tokens",
+        "max_tokens_per_batch",
+        "stop_token_ids",
+        "eos_token_id",
+        "pad_token",
+        "eos_token",
+        "bos_token",
+        "turn_end_token",
+        "label_pad_token_id",
+        "skip_special_tokens",
+        "truncate_prompt_tokens",
+        "tokenizer",
+        "api_key_env",
+        "token_env",
+        "hf_token_file",
+        "hub_model_id",
+        "hub_private_repo",
+        "keys",
+    ],
+)
 def test_legitimate_key_names_pass(name):
     assert not _secrets().secret_name(name)
 
@@ -125,11 +163,18 @@ def test_every_secret_is_named_at_once_in_lists_too():
         assert value not in message
 
 
-@pytest.mark.parametrize("config", [
-    {"hub_token": None}, {"use_auth_token": True}, {"hf_token": ""},  # name no secret
-    {"model": "HuggingFaceH4/zephyr-7b-beta"}, {"stop": ["sk-", "hf_x"]},  # too short for keys
-    {"base_url": "http://127.0.0.1:8000/v1"}, {"api_key_env": "OPENAI_API_KEY"},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"hub_token": None},
+        {"use_auth_token": True},
+        {"hf_token": ""},  # name no secret
+        {"model": "HuggingFaceH4/zephyr-7b-beta"},
+        {"stop": ["sk-", "hf_x"]},  # too short for keys
+        {"base_url": "http://127.0.0.1:8000/v1"},
+        {"api_key_env": "OPENAI_API_KEY"},
+    ],
+)
 def test_harmless_values_pass(config):
     _secrets().check(config)
 
@@ -161,8 +206,15 @@ def test_a_planted_config_is_refused_and_nothing_anywhere_holds_a_key(tmp_path):
     output = ""
     # a dry run, then a real one (it writes .snakemake/log/); a cheap target either way
     for extra in (["-n"], ["--cores", "1"]):
-        proc = snakemake("results/toy/data/train_prompts.parquet", *extra, "--configfile",
-                         str(plant), cwd=work, check=False, env=env)
+        proc = snakemake(
+            "results/toy/data/train_prompts.parquet",
+            *extra,
+            "--configfile",
+            str(plant),
+            cwd=work,
+            check=False,
+            env=env,
+        )
         said = proc.stdout + proc.stderr
         output += said
         assert proc.returncode != 0, said
@@ -181,14 +233,26 @@ def test_the_train_block_reaches_accelerate_as_a_file_not_on_the_command_line(tm
     config = load(REPO / ".test/config.yaml")
     config["defaults"]["train"]["learning_rate"] = 1.2345e-05
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    proc = snakemake("results/dice/iter1/policy", "-n", "-p", "--configfile",
-                     str(tmp_path / "config.yaml"), cwd=tmp_path)
+    proc = snakemake(
+        "results/dice/iter1/policy",
+        "-n",
+        "-p",
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        cwd=tmp_path,
+    )
     shell = [line for line in proc.stdout.splitlines() if "accelerate launch" in line]
     assert len(shell) == 1, proc.stdout
     assert "--config results/dice/iter1/train_args.json" in shell[0]
     assert "learning_rate" not in shell[0] and "1.2345e-05" not in shell[0]
-    written = snakemake("results/dice/iter1/train_args.json", "--cores", "1", "--configfile",
-                        str(tmp_path / "config.yaml"), cwd=tmp_path)
+    written = snakemake(
+        "results/dice/iter1/train_args.json",
+        "--cores",
+        "1",
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        cwd=tmp_path,
+    )
     assert written.returncode == 0
     args = json.loads((tmp_path / "results/dice/iter1/train_args.json").read_text())
     assert args == config["defaults"]["train"]
@@ -200,8 +264,7 @@ def test_no_token_reaches_the_pickled_training_arguments(tmp_path, monkeypatch):
     hub_token in the block is refused naming it, and the environment's HF_TOKEN is not in it."""
     from dicewf import training
 
-    pairs = pd.DataFrame({"prompt_id": ["a"], "prompt": ["p"], "chosen": ["c"],
-                          "rejected": ["r"]})
+    pairs = pd.DataFrame({"prompt_id": ["a"], "prompt": ["p"], "chosen": ["c"], "rejected": ["r"]})
     configs = []
 
     def record_run(cfg, build, **kwargs):  # a test double: trains nothing
@@ -212,8 +275,9 @@ def test_no_token_reaches_the_pickled_training_arguments(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", ENV_HF)
     args = {"beta": 0.1, "max_steps": 1, "per_device_train_batch_size": 1}
     with pytest.raises(ValueError, match="hub_token") as err:
-        training.train_dpo("no-model", pairs, tmp_path / "policy", {**args, "hub_token": HF},
-                           seed=0)
+        training.train_dpo(
+            "no-model", pairs, tmp_path / "policy", {**args, "hub_token": HF}, seed=0
+        )
     assert HF not in str(err.value)
     assert configs == [] and not (tmp_path / "policy.checkpoints").exists()
     training.train_dpo("no-model", pairs, tmp_path / "policy", args, seed=0)
@@ -234,25 +298,27 @@ def _record_raw_cache(cache: Path, reply) -> None:
 
     with FakeChatServer(reply) as server:
         ChatClient(server.base_url, "judge", api_key_env=None, cache=cache).complete_records(
-            [_conv("hello")])
+            [_conv("hello")]
+        )
     assert SK in cache.read_text()
 
 
-def test_a_replayed_reply_holding_the_key_is_redacted_in_text_and_records(tmp_path,
-                                                                          monkeypatch):
+def test_a_replayed_reply_holding_the_key_is_redacted_in_text_and_records(tmp_path, monkeypatch):
     from dicewf.judge_client import ChatClient
 
     cache = tmp_path / "cache.jsonl"
     _record_raw_cache(cache, lambda body: f"You sent Bearer {SK}; [[A>B]]")
     monkeypatch.setenv("DICE_TEST_SECRET", SK)
-    replay = ChatClient(None, "judge", api_key_env="DICE_TEST_SECRET", cache=cache,
-                        replay_only=True)
+    replay = ChatClient(
+        None, "judge", api_key_env="DICE_TEST_SECRET", cache=cache, replay_only=True
+    )
     assert replay.complete([_conv("hello")]) == ["You sent Bearer ***; [[A>B]]"]
     assert SK not in json.dumps(replay.complete_records([_conv("hello")]))
 
 
-def test_an_echoing_arena_judge_cannot_put_the_key_in_the_judgments(tmp_path, monkeypatch,
-                                                                    restore_logging):
+def test_an_echoing_arena_judge_cannot_put_the_key_in_the_judgments(
+    tmp_path, monkeypatch, restore_logging
+):
     """The Arena adapter against a judge that echoes the request's key, live and replayed from
     a cache that holds the key: no output file, cache or log line holds it."""
     from snakemake.iocontainers import Namedlist
@@ -265,31 +331,57 @@ def test_an_echoing_arena_judge_cannot_put_the_key_in_the_judgments(tmp_path, mo
 
     def run(out: str, judge: dict) -> None:
         snakemake = types.SimpleNamespace(
-            input=Namedlist(fromdict={"responses": str(tmp_path / "responses.parquet"),
-                                      "questions": str(tmp_path / "questions.parquet")}),
-            output=Namedlist(fromdict={"judgments": str(tmp_path / out / "judgments.parquet"),
-                                       "metrics": str(tmp_path / out / "metrics.json"),
-                                       "judge_cache": str(tmp_path / out / "judge_cache.jsonl")}),
-            params=Namedlist(fromdict={"judge": {"model": "judge", **judge}, "n_bootstrap": 5,
-                                       "seed": 0}),
-            log=[str(tmp_path / out / "arena.log")])
+            input=Namedlist(
+                fromdict={
+                    "responses": str(tmp_path / "responses.parquet"),
+                    "questions": str(tmp_path / "questions.parquet"),
+                }
+            ),
+            output=Namedlist(
+                fromdict={
+                    "judgments": str(tmp_path / out / "judgments.parquet"),
+                    "metrics": str(tmp_path / out / "metrics.json"),
+                    "judge_cache": str(tmp_path / out / "judge_cache.jsonl"),
+                }
+            ),
+            params=Namedlist(
+                fromdict={"judge": {"model": "judge", **judge}, "n_bootstrap": 5, "seed": 0}
+            ),
+            log=[str(tmp_path / out / "arena.log")],
+        )
         runpy.run_path(str(script), init_globals={"snakemake": snakemake})
 
     def echo(body):  # repeats the key it was sent, then a verdict
         return f"{server.requests[-1]['headers'].get('authorization')} [[A>B]]"
 
     with FakeChatServer(echo) as server:
-        run("live", {"base_url": server.base_url, "api_key_env": "DICE_TEST_SECRET",
-                     "cache": str(tmp_path / "live" / "cache.jsonl")})
+        run(
+            "live",
+            {
+                "base_url": server.base_url,
+                "api_key_env": "DICE_TEST_SECRET",
+                "cache": str(tmp_path / "live" / "cache.jsonl"),
+            },
+        )
     assert server.requests[0]["headers"]["authorization"] == f"Bearer {SK}"
     # replayed from a cache that holds the key (recorded before replies were redacted)
     raw = tmp_path / "replay" / "cache.jsonl"
     raw.parent.mkdir()
     live = [json.loads(line) for line in (tmp_path / "live" / "cache.jsonl").open()]
-    raw.write_text("".join(json.dumps({**r, "response": r["response"].replace("***", SK)}) + "\n"
-                           for r in live))
-    run("replay", {"base_url": None, "api_key_env": "DICE_TEST_SECRET", "cache": str(raw),
-                   "replay_only": True})
+    raw.write_text(
+        "".join(
+            json.dumps({**r, "response": r["response"].replace("***", SK)}) + "\n" for r in live
+        )
+    )
+    run(
+        "replay",
+        {
+            "base_url": None,
+            "api_key_env": "DICE_TEST_SECRET",
+            "cache": str(raw),
+            "replay_only": True,
+        },
+    )
     for out in ("live", "replay"):
         judgments = pd.read_parquet(tmp_path / out / "judgments.parquet")  # compressed: read it
         assert judgments["judgment"].str.startswith("Bearer ***").all(), out

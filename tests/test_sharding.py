@@ -1,6 +1,5 @@
 import pandas as pd
 import pytest
-
 from dicewf.sharding import gather, parse_scatteritem, shard
 
 

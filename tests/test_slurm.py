@@ -35,11 +35,16 @@ CANCELLED_RULE = "train"
 
 
 def _why_not() -> str | None:
-    missing = [c for c in ("sbatch", "squeue", "scancel", "slurmctld", "slurmd", "munged")
-               if shutil.which(c) is None]
+    missing = [
+        c
+        for c in ("sbatch", "squeue", "scancel", "slurmctld", "slurmd", "munged")
+        if shutil.which(c) is None
+    ]
     if missing:
-        return (f"Slurm is not installed ({', '.join(missing)} missing): "
-                "apt-get install slurm-wlm munge")
+        return (
+            f"Slurm is not installed ({', '.join(missing)} missing): "
+            "apt-get install slurm-wlm munge"
+        )
     if os.geteuid() != 0:
         return "starting a Slurm cluster (tests/slurm/start.sh) needs root"
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
@@ -62,8 +67,16 @@ def _env() -> dict[str, str]:
 
 
 def _snakemake_cmd(workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-            *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+    ]
 
 
 def _workdir(path: Path) -> Path:
@@ -77,15 +90,21 @@ def _workdir(path: Path) -> Path:
 
 def _start(workdir: Path, *args: str) -> tuple[subprocess.Popen, Path]:
     log = workdir / "snakemake.out"
-    proc = subprocess.Popen(_snakemake_cmd(workdir, *args), cwd=workdir, env=_env(),
-                            stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        _snakemake_cmd(workdir, *args),
+        cwd=workdir,
+        env=_env(),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return proc, log
 
 
 def _squeue(*args: str) -> list[list[str]]:
-    out = subprocess.run(["squeue", "--noheader", *args], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["squeue", "--noheader", *args], capture_output=True, text=True, check=True
+    ).stdout
     return [line.split("|") for line in out.splitlines() if line.strip()]
 
 
@@ -96,8 +115,15 @@ def _rule_of(comment: str) -> str:
 
 def _planned(workdir: Path) -> tuple[Counter, dict[str, str]]:
     """Jobs per rule of a dry run with the same profiles, and each rule's resources line."""
-    out = subprocess.run(_snakemake_cmd(workdir, *PROFILES, "-n"), cwd=workdir, env=_env(),
-                         capture_output=True, text=True, timeout=300, check=False)
+    out = subprocess.run(
+        _snakemake_cmd(workdir, *PROFILES, "-n"),
+        cwd=workdir,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     jobs, resources, rule = Counter(), {}, None
     for line in (out.stdout + out.stderr).splitlines():
@@ -161,11 +187,15 @@ def _wait(proc: subprocess.Popen, log: Path, deadline: float) -> None:
 def cluster(request):
     subprocess.run([str(SLURM_DIR / "start.sh")], check=True, timeout=120)
     request.addfinalizer(
-        lambda: subprocess.run([str(SLURM_DIR / "stop.sh")], timeout=120, check=False))
-    hw = subprocess.run(["scontrol", "show", "node"], capture_output=True, text=True,
-                        check=True).stdout
-    return {"cpus": int(re.search(r"CPUTot=(\d+)", hw)[1]),
-            "mem_mb": int(re.search(r"RealMemory=(\d+)", hw)[1])}
+        lambda: subprocess.run([str(SLURM_DIR / "stop.sh")], timeout=120, check=False)
+    )
+    hw = subprocess.run(
+        ["scontrol", "show", "node"], capture_output=True, text=True, check=True
+    ).stdout
+    return {
+        "cpus": int(re.search(r"CPUTot=(\d+)", hw)[1]),
+        "mem_mb": int(re.search(r"RealMemory=(\d+)", hw)[1]),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -195,14 +225,27 @@ def runs(cluster, tmp_path_factory):
     print(f"Slurm and local runs took {time.monotonic() - t0:.0f} s")
     jobs = {}  # Slurm's record of the run, read now (squeue keeps it for MinJobAge)
     if injector.run_id:
-        for job_id, state, comment in _squeue("--name", injector.run_id, "--states=all",
-                                              "--format=%i|%T|%k"):
-            show = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True,
-                                  text=True, check=True).stdout
-            jobs[int(job_id)] = {"rule": _rule_of(comment), "state": state, "comment": comment,
-                                 "gpu": "TresPerJob=gres:gpu:1" in show}
-    return {"slurm": slurm_dir, "local": local_dir, "log": slurm_log.read_text(),
-            "planned": planned, "resources": resources, "injector": injector, "jobs": jobs}
+        for job_id, state, comment in _squeue(
+            "--name", injector.run_id, "--states=all", "--format=%i|%T|%k"
+        ):
+            show = subprocess.run(
+                ["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True
+            ).stdout
+            jobs[int(job_id)] = {
+                "rule": _rule_of(comment),
+                "state": state,
+                "comment": comment,
+                "gpu": "TresPerJob=gres:gpu:1" in show,
+            }
+    return {
+        "slurm": slurm_dir,
+        "local": local_dir,
+        "log": slurm_log.read_text(),
+        "planned": planned,
+        "resources": resources,
+        "injector": injector,
+        "jobs": jobs,
+    }
 
 
 def test_every_remote_job_went_through_sbatch(runs):
@@ -238,28 +281,37 @@ def test_a_cancelled_job_is_resubmitted_and_the_run_completes(runs):
     assert f"SLURM-job '{cancelled}' failed, SLURM status is: 'CANCELLED'" in log
     assert len(re.findall(r"Trying to restart job \d+\.", log)) == 1
     # The same job (rule and wildcards) went to Slurm again, later, and completed.
-    again = [v["state"] for j, v in jobs.items()
-             if v["comment"] == job["comment"] and j > int(cancelled)]
+    again = [
+        v["state"] for j, v in jobs.items() if v["comment"] == job["comment"] and j > int(cancelled)
+    ]
     assert again == ["COMPLETED"], jobs
 
 
 def test_results_equal_a_local_run(runs):
     slurm, local = runs["slurm"] / "results", runs["local"] / "results"
-    pd.testing.assert_frame_equal(pd.read_csv(slurm / "tables" / "table1.csv"),
-                                  pd.read_csv(local / "tables" / "table1.csv"), check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(slurm / "tables" / "table1.csv"),
+        pd.read_csv(local / "tables" / "table1.csv"),
+        check_exact=True,
+    )
     iterations = sorted(p.name for p in (local / "dice").glob("iter*"))
     assert iterations == ["iter1", "iter2"]
     for it in iterations:
         for name in ("pairs.parquet", "mixed.parquet"):
-            pd.testing.assert_frame_equal(pd.read_parquet(slurm / "dice" / it / name),
-                                          pd.read_parquet(local / "dice" / it / name),
-                                          check_exact=True, obj=f"{it}/{name}")
-        metrics = [json.loads((r / "dice" / it / "train_metrics.json").read_text())
-                   for r in (slurm, local)]
+            pd.testing.assert_frame_equal(
+                pd.read_parquet(slurm / "dice" / it / name),
+                pd.read_parquet(local / "dice" / it / name),
+                check_exact=True,
+                obj=f"{it}/{name}",
+            )
+        metrics = [
+            json.loads((r / "dice" / it / "train_metrics.json").read_text()) for r in (slurm, local)
+        ]
         losses = [[e["loss"] for e in m["log_history"] if "loss" in e] for m in metrics]
         assert losses[0] == losses[1], it
     models = sorted(p.name for p in (local / "eval").iterdir())
     assert models == sorted(p.name for p in (slurm / "eval").iterdir())
     for model in models:
-        assert (json.loads((slurm / "eval" / model / "metrics.json").read_text())
-                == json.loads((local / "eval" / model / "metrics.json").read_text())), model
+        assert json.loads((slurm / "eval" / model / "metrics.json").read_text()) == json.loads(
+            (local / "eval" / model / "metrics.json").read_text()
+        ), model

@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from dicewf import toyworld as tw
 from dicewf.io import check_frame
 
@@ -18,14 +17,14 @@ def test_build_world_is_deterministic_and_disjoint():
         pd.testing.assert_frame_equal(a[name], b[name])
     assert not set(a["train_prompts"]["prompt"]) & set(a["eval_prompts"]["prompt"])
     assert a["train_prompts"]["prompt"].is_unique
-    other = tw.build_world(tw.WorldSpec(seed=8, n_train_prompts=50, n_eval_prompts=20,
-                                        n_agreement_pairs=10))
+    other = tw.build_world(
+        tw.WorldSpec(seed=8, n_train_prompts=50, n_eval_prompts=20, n_agreement_pairs=10)
+    )
     assert not a["offline"].equals(other["offline"])
 
 
 def test_world_frames_meet_the_dataset_contracts():
-    data = tw.build_world(tw.WorldSpec(n_train_prompts=25, n_eval_prompts=10,
-                                       n_agreement_pairs=5))
+    data = tw.build_world(tw.WorldSpec(n_train_prompts=25, n_eval_prompts=10, n_agreement_pairs=5))
     check_frame(data["train_prompts"], "prompts")
     check_frame(data["eval_prompts"], "eval_prompts")
     check_frame(data["offline"], "pairs")
@@ -56,7 +55,8 @@ def test_preference_follows_quality_and_prefers_length_among_equals():
     assert tw.preference(t, long, short, judge) > 0.6  # deliberate length bias
     assert tw.preference(t, short, wrong_long, judge) > 0.99  # quality dominates
     assert tw.preference(t, short, long, judge) == pytest.approx(
-        1 - tw.preference(t, long, short, judge))
+        1 - tw.preference(t, long, short, judge)
+    )
     unbiased = tw.JudgeSpec(length_bias=0.0)
     assert tw.preference(t, long, short, unbiased) == pytest.approx(0.5)
 

@@ -3,19 +3,31 @@ import math
 
 import pandas as pd
 import pytest
-
 from dicewf import checkpoints, training
 from dicewf.io import DatasetError
 
-PAIRS = pd.DataFrame({
-    "prompt_id": ["a", "b", "c", "d"],
-    "prompt": ["What is 1 plus 2?", "Reverse the word kabo.", "What is 3 plus 3?",
-               "Write zu in capital letters."],
-    "chosen": ["The answer is 3.", "The answer is obak.", "6.", "ZU."],
-    "rejected": ["The answer is 4.", "kaob.", "The answer is 7.", "The answer is Zu."],
-})
-ARGS = {"beta": 0.1, "learning_rate": 1e-3, "max_steps": 3, "per_device_train_batch_size": 2,
-        "logging_steps": 1, "loss_type": "sigmoid", "disable_tqdm": True}
+PAIRS = pd.DataFrame(
+    {
+        "prompt_id": ["a", "b", "c", "d"],
+        "prompt": [
+            "What is 1 plus 2?",
+            "Reverse the word kabo.",
+            "What is 3 plus 3?",
+            "Write zu in capital letters.",
+        ],
+        "chosen": ["The answer is 3.", "The answer is obak.", "6.", "ZU."],
+        "rejected": ["The answer is 4.", "kaob.", "The answer is 7.", "The answer is Zu."],
+    }
+)
+ARGS = {
+    "beta": 0.1,
+    "learning_rate": 1e-3,
+    "max_steps": 3,
+    "per_device_train_batch_size": 2,
+    "logging_steps": 1,
+    "loss_type": "sigmoid",
+    "disable_tqdm": True,
+}
 
 
 @pytest.mark.slow
@@ -46,8 +58,7 @@ def test_dpo_same_seed_same_losses_other_seed_other_losses(tiny_model, tmp_path)
     assert a != c  # the seed orders the pairs into batches: steps 2 and 3 see other batches
 
 
-def test_the_seed_reaches_the_trainer_and_the_resume_fingerprint(tiny_model, tmp_path,
-                                                                 monkeypatch):
+def test_the_seed_reaches_the_trainer_and_the_resume_fingerprint(tiny_model, tmp_path, monkeypatch):
     runs = []
 
     def record_run(cfg, build, *, fingerprint, **kwargs):  # a test double: trains nothing
@@ -65,32 +76,42 @@ def test_the_seed_reaches_the_trainer_and_the_resume_fingerprint(tiny_model, tmp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss, expected", [
-    ("sigmoid", math.log(2)),           # -log sigmoid(beta * 0)
-    ("hinge", 1.0),                     # relu(1 - beta * 0)
-    ("ipo", (1 / (2 * 0.1)) ** 2),      # (0 - 1 / (2 beta))^2 = 25
-])
-def test_each_loss_types_first_step_loss_is_its_formula_at_zero_margin(tiny_model, tmp_path,
-                                                                       loss, expected):
+@pytest.mark.parametrize(
+    "loss, expected",
+    [
+        ("sigmoid", math.log(2)),  # -log sigmoid(beta * 0)
+        ("hinge", 1.0),  # relu(1 - beta * 0)
+        ("ipo", (1 / (2 * 0.1)) ** 2),  # (0 - 1 / (2 beta))^2 = 25
+    ],
+)
+def test_each_loss_types_first_step_loss_is_its_formula_at_zero_margin(
+    tiny_model, tmp_path, loss, expected
+):
     """TRL logs step 1's loss from the forward pass before the update, where the policy is its
     own reference: every log-ratio is 0, so each loss type is its formula at a zero margin."""
-    history = training.train_dpo(tiny_model, PAIRS, tmp_path / loss,
-                                 {**ARGS, "loss_type": loss, "max_steps": 1}, seed=0)
+    history = training.train_dpo(
+        tiny_model, PAIRS, tmp_path / loss, {**ARGS, "loss_type": loss, "max_steps": 1}, seed=0
+    )
     (step,) = [e for e in history if "loss" in e]
     assert step["loss"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_unknown_trl_key_is_named_and_nothing_is_written(tiny_model, tmp_path):
     with pytest.raises(TypeError, match="lerning_rate"):
-        training.train_dpo(tiny_model, PAIRS, tmp_path / "p", {**ARGS, "lerning_rate": 1.0},
-                           seed=0)
+        training.train_dpo(tiny_model, PAIRS, tmp_path / "p", {**ARGS, "lerning_rate": 1.0}, seed=0)
     assert not list(tmp_path.iterdir())
 
 
 def test_bad_pairs_are_named(tiny_model, tmp_path):
     with pytest.raises(DatasetError, match="mixed.parquet.*rejected"):
-        training.train_dpo(tiny_model, PAIRS.drop(columns="rejected"), tmp_path / "p", ARGS,
-                           seed=0, source="mixed.parquet")
+        training.train_dpo(
+            tiny_model,
+            PAIRS.drop(columns="rejected"),
+            tmp_path / "p",
+            ARGS,
+            seed=0,
+            source="mixed.parquet",
+        )
 
 
 @pytest.mark.slow
@@ -99,15 +120,23 @@ def test_sft_first_loss_is_the_completion_tokens_mean_nll(tiny_model, tmp_path):
     all four demos) is the untrained model's mean negative log-likelihood over the completion
     tokens (the completion and the turn-end token), the prompt tokens left out."""
     import torch
+    from dicewf.chat import render_prompts, turn_end_token
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dicewf.chat import render_prompts, turn_end_token
-
     demos = PAIRS.rename(columns={"chosen": "completion"})[["prompt", "completion"]]
-    history = training.train_sft(tiny_model, demos, tmp_path / "sft",
-                                 {"learning_rate": 1e-3, "max_steps": 2,
-                                  "per_device_train_batch_size": len(demos), "logging_steps": 1,
-                                  "disable_tqdm": True}, seed=0)
+    history = training.train_sft(
+        tiny_model,
+        demos,
+        tmp_path / "sft",
+        {
+            "learning_rate": 1e-3,
+            "max_steps": 2,
+            "per_device_train_batch_size": len(demos),
+            "logging_steps": 1,
+            "disable_tqdm": True,
+        },
+        seed=0,
+    )
     assert (tmp_path / "sft" / "model.safetensors").is_file()
     steps = [e for e in history if "loss" in e]
     assert len(steps) == 2
@@ -116,14 +145,15 @@ def test_sft_first_loss_is_the_completion_tokens_mean_nll(tiny_model, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     end = turn_end_token(tok)
     nll, n_completion, nll_all, n_all = 0.0, 0, 0.0, 0
-    for prompt, completion in zip(render_prompts(tok, demos["prompt"].tolist()),
-                                  demos["completion"]):
+    for prompt, completion in zip(
+        render_prompts(tok, demos["prompt"].tolist()), demos["completion"]
+    ):
         start = len(tok(prompt)["input_ids"])
         ids = tok(prompt + completion + end)["input_ids"]
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
         token_nll = [-logp[t - 1, ids[t]].item() for t in range(1, len(ids))]
-        nll += sum(token_nll[start - 1:])
+        nll += sum(token_nll[start - 1 :])
         n_completion += len(ids) - start
         nll_all += sum(token_nll)
         n_all += len(ids) - 1
@@ -136,17 +166,28 @@ def test_a_crashed_sft_run_resumes_like_an_uninterrupted_one(tiny_model, tmp_pat
     """SFT goes through the same resumable path as DPO: checkpoints next to the output, a rerun
     resumes from the last complete one and ends with the uninterrupted run's metrics and weights;
     a checkpoint interval off the logging steps is refused before any model is loaded."""
+    from conftest import assert_same_run
     from trl import SFTTrainer
 
-    from conftest import assert_same_run
-
     demos = PAIRS.rename(columns={"chosen": "completion"})[["prompt", "completion"]]
-    args = {"learning_rate": 1e-3, "max_steps": 4, "per_device_train_batch_size": 2,
-            "logging_steps": 1, "save_steps": 2, "disable_tqdm": True}
+    args = {
+        "learning_rate": 1e-3,
+        "max_steps": 4,
+        "per_device_train_batch_size": 2,
+        "logging_steps": 1,
+        "save_steps": 2,
+        "disable_tqdm": True,
+    }
 
     def run(name: str, **extra) -> dict:
-        training.train_sft(tiny_model, demos, tmp_path / name / "sft", {**args, **extra}, seed=0,
-                           metrics_path=tmp_path / name / "metrics.json")
+        training.train_sft(
+            tiny_model,
+            demos,
+            tmp_path / name / "sft",
+            {**args, **extra},
+            seed=0,
+            metrics_path=tmp_path / name / "metrics.json",
+        )
         return json.loads((tmp_path / name / "metrics.json").read_text())
 
     with pytest.raises(ValueError, match=r"save_steps \(3\).*logging_steps \(2\)"):
@@ -180,29 +221,43 @@ def test_summarise_keeps_the_last_finite_value():
 
 def test_checkpoints_live_next_to_the_output():
     assert checkpoints.checkpoint_dir_for("results/dice/iter1/policy").as_posix() == (
-        "results/dice/iter1/policy.checkpoints")
+        "results/dice/iter1/policy.checkpoints"
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [{}, {"save_steps": 1}, {"save_steps": 0}])
 def test_no_checkpoint_folder_is_left_after_success(tiny_model, tmp_path, extra):
     out = tmp_path / "policy"
-    training.train_dpo(tiny_model, PAIRS, out, {**ARGS, "max_steps": 2, **extra}, seed=0,
-                       metrics_path=tmp_path / "metrics.json")
+    training.train_dpo(
+        tiny_model,
+        PAIRS,
+        out,
+        {**ARGS, "max_steps": 2, **extra},
+        seed=0,
+        metrics_path=tmp_path / "metrics.json",
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "policy"]
 
 
 def test_checkpoints_must_fall_on_logging_steps(tiny_model, tmp_path):
     with pytest.raises(ValueError, match=r"save_steps \(3\).*logging_steps \(2\)"):
-        training.train_dpo(tiny_model, PAIRS, tmp_path / "p",
-                           {**ARGS, "save_steps": 3, "logging_steps": 2}, seed=0)
+        training.train_dpo(
+            tiny_model, PAIRS, tmp_path / "p", {**ARGS, "save_steps": 3, "logging_steps": 2}, seed=0
+        )
     assert not list(tmp_path.iterdir())
 
 
 def test_checkpoints_of_another_run_are_discarded_and_incomplete_ones_removed(tmp_path):
     ckpts = tmp_path / "policy.checkpoints"
-    run = {"policy": "p", "ref": None, "pairs": "abc", "args": {"beta": 0.1}, "seed": 0,
-           "world_size": 1}
+    run = {
+        "policy": "p",
+        "ref": None,
+        "pairs": "abc",
+        "args": {"beta": 0.1},
+        "seed": 0,
+        "world_size": 1,
+    }
     checkpoints.prepare_checkpoint_dir(ckpts, run)
     for step, complete in ((2, True), (4, True), (6, False)):  # killed while writing 6
         (ckpts / f"checkpoint-{step}").mkdir()
@@ -219,8 +274,7 @@ def test_checkpoints_of_another_run_are_discarded_and_incomplete_ones_removed(tm
 
 def test_resume_neutral_settings_keep_the_fingerprint(tiny_model):
     def fingerprint(pairs, args):
-        return training.preference_fingerprint(tiny_model, None, pairs, args, seed=0,
-                                               world_size=1)
+        return training.preference_fingerprint(tiny_model, None, pairs, args, seed=0, world_size=1)
 
     a = fingerprint(PAIRS, {**ARGS, "save_steps": 2})
     b = fingerprint(PAIRS, {**ARGS, "save_steps": 4})
@@ -230,7 +284,11 @@ def test_resume_neutral_settings_keep_the_fingerprint(tiny_model):
 
 def test_train_loss_covers_the_whole_run_after_a_resume():
     # steps 1-4 logged before the checkpoint at 4; the resumed call saw steps 5-6 (mean 1.0)
-    history = [{"loss": 3.0, "step": 2.0}, {"loss": 2.0, "step": 4.0}, {"loss": 1.0, "step": 6.0},
-               {"train_loss": 1.0, "step": 6.0}]
+    history = [
+        {"loss": 3.0, "step": 2.0},
+        {"loss": 2.0, "step": 4.0},
+        {"loss": 1.0, "step": 6.0},
+        {"train_loss": 1.0, "step": 6.0},
+    ]
     checkpoints._whole_run_train_loss(history, resumed_at=4)
     assert history[-1]["train_loss"] == pytest.approx((3 * 2 + 2 * 2 + 1 * 2) / 6)

@@ -15,28 +15,41 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from dicewf import checkpoints, launch, rdpo, scoring, toymodel, training
 from dicewf.chat import render_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-import train_launch  # noqa: E402
-from conftest import assert_same_run  # noqa: E402
+import train_launch
+from conftest import assert_same_run
+from test_training import PAIRS
 
-from test_training import PAIRS  # noqa: E402  (chosen/rejected differ in length both ways)
 # fp32 also where a GPU would turn bf16 on: the tests compare losses with a formula to 1e-5
-ARGS = {"beta": 0.1, "learning_rate": 1e-3, "max_steps": 3, "per_device_train_batch_size": 2,
-        "logging_steps": 1, "disable_tqdm": True, "bf16": False}
+ARGS = {
+    "beta": 0.1,
+    "learning_rate": 1e-3,
+    "max_steps": 3,
+    "per_device_train_batch_size": 2,
+    "logging_steps": 1,
+    "disable_tqdm": True,
+    "bf16": False,
+}
 
 
 @pytest.fixture(scope="module")
 def other_model(tiny_model, tmp_path_factory) -> Path:
     """Another random tiny Llama with the same tokenizer: a reference unlike the policy."""
     out = tmp_path_factory.mktemp("other") / "model"
-    toymodel.init_model(tiny_model, out, hidden_size=64, num_hidden_layers=2,
-                        num_attention_heads=1, intermediate_size=128,
-                        max_position_embeddings=128, seed=1)
+    toymodel.init_model(
+        tiny_model,
+        out,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        seed=1,
+    )
     return out
 
 
@@ -48,13 +61,15 @@ def logps(model_dir, frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.n
     tok = AutoTokenizer.from_pretrained(model_dir)
     encoded = scoring.encode(tok, frame["prompt"].tolist(), frame[column].tolist())
     model = scoring.load_model(model_dir)
-    lp = scoring.sequence_logprobs(model, encoded, max_tokens_per_batch=4096,
-                                   pad_token_id=tok.pad_token_id)
+    lp = scoring.sequence_logprobs(
+        model, encoded, max_tokens_per_batch=4096, pad_token_id=tok.pad_token_id
+    )
     return lp, np.array([e.n_response for e in encoded], dtype=float)
 
 
-def r_dpo_loss(margin: np.ndarray, len_w: np.ndarray, len_l: np.ndarray, beta: float,
-               lam: float) -> float:
+def r_dpo_loss(
+    margin: np.ndarray, len_w: np.ndarray, len_l: np.ndarray, beta: float, lam: float
+) -> float:
     """Park et al. (2024): mean of -log sigmoid(beta * margin + lambda * (|y_w| - |y_l|))."""
     z = beta * margin + lam * (len_w - len_l)
     return float(np.mean(np.logaddexp(0.0, -z)))
@@ -67,7 +82,8 @@ def test_unpaired_gives_both_halves_of_each_pair_in_a_seeded_order():
     rows = training.unpaired(PAIRS, seed=0)
     assert list(rows.columns) == ["prompt", "completion", "label"] and len(rows) == 8
     expected = {(p, c, True) for p, c in zip(PAIRS["prompt"], PAIRS["chosen"])} | {
-        (p, r, False) for p, r in zip(PAIRS["prompt"], PAIRS["rejected"])}
+        (p, r, False) for p, r in zip(PAIRS["prompt"], PAIRS["rejected"])
+    }
     assert set(map(tuple, rows.itertuples(index=False))) == expected
     assert rows.equals(training.unpaired(PAIRS, seed=0))
     orders = {tuple(training.unpaired(PAIRS, seed=s)["completion"]) for s in range(5)}
@@ -75,8 +91,9 @@ def test_unpaired_gives_both_halves_of_each_pair_in_a_seeded_order():
 
 
 @pytest.mark.slow
-def test_kto_trains_on_the_unpaired_pairs_with_chat_rendered_prompts(tiny_model, tmp_path,
-                                                                    monkeypatch):
+def test_kto_trains_on_the_unpaired_pairs_with_chat_rendered_prompts(
+    tiny_model, tmp_path, monkeypatch
+):
     import trl
     from transformers import AutoTokenizer
 
@@ -90,8 +107,15 @@ def test_kto_trains_on_the_unpaired_pairs_with_chat_rendered_prompts(tiny_model,
 
     monkeypatch.setattr(trl, "KTOTrainer", RecordingKTOTrainer)
     out, metrics = tmp_path / "policy", tmp_path / "metrics.json"
-    history = training.train_dpo(tiny_model, PAIRS, out, {**ARGS, "desirable_weight": 1.0},
-                                 seed=0, trainer="kto", metrics_path=metrics)
+    history = training.train_dpo(
+        tiny_model,
+        PAIRS,
+        out,
+        {**ARGS, "desirable_weight": 1.0},
+        seed=0,
+        trainer="kto",
+        metrics_path=metrics,
+    )
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     rendered = dict(zip(PAIRS["prompt"], render_prompts(tok, PAIRS["prompt"].tolist())))
@@ -112,12 +136,24 @@ def test_kto_trains_on_the_unpaired_pairs_with_chat_rendered_prompts(tiny_model,
 
 def test_kto_config_fields_are_checked_by_trl(tiny_model, tmp_path):
     with pytest.raises(TypeError, match="desirable_wieght"):
-        training.train_dpo(tiny_model, PAIRS, tmp_path / "p", {**ARGS, "desirable_wieght": 2.0},
-                           seed=0, trainer="kto")
+        training.train_dpo(
+            tiny_model,
+            PAIRS,
+            tmp_path / "p",
+            {**ARGS, "desirable_wieght": 2.0},
+            seed=0,
+            trainer="kto",
+        )
     # a DPO loss type (say from a shared train block) is named before any model is loaded
     with pytest.raises(ValueError, match="KTOConfig loss_type.*'sigmoid'"):
-        training.train_dpo(tiny_model, PAIRS, tmp_path / "p", {**ARGS, "loss_type": "sigmoid"},
-                           seed=0, trainer="kto")
+        training.train_dpo(
+            tiny_model,
+            PAIRS,
+            tmp_path / "p",
+            {**ARGS, "loss_type": "sigmoid"},
+            seed=0,
+            trainer="kto",
+        )
     with pytest.raises(ValueError, match="trainer must be one of"):
         training.train_dpo(tiny_model, PAIRS, tmp_path / "p", ARGS, seed=0, trainer="orpo")
     assert not list(tmp_path.iterdir())
@@ -126,19 +162,30 @@ def test_kto_config_fields_are_checked_by_trl(tiny_model, tmp_path):
 # --- length-regularised DPO --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("trainer, extra, lam, match", [
-    ("kto", {}, 0.1, "does not apply to trainer='kto'"),
-    ("dpo", {"loss_type": "ipo"}, 0.1, r"sigmoid loss only.*\['ipo'\]"),
-    ("dpo", {"loss_type": ["sigmoid", "sft"]}, 0.1, r"sigmoid loss only.*\['sigmoid', 'sft'\]"),
-    ("dpo", {"f_divergence_type": "js_divergence"}, 0.1, "reverse_kl"),
-    ("dpo", {}, -0.1, "finite number >= 0"),
-    ("dpo", {}, math.nan, "finite number >= 0"),
-])
-def test_length_penalty_is_refused_where_it_is_not_defined(tiny_model, tmp_path, trainer, extra,
-                                                           lam, match):
+@pytest.mark.parametrize(
+    "trainer, extra, lam, match",
+    [
+        ("kto", {}, 0.1, "does not apply to trainer='kto'"),
+        ("dpo", {"loss_type": "ipo"}, 0.1, r"sigmoid loss only.*\['ipo'\]"),
+        ("dpo", {"loss_type": ["sigmoid", "sft"]}, 0.1, r"sigmoid loss only.*\['sigmoid', 'sft'\]"),
+        ("dpo", {"f_divergence_type": "js_divergence"}, 0.1, "reverse_kl"),
+        ("dpo", {}, -0.1, "finite number >= 0"),
+        ("dpo", {}, math.nan, "finite number >= 0"),
+    ],
+)
+def test_length_penalty_is_refused_where_it_is_not_defined(
+    tiny_model, tmp_path, trainer, extra, lam, match
+):
     with pytest.raises(ValueError, match=match):
-        training.train_dpo(tiny_model, PAIRS, tmp_path / "p", {**ARGS, **extra}, seed=0,
-                           trainer=trainer, length_penalty=lam)
+        training.train_dpo(
+            tiny_model,
+            PAIRS,
+            tmp_path / "p",
+            {**ARGS, **extra},
+            seed=0,
+            trainer=trainer,
+            length_penalty=lam,
+        )
     assert not list(tmp_path.iterdir())  # refused before any model is loaded or file written
 
 
@@ -148,15 +195,25 @@ def build_dpo(cls, policy, ref, tmp_path, **extra):
     from trl import DPOConfig
 
     tok = AutoTokenizer.from_pretrained(policy)
-    cfg = DPOConfig(output_dir=str(tmp_path / "scratch"),
-                    **training.device_args({"beta": ARGS["beta"], "loss_type": ["sigmoid"],
-                                            "bf16": False}))
-    data = Dataset.from_dict({"prompt": render_prompts(tok, PAIRS["prompt"].tolist()),
-                              "chosen": PAIRS["chosen"].tolist(),
-                              "rejected": PAIRS["rejected"].tolist()})
-    return cls(model=AutoModelForCausalLM.from_pretrained(policy),
-               ref_model=AutoModelForCausalLM.from_pretrained(ref), args=cfg,
-               train_dataset=data, processing_class=tok, **extra)
+    cfg = DPOConfig(
+        output_dir=str(tmp_path / "scratch"),
+        **training.device_args({"beta": ARGS["beta"], "loss_type": ["sigmoid"], "bf16": False}),
+    )
+    data = Dataset.from_dict(
+        {
+            "prompt": render_prompts(tok, PAIRS["prompt"].tolist()),
+            "chosen": PAIRS["chosen"].tolist(),
+            "rejected": PAIRS["rejected"].tolist(),
+        }
+    )
+    return cls(
+        model=AutoModelForCausalLM.from_pretrained(policy),
+        ref_model=AutoModelForCausalLM.from_pretrained(ref),
+        args=cfg,
+        train_dataset=data,
+        processing_class=tok,
+        **extra,
+    )
 
 
 def batch_loss(trainer) -> float:
@@ -171,15 +228,19 @@ def test_zero_length_penalty_is_plain_dpo_on_the_same_batch(tiny_model, other_mo
     from trl import DPOTrainer
 
     plain = batch_loss(build_dpo(DPOTrainer, tiny_model, other_model, tmp_path))
-    zero = batch_loss(build_dpo(rdpo.LengthRegularisedDPOTrainer, tiny_model, other_model,
-                                tmp_path, length_penalty=0.0))
+    zero = batch_loss(
+        build_dpo(
+            rdpo.LengthRegularisedDPOTrainer, tiny_model, other_model, tmp_path, length_penalty=0.0
+        )
+    )
     assert zero == pytest.approx(plain, rel=1e-6, abs=1e-7)
     assert plain != pytest.approx(math.log(2), abs=1e-3)  # policy != reference: a real margin
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.05, 0.3])
-def test_length_regularised_loss_is_the_formula_on_a_hand_made_batch(tiny_model, other_model,
-                                                                     tmp_path, lam):
+def test_length_regularised_loss_is_the_formula_on_a_hand_made_batch(
+    tiny_model, other_model, tmp_path, lam
+):
     from trl import DPOTrainer
 
     cls = rdpo.LengthRegularisedDPOTrainer if lam else DPOTrainer
@@ -203,9 +264,15 @@ def test_length_regularised_loss_is_the_formula_on_a_hand_made_batch(tiny_model,
 def test_first_logged_step_of_a_run_is_the_formula(tiny_model, tmp_path):
     lam = 0.2
     metrics = tmp_path / "metrics.json"
-    training.train_dpo(tiny_model, PAIRS, tmp_path / "policy",
-                       {**ARGS, "max_steps": 1, "per_device_train_batch_size": len(PAIRS)},
-                       seed=0, length_penalty=lam, metrics_path=metrics)
+    training.train_dpo(
+        tiny_model,
+        PAIRS,
+        tmp_path / "policy",
+        {**ARGS, "max_steps": 1, "per_device_train_batch_size": len(PAIRS)},
+        seed=0,
+        length_penalty=lam,
+        metrics_path=metrics,
+    )
     step = json.loads(metrics.read_text())["log_history"][0]
     _, len_w = logps(tiny_model, PAIRS, "chosen")
     _, len_l = logps(tiny_model, PAIRS, "rejected")
@@ -220,12 +287,14 @@ def length_biased(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     a, b = rng.integers(1, 9, size=(2, n))
     answers = [f"The answer is {x + y}." for x, y in zip(a, b)]
-    return pd.DataFrame({
-        "prompt_id": [f"p{i}" for i in range(n)],
-        "prompt": [f"What is {x} plus {y}?" for x, y in zip(a, b)],
-        "chosen": [s + " I hope this helps you." for s in answers],
-        "rejected": answers,
-    })
+    return pd.DataFrame(
+        {
+            "prompt_id": [f"p{i}" for i in range(n)],
+            "prompt": [f"What is {x} plus {y}?" for x, y in zip(a, b)],
+            "chosen": [s + " I hope this helps you." for s in answers],
+            "rejected": answers,
+        }
+    )
 
 
 @pytest.mark.slow
@@ -252,8 +321,9 @@ def test_length_penalty_unlearns_a_planted_length_preference(tiny_model, tmp_pat
 
 def test_fingerprint_names_the_trainer_and_the_length_penalty(tiny_model):
     def fingerprint(**variant):
-        return training.preference_fingerprint(tiny_model, None, PAIRS, ARGS, seed=0,
-                                               world_size=1, **variant)
+        return training.preference_fingerprint(
+            tiny_model, None, PAIRS, ARGS, seed=0, world_size=1, **variant
+        )
 
     base = fingerprint()
     assert base["trainer"] == "dpo" and base["length_penalty"] == 0.0
@@ -279,8 +349,7 @@ def crashing_training_step(original, after: int):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["kto", "r-dpo"])
-def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_path, variant,
-                                                             caplog):
+def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_path, variant, caplog):
     import trl
 
     kwargs = {"trainer": "kto"} if variant == "kto" else {"length_penalty": 0.05}
@@ -289,8 +358,15 @@ def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_pat
     args = {**ARGS, "max_steps": 4, "save_steps": 2}
 
     def run(name: str) -> dict:
-        training.train_dpo(tiny_model, PAIRS, tmp_path / name / "policy", args, seed=0,
-                           metrics_path=tmp_path / name / "metrics.json", **kwargs)
+        training.train_dpo(
+            tiny_model,
+            PAIRS,
+            tmp_path / name / "policy",
+            args,
+            seed=0,
+            metrics_path=tmp_path / name / "metrics.json",
+            **kwargs,
+        )
         return json.loads((tmp_path / name / "metrics.json").read_text())
 
     reference = run("uninterrupted")
@@ -301,13 +377,13 @@ def test_a_crashed_variant_resumes_like_an_uninterrupted_run(tiny_model, tmp_pat
     ckpts = checkpoints.checkpoint_dir_for(tmp_path / "resumed" / "policy")
     assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-2"]
     assert json.loads((ckpts / "run.json").read_text())["trainer"] == (
-        "kto" if variant == "kto" else "dpo")
+        "kto" if variant == "kto" else "dpo"
+    )
     with caplog.at_level("INFO", logger="dicewf.checkpoints"):
         resumed = run("resumed")
     assert f"resuming from checkpoint {ckpts / 'checkpoint-2'} (step 2)" in caplog.text
 
-    assert_same_run(reference, resumed, tmp_path / "uninterrupted", tmp_path / "resumed",
-                    "policy")
+    assert_same_run(reference, resumed, tmp_path / "uninterrupted", tmp_path / "resumed", "policy")
 
 
 @pytest.mark.slow
@@ -320,14 +396,25 @@ def test_the_entry_point_parses_with_trls_parser_over_the_config_class(tiny_mode
     # json writes 5e-05, which YAML 1.1 reads as a string; the parser types it from DPOConfig
     config.write_text(json.dumps({**ARGS, "learning_rate": 5e-05, "global_batch_size": 2}))
     assert "5e-05" in config.read_text()
-    common = ["--model", str(tiny_model), "--pairs", str(pairs), "--out", str(tmp_path / "kto"),
-              "--config", str(config), "--seed", "0"]
+    common = [
+        "--model",
+        str(tiny_model),
+        "--pairs",
+        str(pairs),
+        "--out",
+        str(tmp_path / "kto"),
+        "--config",
+        str(config),
+        "--seed",
+        "0",
+    ]
     script, fields = launch.parse(common)
     assert (script.trainer, script.length_penalty, script.seed) == ("dpo", 0.0, 0)
     assert fields == {**ARGS, "learning_rate": 5e-05, "global_batch_size": 2}
     assert isinstance(fields["learning_rate"], float)
-    script, fields = launch.parse([*common, "--trainer", "kto", "--length-penalty", "0.05",
-                                   "--beta", "0.3"])
+    script, fields = launch.parse(
+        [*common, "--trainer", "kto", "--length-penalty", "0.05", "--beta", "0.3"]
+    )
     assert (script.trainer, script.length_penalty, fields["beta"]) == ("kto", 0.05, 0.3)
     with pytest.raises(SystemExit):
         launch.parse([*common, "--trainer", "orpo"])
@@ -336,15 +423,15 @@ def test_the_entry_point_parses_with_trls_parser_over_the_config_class(tiny_mode
         launch.parse([a if a != str(config) else str(tmp_path / "typo.json") for a in common])
 
     train_launch.main([*common, "--trainer", "kto", "--metrics", str(tmp_path / "m.json")])
-    steps = [e for e in json.loads((tmp_path / "m.json").read_text())["log_history"]
-             if "loss" in e]
+    steps = [e for e in json.loads((tmp_path / "m.json").read_text())["log_history"] if "loss" in e]
     assert len(steps) == 3 and "kl" in steps[0]  # KTO's metrics: it ran KTOTrainer
     assert (tmp_path / "kto" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow
-def test_the_toy_start_policy_rule_runs_the_same_entry_point(tmp_path, monkeypatch,
-                                                            restore_logging):
+def test_the_toy_start_policy_rule_runs_the_same_entry_point(
+    tmp_path, monkeypatch, restore_logging
+):
     """Under Snakemake's script: directive train_launch.py takes the rule's inputs, outputs,
     seed, log and training block (never on a command line) and trains as the train rule does."""
     import runpy
@@ -359,10 +446,15 @@ def test_the_toy_start_policy_rule_runs_the_same_entry_point(tmp_path, monkeypat
     smk = SimpleNamespace(
         input=SimpleNamespace(model="hub/model", pairs=str(pairs)),
         output=SimpleNamespace(model=str(tmp_path / "policy"), metrics=str(tmp_path / "m.json")),
-        params=SimpleNamespace(args=block, seed=7), log=[str(tmp_path / "train.log")])
+        params=SimpleNamespace(args=block, seed=7),
+        log=[str(tmp_path / "train.log")],
+    )
     monkeypatch.setattr(sys, "argv", ["snakemake-script"])
-    runpy.run_path(str(REPO / "workflow" / "scripts" / "train_launch.py"),
-                   init_globals={"snakemake": smk}, run_name="__main__")
+    runpy.run_path(
+        str(REPO / "workflow" / "scripts" / "train_launch.py"),
+        init_globals={"snakemake": smk},
+        run_name="__main__",
+    )
     [(args, kwargs)] = calls
     assert args[0] == "hub/model" and args[2] == str(tmp_path / "policy")
     assert args[3] == {**ARGS, "learning_rate": 5e-05}

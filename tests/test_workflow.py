@@ -15,10 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from dicewf.io import check_frame
-
 from dicewf import config as wfconfig
+from dicewf.io import check_frame
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -33,15 +31,29 @@ NO_SLURM = Path(tempfile.mkdtemp(prefix="no-slurm-"))
 (NO_SLURM / "scontrol").chmod(0o755)
 
 
-def snakemake(*args: str, cwd: Path, check: bool = True,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def snakemake(
+    *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     # the train rule's shell command calls `accelerate` from this interpreter's environment
-    path = f"{NO_SLURM}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}" \
+    path = (
+        f"{NO_SLURM}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}"
         f"{os.environ.get('PATH', '')}"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PATH": path,
-           **(env or {})}
-    proc = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(cwd), *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PATH": path,
+        **(env or {}),
+    }
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(cwd), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -90,10 +102,16 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
         (judges if xp["score"]["method"] == "judge" else scorers).add(scored)
     shards = cfg["sharding"]["shards"]
     bases = len(wfconfig.settings(cfg))
-    return {"train": len(runs), "mix": len(runs), "eval": len(runs) + bases,
-            "search_alpha": searches, "sample": shards * len(samplers),
-            "score": shards * len(scorers), "judge": shards * len(judges),
-            "gather_shards": len(scorers) + len(judges)}
+    return {
+        "train": len(runs),
+        "mix": len(runs),
+        "eval": len(runs) + bases,
+        "search_alpha": searches,
+        "sample": shards * len(samplers),
+        "score": shards * len(scorers),
+        "judge": shards * len(judges),
+        "gather_shards": len(scorers) + len(judges),
+    }
 
 
 def test_dry_run_of_the_default_config_plans_the_whole_paper_matrix(tmp_path):
@@ -104,8 +122,16 @@ def test_dry_run_of_the_default_config_plans_the_whole_paper_matrix(tmp_path):
     # iteration 1 is sampled once for every experiment with the default sampling settings
     assert want["sample"] < want["search_alpha"]
     assert jobs["table"] == 10 and jobs["figure"] == 5  # Tables 1-7, 9, 10, paper vs ours
-    for rule in ("toy_world", "toy_init_model", "toy_sft", "toy_start_policy",
-                 "reward_agreement", "train_reward_model", "agreement", "all"):
+    for rule in (
+        "toy_world",
+        "toy_init_model",
+        "toy_sft",
+        "toy_start_policy",
+        "reward_agreement",
+        "train_reward_model",
+        "agreement",
+        "all",
+    ):
         assert jobs[rule] == 1, (rule, jobs)
 
 
@@ -116,8 +142,7 @@ def test_the_paper_config_plans_the_whole_matrix_offline(tmp_path):
     cfg = load(paper)
     wd = workdir(tmp_path, cfg)
     # no network: the hub is offline and any HTTP(S) request goes to a dead proxy
-    dead = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-            "NO_PROXY": ""}
+    dead = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
     jobs = planned_jobs(wd, env=dead)
     want = expected_jobs(cfg)
     models = want.pop("eval")  # the paper suite evaluates through other rules
@@ -160,8 +185,16 @@ def test_asking_for_one_table_builds_only_its_own_dependencies(tmp_path):
     # gamma 0), each at iteration 1, and the iteration-1 samples and scores they share
     assert jobs.pop("train") == jobs.pop("train_args") == jobs.pop("mix") == jobs.pop("eval") == 4
     assert jobs.pop("search_alpha") == 4
-    assert jobs == {"sample": 1, "score": 1, "gather_shards": 1, "table": 1, "toy_world": 1,
-                    "toy_init_model": 1, "toy_sft": 1, "toy_start_policy": 1}, jobs
+    assert jobs == {
+        "sample": 1,
+        "score": 1,
+        "gather_shards": 1,
+        "table": 1,
+        "toy_world": 1,
+        "toy_init_model": 1,
+        "toy_sft": 1,
+        "toy_start_policy": 1,
+    }, jobs
     out = snakemake("-n", "results/tables/table7.md", cwd=wd).stdout
     trained = set(re.findall(r"output: results/(\w+)/iter1/policy", out))
     assert trained == {"dice_gamma0_alpha0", "rdpo_lambda002", "rdpo_lambda005", "dice_gamma0"}
@@ -176,7 +209,9 @@ def touched_tree(tmp: Path, cfg: dict) -> Path:
     created (a folder for a name without a suffix) and then `--touch`ed."""
     cwd = workdir(tmp, cfg)
     summary = snakemake("--summary", cwd=cwd).stdout.splitlines()
-    for line in summary[summary.index(next(x for x in summary if x.startswith("output_file"))) + 1:]:
+    for line in summary[
+        summary.index(next(x for x in summary if x.startswith("output_file"))) + 1 :
+    ]:
         path = cwd / line.split("\t")[0]
         if path.suffix:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,8 +227,14 @@ def touched_tree(tmp: Path, cfg: dict) -> Path:
 # two iterations, which the other experiment of the reduced config has not). `setting` needs a
 # config with settings: it only picks one of them, as `experiment` does.
 REPORT_CHANGES = [
-    {"label": "changed", "sweep_iteration": 1, "figure1": {"iteration": 1}, "iteration": 2,
-     "figure2": {"bins": 17}, "figure4": {"points": 23}},
+    {
+        "label": "changed",
+        "sweep_iteration": 1,
+        "figure1": {"iteration": 1},
+        "iteration": 2,
+        "figure2": {"bins": 17},
+        "figure4": {"points": 23},
+    },
     {"experiment": "dice_gamma0"},
 ]
 PLOT_JOBS = {"table", "figure", "alpha_landscape", "all"}
@@ -249,21 +290,27 @@ def test_adding_an_experiment_is_configuration(tmp_path):
 
 def test_offline_baselines_sample_nothing_and_keep_their_reference(tmp_path):
     cfg = dice_only()
-    cfg["experiments"].update({
-        "offline_dpo": {"reference": "fixed", "mix": {"gamma": 1.0}},
-        "offline_dpo_new_ref": {"mix": {"gamma": 1.0}},
-    })
+    cfg["experiments"].update(
+        {
+            "offline_dpo": {"reference": "fixed", "mix": {"gamma": 1.0}},
+            "offline_dpo_new_ref": {"mix": {"gamma": 1.0}},
+        }
+    )
     wd = workdir(tmp_path, cfg)
     jobs = planned_jobs(wd)
     n_iter = cfg["defaults"]["iterations"]
     for rule in ("sample", "score", "gather_shards", "search_alpha"):
         assert jobs[rule] == n_iter, (rule, jobs)  # DICE's only
     assert jobs["train"] == jobs["mix"] == 3 * n_iter
-    out = snakemake("-n", "-p", "results/offline_dpo/iter2/policy",
-                    "results/offline_dpo_new_ref/iter2/policy", cwd=wd).stdout
+    out = snakemake(
+        "-n",
+        "-p",
+        "results/offline_dpo/iter2/policy",
+        "results/offline_dpo_new_ref/iter2/policy",
+        cwd=wd,
+    ).stdout
     fixed = re.search(r"--model \S+offline_dpo/iter1/policy\S* --pairs \S+ --ref (\S+)", out)
-    new = re.search(r"--model \S+offline_dpo_new_ref/iter1/policy\S* --pairs \S+ --ref (\S+)",
-                    out)
+    new = re.search(r"--model \S+offline_dpo_new_ref/iter1/policy\S* --pairs \S+ --ref (\S+)", out)
     assert fixed and fixed[1].strip("'").endswith("results/toy/models/start_policy"), out
     assert new and new[1].strip("'").endswith("offline_dpo_new_ref/iter1/policy"), out
 
@@ -322,8 +369,16 @@ def test_every_output_exists_with_its_schema(e2e):
         metrics = json.loads((d / "train_metrics.json").read_text())
         assert "rewards/accuracies" in metrics["final"]
         assert len(metrics["log_history"]) >= 1
-    models = ["base", "dice-iter1", "dice-iter2", "offline_dpo-iter1", "judge-iter1",
-              "dice_kto-iter1", "dice_gamma0-iter1", "rdpo_lambda002-iter1"]
+    models = [
+        "base",
+        "dice-iter1",
+        "dice-iter2",
+        "offline_dpo-iter1",
+        "judge-iter1",
+        "dice_kto-iter1",
+        "dice_gamma0-iter1",
+        "rdpo_lambda002-iter1",
+    ]
     assert sorted(p.name for p in (r / "eval").iterdir()) == sorted(models)
     for model in models:
         m = json.loads((r / "eval" / model / "metrics.json").read_text())
@@ -331,8 +386,13 @@ def test_every_output_exists_with_its_schema(e2e):
             assert 0 <= m[key] <= (100 if "rate" in key or "arena" in key else 1e6), (model, key)
         assert m["arena_ci_low"] <= m["arena_score"] <= m["arena_ci_high"], model
     table = pd.read_csv(r / "tables" / "table1.csv")
-    assert table.iloc[:, 0].tolist() == ["Base", "Offline DPO Iter 1", "LLM-as-a-Judge Iter 1",
-                                         "DICE Iter 1", "DICE Iter 2"]
+    assert table.iloc[:, 0].tolist() == [
+        "Base",
+        "Offline DPO Iter 1",
+        "LLM-as-a-Judge Iter 1",
+        "DICE Iter 1",
+        "DICE Iter 2",
+    ]
     # the offline baseline trained on D_offline alone and sampled nothing
     offline = pd.read_parquet(r / "offline_dpo" / "iter1" / "mixed.parquet")
     assert (offline["source"] == "offline").all()
@@ -351,8 +411,18 @@ def test_every_output_exists_with_its_schema(e2e):
     for exp in ("dice_kto", "dice_gamma0", "rdpo_lambda002"):
         assert not (r / exp / "iter1" / "shards").exists(), exp  # dice's samples and scores
     # every table and figure of the paper, and Table 5 from the iteration-1 tuples
-    for name in ("table1", "table2", "table3", "table4", "table5", "table6", "table7",
-                 "table9", "table10", "paper_vs_reproduced"):
+    for name in (
+        "table1",
+        "table2",
+        "table3",
+        "table4",
+        "table5",
+        "table6",
+        "table7",
+        "table9",
+        "table10",
+        "paper_vs_reproduced",
+    ):
         assert (r / "tables" / f"{name}.csv").is_file(), name
         assert "|" in (r / "tables" / f"{name}.md").read_text(), name
         assert r"\begin{tabular}" in (r / "tables" / f"{name}.tex").read_text(), name
@@ -360,8 +430,11 @@ def test_every_output_exists_with_its_schema(e2e):
     assert set(agreement["rates"]) == {"IntlRM", "DPO Implicit Reward"}
     assert all(0 <= v <= 1 for v in agreement["rates"].values())
     # at most one tuple per prompt, from prompts with two different untruncated responses
-    assert 0 < agreement["n_tuples"] <= min(cfg["agreement"]["tuples"],
-                                            cfg["world"]["n_train_prompts"])
+    assert (
+        0
+        < agreement["n_tuples"]
+        <= min(cfg["agreement"]["tuples"], cfg["world"]["n_train_prompts"])
+    )
     tuples = pd.read_parquet(r / "agreement" / "tuples.parquet")
     assert len(tuples) == agreement["n_tuples"] and tuples["prompt_id"].is_unique
     assert (tuples["response_1"] != tuples["response_2"]).all()
@@ -406,8 +479,11 @@ def test_the_report_is_one_html_page_of_the_paper(e2e, tmp_path):
 
 @pytest.mark.slow
 def test_a_deleted_figure_or_table_is_rebuilt_by_its_own_job_alone(e2e):
-    for path in ("results/figures/figure3.png", "results/figures/figure3.pdf",
-                 "results/tables/table4.md"):
+    for path in (
+        "results/figures/figure3.png",
+        "results/figures/figure3.pdf",
+        "results/tables/table4.md",
+    ):
         (e2e / path).unlink()
     assert planned_jobs(e2e) == {"figure": 1, "table": 1, "all": 1}
     snakemake("--cores", "1", cwd=e2e)
@@ -418,16 +494,25 @@ def test_a_deleted_figure_or_table_is_rebuilt_by_its_own_job_alone(e2e):
 @pytest.mark.slow
 def test_the_same_config_gives_the_same_files(e2e):
     d = e2e / "results" / "dice" / "iter1"
-    before = {f: pd.read_parquet(d / f) for f in ("samples.parquet", "scores.parquet",
-                                                   "pairs.parquet", "mixed.parquet")}
+    before = {
+        f: pd.read_parquet(d / f)
+        for f in ("samples.parquet", "scores.parquet", "pairs.parquet", "mixed.parquet")
+    }
     rel = d.relative_to(e2e)
-    snakemake("--cores", "2", "--forcerun", "sample", "--", str(rel / "mixed.parquet"),
-              str(rel / "samples.parquet"), cwd=e2e)
+    snakemake(
+        "--cores",
+        "2",
+        "--forcerun",
+        "sample",
+        "--",
+        str(rel / "mixed.parquet"),
+        str(rel / "samples.parquet"),
+        cwd=e2e,
+    )
     for f, df in before.items():
         pd.testing.assert_frame_equal(pd.read_parquet(d / f), df, check_exact=True, obj=f)
     metrics = json.loads((d / "train_metrics.json").read_text())
-    snakemake("--cores", "2", "--forcerun", "train", "--", str(rel / "train_metrics.json"),
-              cwd=e2e)
+    snakemake("--cores", "2", "--forcerun", "train", "--", str(rel / "train_metrics.json"), cwd=e2e)
     again = json.loads((d / "train_metrics.json").read_text())
     losses = [e["loss"] for e in metrics["log_history"] if "loss" in e]
     assert losses == [e["loss"] for e in again["log_history"] if "loss" in e]
@@ -444,24 +529,38 @@ def test_three_shards_give_the_same_samples_and_scores_as_one(e2e, tmp_path):
     (sharded / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     # the gathered files do not depend on the shard count, so Snakemake keeps them: remove them
     # and what search_alpha made from them
-    for f in ("samples.parquet", "scores.parquet", "shards", "pairs.parquet", "alpha.json",
-              "landscape.parquet", "length_diffs.parquet"):
+    for f in (
+        "samples.parquet",
+        "scores.parquet",
+        "shards",
+        "pairs.parquet",
+        "alpha.json",
+        "landscape.parquet",
+        "length_diffs.parquet",
+    ):
         path = sharded / "results/dice/iter1" / f
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     targets = ["results/dice/iter1/pairs.parquet", "results/dice/iter1/samples.parquet"]
     jobs = planned_jobs(sharded, *targets)
-    assert jobs == {"sample": 3, "score": 3, "gather_shards": 1, "gather_samples": 1,
-                    "search_alpha": 1}, jobs
+    assert jobs == {
+        "sample": 3,
+        "score": 3,
+        "gather_shards": 1,
+        "gather_samples": 1,
+        "search_alpha": 1,
+    }, jobs
     snakemake("--cores", "2", *targets, cwd=sharded)
+
     def both(f):
-        return (pd.read_parquet(sharded / "results/dice/iter1" / f),
-                pd.read_parquet(e2e / "results/dice/iter1" / f))
+        return (
+            pd.read_parquet(sharded / "results/dice/iter1" / f),
+            pd.read_parquet(e2e / "results/dice/iter1" / f),
+        )
 
     # samples are bit-identical (per-prompt seeds); log-probs agree to float rounding, since a
     # shard's token-budget batches pad to other widths (the matmuls' summation order changes)
     pd.testing.assert_frame_equal(*both("samples.parquet"), check_exact=True)
-    pd.testing.assert_frame_equal(*both("scores.parquet"), check_exact=False, rtol=1e-5,
-                                  atol=1e-4)
+    pd.testing.assert_frame_equal(*both("scores.parquet"), check_exact=False, rtol=1e-5, atol=1e-4)
     # and the preference pairs D(alpha*) built from them are the same pairs
     three, one = both("pairs.parquet")
     text = ["prompt_id", "chosen", "rejected", "chosen_sample_idx", "rejected_sample_idx"]
@@ -479,16 +578,24 @@ def test_hub_models_are_downloaded_by_their_own_rule_and_the_dry_run_is_offline(
     assert "toy_start_policy" not in jobs and "toy_sft" not in jobs
 
 
-@pytest.mark.skipif(importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
-                    reason="the Slurm executor plugin is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
+    reason="the Slurm executor plugin is not installed",
+)
 def test_the_slurm_profile_is_found_by_its_short_name_from_the_repo_root(tmp_path):
     """`snakemake --profile slurm` typed in the repo root loads profiles/slurm (a dry run:
     nothing is submitted; tests/test_slurm.py submits for real)."""
     cfg = load(REPO / "config.yaml")
     wd = workdir(tmp_path, cfg)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([*SNAKEMAKE, "--profile", "slurm", "-s", "Snakefile", "-d", str(wd),
-                           "-n"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--profile", "slurm", "-s", "Snakefile", "-d", str(wd), "-n"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout + proc.stderr
     assert "rule train:" in out

@@ -13,21 +13,21 @@ rule train_reward_model:
     output:
         model=directory("results/agreement/reward_model"),
         metrics="results/agreement/reward_model_metrics.json",
-    params:
-        args=config["agreement"]["reward_model"],
-        seed=config["seed"],
     log:
         "logs/agreement/train_reward_model.log",
     benchmark:
         "results/benchmarks/agreement/train_reward_model.tsv"
+    conda:
+        "../../envs/training.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=128000,
         runtime=480,
         cpus_per_task=16,
-    conda:
-        "../../envs/training.yaml"
+    params:
+        args=config["agreement"]["reward_model"],
+        seed=config["seed"],
     script:
         "../scripts/train_reward_model.py"
 
@@ -37,12 +37,22 @@ rule agreement:
         unpack(agreement_inputs),
         reward_model="results/agreement/reward_model",
     output:
+        **AGREEMENT_JUDGE_CACHE,
         agreement=paper.AGREEMENT,
         tuples="results/agreement/tuples.parquet",
         # an API judge's replies: appended to judge_cache.partial.jsonl beside it as they
         # arrive (a killed or failed job resumes), moved here when the job succeeds (so
         # --forcerun asks again)
-        **AGREEMENT_JUDGE_CACHE,
+    log:
+        "logs/agreement/agreement.log",
+    conda:
+        "../../envs/training.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=60,
+        cpus_per_task=4,
     params:
         n=config["agreement"]["tuples"],
         seed=config["seed"],
@@ -50,18 +60,10 @@ rule agreement:
         gold_judge=config.get("world", {}).get("judge", {}),
         setting=MAIN_SETTING,
         # label and head of each published reward model, in the order of input.external
-        external=[{"label": label, "head": m["head"]}
-                  for label, m in config["agreement"]["external_reward_models"].items()],
+        external=[
+            {"label": label, "head": m["head"]}
+            for label, m in config["agreement"]["external_reward_models"].items()
+        ],
         max_tokens_per_batch=config["defaults"]["score"]["max_tokens_per_batch"],
-    log:
-        "logs/agreement/agreement.log",
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=60,
-        cpus_per_task=4,
-    conda:
-        "../../envs/training.yaml"
     script:
         "../scripts/agreement.py"

@@ -17,7 +17,6 @@ from dicewf import paper  # noqa: E402
 from dicewf import secrets  # noqa: E402
 from dicewf import seeds  # noqa: E402
 
-
 # first: a key in config is refused naming its path (the schema's errors would quote it)
 secrets.check(config)
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -32,7 +31,9 @@ SETTINGS = cfg.settings(config)
 RUNS = cfg.expanded(config)  # full experiment name -> (setting, experiment)
 _clash = RESERVED & (set(RUNS) | set(config.get("settings") or {}))
 if _clash:
-    raise ValueError(f"experiments/settings: names {sorted(_clash)} are reserved for result folders")
+    raise ValueError(
+        f"experiments/settings: names {sorted(_clash)} are reserved for result folders"
+    )
 for _setting in SETTINGS:
     _missing = [k for k in ("policy", "reference") if k not in cfg.base(config, _setting)]
     if _missing:
@@ -201,7 +202,8 @@ def shared_scores(w):
 
 # The agreement rule's declared judge cache: only an API judge has one.
 AGREEMENT_JUDGE_CACHE = (
-    {} if config["agreement"]["judge"] == "gold"
+    {}
+    if config["agreement"]["judge"] == "gold"
     else {"judge_cache": "results/agreement/judge_cache.jsonl"}
 )
 
@@ -259,8 +261,13 @@ def all_targets():
     # every value each experiment ran with, in one file per experiment
     targets += [f"results/{exp}/config.yaml" for exp in EXPERIMENTS]
     if "world" in config:  # each set of samples once, gathered for inspection (toy sizes only)
-        targets += sorted({f"{cfg.iter_dir(OWNERS[e][0] if t == 1 else e, t)}/samples.parquet"
-                           for e, t in cfg.iterations(config) if XP[e]["mix"]["gamma"] < 1})
+        targets += sorted(
+            {
+                f"{cfg.iter_dir(OWNERS[e][0] if t == 1 else e, t)}/samples.parquet"
+                for e, t in cfg.iterations(config)
+                if XP[e]["mix"]["gamma"] < 1
+            }
+        )
     if "world" in config:  # the toy world's check that pi_theta^(0)'s implicit reward is useful
         targets.append("results/toy/agreement.json")
     return targets

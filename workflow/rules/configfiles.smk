@@ -10,7 +10,6 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from dicewf import checks  # noqa: E402
 
-
 for _file in workflow.config_settings.configfiles or ["config.yaml"]:
     if Path(_file).is_file():  # a missing file is Snakemake's to name
         checks.load_yaml(_file)

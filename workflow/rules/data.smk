@@ -5,14 +5,14 @@
 rule download_dataset:
     output:
         snapshot=directory("resources/hub/datasets/{hub_dataset}"),
-    params:
-        spec=lambda w: hub.spec_of(f"datasets/{w.hub_dataset}"),
-        allow_patterns=dataset_patterns,
     log:
         "logs/download/datasets/{hub_dataset}.log",
     localrule: True  # compute nodes often have no internet; the login node downloads
     conda:
         "../../envs/training.yaml"
+    params:
+        spec=lambda w: hub.spec_of(f"datasets/{w.hub_dataset}"),
+        allow_patterns=dataset_patterns,
     script:
         "../scripts/download_dataset.py"
 
@@ -25,15 +25,15 @@ rule prepare_ultrafeedback:
     output:
         offline=ensure("results/data/ultrafeedback/offline.parquet", non_empty=True),
         prompts=ensure("results/data/ultrafeedback/prompts.parquet", non_empty=True),
-    params:
-        split=lambda w: config["data"]["ultrafeedback"]["split"],
-        n_pairs=lambda w: config["data"]["ultrafeedback"]["n_pairs"],
-        seed=config["seed"],
     log:
         "logs/data/prepare_ultrafeedback.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        split=lambda w: config["data"]["ultrafeedback"]["split"],
+        n_pairs=lambda w: config["data"]["ultrafeedback"]["n_pairs"],
+        seed=config["seed"],
     script:
         "../scripts/prepare_ultrafeedback.py"
 
@@ -45,15 +45,15 @@ rule prepare_ultrafeedback_all:
         snapshot=data_snapshot("ultrafeedback"),
     output:
         offline=ensure("results/data/ultrafeedback/all_pairs.parquet", non_empty=True),
-    params:
-        split=lambda w: config["data"]["ultrafeedback"]["split"],
-        n_pairs=None,  # all of them
-        seed=config["seed"],
     log:
         "logs/data/prepare_ultrafeedback_all.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        split=lambda w: config["data"]["ultrafeedback"]["split"],
+        n_pairs=None,  # all of them
+        seed=config["seed"],
     script:
         "../scripts/prepare_ultrafeedback.py"
 
@@ -79,13 +79,13 @@ rule prepare_arena_hard:
         snapshot=data_snapshot("arena_hard"),
     output:
         eval_set=ensure("results/data/arena_hard.parquet", non_empty=True),
-    params:
-        baseline=lambda w: config["data"]["arena_hard"]["baseline"],
     log:
         "logs/data/prepare_arena_hard.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        baseline=lambda w: config["data"]["arena_hard"]["baseline"],
     script:
         "../scripts/prepare_arena_hard.py"
 

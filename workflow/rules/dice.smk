@@ -13,22 +13,22 @@ rule sample:
         samples=ensure(
             "results/{exp}/iter{iter}/shards/{scatteritem}/samples.parquet", non_empty=True
         ),
-    params:
-        sampling=lambda w: seeded(xp(w)["sampling"]),
-        backend=config["sampler"]["backend"],
-        engine=config["sampler"]["vllm"],
     log:
         "logs/{exp}/iter{iter}/sample/{scatteritem}.log",
     benchmark:
         "results/benchmarks/{exp}/iter{iter}/sample/{scatteritem}.tsv"
+    conda:
+        "../../envs/sampling.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=64000,
         runtime=240,
         cpus_per_task=8,
-    conda:
-        "../../envs/sampling.yaml"
+    params:
+        sampling=lambda w: seeded(xp(w)["sampling"]),
+        backend=config["sampler"]["backend"],
+        engine=config["sampler"]["vllm"],
     script:
         "../scripts/sample.py"
 
@@ -44,23 +44,23 @@ rule score:
         scores=ensure(
             "results/{exp}/iter{iter}/shards/{scatteritem}/scores.parquet", non_empty=True
         ),
-    params:
-        beta=lambda w: xp(w)["train"]["beta"],
-        # the implicit reward's settings and the response filters (method and judge belong to
-        # the judge rule)
-        score=lambda w: {k: v for k, v in xp(w)["score"].items() if k not in ("method", "judge")},
     log:
         "logs/{exp}/iter{iter}/score/{scatteritem}.log",
     benchmark:
         "results/benchmarks/{exp}/iter{iter}/score/{scatteritem}.tsv"
+    conda:
+        "../../envs/training.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=64000,
         runtime=120,
         cpus_per_task=8,
-    conda:
-        "../../envs/training.yaml"
+    params:
+        beta=lambda w: xp(w)["train"]["beta"],
+        # the implicit reward's settings and the response filters (method and judge belong to
+        # the judge rule)
+        score=lambda w: {k: v for k, v in xp(w)["score"].items() if k not in ("method", "judge")},
     script:
         "../scripts/score.py"
 
@@ -78,6 +78,18 @@ rule judge:
         scores=ensure(
             "results/{exp}/iter{iter}/shards/{scatteritem}/judge_scores.parquet", non_empty=True
         ),
+    log:
+        "logs/{exp}/iter{iter}/judge/{scatteritem}.log",
+    benchmark:
+        "results/benchmarks/{exp}/iter{iter}/judge/{scatteritem}.tsv"
+    conda:
+        "../../envs/sampling.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=64000,
+        runtime=240,
+        cpus_per_task=8,
     params:
         sampling=lambda w: seeded(xp(w)["score"]["judge"]["sampling"]),
         min_ratings=lambda w: xp(w)["score"]["judge"]["min_ratings"],
@@ -85,18 +97,6 @@ rule judge:
         filters=lambda w: {k: xp(w)["score"][k] for k in RESPONSE_FILTERS},
         backend=config["sampler"]["backend"],
         engine=config["sampler"]["vllm"],
-    log:
-        "logs/{exp}/iter{iter}/judge/{scatteritem}.log",
-    benchmark:
-        "results/benchmarks/{exp}/iter{iter}/judge/{scatteritem}.tsv"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=64000,
-        runtime=240,
-        cpus_per_task=8,
-    conda:
-        "../../envs/sampling.yaml"
     script:
         "../scripts/judge_score.py"
 
@@ -142,16 +142,16 @@ rule search_alpha:
         alpha=paper.ALPHA,
         pairs=ensure("results/{exp}/iter{iter}/pairs.parquet", non_empty=True),
         length_diffs=paper.LENGTH_DIFFS,
-    params:
-        alpha=lambda w: seeded(xp(w)["alpha"], after="min_responses"),
     log:
         "logs/{exp}/iter{iter}/search_alpha.log",
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=8000,
         runtime=30,
         cpus_per_task=1,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        alpha=lambda w: seeded(xp(w)["alpha"], after="min_responses"),
     script:
         "../scripts/search_alpha.py"
 
@@ -165,14 +165,14 @@ rule alpha_landscape:
         alpha=paper.ALPHA,
     output:
         landscape=paper.LANDSCAPE,
-    params:
-        alpha=lambda w: seeded(xp(w)["alpha"], after="min_responses"),
-        points=config["report"]["figure4"]["points"],
     log:
         "logs/{exp}/iter{iter}/alpha_landscape.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        alpha=lambda w: seeded(xp(w)["alpha"], after="min_responses"),
+        points=config["report"]["figure4"]["points"],
     script:
         "../scripts/alpha_landscape.py"
 
@@ -185,17 +185,17 @@ rule mix:
         offline=config["base"]["offline"],
     output:
         mixed=ensure("results/{exp}/iter{iter}/mixed.parquet", non_empty=True),
-    params:
-        mix=lambda w: seeded(xp(w)["mix"], after="n_pairs"),
-        iteration=lambda w: int(w.iter),  # the split is drawn anew each iteration
     log:
         "logs/{exp}/iter{iter}/mix.log",
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=4000,
         runtime=10,
         cpus_per_task=1,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        mix=lambda w: seeded(xp(w)["mix"], after="n_pairs"),
+        iteration=lambda w: int(w.iter),  # the split is drawn anew each iteration
     script:
         "../scripts/mix.py"
 
@@ -206,11 +206,11 @@ rule experiment_config:
     so a changed value rewrites it without rerunning anything else."""
     output:
         config="results/{exp}/config.yaml",
-    params:
-        config=lambda w: cfg.resolved(config, w.exp),
     log:
         "logs/{exp}/experiment_config.log",
     localrule: True
+    params:
+        config=lambda w: cfg.resolved(config, w.exp),
     run:
         from dicewf.io import write_yaml
 
@@ -224,11 +224,11 @@ rule train_args:
     # A changed block rewrites the file, which reruns the train job.
     output:
         args="results/{exp}/iter{iter}/train_args.json",
-    params:
-        args=lambda w: xp(w)["train"],  # DPOConfig (KTOConfig) fields
     log:
         "logs/{exp}/iter{iter}/train_args.log",
     localrule: True
+    params:
+        args=lambda w: xp(w)["train"],  # DPOConfig (KTOConfig) fields
     run:
         from dicewf.io import write_json
 
@@ -256,13 +256,28 @@ rule train:
     output:
         model=directory("results/{exp}/iter{iter}/policy"),
         metrics="results/{exp}/iter{iter}/train_metrics.json",
+    log:
+        "logs/{exp}/iter{iter}/train.log",
+    benchmark:
+        "results/benchmarks/{exp}/iter{iter}/train.tsv"
+    conda:
+        "../../envs/training.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=128000,
+        runtime=480,
+        cpus_per_task=16,
     params:
         seed=config["seed"],
         # input.code is Snakemake's cached copy of the script, away from its dicewf package
         scripts=str(Path(workflow.basedir) / "workflow" / "scripts"),
         # derived from resources, so a different GPU count does not by itself rerun the job
         accelerate_config=lambda w, resources: str(
-            Path(workflow.basedir) / "workflow" / "accelerate" / "{}.yaml".format(
+            Path(workflow.basedir)
+            / "workflow"
+            / "accelerate"
+            / "{}.yaml".format(
                 config["train_launcher"]["accelerate_config"] if resources.gpu else "single"
             )
         ),
@@ -272,18 +287,6 @@ rule train:
         trainer=lambda w: xp(w)["trainer"],
         length_penalty=lambda w: xp(w)["length_penalty"],
         device=lambda w, resources: "" if resources.gpu else "--cpu",
-    log:
-        "logs/{exp}/iter{iter}/train.log",
-    benchmark:
-        "results/benchmarks/{exp}/iter{iter}/train.tsv"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=128000,
-        runtime=480,
-        cpus_per_task=16,
-    conda:
-        "../../envs/training.yaml"
     shell:
         "PYTHONPATH={params.scripts:q}${{PYTHONPATH:+:$PYTHONPATH}}"
         " accelerate launch --config_file {params.accelerate_config:q}"

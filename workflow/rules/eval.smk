@@ -14,6 +14,18 @@ if TOY_EVAL:
             responses="results/eval/{model}/responses.parquet",
             judgements="results/eval/{model}/judgements.parquet",
             metrics=paper.METRICS,
+        log:
+            "logs/eval/{model}.log",
+        benchmark:
+            "results/benchmarks/eval/{model}.tsv"
+        conda:
+            "../../envs/sampling.yaml"
+        threads: 2
+        resources:
+            gpu=1,
+            mem_mb=64000,
+            runtime=120,
+            cpus_per_task=8,
         params:
             sampling=eval_sampling,
             backend=config["sampler"]["backend"],
@@ -21,18 +33,6 @@ if TOY_EVAL:
             judge=config["world"]["judge"],
             l2=config["eval"]["l2"],
             arena=seeded(config["eval"]["arena"], after="n_bootstrap"),
-        log:
-            "logs/eval/{model}.log",
-        benchmark:
-            "results/benchmarks/eval/{model}.tsv"
-        threads: 2
-        resources:
-            gpu=1,
-            mem_mb=64000,
-            runtime=120,
-            cpus_per_task=8,
-        conda:
-            "../../envs/sampling.yaml"
         script:
             "../scripts/evaluate.py"
 
@@ -46,26 +46,24 @@ else:
             alpaca_eval="results/data/alpaca_eval.parquet",
             arena_hard="results/data/arena_hard.parquet",
         output:
-            alpaca_eval=ensure("results/eval/{model}/alpaca_eval/responses.parquet",
-                               non_empty=True),
-            arena_hard=ensure("results/eval/{model}/arena_hard/responses.parquet",
-                              non_empty=True),
-        params:
-            sampling=eval_sampling,
-            backend=config["sampler"]["backend"],
-            engine=config["sampler"]["vllm"],
+            alpaca_eval=ensure("results/eval/{model}/alpaca_eval/responses.parquet", non_empty=True),
+            arena_hard=ensure("results/eval/{model}/arena_hard/responses.parquet", non_empty=True),
         log:
             "logs/eval/{model}/generate.log",
         benchmark:
             "results/benchmarks/eval/{model}/generate.tsv"
+        conda:
+            "../../envs/sampling.yaml"
         threads: 2
         resources:
             gpu=1,
             mem_mb=64000,
             runtime=180,
             cpus_per_task=8,
-        conda:
-            "../../envs/sampling.yaml"
+        params:
+            sampling=eval_sampling,
+            backend=config["sampler"]["backend"],
+            engine=config["sampler"]["vllm"],
         script:
             "../scripts/generate.py"
 
@@ -78,16 +76,18 @@ else:
         output:
             metrics="results/eval/{model}/alpaca_eval/metrics.json",
             annotations=directory("results/eval/{model}/alpaca_eval/annotations"),
-        params:
-            # the LC GLM's data comes from input.lc_data; the key from annotator.api_key_env
-            annotator=lambda w, input: {
-                **config["eval"]["alpaca_eval"], "hf_cache_dir": input.lc_data},
-            model_name="{model}",
         log:
             "logs/eval/{model}/alpaca_eval_annotate.log",
         localrule: True  # API calls; the login node has the network
         conda:
             "../../envs/analysis.yaml"
+        params:
+            # the LC GLM's data comes from input.lc_data; the key from annotator.api_key_env
+            annotator=lambda w, input: {
+                **config["eval"]["alpaca_eval"],
+                "hf_cache_dir": input.lc_data,
+            },
+            model_name="{model}",
         script:
             "../scripts/alpaca_eval_annotate.py"
 
@@ -103,16 +103,16 @@ else:
             # killed or failed job resumes from it), moved here when the job succeeds (so
             # --forcerun asks the judge again)
             judge_cache="results/eval/{model}/arena_hard/judge_cache.jsonl",
-        params:
-            judge=config["eval"]["arena_hard"]["judge"],
-            prompt=config["eval"]["arena_hard"]["prompt"],
-            n_bootstrap=config["eval"]["arena"]["n_bootstrap"],
-            seed=config["seed"],
         log:
             "logs/eval/{model}/arena_hard_judge.log",
         localrule: True
         conda:
             "../../envs/analysis.yaml"
+        params:
+            judge=config["eval"]["arena_hard"]["judge"],
+            prompt=config["eval"]["arena_hard"]["prompt"],
+            n_bootstrap=config["eval"]["arena"]["n_bootstrap"],
+            seed=config["seed"],
         script:
             "../scripts/arena_hard_judge.py"
 

@@ -17,15 +17,15 @@ rule table:
             labels={"name": "{table}"},
         ),
         tex="results/tables/{table}.tex",
-    params:
-        table="{table}",
-        layout=LAYOUT_PARAM,
-        caption=lambda w: caption_of(w.table),
     log:
         "logs/report/{table}.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        table="{table}",
+        layout=LAYOUT_PARAM,
+        caption=lambda w: caption_of(w.table),
     script:
         "../scripts/report_tables.py"
 
@@ -43,15 +43,15 @@ rule figure:
             labels={"name": "{figure}"},
         ),
         pdf="results/figures/{figure}.pdf",
-    params:
-        figure="{figure}",
-        layout=LAYOUT_PARAM,
-        bins=lambda w: config["report"]["figure2"]["bins"] if w.figure == "figure2" else None,
-        caption=lambda w: caption_of(w.figure),
     log:
         "logs/report/{figure}.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        figure="{figure}",
+        layout=LAYOUT_PARAM,
+        bins=lambda w: config["report"]["figure2"]["bins"] if w.figure == "figure2" else None,
+        caption=lambda w: caption_of(w.figure),
     script:
         "../scripts/report_figures.py"

@@ -8,13 +8,13 @@ rule toy_world:
         offline=ensure("results/toy/data/offline.parquet", non_empty=True),
         agreement_pairs=ensure("results/toy/data/agreement_pairs.parquet", non_empty=True),
         sft_demos=ensure("results/toy/data/sft_demos.parquet", non_empty=True),
-    params:
-        world=seeded(config["world"], after=""),
     log:
         "logs/toy_world.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        world=seeded(config["world"], after=""),
     script:
         "../scripts/toy_world.py"
 
@@ -24,17 +24,17 @@ rule toy_init_model:
         train_prompts="results/toy/data/train_prompts.parquet",
     output:
         model=directory("results/toy/models/init"),
-    params:
-        model=seeded(config["toy_model"], after=None),
-        world_seed=config["seed"],
     log:
         "logs/toy_init_model.log",
+    conda:
+        "../../envs/training.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
         cpus_per_task=1,
-    conda:
-        "../../envs/training.yaml"
+    params:
+        model=seeded(config["toy_model"], after=None),
+        world_seed=config["seed"],
     script:
         "../scripts/toy_init_model.py"
 
@@ -46,21 +46,21 @@ rule toy_sft:
     output:
         model=directory("results/toy/models/sft"),
         metrics="results/toy/models/sft_metrics.json",
-    params:
-        args=config["sft"],
-        seed=config["seed"],
     log:
         "logs/toy_sft.log",
     benchmark:
         "results/benchmarks/toy_sft.tsv"
+    conda:
+        "../../envs/training.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=4000,
         runtime=30,
         cpus_per_task=2,
-    conda:
-        "../../envs/training.yaml"
+    params:
+        args=config["sft"],
+        seed=config["seed"],
     script:
         "../scripts/toy_sft.py"
 
@@ -74,21 +74,21 @@ rule toy_start_policy:
     output:
         model=directory("results/toy/models/start_policy"),
         metrics="results/toy/models/start_policy_metrics.json",
-    params:
-        args=config["start_policy"],
-        seed=config["seed"],
     log:
         "logs/toy_start_policy.log",
     benchmark:
         "results/benchmarks/toy_start_policy.tsv"
+    conda:
+        "../../envs/training.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=4000,
         runtime=30,
         cpus_per_task=2,
-    conda:
-        "../../envs/training.yaml"
+    params:
+        args=config["start_policy"],
+        seed=config["seed"],
     script:
         "../scripts/train_launch.py"
 
@@ -101,19 +101,19 @@ rule reward_agreement:
         pairs=config["base"]["agreement_pairs"],
     output:
         metrics="results/toy/agreement.json",
-    params:
-        beta=config["start_policy"]["beta"],  # the implicit reward of pi_theta^(0)
-        target=config["agreement"]["target"],
-        max_tokens_per_batch=config["defaults"]["score"]["max_tokens_per_batch"],
     log:
         "logs/reward_agreement.log",
+    conda:
+        "../../envs/training.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=60,
         cpus_per_task=4,
-    conda:
-        "../../envs/training.yaml"
+    params:
+        beta=config["start_policy"]["beta"],  # the implicit reward of pi_theta^(0)
+        target=config["agreement"]["target"],
+        max_tokens_per_batch=config["defaults"]["score"]["max_tokens_per_batch"],
     script:
         "../scripts/reward_agreement.py"

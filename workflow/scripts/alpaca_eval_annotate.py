@@ -10,6 +10,7 @@ Expected rule shape::
     params: annotator={...},  # dicewf.alpacaeval.ANNOTATOR_KEYS; the key comes from api_key_env
             model_name="..."
 """
+
 from typing import TYPE_CHECKING
 
 from dicewf import alpacaeval, logs
@@ -21,9 +22,13 @@ if TYPE_CHECKING:
 logs.to_file(snakemake.log[0])
 responses = read_parquet(snakemake.input.responses, "samples")
 eval_set = read_parquet(snakemake.input.eval_set, alpacaeval.EVAL_SET_COLUMNS)
-metrics = alpacaeval.annotate(responses, eval_set, model_name=snakemake.params.model_name,
-                              annotator=dict(snakemake.params.annotator),
-                              out_dir=snakemake.output.annotations)
+metrics = alpacaeval.annotate(
+    responses,
+    eval_set,
+    model_name=snakemake.params.model_name,
+    annotator=dict(snakemake.params.annotator),
+    out_dir=snakemake.output.annotations,
+)
 metrics["responses"] = snakemake.input.responses
 write_json(metrics, snakemake.output.metrics)
 print(metrics)

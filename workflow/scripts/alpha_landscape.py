@@ -1,4 +1,5 @@
 """Snakemake adapter: Figure 4's objective landscape from an iteration's cached scores."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import alpha, logs
@@ -10,7 +11,12 @@ if TYPE_CHECKING:
 logs.to_file(snakemake.log[0])
 source = snakemake.input.scores
 scores = read_parquet(source, "rewards", finite=("len_chars", "len_tokens"))
-land = alpha.figure4_landscape(scores, read_json(snakemake.input.alpha), snakemake.params.alpha,
-                               points=snakemake.params.points, source=source)
+land = alpha.figure4_landscape(
+    scores,
+    read_json(snakemake.input.alpha),
+    snakemake.params.alpha,
+    points=snakemake.params.points,
+    source=source,
+)
 write_parquet(land, snakemake.output.landscape)
 print(f"{snakemake.output.landscape}: {len(land)} points")

@@ -13,6 +13,7 @@ Expected rule shape::
             n_bootstrap=100, seed=0,
             prompt={}           # optional: system_prompt, prompt_template, follow_ups
 """
+
 from typing import TYPE_CHECKING
 
 from dicewf import arena, logs
@@ -27,8 +28,13 @@ responses = read_parquet(snakemake.input.responses, "samples")
 questions = read_parquet(snakemake.input.questions, "eval_prompts")
 client = job_client(snakemake.params.judge, snakemake.output.judge_cache)
 judgments, metrics = arena.judge_and_score(
-    questions, responses, client, judge_kwargs=dict(snakemake.params.get("prompt") or {}),
-    n_bootstrap=snakemake.params.n_bootstrap, seed=snakemake.params.seed)
+    questions,
+    responses,
+    client,
+    judge_kwargs=dict(snakemake.params.get("prompt") or {}),
+    n_bootstrap=snakemake.params.n_bootstrap,
+    seed=snakemake.params.seed,
+)
 metrics["responses"] = snakemake.input.responses
 write_parquet(judgments, snakemake.output.judgments)
 write_json(metrics, snakemake.output.metrics)

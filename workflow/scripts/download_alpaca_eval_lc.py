@@ -1,4 +1,5 @@
 """Snakemake adapter: fetch AlpacaEval 2's length-control data into its own cache folder."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import alpacaeval, logs

@@ -1,5 +1,6 @@
 """Snakemake adapter: download a hub dataset (hf://datasets/ORG/NAME[@REV]) into
 resources/hub/datasets/."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import hub, logs
@@ -8,5 +9,8 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
-hub.download(snakemake.params.spec, snakemake.output.snapshot,
-             allow_patterns=snakemake.params.get("allow_patterns"))
+hub.download(
+    snakemake.params.spec,
+    snakemake.output.snapshot,
+    allow_patterns=snakemake.params.get("allow_patterns"),
+)

@@ -1,4 +1,5 @@
 """Snakemake adapter: download a hub model (hf://ORG/NAME[@REV]) into resources/hub/."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import hub, logs

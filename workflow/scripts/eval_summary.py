@@ -1,4 +1,5 @@
 """Snakemake adapter: merge a model's AlpacaEval 2 and Arena-Hard metrics into one file."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs
@@ -10,6 +11,8 @@ if TYPE_CHECKING:
 logs.to_file(snakemake.log[0])
 alpaca = read_json(snakemake.input.alpaca_eval)
 # Arena-Hard keys carry an arena_ prefix (arena_score, arena_ci_low, arena_ci_high, arena_n)
-arena = {k if k.startswith("arena_") else f"arena_{k}": v
-         for k, v in read_json(snakemake.input.arena_hard).items()}
+arena = {
+    k if k.startswith("arena_") else f"arena_{k}": v
+    for k, v in read_json(snakemake.input.arena_hard).items()
+}
 write_json({**alpaca, **arena}, snakemake.output.metrics)

@@ -5,6 +5,7 @@ length-controlled win rates (our LC GLM), and an Arena-Hard-style score with a b
 interval and its length-controlled variant (the gold judge's probabilities mapped to verdicts,
 scored by dicewf.arena.score).
 """
+
 from typing import TYPE_CHECKING
 
 from dicewf import arena, logs, toyworld
@@ -18,19 +19,29 @@ if TYPE_CHECKING:
 logs.to_file(snakemake.log[0])
 source = snakemake.input.prompts
 prompts = read_parquet(source, "eval_prompts")
-responses = sample(snakemake.input.policy, prompts[["prompt_id", "prompt"]],
-                   snakemake.params.sampling, backend=snakemake.params.backend,
-                   engine=snakemake.params.engine, source=source)
+responses = sample(
+    snakemake.input.policy,
+    prompts[["prompt_id", "prompt"]],
+    snakemake.params.sampling,
+    backend=snakemake.params.backend,
+    engine=snakemake.params.engine,
+    source=source,
+)
 responses = responses.merge(prompts[["prompt_id", "reference"]], on="prompt_id", validate="m:1")
 judge = toyworld.JudgeSpec.from_dict(snakemake.params.judge)
 judged = toyworld.judge_responses(toyworld.tasks_from_frame(prompts), responses, judge)
-wr = win_rates(judged["preference"], judged["len_model"], judged["len_baseline"],
-               l2=snakemake.params.l2)
-battles = arena.judgments_from_probabilities(judged["prompt_id"], judged["preference"],
-                                             len_model=judged["len_model"],
-                                             len_baseline=judged["len_baseline"])
-arena_metrics = arena.score(battles, n_bootstrap=snakemake.params.arena["n_bootstrap"],
-                            seed=snakemake.params.arena["seed"])
+wr = win_rates(
+    judged["preference"], judged["len_model"], judged["len_baseline"], l2=snakemake.params.l2
+)
+battles = arena.judgments_from_probabilities(
+    judged["prompt_id"],
+    judged["preference"],
+    len_model=judged["len_model"],
+    len_baseline=judged["len_baseline"],
+)
+arena_metrics = arena.score(
+    battles, n_bootstrap=snakemake.params.arena["n_bootstrap"], seed=snakemake.params.arena["seed"]
+)
 metrics = {
     **wr.to_dict(),
     **{k if k.startswith("arena_") else f"arena_{k}": v for k, v in arena_metrics.items()},

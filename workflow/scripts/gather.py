@@ -1,4 +1,5 @@
 """Snakemake adapter: concatenate the shards' samples or rewards in shard order."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs

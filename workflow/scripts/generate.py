@@ -3,6 +3,7 @@
 Every input but ``policy`` is a benchmark's prompt set; all of them go through one generation
 run (one model load) and the answers are written per benchmark to the output of the same name.
 """
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, model_files
@@ -14,9 +15,17 @@ if TYPE_CHECKING:
 
 logs.to_file(snakemake.log[0])
 model_files.model_dir(snakemake.input.policy, f"input policy of rule {snakemake.rule}")
-sets = {name: read_parquet(path, "eval_prompts")
-        for name, path in snakemake.input.items() if name != "policy"}
-answers = sample_sets(snakemake.input.policy, sets, snakemake.params.sampling,
-                      backend=snakemake.params.backend, engine=snakemake.params.engine)
+sets = {
+    name: read_parquet(path, "eval_prompts")
+    for name, path in snakemake.input.items()
+    if name != "policy"
+}
+answers = sample_sets(
+    snakemake.input.policy,
+    sets,
+    snakemake.params.sampling,
+    backend=snakemake.params.backend,
+    engine=snakemake.params.engine,
+)
 for name, responses in answers.items():
     write_parquet(responses, snakemake.output[name])

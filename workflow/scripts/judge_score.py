@@ -1,4 +1,5 @@
 """Snakemake adapter: the policy judges its own sampled responses (LLM-as-a-Judge baseline)."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import llm_judge, logs

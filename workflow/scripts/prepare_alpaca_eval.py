@@ -1,4 +1,5 @@
 """Snakemake adapter: AlpacaEval 2 prompts with the gpt4_turbo baseline replies as references."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import datasets, logs

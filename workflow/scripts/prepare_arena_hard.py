@@ -1,4 +1,5 @@
 """Snakemake adapter: Arena-Hard v0.1 questions with the baseline model's answers as references."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import datasets, logs
@@ -8,6 +9,5 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
-prompts = datasets.prepare_arena_hard(snakemake.input.snapshot,
-                                      baseline=snakemake.params.baseline)
+prompts = datasets.prepare_arena_hard(snakemake.input.snapshot, baseline=snakemake.params.baseline)
 write_parquet(prompts, snakemake.output.eval_set)

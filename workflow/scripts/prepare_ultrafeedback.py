@@ -1,5 +1,6 @@
 """Snakemake adapter: D_offline (a seeded subset of UltraFeedback pairs) and its prompt set, or
 (n_pairs None, no prompts output) every usable pair."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import datasets, logs

@@ -4,6 +4,7 @@ params: figure (a name from dicewf.paper.FIGURES), layout (Layout.to_dict()), bi
 None for the others). Inputs as dicewf.paper.input_paths(figure, layout) names them; outputs png
 and pdf.
 """
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, paper
@@ -15,5 +16,6 @@ logs.to_file(snakemake.log[0])
 name = snakemake.params.figure
 layout = paper.Layout.from_dict(snakemake.params.layout)
 data = paper.read_inputs(name, layout, snakemake.input)
-paper.draw_figure(name, layout, data, snakemake.output.png, snakemake.output.pdf,
-                  bins=snakemake.params.bins)
+paper.draw_figure(
+    name, layout, data, snakemake.output.png, snakemake.output.pdf, bins=snakemake.params.bins
+)

@@ -3,6 +3,7 @@
 params: table (a name from dicewf.paper.TABLES or "paper_vs_reproduced"), layout
 (Layout.to_dict()), caption. Inputs as dicewf.paper.input_paths(table, layout) names them.
 """
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, paper, report
@@ -16,5 +17,6 @@ layout = paper.Layout.from_dict(snakemake.params.layout)
 data = paper.read_inputs(name, layout, snakemake.input)
 df = paper.build_table(name, layout, data["metrics"], data["alphas"], data["agreement"])
 out = snakemake.output
-report.write_table(df, out.csv, out.md, caption=snakemake.params.caption, tex=out.tex,
-                   label=f"tab:{name}")
+report.write_table(
+    df, out.csv, out.md, caption=snakemake.params.caption, tex=out.tex, label=f"tab:{name}"
+)

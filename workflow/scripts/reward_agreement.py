@@ -1,4 +1,5 @@
 """Snakemake adapter: agreement of the implicit reward with the judge (Table 5 analogue)."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs
@@ -11,8 +12,13 @@ if TYPE_CHECKING:
 logs.to_file(snakemake.log[0])
 pairs = read_parquet(snakemake.input.pairs)
 result = implicit_reward_agreement(
-    pairs, snakemake.input.policy, snakemake.input.reference, beta=snakemake.params.beta,
-    max_tokens_per_batch=snakemake.params.max_tokens_per_batch, source=snakemake.input.pairs)
+    pairs,
+    snakemake.input.policy,
+    snakemake.input.reference,
+    beta=snakemake.params.beta,
+    max_tokens_per_batch=snakemake.params.max_tokens_per_batch,
+    source=snakemake.input.pairs,
+)
 result["target"] = snakemake.params.target
 result["meets_target"] = result["agreement"] >= snakemake.params.target
 write_json(result, snakemake.output.metrics)

@@ -1,4 +1,5 @@
 """Snakemake adapter: K responses per prompt from the current policy."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, model_files
@@ -13,7 +14,12 @@ logs.to_file(snakemake.log[0])
 model_files.model_dir(snakemake.input.policy, f"input policy of rule {snakemake.rule}")
 index, count = parse_scatteritem(snakemake.wildcards.scatteritem)
 prompts = shard(read_parquet(snakemake.input.prompts, "prompts"), index, count)
-samples = sample(snakemake.input.policy, prompts, snakemake.params.sampling,
-                 backend=snakemake.params.backend, engine=snakemake.params.engine,
-                 source=snakemake.input.prompts)
+samples = sample(
+    snakemake.input.policy,
+    prompts,
+    snakemake.params.sampling,
+    backend=snakemake.params.backend,
+    engine=snakemake.params.engine,
+    source=snakemake.input.prompts,
+)
 write_parquet(samples, snakemake.output.samples)

@@ -1,4 +1,5 @@
 """Snakemake adapter: implicit rewards of the samples (policy t-1 against reference t-1)."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, model_files
@@ -12,7 +13,12 @@ logs.to_file(snakemake.log[0])
 for role in ("policy", "reference"):  # a model in each folder, else named with its role
     model_files.model_dir(snakemake.input[role], f"input {role} of rule {snakemake.rule}")
 samples = read_parquet(snakemake.input.samples, "samples")
-scores = score(samples, snakemake.input.policy, snakemake.input.reference,
-               beta=snakemake.params.beta, source=snakemake.input.samples,
-               **snakemake.params.score)
+scores = score(
+    samples,
+    snakemake.input.policy,
+    snakemake.input.reference,
+    beta=snakemake.params.beta,
+    source=snakemake.input.samples,
+    **snakemake.params.score,
+)
 write_parquet(scores, snakemake.output.scores)

@@ -1,7 +1,9 @@
 """Snakemake adapter: alpha* of Eq. 6 (log-ratio scale) and D(alpha*) (Algorithm 1 line 4)."""
+
 from typing import TYPE_CHECKING
 
-from dicewf import alpha as search, logs
+from dicewf import alpha as search
+from dicewf import logs
 from dicewf.io import read_parquet, write_json, write_parquet
 
 if TYPE_CHECKING:

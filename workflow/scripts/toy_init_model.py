@@ -1,4 +1,5 @@
 """Snakemake adapter: train the toy tokenizer and randomly initialise the tiny Llama."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, toymodel, toyworld
@@ -10,9 +11,9 @@ if TYPE_CHECKING:
 logs.to_file(snakemake.log[0])
 params = dict(snakemake.params.model)
 vocab_size = params.pop("vocab_size")
-tasks = toyworld.tasks_from_frame(
-    read_parquet(snakemake.input.train_prompts, "prompts")).values()
+tasks = toyworld.tasks_from_frame(read_parquet(snakemake.input.train_prompts, "prompts")).values()
 with atomic_path(snakemake.output.model, is_dir=True) as tmp:
-    toymodel.train_tokenizer(toyworld.corpus(list(tasks), snakemake.params.world_seed),
-                             vocab_size, tmp / "tokenizer")
+    toymodel.train_tokenizer(
+        toyworld.corpus(list(tasks), snakemake.params.world_seed), vocab_size, tmp / "tokenizer"
+    )
     toymodel.init_model(tmp / "tokenizer", tmp, **params)

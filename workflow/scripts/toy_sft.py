@@ -1,4 +1,5 @@
 """Snakemake adapter: supervised fine-tuning of the toy model (pi_ref^(0))."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs
@@ -10,6 +11,12 @@ if TYPE_CHECKING:
 
 logs.to_file(snakemake.log[0])
 demos = read_parquet(snakemake.input.demos)
-train_sft(snakemake.input.model, demos, snakemake.output.model, snakemake.params.args,
-          seed=snakemake.params.seed, metrics_path=snakemake.output.metrics,
-          source=snakemake.input.demos)
+train_sft(
+    snakemake.input.model,
+    demos,
+    snakemake.output.model,
+    snakemake.params.args,
+    seed=snakemake.params.seed,
+    metrics_path=snakemake.output.metrics,
+    source=snakemake.input.demos,
+)

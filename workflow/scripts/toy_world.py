@@ -1,4 +1,5 @@
 """Snakemake adapter: generate the toy world's datasets."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, toyworld

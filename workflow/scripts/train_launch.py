@@ -19,13 +19,27 @@ from pathlib import Path
 # `dicewf` lives next to this file; `accelerate launch` runs it as a plain file, not as a module
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dicewf.launch import main  # noqa: E402
+from dicewf.launch import main
 
 if __name__ == "__main__":
     if "snakemake" in globals():  # Snakemake's script: (toy_start_policy)
         smk = globals()["snakemake"]
-        main(["--model", smk.input.model, "--pairs", smk.input.pairs, "--out", smk.output.model,
-              "--metrics", smk.output.metrics, "--seed", str(smk.params.seed), "--log", smk.log[0]],
-             config=smk.params.args)
+        main(
+            [
+                "--model",
+                smk.input.model,
+                "--pairs",
+                smk.input.pairs,
+                "--out",
+                smk.output.model,
+                "--metrics",
+                smk.output.metrics,
+                "--seed",
+                str(smk.params.seed),
+                "--log",
+                smk.log[0],
+            ],
+            config=smk.params.args,
+        )
     else:
         main()

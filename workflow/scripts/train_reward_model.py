@@ -1,4 +1,5 @@
 """Snakemake adapter: the internal reward model (IntlRM, Table 5), trained on its pairs only."""
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs
@@ -10,6 +11,12 @@ if TYPE_CHECKING:
 
 logs.to_file(snakemake.log[0])
 pairs = read_parquet(snakemake.input.pairs, "pairs")
-train_reward_model(snakemake.input.model, pairs, snakemake.output.model, snakemake.params.args,
-                   seed=snakemake.params.seed, metrics_path=snakemake.output.metrics,
-                   source=snakemake.input.pairs)
+train_reward_model(
+    snakemake.input.model,
+    pairs,
+    snakemake.output.model,
+    snakemake.params.args,
+    seed=snakemake.params.seed,
+    metrics_path=snakemake.output.metrics,
+    source=snakemake.input.pairs,
+)

@@ -27,8 +27,9 @@ TUPLES = {
 }
 
 
-def sample_tuples(scores: pd.DataFrame, n: int, seed: int,
-                  source: str = "<scores>") -> pd.DataFrame:
+def sample_tuples(
+    scores: pd.DataFrame, n: int, seed: int, source: str = "<scores>"
+) -> pd.DataFrame:
     """Up to ``n`` tuples (x, y1, y2): distinct prompts, each with two different responses.
 
     Prompts are drawn without replacement among those with at least two distinct response
@@ -50,9 +51,16 @@ def sample_tuples(scores: pd.DataFrame, n: int, seed: int,
         g = groups[ids[i]]
         a, b = rng.choice(len(g), size=2, replace=False)
         first, second = g.iloc[a], g.iloc[b]
-        rows.append({"prompt_id": first.prompt_id, "prompt": first.prompt,
-                     "response_1": first.response, "response_2": second.response,
-                     "reward_1": float(first.reward), "reward_2": float(second.reward)})
+        rows.append(
+            {
+                "prompt_id": first.prompt_id,
+                "prompt": first.prompt,
+                "response_1": first.response,
+                "response_2": second.response,
+                "reward_1": float(first.reward),
+                "reward_2": float(second.reward),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -74,8 +82,10 @@ def check_labelled(labels, judge: str) -> None:
     """Raise ``ValueError`` naming ``judge`` and the counts unless some tuple has a label."""
     y = np.asarray(labels, dtype=float)
     if not (~np.isnan(y)).any():
-        raise ValueError(f"no labelled tuple: {judge} labelled none of the {len(y)} tuples "
-                         "(each judged a tie, or without a verdict in both orders)")
+        raise ValueError(
+            f"no labelled tuple: {judge} labelled none of the {len(y)} tuples "
+            "(each judged a tie, or without a verdict in both orders)"
+        )
 
 
 def rate(reward_1, reward_2, labels) -> float:
@@ -109,5 +119,6 @@ def judge_labels(tuples: pd.DataFrame, client, **judge_kwargs) -> np.ndarray:
         if isinstance(row.verdict, str):
             outcome, weight = model_outcome(row.verdict, row.model_position)
             balance[row.prompt_id] += weight * (outcome - 0.5)
-    return np.array([np.nan if balance[p] == 0 else float(balance[p] > 0)
-                     for p in tuples["prompt_id"]])
+    return np.array(
+        [np.nan if balance[p] == 0 else float(balance[p] > 0) for p in tuples["prompt_id"]]
+    )

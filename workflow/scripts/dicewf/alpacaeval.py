@@ -48,9 +48,9 @@ __all__ = [
     "ANNOTATOR_KEYS",
     "DEFAULT_ANNOTATOR",
     "EVAL_SET_COLUMNS",
-    "EnvKeyOpenAI",
     "LC_DATA_FILE",
     "LC_DATA_REPO",
+    "EnvKeyOpenAI",
     "annotate",
     "prefetch_lc_data",
 ]
@@ -60,13 +60,27 @@ log = logging.getLogger(__name__)
 DEFAULT_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 LC_DATA_REPO = "tatsu-lab/alpaca_eval"
 LC_DATA_FILE = "df_gamed.csv"
-EVAL_SET_COLUMNS = {"prompt_id": "str", "prompt": "str", "reference": "str",
-                    "reference_generator": "str", "dataset": "str"}
+EVAL_SET_COLUMNS = {
+    "prompt_id": "str",
+    "prompt": "str",
+    "reference": "str",
+    "reference_generator": "str",
+    "dataset": "str",
+}
 #: Keys of the ``annotator`` mapping understood by :func:`annotate`.
-ANNOTATOR_KEYS = frozenset({
-    "annotators_config", "base_url", "model", "api_key_env", "concurrency", "timeout",
-    "max_retries", "hf_cache_dir", "caching_path",
-})
+ANNOTATOR_KEYS = frozenset(
+    {
+        "annotators_config",
+        "base_url",
+        "model",
+        "api_key_env",
+        "concurrency",
+        "timeout",
+        "max_retries",
+        "hf_cache_dir",
+        "caching_path",
+    }
+)
 _PLACEHOLDER_KEY = "EMPTY"
 
 
@@ -103,8 +117,9 @@ def _alpaca_eval() -> Any:
     try:
         import alpaca_eval
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("AlpacaEval needs the alpaca-eval package (pip install "
-                          "alpaca-eval==0.6.6)") from exc
+        raise ImportError(
+            "AlpacaEval needs the alpaca-eval package (pip install alpaca-eval==0.6.6)"
+        ) from exc
     return alpaca_eval
 
 
@@ -131,10 +146,15 @@ def prefetch_lc_data(cache_dir: str | os.PathLike | None = None) -> Path:
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(repo_id=LC_DATA_REPO, filename=LC_DATA_FILE,
-                                    repo_type="dataset",
-                                    cache_dir=None if cache_dir is None else os.fspath(cache_dir)))
-    except Exception as exc:  # noqa: BLE001 - the hub raises several kinds; one message for all
+        return Path(
+            hf_hub_download(
+                repo_id=LC_DATA_REPO,
+                filename=LC_DATA_FILE,
+                repo_type="dataset",
+                cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            )
+        )
+    except Exception as exc:
         raise FileNotFoundError(
             f"the length-controlled win rate needs {LC_DATA_FILE} from the hub dataset "
             f"{LC_DATA_REPO}, which could not be found or downloaded into "
@@ -170,8 +190,10 @@ def _write_annotator_config(folder: Path, annotator: Mapping[str, Any]) -> Path:
     if not isinstance(configs, dict) or not configs:
         raise ValueError(f"{source}: not an annotator config (expected a mapping of annotators)")
 
-    client = {"client_class": f"{__name__}.EnvKeyOpenAI",
-              "api_key_env": annotator.get("api_key_env", "OPENAI_API_KEY")}
+    client = {
+        "client_class": f"{__name__}.EnvKeyOpenAI",
+        "api_key_env": annotator.get("api_key_env", "OPENAI_API_KEY"),
+    }
     for key in ("base_url", "timeout", "max_retries"):
         if annotator.get(key) is not None:
             client[key] = annotator[key]
@@ -181,12 +203,17 @@ def _write_annotator_config(folder: Path, annotator: Mapping[str, Any]) -> Path:
 
     for name, cfg in configs.items():
         if cfg.get("fn_completions") != "openai_completions":
-            raise ValueError(f"{source}: annotator {name!r} uses {cfg.get('fn_completions')!r}; "
-                             "only openai_completions annotators can be pointed at an endpoint")
+            raise ValueError(
+                f"{source}: annotator {name!r} uses {cfg.get('fn_completions')!r}; "
+                "only openai_completions annotators can be pointed at an endpoint"
+            )
         template = Path(cfg["prompt_template"])
         if not template.is_absolute():  # it is relative to the package's evaluators_configs
-            base = source.parent.parent if source.parent.parent.joinpath(template).is_file() \
+            base = (
+                source.parent.parent
+                if source.parent.parent.joinpath(template).is_file()
                 else constants.EVALUATORS_CONFIG_DIR
+            )
             template = base / template
         if not template.is_file():
             raise FileNotFoundError(f"{source}: prompt template {template} not found")
@@ -207,31 +234,54 @@ def _write_annotator_config(folder: Path, annotator: Mapping[str, Any]) -> Path:
     return out
 
 
-def _frames(responses: pd.DataFrame, eval_set: pd.DataFrame,
-            model_name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frames(
+    responses: pd.DataFrame, eval_set: pd.DataFrame, model_name: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Model and reference outputs in the package's format, in the evaluation set's order."""
     check_frame(eval_set, EVAL_SET_COLUMNS, "eval_set")
     check_frame(responses, {"prompt_id": "str", "prompt": "str", "response": "str"}, "responses")
     for name, df in (("eval_set", eval_set), ("responses", responses)):
         dup = df["prompt_id"][df["prompt_id"].duplicated()].unique().tolist()
         if dup:
-            raise DatasetError(f"{name}: more than one row for prompt_id {dup[:5]} "
-                               f"({len(dup)} in all); expected one per instruction")
-    merged = eval_set.merge(responses[["prompt_id", "prompt", "response"]], on="prompt_id",
-                            how="left", suffixes=("", "_response"), validate="1:1")
+            raise DatasetError(
+                f"{name}: more than one row for prompt_id {dup[:5]} "
+                f"({len(dup)} in all); expected one per instruction"
+            )
+    merged = eval_set.merge(
+        responses[["prompt_id", "prompt", "response"]],
+        on="prompt_id",
+        how="left",
+        suffixes=("", "_response"),
+        validate="1:1",
+    )
     missing = merged.loc[merged["response"].isna(), "prompt_id"].tolist()
     if missing:
-        raise DatasetError(f"responses: no response for prompt_id {missing[:5]} "
-                           f"({len(missing)} of {len(eval_set)} instructions)")
+        raise DatasetError(
+            f"responses: no response for prompt_id {missing[:5]} "
+            f"({len(missing)} of {len(eval_set)} instructions)"
+        )
     differ = merged.loc[merged["prompt"] != merged["prompt_response"], "prompt_id"].tolist()
     if differ:
-        raise DatasetError(f"responses: prompt text differs from the evaluation set's for "
-                           f"prompt_id {differ[:5]} ({len(differ)} in all)")
-    model = pd.DataFrame({"instruction": merged["prompt"], "output": merged["response"],
-                          "generator": model_name, "dataset": merged["dataset"]})
-    reference = pd.DataFrame({"instruction": merged["prompt"], "output": merged["reference"],
-                              "generator": merged["reference_generator"],
-                              "dataset": merged["dataset"]})
+        raise DatasetError(
+            f"responses: prompt text differs from the evaluation set's for "
+            f"prompt_id {differ[:5]} ({len(differ)} in all)"
+        )
+    model = pd.DataFrame(
+        {
+            "instruction": merged["prompt"],
+            "output": merged["response"],
+            "generator": model_name,
+            "dataset": merged["dataset"],
+        }
+    )
+    reference = pd.DataFrame(
+        {
+            "instruction": merged["prompt"],
+            "output": merged["reference"],
+            "generator": merged["reference_generator"],
+            "dataset": merged["dataset"],
+        }
+    )
     return model, reference
 
 
@@ -260,12 +310,15 @@ def annotate(
     ``n_draws``, ``mean_len_model`` (characters), and the ``annotator`` and ``judge_model`` used.
     """
     if "api_key" in annotator:
-        raise ValueError("annotator: API keys are not read from configuration; put the key in an "
-                         "environment variable and name it with api_key_env")
+        raise ValueError(
+            "annotator: API keys are not read from configuration; put the key in an "
+            "environment variable and name it with api_key_env"
+        )
     unknown = sorted(set(annotator) - ANNOTATOR_KEYS)
     if unknown:
-        raise ValueError(f"annotator: unknown key(s) {unknown}; expected some of "
-                         f"{sorted(ANNOTATOR_KEYS)}")
+        raise ValueError(
+            f"annotator: unknown key(s) {unknown}; expected some of {sorted(ANNOTATOR_KEYS)}"
+        )
     alpaca_eval = _alpaca_eval()
     model_outputs, reference_outputs = _frames(responses, eval_set, model_name)
     hf_cache_dir = annotator.get("hf_cache_dir")
@@ -273,20 +326,34 @@ def annotate(
     n_known = pd.read_csv(lc_data, usecols=["index"])["index"].nunique()
     log.info("LC GLM data: %s (%d instructions)", lc_data, n_known)
     if len(model_outputs) > n_known:
-        raise ValueError(f"eval_set has {len(model_outputs)} instructions but {LC_DATA_FILE} knows "
-                         f"the difficulty of {n_known}; the LC GLM matches them by position")
+        raise ValueError(
+            f"eval_set has {len(model_outputs)} instructions but {LC_DATA_FILE} knows "
+            f"the difficulty of {n_known}; the LC GLM matches them by position"
+        )
     if len(model_outputs) < n_known:
-        log.warning("eval_set has %d of AlpacaEval's %d instructions: the LC GLM matches "
-                    "instruction difficulties by position, so the LC win rate of a subset is "
-                    "not AlpacaEval's", len(model_outputs), n_known)
+        log.warning(
+            "eval_set has %d of AlpacaEval's %d instructions: the LC GLM matches "
+            "instruction difficulties by position, so the LC win rate of a subset is "
+            "not AlpacaEval's",
+            len(model_outputs),
+            n_known,
+        )
 
-    with tempfile.TemporaryDirectory(prefix="alpaca_eval-") as tmp, \
-            atomic_path(out_dir, is_dir=True) as out, _hf_cache(hf_cache_dir):
+    with (
+        tempfile.TemporaryDirectory(prefix="alpaca_eval-") as tmp,
+        atomic_path(out_dir, is_dir=True) as out,
+        _hf_cache(hf_cache_dir),
+    ):
         config_path = _write_annotator_config(Path(tmp), annotator)
         configs = yaml.safe_load(config_path.read_text())
         judge_models = sorted({c["completions_kwargs"]["model_name"] for c in configs.values()})
-        log.info("AlpacaEval: %d instructions, annotator %s, judge %s at %s", len(model_outputs),
-                 config_path.parent.name, judge_models, annotator.get("base_url") or "OpenAI")
+        log.info(
+            "AlpacaEval: %d instructions, annotator %s, judge %s at %s",
+            len(model_outputs),
+            config_path.parent.name,
+            judge_models,
+            annotator.get("base_url") or "OpenAI",
+        )
         leaderboard, annotations = alpaca_eval.evaluate(
             model_outputs=model_outputs,
             reference_outputs=reference_outputs,
@@ -304,13 +371,17 @@ def annotate(
     preference = pd.Series([a.get("preference") for a in annotations], dtype=float)
     n_missing = int(preference.isna().sum())
     if n_missing:
-        log.warning("AlpacaEval: %d of %d instructions have no annotation", n_missing,
-                    len(preference))
+        log.warning(
+            "AlpacaEval: %d of %d instructions have no annotation", n_missing, len(preference)
+        )
 
     def num(key: str) -> float | None:
         value = row.get(key)
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) \
+        return (
+            None
+            if value is None or (isinstance(value, float) and math.isnan(value))
             else float(value)
+        )
 
     return {
         "lc_win_rate": num("length_controlled_winrate"),

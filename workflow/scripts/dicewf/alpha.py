@@ -314,9 +314,7 @@ def _pieces(table: _Table, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray
     # The loser follows the upper envelope of the negated lines; in those coordinates both walks
     # add their (signed) length to sum(len_winner - len_loser).
     for sign in (1.0, -1.0):
-        start, at, change = _walk(
-            sign * table.rewards, sign * table.lengths, table.valid, lo, hi
-        )
+        start, at, change = _walk(sign * table.rewards, sign * table.lengths, table.valid, lo, hi)
         total += float(start.sum())
         points.append(at)
         changes.append(change)
@@ -477,8 +475,11 @@ def _check_implicit_rewards(scores: pd.DataFrame, source: str) -> None:
     bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
         rows = scores.index[bad].tolist()[:SHOWN]
-        ids = (scores.loc[bad, "prompt_id"].unique().tolist()[:SHOWN]
-               if "prompt_id" in scores.columns else [])
+        ids = (
+            scores.loc[bad, "prompt_id"].unique().tolist()[:SHOWN]
+            if "prompt_id" in scores.columns
+            else []
+        )
         raise DatasetError(
             f"{source}: {int(bad.sum())} of {len(scores)} implicit rewards ({'/'.join(columns)}) "
             f"are NaN or infinite, at rows {rows} (prompt ids {ids}): a NaN log-probability "
@@ -500,8 +501,12 @@ def _rated(scores: pd.DataFrame, source: str) -> tuple[pd.DataFrame, str, int]:
         unrated = scores["reward"].isna()
         n_unrated = int(unrated.sum())
         if n_unrated:
-            log.info("%s: %d of %d responses have no reward (unparsed rating)", source,
-                     n_unrated, len(scores))
+            log.info(
+                "%s: %d of %d responses have no reward (unparsed rating)",
+                source,
+                n_unrated,
+                len(scores),
+            )
             scores = scores[~unrated].reset_index(drop=True)
     return scores, score, n_unrated
 
@@ -528,16 +533,30 @@ def run_search(
     """
     scores, score, n_unrated = _rated(scores, source)
     beta = _single_beta(scores, source) if score == "logratio" else None
-    common = {"length_unit": params["length_unit"], "min_responses": params["min_responses"],
-              "source": source, "score": score}
+    common = {
+        "length_unit": params["length_unit"],
+        "min_responses": params["min_responses"],
+        "source": source,
+        "score": score,
+    }
     lo, hi = (float(v) for v in params["bounds"])
     scale = float(params["scale"])
     if params["fixed"] is not None:
-        result: dict[str, Any] = {"method": "fixed", "alpha_searched": None,
-                                  "alpha": float(params["fixed"])}
+        result: dict[str, Any] = {
+            "method": "fixed",
+            "alpha_searched": None,
+            "alpha": float(params["fixed"]),
+        }
     else:
-        found = search_alpha(scores, params["method"], (lo, hi), grid_step=params["grid_step"],
-                             n_calls=params["n_calls"], seed=params["seed"], **common)
+        found = search_alpha(
+            scores,
+            params["method"],
+            (lo, hi),
+            grid_step=params["grid_step"],
+            n_calls=params["n_calls"],
+            seed=params["seed"],
+            **common,
+        )
         result = {**found.to_dict(), "alpha_searched": found.alpha, "alpha": found.alpha * scale}
     alpha = result["alpha"]
     pairs = build_pairs(scores, alpha, **common)
@@ -554,28 +573,53 @@ def run_search(
     ends = landscape(scores, [lo, hi], **common)["mean_len_diff"].to_numpy()
     bracketed = bool(ends[0] * ends[1] <= 0)
     if not bracketed and params["fixed"] is None:
-        log.warning("%s: the mean length difference is %.4g at alpha = %g and %.4g at %g: it "
-                    "keeps its sign over the bounds, so alpha* may lie outside them",
-                    source, ends[0], lo, ends[1], hi)
+        log.warning(
+            "%s: the mean length difference is %.4g at alpha = %g and %.4g at %g: it "
+            "keeps its sign over the bounds, so alpha* may lie outside them",
+            source,
+            ends[0],
+            lo,
+            ends[1],
+            hi,
+        )
     result.update(
-        score=score, beta=beta, alpha_reward=None if beta is None else alpha * beta,
-        scale=scale, bounds=[lo, hi], length_unit=params["length_unit"],
+        score=score,
+        beta=beta,
+        alpha_reward=None if beta is None else alpha * beta,
+        scale=scale,
+        bounds=[lo, hi],
+        length_unit=params["length_unit"],
         objective=objective(scores, alpha, **common),
         objective_alpha0=objective(scores, 0.0, **common),
         zero_gap_in_bounds=bracketed,
-        n_pairs=len(pairs), n_degenerate=pairs.attrs["n_degenerate"],
+        n_pairs=len(pairs),
+        n_degenerate=pairs.attrs["n_degenerate"],
         n_prompts_dropped=pairs.attrs["n_dropped"],
         mean_len_diff=float(pairs["len_diff"].mean()),
-        mean_len_diff_alpha0=float(unshaped["len_diff"].mean()), n_unrated=n_unrated,
+        mean_len_diff_alpha0=float(unshaped["len_diff"].mean()),
+        n_unrated=n_unrated,
     )
     # D(0) is empty when a fixed alpha > 0 breaks ties that alpha = 0 leaves: null, not NaN
     result = finite_or_none(result)
-    length_diffs = pd.concat([
-        pd.DataFrame({"dataset": "D(0)", "prompt_id": unshaped["prompt_id"],
-                      "len_diff": unshaped["len_diff"].astype("int64")}),
-        pd.DataFrame({"dataset": "D(alpha*)", "prompt_id": pairs["prompt_id"],
-                      "len_diff": pairs["len_diff"].astype("int64")}),
-    ], ignore_index=True)
+    length_diffs = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "dataset": "D(0)",
+                    "prompt_id": unshaped["prompt_id"],
+                    "len_diff": unshaped["len_diff"].astype("int64"),
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "dataset": "D(alpha*)",
+                    "prompt_id": pairs["prompt_id"],
+                    "len_diff": pairs["len_diff"].astype("int64"),
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     return SearchOutput(result, pairs, length_diffs)
 
 
@@ -597,6 +641,11 @@ def figure4_landscape(
     lo, hi = (float(v) for v in params["bounds"])
     searched = result["alpha_searched"]
     centre = float(result["alpha"] if searched is None else searched)
-    return landscape(scores, landscape_grid(lo, hi, centre, points),
-                     params["length_unit"], min_responses=params["min_responses"],
-                     source=source, score=score)
+    return landscape(
+        scores,
+        landscape_grid(lo, hi, centre, points),
+        params["length_unit"],
+        min_responses=params["min_responses"],
+        source=source,
+        score=score,
+    )

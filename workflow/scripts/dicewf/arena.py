@@ -92,8 +92,15 @@ STRONG_WEIGHT = 3
 LC_REG = 1.0
 
 # Equivalent spellings a judge sometimes uses, mapped onto VERDICTS.
-_SYNONYMS = {"A<<B": "B>>A", "A<B": "B>A", "B<A": "A>B", "B<<A": "A>>B", "B=A": "A=B",
-             "A==B": "A=B", "B==A": "A=B"}
+_SYNONYMS = {
+    "A<<B": "B>>A",
+    "A<B": "B>A",
+    "B<A": "A>B",
+    "B<<A": "A>>B",
+    "B=A": "A=B",
+    "A==B": "A=B",
+    "B==A": "A=B",
+}
 _LABEL = re.compile(r"\[\[\s*([AB]\s*(?:>>|<<|>|<|==|=)\s*[AB])\s*\]\]")
 
 SYSTEM_PROMPT = """\
@@ -134,8 +141,10 @@ PROMPT_TEMPLATE = """\
 {answer_b}
 </answer_of_assistant_B>"""
 
-FOLLOW_UP = ("Please complete your evaluation and end it with your final verdict as one label "
-             "in double square brackets, e.g. [[A=B]].")
+FOLLOW_UP = (
+    "Please complete your evaluation and end it with your final verdict as one label "
+    "in double square brackets, e.g. [[A=B]]."
+)
 
 
 def parse_verdict(text: str | None) -> str | None:
@@ -207,10 +216,14 @@ def verdict_from_probability(p: float, model_position: Literal["A", "B"] = "A") 
     return f"{b}>>{m}"
 
 
-def judgments_from_probabilities(prompt_ids: Sequence[str], p_game1: Sequence[float],
-                                 p_game2: Sequence[float] | None = None, *,
-                                 len_model: Sequence[float] | None = None,
-                                 len_baseline: Sequence[float] | None = None) -> pd.DataFrame:
+def judgments_from_probabilities(
+    prompt_ids: Sequence[str],
+    p_game1: Sequence[float],
+    p_game2: Sequence[float] | None = None,
+    *,
+    len_model: Sequence[float] | None = None,
+    len_baseline: Sequence[float] | None = None,
+) -> pd.DataFrame:
     """A judgments frame (as :func:`judge` returns) from P(model beats baseline) per game.
 
     ``p_game1`` holds the probabilities with the baseline shown first (the model as B),
@@ -223,28 +236,46 @@ def judgments_from_probabilities(prompt_ids: Sequence[str], p_game1: Sequence[fl
         raise ValueError("prompt_ids, p_game1 and p_game2 must have the same length")
     if (len_model is None) != (len_baseline is None):
         raise ValueError("give both len_model and len_baseline, or neither")
-    lengths = (None if len_model is None else
-               list(zip(len_model, len_baseline, strict=True)))
+    lengths = None if len_model is None else list(zip(len_model, len_baseline, strict=True))
     if lengths is not None and len(lengths) != len(prompt_ids):
         raise ValueError("len_model and len_baseline must have one length per prompt_id")
     rows = []
     for i, (pid, q1, q2) in enumerate(zip(prompt_ids, p_game1, p2)):
-        extra = ({} if lengths is None else
-                 {"len_model": float(lengths[i][0]), "len_baseline": float(lengths[i][1])})
-        rows.append({"prompt_id": str(pid), "game": 1, "model_position": "B",
-                     "verdict": verdict_from_probability(float(q1), "B"), "p_model": float(q1),
-                     **extra})
-        rows.append({"prompt_id": str(pid), "game": 2, "model_position": "A",
-                     "verdict": verdict_from_probability(float(q2), "A"), "p_model": float(q2),
-                     **extra})
+        extra = (
+            {}
+            if lengths is None
+            else {"len_model": float(lengths[i][0]), "len_baseline": float(lengths[i][1])}
+        )
+        rows.append(
+            {
+                "prompt_id": str(pid),
+                "game": 1,
+                "model_position": "B",
+                "verdict": verdict_from_probability(float(q1), "B"),
+                "p_model": float(q1),
+                **extra,
+            }
+        )
+        rows.append(
+            {
+                "prompt_id": str(pid),
+                "game": 2,
+                "model_position": "A",
+                "verdict": verdict_from_probability(float(q2), "A"),
+                "p_model": float(q2),
+                **extra,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _one_per_prompt(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     dup = df["prompt_id"][df["prompt_id"].duplicated()].unique().tolist()
     if dup:
-        raise DatasetError(f"{source}: more than one row for prompt_id {dup[:5]} "
-                           f"({len(dup)} in all); expected one {column} per question")
+        raise DatasetError(
+            f"{source}: more than one row for prompt_id {dup[:5]} "
+            f"({len(dup)} in all); expected one {column} per question"
+        )
     return df.set_index("prompt_id")[column]
 
 
@@ -286,8 +317,10 @@ def judge(
     for name, series in (("responses", answers), ("baseline", base)):
         missing = [p for p in ids.index if p not in series.index]
         if missing:
-            raise DatasetError(f"{name}: no answer for prompt_id {missing[:5]} "
-                               f"({len(missing)} of {len(ids)} questions)")
+            raise DatasetError(
+                f"{name}: no answer for prompt_id {missing[:5]} "
+                f"({len(missing)} of {len(ids)} questions)"
+            )
 
     games = []
     for pid, question in ids.items():
@@ -296,21 +329,30 @@ def judge(
             ((base_answer, model_answer, "B"), (model_answer, base_answer, "A")), start=1
         ):
             user = template.format(question=question, answer_a=a, answer_b=b)
-            games.append({"prompt_id": pid, "game": game, "model_position": pos,
-                          "messages": [{"role": "system", "content": system_prompt},
-                                       {"role": "user", "content": user}],
-                          "len_model": len(model_answer), "len_baseline": len(base_answer)})
+            games.append(
+                {
+                    "prompt_id": pid,
+                    "game": game,
+                    "model_position": pos,
+                    "messages": [
+                        {"role": "system", "content": system_prompt},
+                        {"role": "user", "content": user},
+                    ],
+                    "len_model": len(model_answer),
+                    "len_baseline": len(base_answer),
+                }
+            )
 
     pending = list(range(len(games)))
     for attempt in range(1 + follow_ups):
-        records = client.complete_records([games[i]["messages"] for i in pending],
-                                          valid=_has_verdict)
+        records = client.complete_records(
+            [games[i]["messages"] for i in pending], valid=_has_verdict
+        )
         still = []
         for i, rec in zip(pending, records):
             g = games[i]
             g["messages"] = [*g["messages"], {"role": "assistant", "content": rec["response"]}]
-            g["judgment"] = (g.get("judgment", "") + ("\n\n" if attempt else "")
-                             + rec["response"])
+            g["judgment"] = g.get("judgment", "") + ("\n\n" if attempt else "") + rec["response"]
             g["finish_reason"] = rec.get("finish_reason")
             g["attempts"] = attempt + 1
             labels = _labels(g["judgment"])  # the whole judgment so far, as the benchmark does
@@ -325,14 +367,27 @@ def judge(
     no_verdict = sum(g.get("verdict") is None for g in games)
     if no_verdict:
         where = f"; its replies are in {client.cache_path}" if client.cache_path else ""
-        message = (f"{client.name} gave no verdict in {no_verdict} of {len(games)} games "
-                   f"({len(ids)} questions, {follow_ups} follow-ups){where}")
+        message = (
+            f"{client.name} gave no verdict in {no_verdict} of {len(games)} games "
+            f"({len(ids)} questions, {follow_ups} follow-ups){where}"
+        )
         if no_verdict == len(games):
-            raise JudgeError(f"{message}. Check its replies (a wrong model, prompt or "
-                             "server?); a rerun asks these games again")
+            raise JudgeError(
+                f"{message}. Check its replies (a wrong model, prompt or "
+                "server?); a rerun asks these games again"
+            )
         log.warning("%s: they count as no battle; a rerun asks them again", message)
-    columns = ["prompt_id", "game", "model_position", "verdict", "judgment", "attempts",
-               "finish_reason", "len_model", "len_baseline"]
+    columns = [
+        "prompt_id",
+        "game",
+        "model_position",
+        "verdict",
+        "judgment",
+        "attempts",
+        "finish_reason",
+        "len_model",
+        "len_baseline",
+    ]
     return pd.DataFrame([{c: g.get(c) for c in columns} for g in games], columns=columns)
 
 
@@ -361,9 +416,16 @@ def length_feature(len_model, len_baseline) -> np.ndarray:
     return (m - b) / (m + b + 1.0)
 
 
-def length_controlled(outcomes, weights, feature, *, reg: float = LC_REG,
-                      scale: float | None = None, max_iter: int = 100,
-                      tol: float = 1e-10) -> tuple[float, float]:
+def length_controlled(
+    outcomes,
+    weights,
+    feature,
+    *,
+    reg: float = LC_REG,
+    scale: float | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+) -> tuple[float, float]:
     """Bradley-Terry with a length covariate; returns (win probability at equal length, the
     covariate's coefficient).
 
@@ -379,13 +441,16 @@ def length_controlled(outcomes, weights, feature, *, reg: float = LC_REG,
     w = np.asarray(weights, dtype=float)
     f = np.asarray(feature, dtype=float)
     if not (y.shape == w.shape == f.shape):
-        raise ValueError(f"outcomes, weights and feature differ in shape: {y.shape}, "
-                         f"{w.shape}, {f.shape}")
+        raise ValueError(
+            f"outcomes, weights and feature differ in shape: {y.shape}, {w.shape}, {f.shape}"
+        )
     if float(w.sum()) <= 0:
         raise ValueError("no battles to fit")
     if reg <= 0:
-        raise ValueError(f"reg must be > 0 (an unpenalised fit diverges when the model wins or "
-                         f"loses every battle), got {reg}")
+        raise ValueError(
+            f"reg must be > 0 (an unpenalised fit diverges when the model wins or "
+            f"loses every battle), got {reg}"
+        )
     if scale is None:
         scale = _weighted_std(f, w)
     z = f / (scale if scale > 0 else 1.0)
@@ -415,17 +480,21 @@ def _battles(judgments: pd.DataFrame) -> pd.DataFrame:
         raise DatasetError(f"judgments: missing column 'verdict'; found {list(judgments.columns)}")
     valid = judgments[judgments["verdict"].notna()]
     out = [model_outcome(v, p) for v, p in zip(valid["verdict"], valid["model_position"])]
-    battles = pd.DataFrame({
-        "prompt_id": valid["prompt_id"].to_numpy(),
-        "outcome": [o for o, _ in out],
-        "weight": [w for _, w in out],
-    })
+    battles = pd.DataFrame(
+        {
+            "prompt_id": valid["prompt_id"].to_numpy(),
+            "outcome": [o for o, _ in out],
+            "weight": [w for _, w in out],
+        }
+    )
     if {"len_model", "len_baseline"} <= set(judgments.columns):
         lengths = valid[["len_model", "len_baseline"]].astype(float)
         bad = lengths.isna().any(axis=1) | (lengths < 0).any(axis=1)
         if bad.any():
-            raise DatasetError(f"judgments: missing or negative len_model/len_baseline for "
-                               f"prompt_id {valid.loc[bad, 'prompt_id'].tolist()[:5]}")
+            raise DatasetError(
+                f"judgments: missing or negative len_model/len_baseline for "
+                f"prompt_id {valid.loc[bad, 'prompt_id'].tolist()[:5]}"
+            )
         battles["feature"] = length_feature(lengths["len_model"], lengths["len_baseline"])
     return battles
 
@@ -484,15 +553,19 @@ def score(
         lc_point, coef = length_controlled(y, w, f, scale=scale)
         lc_boot = [length_controlled(y, weights, f, scale=scale)[0] for weights in resampled]
         lc_low, lc_high = np.percentile(lc_boot, [2.5, 97.5])
-        lc = {"arena_lc_score": 100.0 * lc_point, "arena_lc_ci_low": 100.0 * float(lc_low),
-              "arena_lc_ci_high": 100.0 * float(lc_high), "arena_lc_length_coef": coef}
+        lc = {
+            "arena_lc_score": 100.0 * lc_point,
+            "arena_lc_ci_low": 100.0 * float(lc_low),
+            "arena_lc_ci_high": 100.0 * float(lc_high),
+            "arena_lc_length_coef": coef,
+        }
     return {
         "arena_score": 100.0 * point,
         "arena_ci_low": 100.0 * float(low),
         "arena_ci_high": 100.0 * float(high),
         **lc,
         "n": int(battles["prompt_id"].nunique()),
-        "n_battles": int(len(battles)),
+        "n_battles": len(battles),
         "n_invalid": int(judgments["verdict"].isna().sum()),
         "n_bootstrap": int(n_bootstrap),
         "seed": int(seed),
@@ -500,9 +573,14 @@ def score(
     }
 
 
-def judge_and_score(questions: pd.DataFrame, responses: pd.DataFrame, client: ChatClient,
-                    judge_kwargs: Mapping[str, Any] | None = None, n_bootstrap: int = 100,
-                    seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+def judge_and_score(
+    questions: pd.DataFrame,
+    responses: pd.DataFrame,
+    client: ChatClient,
+    judge_kwargs: Mapping[str, Any] | None = None,
+    n_bootstrap: int = 100,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Judge ``responses`` against the baseline answers in ``questions['reference']``, then score.
 
     Returns the judgments frame and the metrics (:func:`score`'s, plus ``mean_len_model`` and
@@ -511,9 +589,11 @@ def judge_and_score(questions: pd.DataFrame, responses: pd.DataFrame, client: Ch
     judgments = judge(questions, responses, questions, client, **(judge_kwargs or {}))
     metrics = score(judgments, n_bootstrap=n_bootstrap, seed=seed)
     per_question = judgments.drop_duplicates("prompt_id")
-    metrics.update({
-        "mean_len_model": float(per_question["len_model"].mean()),
-        "mean_len_baseline": float(per_question["len_baseline"].mean()),
-        "judge_model": client.model,
-    })
+    metrics.update(
+        {
+            "mean_len_model": float(per_question["len_model"].mean()),
+            "mean_len_baseline": float(per_question["len_baseline"].mean()),
+            "judge_model": client.model,
+        }
+    )
     return judgments, metrics

@@ -23,19 +23,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-
 GLOBAL_BATCH_KEY = "global_batch_size"
 PER_DEVICE_KEY = "per_device_train_batch_size"
 ACCUMULATION_KEY = "gradient_accumulation_steps"
 
 
-def processes_of(gpu: int | float | str | None) -> int:
+def processes_of(gpu: float | str | None) -> int:
     """Training processes of a job with ``gpu`` GPUs: one per GPU, one CPU process for none."""
     return max(int(gpu or 0), 1)
 
 
-def gradient_accumulation(args: Mapping[str, Any], processes: int,
-                          where: str = "train") -> int | None:
+def gradient_accumulation(
+    args: Mapping[str, Any], processes: int, where: str = "train"
+) -> int | None:
     """``gradient_accumulation_steps`` that makes the global batch ``args['global_batch_size']``
     with ``processes`` processes; None when the block sets no global batch.
 
@@ -48,15 +48,19 @@ def gradient_accumulation(args: Mapping[str, Any], processes: int,
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
     if args.get(ACCUMULATION_KEY) is not None:
-        raise ValueError(f"{where}: set {GLOBAL_BATCH_KEY} ({total}) or {ACCUMULATION_KEY} "
-                         f"({args[ACCUMULATION_KEY]}), not both: the accumulation is derived "
-                         f"from the global batch and the job's processes")
+        raise ValueError(
+            f"{where}: set {GLOBAL_BATCH_KEY} ({total}) or {ACCUMULATION_KEY} "
+            f"({args[ACCUMULATION_KEY]}), not both: the accumulation is derived "
+            f"from the global batch and the job's processes"
+        )
     if PER_DEVICE_KEY not in args:
         raise ValueError(f"{where}.{GLOBAL_BATCH_KEY} ({total}) needs {where}.{PER_DEVICE_KEY}")
     per_device = int(args[PER_DEVICE_KEY])
     if not isinstance(total, int) or total < 1 or per_device < 1:
-        raise ValueError(f"{where}.{GLOBAL_BATCH_KEY} ({total!r}) and {where}.{PER_DEVICE_KEY} "
-                         f"({per_device}) must be positive integers")
+        raise ValueError(
+            f"{where}.{GLOBAL_BATCH_KEY} ({total!r}) and {where}.{PER_DEVICE_KEY} "
+            f"({per_device}) must be positive integers"
+        )
     per_step = per_device * processes
     if total % per_step:
         raise ValueError(

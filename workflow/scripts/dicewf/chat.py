@@ -31,7 +31,7 @@ def strip_templated_bos(tokenizer, text: str) -> str:
     """``text`` without a leading BOS when the tokenizer adds one itself (one BOS, not two)."""
     bos = tokenizer.bos_token
     if bos and text.startswith(bos) and adds_bos(tokenizer):
-        return text[len(bos):]
+        return text[len(bos) :]
     return text
 
 
@@ -39,9 +39,12 @@ def render_prompts(tokenizer, prompts: list[str]) -> list[str]:
     """Each user prompt rendered with the chat template, ending with the assistant header, as the
     text to tokenize with ``tokenizer(text)`` (see the module docstring about the BOS)."""
     return [
-        strip_templated_bos(tokenizer, tokenizer.apply_chat_template(
-            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-        ))
+        strip_templated_bos(
+            tokenizer,
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            ),
+        )
         for p in prompts
     ]
 
@@ -61,19 +64,23 @@ def turn_end_token(tokenizer) -> str:
     after an assistant message's content; the EOS token for a tokenizer without a template."""
     if not tokenizer.chat_template:
         if tokenizer.eos_token is None:
-            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has neither a chat template "
-                             "nor an EOS token: no way to end a response")
+            raise ValueError(
+                f"tokenizer {tokenizer.name_or_path!r} has neither a chat template "
+                "nor an EOS token: no way to end a response"
+            )
         return tokenizer.eos_token
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _SENTINEL}],
         tokenize=False,
     )
-    tail = text[text.index(_SENTINEL) + len(_SENTINEL):]
+    tail = text[text.index(_SENTINEL) + len(_SENTINEL) :]
     for token_id in tokenizer(tail, add_special_tokens=False)["input_ids"]:
         if _is_special(tokenizer, token_id):
             return tokenizer.convert_ids_to_tokens(token_id)
-    raise ValueError(f"the chat template of {tokenizer.name_or_path!r} writes no special token "
-                     f"after an assistant message (it writes {tail!r})")
+    raise ValueError(
+        f"the chat template of {tokenizer.name_or_path!r} writes no special token "
+        f"after an assistant message (it writes {tail!r})"
+    )
 
 
 def for_trl(tokenizer):
@@ -94,8 +101,9 @@ def turn_end_id(tokenizer) -> int:
     return tokenizer.convert_tokens_to_ids(turn_end_token(tokenizer))
 
 
-def stop_token_ids(tokenizer, generation_eos: int | Iterable[int] | None = None,
-                   extra: Iterable[int] = ()) -> list[int]:
+def stop_token_ids(
+    tokenizer, generation_eos: int | Iterable[int] | None = None, extra: Iterable[int] = ()
+) -> list[int]:
     """Token ids that end a sampled response: the turn-end token, the model's
     ``generation_config.eos_token_id`` (one id or several), the tokenizer's EOS and ``extra``
     (the sampling block's ``stop_token_ids``), without repeats, in that order."""
@@ -113,8 +121,9 @@ _NO_LIMIT = int(1e29)
 CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
-def context_limits(model: str | os.PathLike, tokenizer,
-                   engine: Mapping[str, Any] | None = None) -> dict[str, int]:
+def context_limits(
+    model: str | os.PathLike, tokenizer, engine: Mapping[str, Any] | None = None
+) -> dict[str, int]:
     """The limits on prompt + response tokens of the model folder ``model``, by name: its
     config's context length (``max_position_embeddings`` or the family's equivalent), the
     tokenizer's ``model_max_length`` when it is set, and vLLM's ``max_model_len`` in

@@ -53,9 +53,15 @@ RESUME_NEUTRAL_KEYS = frozenset(
 )
 
 
-def train_resumable(cfg, build: Callable[[], tuple[Any, Any]], *, out_dir: Path, ckpt_dir: Path,
-                     fingerprint: dict[str, Any],
-                     metrics_path: str | os.PathLike | None) -> list[dict[str, Any]]:
+def train_resumable(
+    cfg,
+    build: Callable[[], tuple[Any, Any]],
+    *,
+    out_dir: Path,
+    ckpt_dir: Path,
+    fingerprint: dict[str, Any],
+    metrics_path: str | os.PathLike | None,
+) -> list[dict[str, Any]]:
     """Train the trainer that ``build()`` returns (with its tokenizer) under the checkpoint
     scheme of the module docstring, then write the model folder and the metrics atomically.
 
@@ -135,8 +141,12 @@ def check_checkpoint_steps(cfg) -> None:
     TRL config ``cfg`` falls on a logging step (the loss accumulated between a log and a
     checkpoint is not part of the checkpoint)."""
     save, logging_steps = cfg.save_steps, cfg.logging_steps
-    if (cfg.save_strategy == "steps" and isinstance(save, int)
-            and isinstance(logging_steps, int) and save % logging_steps):
+    if (
+        cfg.save_strategy == "steps"
+        and isinstance(save, int)
+        and isinstance(logging_steps, int)
+        and save % logging_steps
+    ):
         raise ValueError(
             f"save_steps ({save}) must be a multiple of logging_steps ({logging_steps}): a run "
             "resumed from a checkpoint between two logging steps cannot log the same losses as "
@@ -149,8 +159,10 @@ def run_fingerprint(args: Mapping[str, Any], **parts: Any) -> dict[str, Any]:
     :func:`model_fingerprint` and :func:`frame_fingerprint` values, the seed, the number of
     processes, the trainer) and the config fields ``args`` that change the result (all but
     :data:`RESUME_NEUTRAL_KEYS`)."""
-    return {**parts,
-            "args": {k: v for k, v in sorted(args.items()) if k not in RESUME_NEUTRAL_KEYS}}
+    return {
+        **parts,
+        "args": {k: v for k, v in sorted(args.items()) if k not in RESUME_NEUTRAL_KEYS},
+    }
 
 
 def frame_fingerprint(frame: pd.DataFrame, columns: Sequence[str]) -> str:
@@ -185,11 +197,17 @@ def prepare_checkpoint_dir(ckpt_dir: Path, fingerprint: dict[str, Any]) -> None:
             previous = None
         if previous != fingerprint:
             if any(ckpt_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")):
-                why = ("no run.json" if previous is None else
-                       ", ".join(k for k in fingerprint if previous.get(k) != fingerprint[k])
-                       + " differ")
-                log.warning("discarding the checkpoints in %s: they are from another run (%s)",
-                            ckpt_dir, why)
+                why = (
+                    "no run.json"
+                    if previous is None
+                    else ", ".join(k for k in fingerprint if previous.get(k) != fingerprint[k])
+                    + " differ"
+                )
+                log.warning(
+                    "discarding the checkpoints in %s: they are from another run (%s)",
+                    ckpt_dir,
+                    why,
+                )
             shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     for sub in ckpt_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
@@ -225,8 +243,9 @@ def _restore_untracked_state(trainer, checkpoint: Path) -> int:
 
     state = json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
     step = int(state["global_step"])
-    at_step = [e for e in state.get("log_history", [])
-               if e.get("step") == step and "num_tokens" in e]
+    at_step = [
+        e for e in state.get("log_history", []) if e.get("step") == step and "num_tokens" in e
+    ]
     if hasattr(trainer, "_total_train_tokens"):
         if at_step:
             trainer._total_train_tokens = int(at_step[-1]["num_tokens"])

@@ -88,15 +88,17 @@ def load_yaml(path: str | os.PathLike) -> Any:
     path = str(path)
     with open(path, encoding="utf-8") as f:
         try:
-            return yaml.load(f, Loader=_strict_loader(path))  # noqa: S506 (a SafeLoader)
+            return yaml.load(f, Loader=_strict_loader(path))
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
             context = e.context or ""
             if context and e.context_mark and e.context_mark is not mark:
                 context += f" at line {e.context_mark.line + 1}, column {e.context_mark.column + 1}"
-            raise ValueError(f"{path}, {where}: not valid YAML: {e.problem or e}"
-                             + (f" ({context})" if context else "")) from None
+            raise ValueError(
+                f"{path}, {where}: not valid YAML: {e.problem or e}"
+                + (f" ({context})" if context else "")
+            ) from None
 
 
 # --- key paths --------------------------------------------------------------------------------
@@ -146,10 +148,16 @@ def world_block(config: Mapping[str, Any]) -> None:
     if (config.get("agreement") or {}).get("judge") == "gold":
         needs.append("agreement.judge: gold is the toy world's judge")
     bases = [("base", config.get("base") or {})]
-    bases += [(f"settings.{s}.base", (b or {}).get("base") or {})
-              for s, b in (config.get("settings") or {}).items()]
-    toy = [f"{where}.{key}" for where, block in bases for key, path in block.items()
-           if isinstance(path, str) and path.startswith(f"{cfg.RESULTS}/toy/")]
+    bases += [
+        (f"settings.{s}.base", (b or {}).get("base") or {})
+        for s, b in (config.get("settings") or {}).items()
+    ]
+    toy = [
+        f"{where}.{key}"
+        for where, block in bases
+        for key, path in block.items()
+        if isinstance(path, str) and path.startswith(f"{cfg.RESULTS}/toy/")
+    ]
     if toy:
         needs.append(f"{', '.join(toy)} are built by the toy-world rules")
     if needs:
@@ -166,8 +174,14 @@ def experiment_blocks(config: Mapping[str, Any]) -> None:
         x = cfg.experiment(config, full)
         bounds = (x.get("alpha") or {}).get("bounds")
         if bounds is not None and len(bounds) == 2 and bounds[0] > bounds[1]:
-            raise ValueError(_named(config, full, ("alpha", "bounds"),
-                                    f"{list(bounds)} is reversed: give [lo, hi] with lo <= hi"))
+            raise ValueError(
+                _named(
+                    config,
+                    full,
+                    ("alpha", "bounds"),
+                    f"{list(bounds)} is reversed: give [lo, hi] with lo <= hi",
+                )
+            )
         if (x.get("mix") or {}).get("gamma", 0.0) >= 1:
             continue  # offline pairs only: nothing is sampled
         sampling = x["sampling"]
@@ -175,10 +189,15 @@ def experiment_blocks(config: Mapping[str, Any]) -> None:
         method = x["score"]["method"]
         if n < 2:
             reward = "implicit rewards" if method == "implicit" else "judge ratings"
-            raise ValueError(_named(
-                config, full, ("sampling", "n"),
-                f"{n} response per prompt: pairs are the best and worst of each prompt's "
-                f"responses by their {reward}, so they need n >= 2"))
+            raise ValueError(
+                _named(
+                    config,
+                    full,
+                    ("sampling", "n"),
+                    f"{n} response per prompt: pairs are the best and worst of each prompt's "
+                    f"responses by their {reward}, so they need n >= 2",
+                )
+            )
         _distinct(config, full, ("sampling",), sampling, "responses")
         if method == "judge":
             judge = x["score"]["judge"]["sampling"]
@@ -188,10 +207,15 @@ def experiment_blocks(config: Mapping[str, Any]) -> None:
 def _distinct(config, full, path: tuple[str, ...], sampling: Mapping[str, Any], what: str) -> None:
     n, temperature = sampling["n"], sampling["temperature"]
     if temperature == 0 and n > 1:
-        raise ValueError(_named(
-            config, full, (*path, "temperature"),
-            f"0 (greedy decoding) with {'.'.join(path)}.n {n}: the {n} {what} of a prompt "
-            f"would all be equal; use temperature > 0, or n 1"))
+        raise ValueError(
+            _named(
+                config,
+                full,
+                (*path, "temperature"),
+                f"0 (greedy decoding) with {'.'.join(path)}.n {n}: the {n} {what} of a prompt "
+                f"would all be equal; use temperature > 0, or n 1",
+            )
+        )
 
 
 def report_targets(config: Mapping[str, Any]) -> None:
@@ -199,18 +223,21 @@ def report_targets(config: Mapping[str, Any]) -> None:
     experiment of the report's setting."""
     main = (config.get("report") or {}).get("setting") or cfg.settings(config)[0]
     runs = cfg.expanded(config)
-    for where, block, what in (("report", config.get("report") or {}, "Figures 2 and 4 would "
-                                "be placeholders"),
-                               ("agreement", config.get("agreement") or {}, "Table 5's tuples")):
+    for where, block, what in (
+        ("report", config.get("report") or {}, "Figures 2 and 4 would be placeholders"),
+        ("agreement", config.get("agreement") or {}, "Table 5's tuples"),
+    ):
         if "experiment" not in block:
             continue  # report's default, dice, is drawn when configured
         exp = block["experiment"]
         if any(full in runs and runs[full][0] == main for full in (cfg.full_name(main, exp), exp)):
             continue
         have = sorted(logical for s, logical in runs.values() if s == main)
-        raise ValueError(f"{where}.experiment: no experiment {exp!r} in "
-                         f"{'setting ' + repr(main) if main else 'the configuration'} "
-                         f"({what}); configured: {have}")
+        raise ValueError(
+            f"{where}.experiment: no experiment {exp!r} in "
+            f"{'setting ' + repr(main) if main else 'the configuration'} "
+            f"({what}); configured: {have}"
+        )
 
 
 def base_models(config: Mapping[str, Any]) -> None:
@@ -219,8 +246,12 @@ def base_models(config: Mapping[str, Any]) -> None:
         block = cfg.base(config, setting)
         for role in ("policy", "reference"):
             path = block.get(role)
-            if not isinstance(path, str) or path.startswith(WORKFLOW_DIRS) or \
-                    path.startswith("hf://") or not os.path.isdir(path):
+            if (
+                not isinstance(path, str)
+                or path.startswith(WORKFLOW_DIRS)
+                or path.startswith("hf://")
+                or not os.path.isdir(path)
+            ):
                 continue
             own = ((config.get("settings") or {}).get(setting) or {}).get("base") or {}
             model_dir(path, f"settings.{setting}.base.{role}" if role in own else f"base.{role}")
@@ -260,8 +291,9 @@ def trl_config(kind: str, args: Mapping[str, Any], *, length_penalty: float = 0.
 
     with tempfile.TemporaryDirectory(prefix="dicewf-check-") as out:
         if kind in training.TRAINERS:
-            training.preference_config(args, trainer=kind, length_penalty=length_penalty,
-                                       output_dir=out, processes=1)
+            training.preference_config(
+                args, trainer=kind, length_penalty=length_penalty, output_dir=out, processes=1
+            )
             return
         if kind == "sft":
             from trl import SFTConfig as config_cls
@@ -275,12 +307,18 @@ def trl_config(kind: str, args: Mapping[str, Any], *, length_penalty: float = 0.
 def _culprit(block: Mapping[str, Any], message: str) -> str | None:
     """The key of ``block`` an error message is about: the first it names, else the one whose
     value it quotes."""
-    named = {m.start(): k for k in block
-             if (m := re.search(rf"(?<![\w.]){re.escape(k)}(?![\w])", message))}
+    named = {
+        m.start(): k
+        for k in block
+        if (m := re.search(rf"(?<![\w.]){re.escape(k)}(?![\w])", message))
+    }
     if named:
         return named[min(named)]
-    quoted = [k for k, v in block.items() if isinstance(v, (str, int, float))
-              and not isinstance(v, bool) and str(v) in message]
+    quoted = [
+        k
+        for k, v in block.items()
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v) in message
+    ]
     return quoted[0] if len(quoted) == 1 else None
 
 
@@ -296,8 +334,7 @@ def train_blocks(config: Mapping[str, Any], *, cache: bool = True) -> None:
 
     for full in cfg.expanded(config):
         x = cfg.experiment(config, full)
-        add(x["trainer"], x["train"], x["length_penalty"],
-            "train", full)
+        add(x["trainer"], x["train"], x["length_penalty"], "train", full)
     if "world" in config:  # the toy rules train these
         if config.get("start_policy") is not None:
             add("dpo", config["start_policy"], 0.0, "start_policy")
@@ -317,15 +354,17 @@ def train_blocks(config: Mapping[str, Any], *, cache: bool = True) -> None:
             message = str(e)
             key = _culprit(args, message)
             if key is not None and message.startswith(f"{key}: "):
-                message = message[len(key) + 2:]
+                message = message[len(key) + 2 :]
             if full is None:
                 path = f"{where}.{key}" if key else where
                 raise ValueError(f"{path}: {message}") from None
             if key is not None:
                 raise ValueError(_named(config, full, ("train", key), message)) from None
             logical = cfg.locate(config, full)[1]
-            raise ValueError(f"experiments.{logical}.train (merged over defaults.train; "
-                             f"experiment {full}): {message}") from None
+            raise ValueError(
+                f"experiments.{logical}.train (merged over defaults.train; "
+                f"experiment {full}): {message}"
+            ) from None
         if cache:
             try:
                 marks.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,18 @@ from . import hub
 RESULTS = "results"
 
 # Keys of an experiment block (the rest of the merged block must come from defaults).
-EXPERIMENT_KEYS = ("iterations", "reference", "sampling", "score", "alpha", "mix", "train",
-                   "trainer", "length_penalty", "description")
+EXPERIMENT_KEYS = (
+    "iterations",
+    "reference",
+    "sampling",
+    "score",
+    "alpha",
+    "mix",
+    "train",
+    "trainer",
+    "length_penalty",
+    "description",
+)
 # Keys of an experiment block that are not settings of the experiment itself.
 PLACEMENT_KEYS = ("settings",)
 
@@ -87,8 +97,10 @@ def expanded(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
             if wanted is not None:
                 unknown = [s for s in wanted if s not in known]
                 if unknown or known == [""]:
-                    raise KeyError(f"experiments.{name}.settings: unknown setting(s) "
-                                   f"{unknown or wanted}; configured: {[s for s in known if s]}")
+                    raise KeyError(
+                        f"experiments.{name}.settings: unknown setting(s) "
+                        f"{unknown or wanted}; configured: {[s for s in known if s]}"
+                    )
                 if setting not in wanted:
                     continue
             out[full_name(setting, name)] = (setting, name)
@@ -117,8 +129,10 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     block = dict(config["experiments"][logical] or {})
     unknown = set(block) - set(EXPERIMENT_KEYS) - set(PLACEMENT_KEYS)
     if unknown:
-        raise KeyError(f"experiments.{logical}: unknown key(s) {sorted(unknown)}; "
-                       f"allowed: {list(EXPERIMENT_KEYS + PLACEMENT_KEYS)}")
+        raise KeyError(
+            f"experiments.{logical}: unknown key(s) {sorted(unknown)}; "
+            f"allowed: {list(EXPERIMENT_KEYS + PLACEMENT_KEYS)}"
+        )
     for key in PLACEMENT_KEYS:
         block.pop(key, None)
     defaults = config.get("defaults") or {}
@@ -128,8 +142,10 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     judge = (merged.get("score") or {}).get("judge") or {}
     n, m = (judge.get("sampling") or {}).get("n", 1), judge.get("min_ratings", 1)
     if m > n:
-        raise ValueError(f"experiments.{logical}: score.judge.min_ratings ({m}) exceeds "
-                         f"score.judge.sampling.n ({n}), the ratings per response")
+        raise ValueError(
+            f"experiments.{logical}: score.judge.min_ratings ({m}) exceeds "
+            f"score.judge.sampling.n ({n}), the ratings per response"
+        )
     return merged
 
 
@@ -138,9 +154,14 @@ def resolved(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     global seed, the setting's base models and data, the sampler and the merged experiment
     block (written to results/{name}/config.yaml, as alignment-handbook's recipes read)."""
     setting = locate(config, name)[0]
-    return {"experiment": name, "setting": setting or None, "seed": config["seed"],
-            "base": base(config, setting), "sampler": dict(config["sampler"]),
-            **experiment(config, name)}
+    return {
+        "experiment": name,
+        "setting": setting or None,
+        "seed": config["seed"],
+        "base": base(config, setting),
+        "sampler": dict(config["sampler"]),
+        **experiment(config, name),
+    }
 
 
 def iterations(config: Mapping[str, Any]) -> list[tuple[str, int]]:
@@ -188,8 +209,10 @@ def iteration1_owners(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
         settings_ = experiment(config, exp)
         samples_key = repr((setting, settings_["sampling"]))
         scores_key = repr((samples_key, settings_["score"], settings_["train"]["beta"]))
-        out[exp] = (first_samples.setdefault(samples_key, exp),
-                    first_scores.setdefault(scores_key, exp))
+        out[exp] = (
+            first_samples.setdefault(samples_key, exp),
+            first_scores.setdefault(scores_key, exp),
+        )
     return out
 
 
@@ -221,8 +244,9 @@ def sampling_owner(config: Mapping[str, Any], exp: str, t: int) -> str:
 
 def model_names(config: Mapping[str, Any]) -> list[str]:
     """Names of every evaluated model: each setting's base model and ``{exp}-iter{t}``."""
-    return [base_model(s) for s in settings(config)] + [f"{e}-iter{t}"
-                                                         for e, t in iterations(config)]
+    return [base_model(s) for s in settings(config)] + [
+        f"{e}-iter{t}" for e, t in iterations(config)
+    ]
 
 
 def _parse_model(config: Mapping[str, Any], model: str) -> tuple[str, str | None, int]:

@@ -49,8 +49,14 @@ from .io import DatasetError, check_frame
 
 log = logging.getLogger(__name__)
 
-ULTRAFEEDBACK_COLUMNS = ("prompt", "prompt_id", "chosen", "rejected", "score_chosen",
-                         "score_rejected")
+ULTRAFEEDBACK_COLUMNS = (
+    "prompt",
+    "prompt_id",
+    "chosen",
+    "rejected",
+    "score_chosen",
+    "score_rejected",
+)
 ALPACA_EVAL_FILE = "alpaca_eval_gpt4_baseline.json"
 ALPACA_EVAL_FIELDS = ("instruction", "output", "generator", "dataset")
 ALPACA_EVAL_SIZE = 805
@@ -124,20 +130,26 @@ def _read_ultrafeedback_file(path: Path) -> pd.DataFrame:
             raise DatasetError(
                 f"{path}: column {col!r} should hold numbers, found dtype {df[col].dtype}"
             )
-    out = pd.DataFrame({
-        "prompt_id": df["prompt_id"].to_numpy(),
-        "prompt": df["prompt"].to_numpy(),
-        "score_chosen": df["score_chosen"].to_numpy(dtype=float),
-        "score_rejected": df["score_rejected"].to_numpy(dtype=float),
-    })
+    out = pd.DataFrame(
+        {
+            "prompt_id": df["prompt_id"].to_numpy(),
+            "prompt": df["prompt"].to_numpy(),
+            "score_chosen": df["score_chosen"].to_numpy(dtype=float),
+            "score_rejected": df["score_rejected"].to_numpy(dtype=float),
+        }
+    )
     for col in ("chosen", "rejected"):
         out[col] = [_assistant_reply(_messages(v, path, col, i)) for i, v in enumerate(df[col])]
     return out
 
 
-def prepare_ultrafeedback(snapshot_dir: str | os.PathLike, *, split: str = "train_prefs",
-                          n_pairs: int | None = 10000,
-                          seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def prepare_ultrafeedback(
+    snapshot_dir: str | os.PathLike,
+    *,
+    split: str = "train_prefs",
+    n_pairs: int | None = 10000,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """D_offline and its prompt set from a snapshot of ``HuggingFaceH4/ultrafeedback_binarized``.
 
     Keeps single-turn rows whose chosen and rejected conversations end with a non-empty
@@ -162,8 +174,14 @@ def prepare_ultrafeedback(snapshot_dir: str | os.PathLike, *, split: str = "trai
     log.info(
         "%s (%d file(s)): %d rows; dropped %d not single-turn or with an empty reply, "
         "%d unscored, %d ties, %d repeated; %d left",
-        split, len(files), n_read, int(multi_turn.sum()), int((unscored & ~multi_turn).sum()),
-        int((tie & ~multi_turn & ~unscored).sum()), n_valid - len(df), len(df),
+        split,
+        len(files),
+        n_read,
+        int(multi_turn.sum()),
+        int((unscored & ~multi_turn).sum()),
+        int((tie & ~multi_turn & ~unscored).sum()),
+        n_valid - len(df),
+        len(df),
     )
     if df.empty:
         raise DatasetError(
@@ -176,7 +194,8 @@ def prepare_ultrafeedback(snapshot_dir: str | os.PathLike, *, split: str = "trai
         if n_pairs > len(df):
             warnings.warn(
                 f"{Path(snapshot_dir)}: asked for {n_pairs} pairs but split {split!r} has only "
-                f"{len(df)} usable rows; taking all of them", stacklevel=2,
+                f"{len(df)} usable rows; taking all of them",
+                stacklevel=2,
             )
     else:
         rng = np.random.default_rng(seed)
@@ -215,8 +234,9 @@ def _find(root: Path, relative: str | Iterable[str]) -> Path:
     )
 
 
-def prepare_alpaca_eval(snapshot_dir: str | os.PathLike, *,
-                        filename: str = ALPACA_EVAL_FILE) -> pd.DataFrame:
+def prepare_alpaca_eval(
+    snapshot_dir: str | os.PathLike, *, filename: str = ALPACA_EVAL_FILE
+) -> pd.DataFrame:
     """The AlpacaEval 2 prompts and baseline replies from a ``tatsu-lab/alpaca_eval`` snapshot.
 
     Reads ``filename`` (default ``alpaca_eval_gpt4_baseline.json``, the gpt4_turbo baseline of
@@ -243,17 +263,23 @@ def prepare_alpaca_eval(snapshot_dir: str | os.PathLike, *,
         if not rec["instruction"].strip():
             raise DatasetError(f"{path}: record {i}: field 'instruction' is empty")
     width = max(3, len(str(len(records) - 1)))
-    out = pd.DataFrame({
-        "prompt_id": [f"{i:0{width}d}" for i in range(len(records))],
-        "prompt": [r["instruction"] for r in records],
-        "reference": [r["output"] for r in records],
-        "reference_generator": [r["generator"] for r in records],
-        "dataset": [r["dataset"] for r in records],
-    })
+    out = pd.DataFrame(
+        {
+            "prompt_id": [f"{i:0{width}d}" for i in range(len(records))],
+            "prompt": [r["instruction"] for r in records],
+            "reference": [r["output"] for r in records],
+            "reference_generator": [r["generator"] for r in records],
+            "dataset": [r["dataset"] for r in records],
+        }
+    )
     if len(out) != ALPACA_EVAL_SIZE:
         log.warning("%s: %d instructions (AlpacaEval 2 has %d)", path, len(out), ALPACA_EVAL_SIZE)
-    log.info("%s: %d prompts, references by %s", path, len(out),
-             sorted(out["reference_generator"].unique()))
+    log.info(
+        "%s: %d prompts, references by %s",
+        path,
+        len(out),
+        sorted(out["reference_generator"].unique()),
+    )
     return check_frame(out, "eval_prompts", path)
 
 
@@ -334,8 +360,9 @@ def _answer_text(row: Mapping[str, Any], path: Path) -> str:
     return text
 
 
-def prepare_arena_hard(snapshot_dir: str | os.PathLike, *, baseline: str = "gpt-4-0314",
-                       bench: str = ARENA_HARD_BENCH) -> pd.DataFrame:
+def prepare_arena_hard(
+    snapshot_dir: str | os.PathLike, *, baseline: str = "gpt-4-0314", bench: str = ARENA_HARD_BENCH
+) -> pd.DataFrame:
     """Arena-Hard questions joined with ``baseline``'s answers.
 
     Looks for ``data/<bench>/question.jsonl`` (or ``<bench>/question.jsonl``, or
@@ -344,21 +371,24 @@ def prepare_arena_hard(snapshot_dir: str | os.PathLike, *, baseline: str = "gpt-
     and reference_generator, in question-file order. Every question needs an answer.
     """
     root = Path(snapshot_dir)
-    qpath = _find(root, [f"data/{bench}/question.jsonl", f"{bench}/question.jsonl",
-                         "question.jsonl"])
+    qpath = _find(
+        root, [f"data/{bench}/question.jsonl", f"{bench}/question.jsonl", "question.jsonl"]
+    )
     apath = qpath.parent / "model_answer" / f"{baseline}.jsonl"
     if not apath.is_file():
         have = sorted(p.stem for p in (qpath.parent / "model_answer").glob("*.jsonl"))
         raise DatasetError(f"{apath}: no answers of baseline {baseline!r}; answers found: {have}")
     questions = []
     for row in _read_jsonl(qpath):
-        questions.append({
-            "prompt_id": str(_field(row, ["uid", "question_id"], qpath)),
-            "prompt": _question_text(row, qpath),
-            "category": str(row.get("category", "")),
-            "cluster": str(row.get("cluster", "")),
-            "_line": row["_line"],
-        })
+        questions.append(
+            {
+                "prompt_id": str(_field(row, ["uid", "question_id"], qpath)),
+                "prompt": _question_text(row, qpath),
+                "category": str(row.get("category", "")),
+                "cluster": str(row.get("cluster", "")),
+                "_line": row["_line"],
+            }
+        )
     q = pd.DataFrame(questions)
     dup = q.loc[q["prompt_id"].duplicated(), "_line"].tolist()
     if dup:
@@ -373,13 +403,13 @@ def prepare_arena_hard(snapshot_dir: str | os.PathLike, *, baseline: str = "gpt-
     missing = [pid for pid in q["prompt_id"] if pid not in answers]
     if missing:
         raise DatasetError(
-            f"{apath}: no answer for {len(missing)} question(s) of {qpath.name}, "
-            f"e.g. {missing[:3]}"
+            f"{apath}: no answer for {len(missing)} question(s) of {qpath.name}, e.g. {missing[:3]}"
         )
     q["reference"] = [answers[pid][0] for pid in q["prompt_id"]]
     q["reference_generator"] = [answers[pid][1] for pid in q["prompt_id"]]
-    out = q.drop(columns="_line")[["prompt_id", "prompt", "category", "cluster", "reference",
-                                   "reference_generator"]]
+    out = q.drop(columns="_line")[
+        ["prompt_id", "prompt", "category", "cluster", "reference", "reference_generator"]
+    ]
     if len(out) != ARENA_HARD_SIZE:
         log.warning("%s: %d questions (Arena-Hard v0.1 has %d)", qpath, len(out), ARENA_HARD_SIZE)
     log.info("%s: %d questions with %s answers from %s", qpath, len(out), baseline, apath)

@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
-
 SCHEME = "hf://"
 HUB_DIR = "resources/hub"
 DATASET_PREFIX = "datasets/"
@@ -24,8 +23,15 @@ _URI = re.compile(
     rf"hf://(?P<dataset>datasets/)?(?P<org>{_PART})/(?P<name>{_PART})(?:@(?P<rev>[\w.-]+))?"
 )
 # Files a causal LM needs to load and generate; no optimizer states or other weight formats.
-ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken",
-                  "tokenizer*"]
+ALLOW_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.model",
+    "*.txt",
+    "*.jinja",
+    "*.tiktoken",
+    "tokenizer*",
+]
 # Data files of a dataset repository; config may narrow them to the files a rule reads.
 DATASET_ALLOW_PATTERNS = ["*.parquet", "*.json", "*.jsonl", "*.md"]
 
@@ -77,9 +83,13 @@ def spec_of(folder: str, *, dataset: bool | None = None) -> str:
     return f"{prefix}{parts[0]}/{parts[1]}" + (f"@{parts[2]}" if len(parts) == 3 else "")
 
 
-def download(spec: str, out_dir: str | os.PathLike,
-             snapshot_download: Callable[..., str] | None = None, *,
-             allow_patterns: Sequence[str] | None = None) -> Path:
+def download(
+    spec: str,
+    out_dir: str | os.PathLike,
+    snapshot_download: Callable[..., str] | None = None,
+    *,
+    allow_patterns: Sequence[str] | None = None,
+) -> Path:
     """Download the files of ``spec`` (a model or a dataset) into ``out_dir`` atomically.
 
     A model gets its weights, config and tokenizer files; a dataset gets its data files
@@ -99,12 +109,18 @@ def download(spec: str, out_dir: str | os.PathLike,
     if not allow_patterns:
         raise ValueError(f"{spec}: allow_patterns is empty; nothing would be downloaded")
     with atomic_path(out_dir, is_dir=True) as tmp:
-        snapshot_download(repo_id=repo_id, revision=revision, local_dir=str(tmp),
-                          repo_type="dataset" if dataset else "model",
-                          allow_patterns=allow_patterns)
+        snapshot_download(
+            repo_id=repo_id,
+            revision=revision,
+            local_dir=str(tmp),
+            repo_type="dataset" if dataset else "model",
+            allow_patterns=allow_patterns,
+        )
         if dataset:
-            if not any(p.is_file() and not p.name.startswith(".") and ".cache" not in p.parts
-                       for p in tmp.rglob("*")):
+            if not any(
+                p.is_file() and not p.name.startswith(".") and ".cache" not in p.parts
+                for p in tmp.rglob("*")
+            ):
                 raise FileNotFoundError(
                     f"{spec}: the download has no file matching {allow_patterns}"
                 )

@@ -118,9 +118,7 @@ def check_frame(
     spec = SCHEMAS[schema] if isinstance(schema, str) else dict(schema)
     missing = [c for c in spec if c not in df.columns]
     if missing:
-        raise DatasetError(
-            f"{source}: missing column(s) {missing}; found {list(df.columns)}"
-        )
+        raise DatasetError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")
     if len(df) == 0:
         if allow_empty:
             return df  # an empty column's dtype says nothing (pandas makes it float64)
@@ -168,8 +166,9 @@ def check_one_prompt_per_id(df: pd.DataFrame, source: str | os.PathLike = "<fram
         )
 
 
-def read_parquet(path: str | os.PathLike, schema: str | Mapping[str, str] | None = None,
-                 **check_kwargs: Any) -> pd.DataFrame:
+def read_parquet(
+    path: str | os.PathLike, schema: str | Mapping[str, str] | None = None, **check_kwargs: Any
+) -> pd.DataFrame:
     """Read a parquet file and, when ``schema`` is given, check it (errors name ``path``)."""
     path = Path(path)
     if not path.exists():

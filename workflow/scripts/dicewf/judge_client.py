@@ -137,8 +137,11 @@ def _reply_text(completion: Any) -> tuple[str, Any, Any]:
     if not isinstance(content, str):
         raise MalformedReplyError(f"a reply without message content: {_excerpt(choices[0])}")
     usage = getattr(completion, "usage", None)
-    return content, getattr(choices[0], "finish_reason", None), (
-        usage.model_dump() if usage is not None else None)
+    return (
+        content,
+        getattr(choices[0], "finish_reason", None),
+        (usage.model_dump() if usage is not None else None),
+    )
 
 
 def request_key(model: str, messages: Sequence[Message], params: Mapping[str, Any]) -> str:
@@ -198,8 +201,11 @@ class ChatClient:
             raise ValueError(f"ChatClient: concurrency must be >= 1, got {concurrency}")
         if max_retries < 0:
             raise ValueError(f"ChatClient: max_retries must be >= 0, got {max_retries}")
-        for name, value in (("timeout", timeout), ("budget_s", budget_s),
-                            ("progress_s", progress_s)):
+        for name, value in (
+            ("timeout", timeout),
+            ("budget_s", budget_s),
+            ("progress_s", progress_s),
+        ):
             if value is not None and value <= 0:
                 raise ValueError(f"ChatClient: {name} must be > 0, got {value}")
         if replay_only and cache is None:
@@ -208,16 +214,21 @@ class ChatClient:
         reserved = {"messages", "model", "temperature", "max_tokens", "stream", "n", "timeout"}
         clash = sorted(reserved & set(request))
         if clash:
-            raise ValueError(f"ChatClient: request may not set {clash}; they are fixed or "
-                             "given as their own arguments")
+            raise ValueError(
+                f"ChatClient: request may not set {clash}; they are fixed or "
+                "given as their own arguments"
+            )
         unknown = sorted(set(request) - _create_parameters())
         if unknown:
             raise ValueError(f"ChatClient: unknown chat.completions.create argument(s) {unknown}")
         self.base_url = base_url
         self.model = model
         self.api_key_env = api_key_env
-        self.params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens,
-                                       **request}
+        self.params: dict[str, Any] = {
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            **request,
+        }
         self.max_retries = max_retries
         self.concurrency = concurrency
         self.timeout = timeout
@@ -250,8 +261,10 @@ class ChatClient:
         """
         merged = {**config, **overrides}
         if "api_key" in merged:
-            raise ValueError("ChatClient: API keys are not read from configuration; put the key in "
-                             "an environment variable and name it with api_key_env")
+            raise ValueError(
+                "ChatClient: API keys are not read from configuration; put the key in "
+                "an environment variable and name it with api_key_env"
+            )
         own = set(inspect.signature(cls.__init__).parameters) - {"self"}
         extra = {k: v for k, v in merged.items() if k not in own}
         kwargs = {k: v for k, v in merged.items() if k in own}
@@ -260,10 +273,12 @@ class ChatClient:
         return cls(**kwargs)
 
     def __repr__(self) -> str:  # never shows the key
-        return (f"ChatClient(base_url={self.base_url!r}, model={self.model!r}, "
-                f"api_key_env={self.api_key_env!r}, params={self.params!r}, "
-                f"cache={str(self.cache_path) if self.cache_path else None!r}, "
-                f"replay_only={self.replay_only})")
+        return (
+            f"ChatClient(base_url={self.base_url!r}, model={self.model!r}, "
+            f"api_key_env={self.api_key_env!r}, params={self.params!r}, "
+            f"cache={str(self.cache_path) if self.cache_path else None!r}, "
+            f"replay_only={self.replay_only})"
+        )
 
     @property
     def endpoint(self) -> str:
@@ -351,16 +366,18 @@ class ChatClient:
                         )
                 self._secret = key
                 # retries are ours (logged, with our backoff), so the package's are switched off
-                self._client = openai.OpenAI(base_url=self.base_url, api_key=key,
-                                             timeout=self.timeout, max_retries=0)
+                self._client = openai.OpenAI(
+                    base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=0
+                )
             return self._client
 
     @staticmethod
     def _transient(exc: BaseException) -> bool:
         import openai
 
-        if isinstance(exc, MalformedReplyError | json.JSONDecodeError
-                      | openai.APIResponseValidationError):
+        if isinstance(
+            exc, MalformedReplyError | json.JSONDecodeError | openai.APIResponseValidationError
+        ):
             return True  # a proxy's error page, a truncated body: the next try may be fine
         if isinstance(exc, openai.APIConnectionError):  # includes timeouts
             return True
@@ -373,8 +390,11 @@ class ChatClient:
 
     def _budget_error(self, done: int | None = None, total: int | None = None) -> BudgetError:
         got = f" with {done} of {total} replies" if total is not None else ""
-        kept = (f"the replies so far are kept in {self.cache_path}" if self.cache_path
-                else "no cache keeps the replies so far")
+        kept = (
+            f"the replies so far are kept in {self.cache_path}"
+            if self.cache_path
+            else "no cache keeps the replies so far"
+        )
         return BudgetError(
             f"{self.name}: the time budget of {self.budget_s:g} s (budget_s) ran out{got} "
             f"({self._failed_attempts} failed attempts); {kept}. Check the server, or raise "
@@ -399,8 +419,10 @@ class ChatClient:
             timeout = self.timeout if remaining is None else min(self.timeout, remaining)
             try:
                 completion = client.chat.completions.create(
-                    model=self.model, messages=[dict(m) for m in messages], timeout=timeout,
-                    **self.params
+                    model=self.model,
+                    messages=[dict(m) for m in messages],
+                    timeout=timeout,
+                    **self.params,
                 )
                 content, finish_reason, usage = _reply_text(completion)
                 break
@@ -420,8 +442,14 @@ class ChatClient:
                 if remaining is not None:
                     delay = max(0.0, min(delay, remaining))
                 attempt += 1
-                log.warning("judge request to %s failed (%s); retry %d/%d in %.1f s",
-                            self.endpoint, message, attempt, self.max_retries, delay)
+                log.warning(
+                    "judge request to %s failed (%s); retry %d/%d in %.1f s",
+                    self.endpoint,
+                    message,
+                    attempt,
+                    self.max_retries,
+                    delay,
+                )
                 time.sleep(delay)
         previous = self._records.get(key)
         return {
@@ -436,8 +464,11 @@ class ChatClient:
         }
 
     # ------------------------------------------------------------------ public API
-    def complete(self, messages_list: Sequence[Sequence[Message]],
-                 valid: Callable[[Record], bool] | None = None) -> list[str]:
+    def complete(
+        self,
+        messages_list: Sequence[Sequence[Message]],
+        valid: Callable[[Record], bool] | None = None,
+    ) -> list[str]:
         """Return the judge's reply text to each conversation, in the order given.
 
         Identical conversations are sent once. Replies found in the cache are not requested again,
@@ -447,8 +478,11 @@ class ChatClient:
         """
         return [rec["response"] for rec in self.complete_records(messages_list, valid)]
 
-    def complete_records(self, messages_list: Sequence[Sequence[Message]],
-                         valid: Callable[[Record], bool] | None = None) -> list[dict[str, Any]]:
+    def complete_records(
+        self,
+        messages_list: Sequence[Sequence[Message]],
+        valid: Callable[[Record], bool] | None = None,
+    ) -> list[dict[str, Any]]:
         """Like :meth:`complete` but return the cache records (reply, finish_reason, usage, ...).
 
         ``valid``, when given, tells a usable reply (one holding a verdict) from one that is not:
@@ -465,20 +499,36 @@ class ChatClient:
             rec = self._records.get(key)
             if rec is None:
                 todo[key] = messages
-            elif (valid is not None and not self.replay_only and key not in self._sent
-                  and not valid(rec)):
+            elif (
+                valid is not None
+                and not self.replay_only
+                and key not in self._sent
+                and not valid(rec)
+            ):
                 if rec.get("asks", 1) <= self.max_retries:
                     todo[key] = messages
                     reask += 1
                 else:
                     spent += 1
         distinct = len(dict.fromkeys(keys))
-        log.info("%s: %d requests (%d distinct, %d from cache, %d to send of which %d cached "
-                 "without a verdict)", self.name, len(keys), distinct, distinct - len(todo),
-                 len(todo), reask)
+        log.info(
+            "%s: %d requests (%d distinct, %d from cache, %d to send of which %d cached "
+            "without a verdict)",
+            self.name,
+            len(keys),
+            distinct,
+            distinct - len(todo),
+            len(todo),
+            reask,
+        )
         if spent:
-            log.warning("%s: %d cached replies without a verdict were asked %d times already "
-                        "(max_retries); replaying them", self.name, spent, 1 + self.max_retries)
+            log.warning(
+                "%s: %d cached replies without a verdict were asked %d times already "
+                "(max_retries); replaying them",
+                self.name,
+                spent,
+                1 + self.max_retries,
+            )
         if todo:
             self._sent.update(todo)
             self._run(todo, valid)
@@ -487,15 +537,21 @@ class ChatClient:
         if valid is not None:
             bad = len({r["key"] for r in records if not valid(r)})
             if bad:
-                log.warning("%s: %d of %d distinct replies hold no verdict; they are cached as "
-                            "such (\"valid\": false) and asked again by a rerun%s", self.name, bad,
-                            distinct, f" (cache {self.cache_path})" if self.cache_path else "")
+                log.warning(
+                    "%s: %d of %d distinct replies hold no verdict; they are cached as "
+                    'such ("valid": false) and asked again by a rerun%s',
+                    self.name,
+                    bad,
+                    distinct,
+                    f" (cache {self.cache_path})" if self.cache_path else "",
+                )
         # redacted again on the way out: a cache recorded before replies were redacted (or by
         # another tool) may hold the key, and what is returned lands in judgments and logs
         return [self._redact_all(r) for r in records]
 
-    def _run(self, todo: Mapping[str, Sequence[Message]],
-             valid: Callable[[Record], bool] | None = None) -> None:
+    def _run(
+        self, todo: Mapping[str, Sequence[Message]], valid: Callable[[Record], bool] | None = None
+    ) -> None:
         if self.replay_only:  # fail before anything is sent, naming the first miss
             key, messages = next(iter(todo.items()))
             self._request(key, messages)
@@ -550,8 +606,15 @@ class ChatClient:
         left = ""
         if self._deadline is not None:
             left = f", budget left {max(0.0, self._deadline - time.monotonic()):.0f} s"
-        log.info("%s: %d/%d replies, %d failed attempts, %.0f s elapsed%s", self.name, done,
-                 total, self._failed_attempts, elapsed, left)
+        log.info(
+            "%s: %d/%d replies, %d failed attempts, %.0f s elapsed%s",
+            self.name,
+            done,
+            total,
+            self._failed_attempts,
+            elapsed,
+            left,
+        )
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write the records this client returned (in the order first asked) to ``path`` as
@@ -573,8 +636,9 @@ def resume_file(cache_out: str | os.PathLike) -> Path:
     return cache_out.with_name(f"{cache_out.stem}.partial{cache_out.suffix}")
 
 
-def job_client(config: Mapping[str, Any], cache_out: str | os.PathLike,
-               **overrides: Any) -> ChatClient:
+def job_client(
+    config: Mapping[str, Any], cache_out: str | os.PathLike, **overrides: Any
+) -> ChatClient:
     """The client of a Snakemake job that declares ``cache_out``: as :meth:`ChatClient.from_config`,
     with the cache defaulting to :func:`resume_file` (a config ``cache`` is used as it is)."""
     config = dict(config)

@@ -55,27 +55,38 @@ class TrainArguments:
 
     model: str = dataclasses.field(metadata={"help": "policy to train (folder or hub ID)"})
     pairs: str = dataclasses.field(
-        metadata={"help": "preference pairs (parquet: prompt_id, prompt, chosen, rejected)"})
+        metadata={"help": "preference pairs (parquet: prompt_id, prompt, chosen, rejected)"}
+    )
     out: str = dataclasses.field(metadata={"help": "output model folder (written atomically)"})
     seed: int = dataclasses.field(metadata={"help": "seed of the trainer and the data order"})
     metrics: str | None = dataclasses.field(
-        default=None, metadata={"help": "training metrics JSON (log history and final values)"})
+        default=None, metadata={"help": "training metrics JSON (log history and final values)"}
+    )
     ref: str | None = dataclasses.field(
-        default=None, metadata={"help": "reference model (default: a frozen copy of --model)"})
+        default=None, metadata={"help": "reference model (default: a frozen copy of --model)"}
+    )
     trainer: str = dataclasses.field(
-        default="dpo", metadata={
+        default="dpo",
+        metadata={
             "choices": list(TRAINERS),
             "help": "dpo: TRL DPOTrainer, any loss_type (sigmoid, ipo, hinge, ...); kto: TRL "
-                    "KTOTrainer on the unpaired pairs (the TRL fields are then KTOConfig's)"})
+            "KTOTrainer on the unpaired pairs (the TRL fields are then KTOConfig's)",
+        },
+    )
     length_penalty: float = dataclasses.field(
-        default=0.0, metadata={
+        default=0.0,
+        metadata={
             "help": "length-regularised DPO (Park et al. 2024): lambda per response token in "
-                    "the DPO margin; 0 is plain DPO"})
+            "the DPO margin; 0 is plain DPO"
+        },
+    )
     checkpoint_dir: str | None = dataclasses.field(
         default=None,
-        metadata={"help": "resumable checkpoints (default: <out>.checkpoints next to --out)"})
+        metadata={"help": "resumable checkpoints (default: <out>.checkpoints next to --out)"},
+    )
     log: str | None = dataclasses.field(
-        default=None, metadata={"help": "log file of the main process (default: stderr)"})
+        default=None, metadata={"help": "log file of the main process (default: stderr)"}
+    )
 
 
 @functools.cache
@@ -86,10 +97,21 @@ def trl_fields(config_cls: type) -> type:
     (which sets TRL's defaults for every field and, on a machine without a GPU, refuses its own
     ``bf16`` default)."""
     hints = typing.get_type_hints(config_cls)
-    fields = [(f.name, hints[f.name], dataclasses.field(default=UNSET, metadata=f.metadata))
-              for f in dataclasses.fields(config_cls) if f.init and f.name not in SET_BY_US]
-    fields.append((GLOBAL_BATCH_KEY, int | None, dataclasses.field(default=UNSET, metadata={
-        "help": "pairs per optimizer step over all processes (dicewf.batching)"})))
+    fields = [
+        (f.name, hints[f.name], dataclasses.field(default=UNSET, metadata=f.metadata))
+        for f in dataclasses.fields(config_cls)
+        if f.init and f.name not in SET_BY_US
+    ]
+    fields.append(
+        (
+            GLOBAL_BATCH_KEY,
+            int | None,
+            dataclasses.field(
+                default=UNSET,
+                metadata={"help": "pairs per optimizer step over all processes (dicewf.batching)"},
+            ),
+        )
+    )
     return dataclasses.make_dataclass(f"{config_cls.__name__}Fields", fields)
 
 
@@ -102,8 +124,9 @@ def _flag(argv: Sequence[str], name: str) -> str | None:
     return None
 
 
-def parse(argv: Sequence[str] | None = None, *,
-          config: Mapping[str, Any] | None = None) -> tuple[TrainArguments, dict[str, Any]]:
+def parse(
+    argv: Sequence[str] | None = None, *, config: Mapping[str, Any] | None = None
+) -> tuple[TrainArguments, dict[str, Any]]:
     """(our arguments, the TRL fields given) from ``argv`` (default: ``sys.argv[1:]``) and its
     ``--config`` file; ``config`` is a mapping read as that file would be (Snakemake's
     ``script:`` hands the rule's training block over this way)."""
@@ -117,8 +140,9 @@ def parse(argv: Sequence[str] | None = None, *,
     parser = TrlParser((TrainArguments, fields_cls), description=__doc__.split("\n", 1)[0])
     # every TRL field unset unless given (HfArgumentParser leaves list fields at None)
     parser.set_defaults(**{f.name: UNSET for f in dataclasses.fields(fields_cls)})
-    where = _flag(argv, "--config") or ("the training block" if config is not None
-                                         else "the command line")
+    where = _flag(argv, "--config") or (
+        "the training block" if config is not None else "the command line"
+    )
     try:
         if config is not None:
             unknown = parser.set_defaults_with_config(**config)
@@ -126,11 +150,14 @@ def parse(argv: Sequence[str] | None = None, *,
                 raise ValueError(f"Unknown arguments from config file: {unknown}")
         script, trl = parser.parse_args_and_config(argv)
     except ValueError as e:  # TrlParser: not a mapping, or fields neither dataclass has
-        raise SystemExit(f"{where}: {e} ({trl_config_class(trainer, 0.0).__name__} with "
-                         f"--trainer {trainer})") from None
+        raise SystemExit(
+            f"{where}: {e} ({trl_config_class(trainer, 0.0).__name__} with --trainer {trainer})"
+        ) from None
     if script.trainer != trainer:
-        raise SystemExit(f"{where}: trainer {script.trainer!r}: give --trainer on the command "
-                         "line (it picks the TRL config class)")
+        raise SystemExit(
+            f"{where}: trainer {script.trainer!r}: give --trainer on the command "
+            "line (it picks the TRL config class)"
+        )
     given = {f.name: getattr(trl, f.name) for f in dataclasses.fields(trl)}
     return script, {k: v for k, v in given.items() if v is not UNSET}
 
@@ -144,7 +171,8 @@ def main(argv: Sequence[str] | None = None, *, config: Mapping[str, Any] | None 
         logs.to_file(script.log)
     else:
         logging.basicConfig(
-            stream=sys.stderr, level=logging.INFO if main_process else logging.WARNING,
+            stream=sys.stderr,
+            level=logging.INFO if main_process else logging.WARNING,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
     from .training import train_dpo
@@ -152,7 +180,16 @@ def main(argv: Sequence[str] | None = None, *, config: Mapping[str, Any] | None 
     for role, path in (("--model", script.model), ("--ref", script.ref)):  # a model in each
         model_files.model_dir(path, f"{role} of train_launch.py")
     pairs = read_parquet(script.pairs, "pairs")
-    train_dpo(script.model, pairs, script.out, fields, seed=script.seed, ref=script.ref,
-              metrics_path=script.metrics, source=script.pairs,
-              checkpoint_dir=script.checkpoint_dir, trainer=script.trainer,
-              length_penalty=script.length_penalty)
+    train_dpo(
+        script.model,
+        pairs,
+        script.out,
+        fields,
+        seed=script.seed,
+        ref=script.ref,
+        metrics_path=script.metrics,
+        source=script.pairs,
+        checkpoint_dir=script.checkpoint_dir,
+        trainer=script.trainer,
+        length_penalty=script.length_penalty,
+    )

@@ -82,7 +82,9 @@ _RANGE = r"(?P<range>\s*(?:to|-|\u2013)\s*\d)?"
 # "Score: 4", "**Score:** 4", "Score - 4.5", "score of 4", "Score: <4>", "Final score = 4/5" ...
 _SCORE = re.compile(
     r"\bscore\b\s*(?:of|is|was|=|:|-|\u2013)?\s*[*_`\s]*[:=]?[*_`\s<\[(]*"
-    + _NUMBER + _DENOMINATOR + _RANGE,
+    + _NUMBER
+    + _DENOMINATOR
+    + _RANGE,
     re.IGNORECASE,
 )
 # "4/5", "4 out of 5" without the word score
@@ -151,11 +153,22 @@ def aggregate(ratings: Sequence[float], min_ratings: int) -> float:
     return float(values.mean()) if len(values) >= min_ratings else math.nan
 
 
-def judge(policy: str | os.PathLike, samples: pd.DataFrame, template: str,
-          sampling: Mapping[str, Any], *, min_ratings: int = 1, backend: str = "auto",
-          engine: Mapping[str, Any] | None = None, drop_truncated: bool = True,
-          strip_whitespace: bool = False, min_chars: int = 0, max_chars: int | None = None,
-          max_prompt_tokens: int | None = None, source: str = "<samples>") -> pd.DataFrame:
+def judge(
+    policy: str | os.PathLike,
+    samples: pd.DataFrame,
+    template: str,
+    sampling: Mapping[str, Any],
+    *,
+    min_ratings: int = 1,
+    backend: str = "auto",
+    engine: Mapping[str, Any] | None = None,
+    drop_truncated: bool = True,
+    strip_whitespace: bool = False,
+    min_chars: int = 0,
+    max_chars: int | None = None,
+    max_prompt_tokens: int | None = None,
+    source: str = "<samples>",
+) -> pd.DataFrame:
     """Score each sampled response by prompting ``policy`` with ``template``, ``n`` times.
 
     ``samples`` has the columns of ``io.SCHEMAS["samples"]``; ``sampling`` holds vLLM
@@ -186,10 +199,18 @@ def judge(policy: str | os.PathLike, samples: pd.DataFrame, template: str,
     if not 1 <= min_ratings <= n:
         raise ValueError(f"judge: min_ratings must lie in [1, n={n}], got {min_ratings}")
     if n > 1 and params.get("temperature", 1.0) == 0:
-        raise ValueError(f"judge sampling: greedy decoding (temperature 0) gives one rating; "
-                         f"set n to 1, not {n}")
-    df = finished(samples, drop_truncated, source, "judge", strip_whitespace=strip_whitespace,
-                  min_chars=min_chars, max_chars=max_chars)
+        raise ValueError(
+            f"judge sampling: greedy decoding (temperature 0) gives one rating; set n to 1, not {n}"
+        )
+    df = finished(
+        samples,
+        drop_truncated,
+        source,
+        "judge",
+        strip_whitespace=strip_whitespace,
+        min_chars=min_chars,
+        max_chars=max_chars,
+    )
     dup = df.index[df.duplicated(["prompt_id", "sample_idx"])].tolist()
     if dup:
         raise ValueError(f"{source}: repeated (prompt_id, sample_idx) at rows {dup[:5]}")
@@ -198,11 +219,17 @@ def judge(policy: str | os.PathLike, samples: pd.DataFrame, template: str,
     if max_prompt_tokens is not None:
         lengths = np.array([len(t) for t in _sampling.prompt_token_ids(tokenizer, rendered)])
         keep = lengths <= max_prompt_tokens
-        log.info("dropping %d responses whose judge prompt has more than %d tokens, of %d",
-                 int((~keep).sum()), max_prompt_tokens, len(df))
+        log.info(
+            "dropping %d responses whose judge prompt has more than %d tokens, of %d",
+            int((~keep).sum()),
+            max_prompt_tokens,
+            len(df),
+        )
         if not keep.any():
-            raise ValueError(f"{source}: every judge prompt has more than {max_prompt_tokens} "
-                             "tokens (score.judge.max_prompt_tokens)")
+            raise ValueError(
+                f"{source}: every judge prompt has more than {max_prompt_tokens} "
+                "tokens (score.judge.max_prompt_tokens)"
+            )
         df = df[keep].reset_index(drop=True)
         rendered = [t for t, k in zip(rendered, keep, strict=True) if k]
     ids, prompts = [], []
@@ -211,8 +238,9 @@ def judge(policy: str | os.PathLike, samples: pd.DataFrame, template: str,
             ids.append(request_id(p, k, r))
             prompts.append(text)
     requests = pd.DataFrame({"prompt_id": ids, "prompt": prompts})
-    out = _sampling.sample(policy, requests, {**params, "n": 1}, backend=backend,
-                           engine=engine, source=source)
+    out = _sampling.sample(
+        policy, requests, {**params, "n": 1}, backend=backend, engine=engine, source=source
+    )
     if out["prompt_id"].tolist() != ids:
         raise RuntimeError("the sampler returned judgements out of request order")
     texts = np.array(out["response"].astype(str).tolist(), dtype=object).reshape(len(df), n)
@@ -221,8 +249,7 @@ def judge(policy: str | os.PathLike, samples: pd.DataFrame, template: str,
     ratings = ratings.reshape(len(df), n)
     encoded = encode(tokenizer, df["prompt"].tolist(), df["response"].tolist())
     result = df[["prompt_id", "prompt", "sample_idx", "response", "finish_reason"]].copy()
-    result["reward"] = np.array([aggregate(row, min_ratings) for row in ratings],
-                                dtype=np.float64)
+    result["reward"] = np.array([aggregate(row, min_ratings) for row in ratings], dtype=np.float64)
     result["len_chars"] = result["response"].str.len().astype("int64")
     result["len_tokens"] = np.array([e.n_response for e in encoded], dtype=np.int64)
     result["judgement"] = texts[:, 0].tolist()
@@ -231,14 +258,26 @@ def judge(policy: str | os.PathLike, samples: pd.DataFrame, template: str,
     result["ratings"] = [list(row) for row in ratings]
     result["n_rated"] = np.isfinite(ratings).sum(axis=1).astype("int64")
     n_ok = int(result["reward"].notna().sum())
-    log.info("parsed a rating from %d of %d judgements (%.1f%%); ratings parsed per response "
-             "(of %d): %s", int(np.isfinite(ratings).sum()), ratings.size,
-             100.0 * np.isfinite(ratings).mean(), n,
-             result["n_rated"].value_counts().sort_index().to_dict())
-    log.info("rated %d of %d responses (at least %d parsed ratings); %d unrated drop out",
-             n_ok, len(result), min_ratings, len(result) - n_ok)
-    log.info("reward counts: %s",
-             result["reward"].round(2).value_counts(dropna=False).sort_index().to_dict())
+    log.info(
+        "parsed a rating from %d of %d judgements (%.1f%%); ratings parsed per response "
+        "(of %d): %s",
+        int(np.isfinite(ratings).sum()),
+        ratings.size,
+        100.0 * np.isfinite(ratings).mean(),
+        n,
+        result["n_rated"].value_counts().sort_index().to_dict(),
+    )
+    log.info(
+        "rated %d of %d responses (at least %d parsed ratings); %d unrated drop out",
+        n_ok,
+        len(result),
+        min_ratings,
+        len(result) - n_ok,
+    )
+    log.info(
+        "reward counts: %s",
+        result["reward"].round(2).value_counts(dropna=False).sort_index().to_dict(),
+    )
     return check_frame(result, JUDGE_SCORES, source)
 
 

@@ -13,6 +13,8 @@ def to_file(path: str | os.PathLike) -> None:
     stream = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the job
     sys.stdout = sys.stderr = stream
     logging.basicConfig(
-        stream=stream, level=logging.INFO, force=True,
+        stream=stream,
+        level=logging.INFO,
+        force=True,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

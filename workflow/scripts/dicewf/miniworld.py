@@ -96,9 +96,11 @@ def _package_file(package: str, *parts: str) -> Path:
 
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package!r} is not installed; it ships the tokenizer "
-                                "file the mini models need (see requirements.txt)")
-    path = Path(list(spec.submodule_search_locations)[0], *parts)
+        raise FileNotFoundError(
+            f"package {package!r} is not installed; it ships the tokenizer "
+            "file the mini models need (see requirements.txt)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: tokenizer file missing from package {package!r}")
     return path
@@ -128,8 +130,14 @@ def zephyr_tokenizer():
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(source, Path(tmp, "tokenizer.model"))
         tok = LlamaTokenizer.from_pretrained(
-            tmp, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>",
-            add_bos_token=True, add_eos_token=False, legacy=True,
+            tmp,
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            pad_token="</s>",
+            add_bos_token=True,
+            add_eos_token=False,
+            legacy=True,
         )
     tok.chat_template = ZEPHYR_TEMPLATE
     tok.model_max_length = MAX_POSITIONS
@@ -145,17 +153,24 @@ def llama3_tokenizer():
 
     source = _package_file("llama_models", "llama3", "tokenizer.model")
     specials = llama3_special_tokens()
-    backend = TikTokenConverter(vocab_file=str(source), pattern=LLAMA3_PATTERN,
-                                extra_special_tokens=specials).converted()
+    backend = TikTokenConverter(
+        vocab_file=str(source), pattern=LLAMA3_PATTERN, extra_special_tokens=specials
+    ).converted()
     bos = LLAMA3_NAMED[128000]
-    backend.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=False),
-        processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-                                      special_tokens=[(bos, 128000)]),
-    ])
+    backend.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, 128000)]
+            ),
+        ]
+    )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=bos, eos_token=LLAMA3_NAMED[128001],
-        chat_template=LLAMA3_TEMPLATE, model_max_length=MAX_POSITIONS,
+        tokenizer_object=backend,
+        bos_token=bos,
+        eos_token=LLAMA3_NAMED[128001],
+        chat_template=LLAMA3_TEMPLATE,
+        model_max_length=MAX_POSITIONS,
         clean_up_tokenization_spaces=True,
     )
 
@@ -164,16 +179,28 @@ def _config(backbone: str, tokenizer):
     from transformers import LlamaConfig, MistralConfig
 
     common = dict(
-        vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=INTERMEDIATE_SIZE,
-        num_hidden_layers=NUM_LAYERS, num_attention_heads=NUM_HEADS,
-        num_key_value_heads=NUM_KV_HEADS, head_dim=HEAD_DIM,
-        max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True, rms_norm_eps=1e-5,
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN_SIZE,
+        intermediate_size=INTERMEDIATE_SIZE,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        num_key_value_heads=NUM_KV_HEADS,
+        head_dim=HEAD_DIM,
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
         torch_dtype="float32",
     )
     if backbone == "zephyr":
         # sliding_window off: Mistral v0.1's 4096 exceeds these models' positions anyway
-        return MistralConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2, rope_theta=10000.0,
-                             sliding_window=None, **common)
+        return MistralConfig(
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
+            rope_theta=10000.0,
+            sliding_window=None,
+            **common,
+        )
     return LlamaConfig(bos_token_id=128000, eos_token_id=128001, rope_theta=500000.0, **common)
 
 
@@ -181,13 +208,67 @@ def _generation_eos(backbone: str) -> int | list[int]:
     return 2 if backbone == "zephyr" else [128001, 128009]
 
 
-WORDS = (
-    "the a model answer helps people with clear short useful steps first then check result "
-    "good data plan list idea simple example because it is often best to keep each part small "
-    "water light city music garden history science river book friend travel code question"
-).split()
-TOPICS = ("cooking", "the moon", "python lists", "a rainy day", "sleep", "trees", "budgeting",
-          "chess", "the ocean", "learning French", "bicycles", "email etiquette")
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "answer",
+    "helps",
+    "people",
+    "with",
+    "clear",
+    "short",
+    "useful",
+    "steps",
+    "first",
+    "then",
+    "check",
+    "result",
+    "good",
+    "data",
+    "plan",
+    "list",
+    "idea",
+    "simple",
+    "example",
+    "because",
+    "it",
+    "is",
+    "often",
+    "best",
+    "to",
+    "keep",
+    "each",
+    "part",
+    "small",
+    "water",
+    "light",
+    "city",
+    "music",
+    "garden",
+    "history",
+    "science",
+    "river",
+    "book",
+    "friend",
+    "travel",
+    "code",
+    "question",
+]
+TOPICS = (
+    "cooking",
+    "the moon",
+    "python lists",
+    "a rainy day",
+    "sleep",
+    "trees",
+    "budgeting",
+    "chess",
+    "the ocean",
+    "learning French",
+    "bicycles",
+    "email etiquette",
+)
 
 
 def sft_conversations(rng: random.Random, n: int) -> list[list[dict[str, str]]]:
@@ -198,8 +279,7 @@ def sft_conversations(rng: random.Random, n: int) -> list[list[dict[str, str]]]:
         filler = " ".join(rng.choices(WORDS, k=rng.randint(0, 75)))
         prompt = f"Tell me about {topic}. {filler}".strip()
         reply = " ".join(rng.choices(WORDS, k=rng.randint(2, 20))).capitalize() + "."
-        convs.append([{"role": "user", "content": prompt},
-                      {"role": "assistant", "content": reply}])
+        convs.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}])
     return convs
 
 
@@ -215,7 +295,7 @@ def _fine_tune(model, tokenizer, convs, *, seed: int) -> list[float]:
         full = tokenizer(render_conversation(tokenizer, conv))["input_ids"]
         start = len(tokenizer(render_prompts(tokenizer, [conv[0]["content"]])[0])["input_ids"])
         # the reply and its turn-end token; not what the template writes after it (zephyr: "\n")
-        seqs.append((full[:full.index(end, start) + 1], start))
+        seqs.append((full[: full.index(end, start) + 1], start))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=SFT_LR, weight_decay=0.0)
@@ -228,8 +308,8 @@ def _fine_tune(model, tokenizer, convs, *, seed: int) -> list[float]:
         attn = torch.zeros((len(batch), width), dtype=torch.long)
         rows, cols, targets = [], [], []
         for row, (full, start) in enumerate(batch):
-            x[row, :len(full)] = torch.tensor(full)
-            attn[row, :len(full)] = 1
+            x[row, : len(full)] = torch.tensor(full)
+            attn[row, : len(full)] = 1
             for t in range(start, len(full)):  # position t - 1 predicts reply token t
                 rows.append(row)
                 cols.append(t - 1)
@@ -245,8 +325,9 @@ def _fine_tune(model, tokenizer, convs, *, seed: int) -> list[float]:
     return losses
 
 
-def build_model(backbone: str, out_dir: str | os.PathLike, *, role: str = "policy",
-                seed: int = 0) -> Path:
+def build_model(
+    backbone: str, out_dir: str | os.PathLike, *, role: str = "policy", seed: int = 0
+) -> Path:
     """Write a tiny ``backbone`` model (``zephyr`` or ``llama3``) to ``out_dir``, atomically.
 
     ``role`` (``policy`` or ``reference``) and ``seed`` pick the initialisation and the order of

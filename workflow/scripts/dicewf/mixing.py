@@ -48,22 +48,29 @@ def counts(gamma: float, n_pairs: int | None, n_generated_available: int) -> tup
     if n_pairs is None:
         if gamma == 1.0:
             raise ValueError("gamma = 1 leaves no room for generated pairs; pass n_pairs")
-        return n_generated_available, int(round(gamma / (1.0 - gamma) * n_generated_available))
+        return n_generated_available, round(gamma / (1.0 - gamma) * n_generated_available)
     if n_pairs < 1:
         raise ValueError(f"n_pairs must be at least 1, got {n_pairs}")
-    n_offline = int(round(gamma * n_pairs))
+    n_offline = round(gamma * n_pairs)
     return n_pairs - n_offline, n_offline
 
 
-def _check_shared_ids(generated: pd.DataFrame, offline: pd.DataFrame, generated_source: str,
-                      offline_source: str) -> None:
+def _check_shared_ids(
+    generated: pd.DataFrame, offline: pd.DataFrame, generated_source: str, offline_source: str
+) -> None:
     """A prompt_id in both inputs must name the same prompt: the mixture keeps the two sources
     apart by prompt_id."""
     if generated.empty or offline.empty:
         return
-    both = generated[["prompt_id", "prompt"]].drop_duplicates().merge(
-        offline[["prompt_id", "prompt"]].drop_duplicates(), on="prompt_id",
-        suffixes=("_generated", "_offline"))
+    both = (
+        generated[["prompt_id", "prompt"]]
+        .drop_duplicates()
+        .merge(
+            offline[["prompt_id", "prompt"]].drop_duplicates(),
+            on="prompt_id",
+            suffixes=("_generated", "_offline"),
+        )
+    )
     bad = pd.unique(both.loc[both["prompt_generated"] != both["prompt_offline"], "prompt_id"])
     if len(bad):
         raise DatasetError(
@@ -104,8 +111,13 @@ def mix(
     if n_generated > len(generated) and shortfall == "shrink" and gamma < 1.0:
         if len(generated) == 0:
             raise ValueError(f"{generated_source}: no generated pair to mix")
-        log.warning("%s: %d generated pairs of the %d asked for; the mixture shrinks to keep "
-                    "gamma=%s", generated_source, len(generated), n_generated, gamma)
+        log.warning(
+            "%s: %d generated pairs of the %d asked for; the mixture shrinks to keep gamma=%s",
+            generated_source,
+            len(generated),
+            n_generated,
+            gamma,
+        )
         n_generated, n_offline = counts(gamma, None, len(generated))
     if n_generated > len(generated):
         raise ValueError(
@@ -123,7 +135,8 @@ def mix(
         )
     drawn_offline = fresh.iloc[rng.choice(len(fresh), n_offline, replace=False)]
     extra = [
-        c for c in generated.columns
+        c
+        for c in generated.columns
         if c in offline.columns and c not in PAIR_COLUMNS and c != "source"
     ]
     columns = [*PAIR_COLUMNS, *extra]

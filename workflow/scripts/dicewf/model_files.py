@@ -23,8 +23,12 @@ def model_dir(path: str | os.PathLike | None, role: str) -> None:
     folder = Path(path)
     if not folder.is_dir():
         return
-    weights = [p for pattern in WEIGHT_PATTERNS for p in sorted(folder.glob(pattern))
-               if p.name != "training_args.bin"]  # the Trainer's pickled arguments
+    weights = [
+        p
+        for pattern in WEIGHT_PATTERNS
+        for p in sorted(folder.glob(pattern))
+        if p.name != "training_args.bin"
+    ]  # the Trainer's pickled arguments
     missing = []
     if not (folder / "config.json").is_file():
         missing.append("config.json")
@@ -33,8 +37,9 @@ def model_dir(path: str | os.PathLike | None, role: str) -> None:
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         missing.append("a tokenizer (" + ", ".join(TOKENIZER_FILES) + ")")
     if missing:
-        raise ValueError(f"no model weights/tokenizer in {folder} ({role}): missing "
-                         + "; ".join(missing))
+        raise ValueError(
+            f"no model weights/tokenizer in {folder} ({role}): missing " + "; ".join(missing)
+        )
     for file in weights:
         if file.suffix == ".safetensors":
             _safetensors_whole(file, role)
@@ -55,8 +60,10 @@ def _safetensors_whole(file: Path, role: str) -> None:
             else:
                 try:
                     header = json.loads(f.read(n))
-                    end = max((t["data_offsets"][1] for k, t in header.items()
-                               if k != "__metadata__"), default=0)
+                    end = max(
+                        (t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"),
+                        default=0,
+                    )
                 except (ValueError, KeyError, TypeError, IndexError) as e:
                     bad = f"unreadable header ({e})"
                 else:

@@ -92,8 +92,9 @@ def length_regularised_dpo_trainer() -> type:
             shift = self.length_penalty / self.beta
             shifted = dict(inputs)
             shifted["ref_chosen_logps"] = ref_chosen - shift * len_chosen.to(ref_chosen.dtype)
-            shifted["ref_rejected_logps"] = (ref_rejected
-                                             - shift * len_rejected.to(ref_rejected.dtype))
+            shifted["ref_rejected_logps"] = ref_rejected - shift * len_rejected.to(
+                ref_rejected.dtype
+            )
             length_margins = self.length_penalty * (len_chosen - len_rejected).float()
             self._metrics[mode]["rewards/length_margins"].append(
                 self.accelerator.gather_for_metrics(length_margins).mean().item()

@@ -16,7 +16,6 @@ import pandas as pd
 from .alpha import LANDSCAPE_WINDOW
 from .io import atomic_path, check_frame, write_text
 
-
 FloatFormat = str | Mapping[str, str]
 
 
@@ -48,24 +47,39 @@ def to_markdown(df: pd.DataFrame, floatfmt: FloatFormat | None = None) -> str:
     """
     fmt = _formatter(_floatfmt(df, floatfmt))
     header = "| " + " | ".join(map(str, df.columns)) + " |"
-    align = "|" + "|".join(
-        "---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns) + "|"
-    body = ["| " + " | ".join(fmt(c, v) for c, v in zip(df.columns, row)) + " |"
-            for row in df.itertuples(index=False)]
+    align = (
+        "|"
+        + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns)
+        + "|"
+    )
+    body = [
+        "| " + " | ".join(fmt(c, v) for c, v in zip(df.columns, row)) + " |"
+        for row in df.itertuples(index=False)
+    ]
     return "\n".join([header, align, *body]) + "\n"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
-def to_latex(df: pd.DataFrame, caption: str = "", label: str = "",
-             floatfmt: FloatFormat | None = None) -> str:
+def to_latex(
+    df: pd.DataFrame, caption: str = "", label: str = "", floatfmt: FloatFormat | None = None
+) -> str:
     """A booktabs ``table`` environment (no extra dependency); formats as :func:`to_markdown`."""
     fmt = _formatter(_floatfmt(df, floatfmt), escape=_latex_escape)
     cols = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) else "l" for c in df.columns)
@@ -74,17 +88,29 @@ def to_latex(df: pd.DataFrame, caption: str = "", label: str = "",
         lines.append(rf"\caption{{{_latex_escape(caption)}}}")
     if label:
         lines.append(rf"\label{{{label}}}")
-    lines += [rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
-              " & ".join(_latex_escape(str(c)) for c in df.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(fmt(c, v) for c, v in zip(df.columns, row)) + r" \\"
-              for row in df.itertuples(index=False)]
+    lines += [
+        rf"\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+        " & ".join(_latex_escape(str(c)) for c in df.columns) + r" \\",
+        r"\midrule",
+    ]
+    lines += [
+        " & ".join(fmt(c, v) for c, v in zip(df.columns, row)) + r" \\"
+        for row in df.itertuples(index=False)
+    ]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def write_table(df: pd.DataFrame, csv: str | os.PathLike, md: str | os.PathLike,
-                caption: str = "", tex: str | os.PathLike | None = None,
-                label: str = "", floatfmt: FloatFormat | None = None) -> None:
+def write_table(
+    df: pd.DataFrame,
+    csv: str | os.PathLike,
+    md: str | os.PathLike,
+    caption: str = "",
+    tex: str | os.PathLike | None = None,
+    label: str = "",
+    floatfmt: FloatFormat | None = None,
+) -> None:
     """Write a table as CSV, Markdown and (when ``tex`` is given) LaTeX, atomically."""
     with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.4f")
@@ -101,32 +127,50 @@ def _save_figure(fig, png: str | os.PathLike, pdf: str | os.PathLike | None) -> 
             fig.savefig(tmp, format=suffix.lstrip("."), dpi=150, bbox_inches="tight")
 
 
-def figure2(length_diffs: pd.DataFrame, offline: pd.DataFrame, png, pdf=None, *,
-            bins: int, alpha_star: float | None = None, source: str = "<length_diffs>"):
+def figure2(
+    length_diffs: pd.DataFrame,
+    offline: pd.DataFrame,
+    png,
+    pdf=None,
+    *,
+    bins: int,
+    alpha_star: float | None = None,
+    source: str = "<length_diffs>",
+):
     """Figure 2: distribution of |y_w| - |y_l| for D(0), D(alpha*) (top) and D_offline (bottom).
 
     Returns the (closed) matplotlib figure, whose axes hold the drawn histograms.
     """
     plt = _pyplot()
     check_frame(length_diffs, {"dataset": "str", "len_diff": "int"}, source)
-    check_frame(offline, {"chosen": "str", "rejected": "str"},
-                offline.attrs.get("source", "<offline>"))
+    check_frame(
+        offline, {"chosen": "str", "rejected": "str"}, offline.attrs.get("source", "<offline>")
+    )
     off = offline["chosen"].str.len() - offline["rejected"].str.len()
     allv = np.concatenate([length_diffs["len_diff"].to_numpy(), off.to_numpy()])
     edges = np.histogram_bin_edges(allv, bins=bins)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5.5), sharex=True)
     colours = {"D(0)": "tab:green", "D(alpha*)": "tab:orange"}
     for name, group in length_diffs.groupby("dataset", sort=True):
-        label = name if name != "D(alpha*)" or alpha_star is None else \
-            f"D(alpha*), alpha*={alpha_star:.4g}"
-        top.hist(group["len_diff"], bins=edges, alpha=0.6, color=colours.get(name),
-                 label=f"{label}: mean {group['len_diff'].mean():.1f}")
+        label = (
+            name
+            if name != "D(alpha*)" or alpha_star is None
+            else f"D(alpha*), alpha*={alpha_star:.4g}"
+        )
+        top.hist(
+            group["len_diff"],
+            bins=edges,
+            alpha=0.6,
+            color=colours.get(name),
+            label=f"{label}: mean {group['len_diff'].mean():.1f}",
+        )
     top.axvline(0, color="k", lw=0.8)
     top.set_ylabel("pairs")
     top.set_title("Generated pairs, iteration 1")
     top.legend(fontsize=8)
-    bottom.hist(off, bins=edges, color="tab:blue", alpha=0.7,
-                label=f"D_offline: mean {off.mean():.1f}")
+    bottom.hist(
+        off, bins=edges, color="tab:blue", alpha=0.7, label=f"D_offline: mean {off.mean():.1f}"
+    )
     bottom.axvline(0, color="k", lw=0.8)
     bottom.set_xlabel("|y_w| - |y_l| (characters)")
     bottom.set_ylabel("pairs")
@@ -156,8 +200,9 @@ def zoom_range(alphas, centre: float) -> tuple[float, float]:
     return (a, b) if b > a else (lo, hi)
 
 
-def _landscape_panel(ax, zoom, landscape: pd.DataFrame, colour: str, label: str, centre: float,
-                     xlabel: str) -> None:
+def _landscape_panel(
+    ax, zoom, landscape: pd.DataFrame, colour: str, label: str, centre: float, xlabel: str
+) -> None:
     """The whole box on ``ax`` (the zoomed span shaded) and ``centre``'s neighbourhood on
     ``zoom``, each landscape point marked there."""
     ylabel = "|E[|y_w| - |y_l|]| (characters)"
@@ -174,11 +219,18 @@ def _landscape_panel(ax, zoom, landscape: pd.DataFrame, colour: str, label: str,
     zoom.set_title(f"zoom: {len(near)} of {len(landscape)} points", fontsize=9)
 
 
-def figure4(landscape: pd.DataFrame, png, pdf=None, *, alpha_star: float | None = None,
-            source: str = "<landscape>", judge: pd.DataFrame | None = None,
-            judge_source: str = "<judge landscape>",
-            xlabel: str = "alpha (log-ratio per character)",
-            judge_xlabel: str = "alpha (rating per character)"):
+def figure4(
+    landscape: pd.DataFrame,
+    png,
+    pdf=None,
+    *,
+    alpha_star: float | None = None,
+    source: str = "<landscape>",
+    judge: pd.DataFrame | None = None,
+    judge_source: str = "<judge landscape>",
+    xlabel: str = "alpha (log-ratio per character)",
+    judge_xlabel: str = "alpha (rating per character)",
+):
     """Figure 4: the Eq. 6 objective |E[|y_w| - |y_l|]| against alpha.
 
     Left: the implicit reward, with alpha* marked. Right (when ``judge`` is given): the
@@ -205,11 +257,23 @@ def figure4(landscape: pd.DataFrame, png, pdf=None, *, alpha_star: float | None 
     if judge is not None:
         right, right_zoom = axes[0][1], axes[1][1]
         best = judge.loc[judge["objective"].idxmin()]
-        _landscape_panel(right, right_zoom, judge, "tab:blue", "LLM-as-a-Judge",
-                         float(best["alpha"]), judge_xlabel)
+        _landscape_panel(
+            right,
+            right_zoom,
+            judge,
+            "tab:blue",
+            "LLM-as-a-Judge",
+            float(best["alpha"]),
+            judge_xlabel,
+        )
         for ax in (right, right_zoom):
-            ax.plot([best["alpha"]], [best["objective"]], "o", color="tab:red",
-                    label=f"minimum at alpha = {best['alpha']:.4g}")
+            ax.plot(
+                [best["alpha"]],
+                [best["objective"]],
+                "o",
+                color="tab:red",
+                label=f"minimum at alpha = {best['alpha']:.4g}",
+            )
         right.set_title("LLM-as-a-Judge reward")
         right.legend(fontsize=8)
     fig.tight_layout()
@@ -224,8 +288,9 @@ def figure1(bars: pd.DataFrame, png, pdf=None, *, iteration: int | None = None):
     ``bars``: columns setting, method, lc (one row per bar, in drawing order).
     """
     plt = _pyplot()
-    check_frame(bars, {"setting": "str", "method": "str", "lc": "float"}, "<figure1>",
-                allow_empty=True)
+    check_frame(
+        bars, {"setting": "str", "method": "str", "lc": "float"}, "<figure1>", allow_empty=True
+    )
     settings = list(dict.fromkeys(bars["setting"]))
     methods = list(dict.fromkeys(bars["method"]))
     fig, ax = plt.subplots(figsize=(max(4.0, 2.2 * len(settings) + 1), 3.8))
@@ -235,8 +300,12 @@ def figure1(bars: pd.DataFrame, png, pdf=None, *, iteration: int | None = None):
         sel = bars[bars["method"] == method].set_index("setting")["lc"]
         heights = [float(sel.get(s, np.nan)) for s in settings]
         drawn = ax.bar(x + (i - (len(methods) - 1) / 2) * width, heights, width, label=method)
-        ax.bar_label(drawn, labels=["" if np.isnan(h) else f"{h:.2f}" for h in heights],
-                     fontsize=7, padding=1)
+        ax.bar_label(
+            drawn,
+            labels=["" if np.isnan(h) else f"{h:.2f}" for h in heights],
+            fontsize=7,
+            padding=1,
+        )
     ax.set_xticks(x, settings)
     ax.set_ylabel("LC win rate (%)")
     suffix = f" (iteration {iteration} or the last)" if iteration else ""
@@ -244,8 +313,7 @@ def figure1(bars: pd.DataFrame, png, pdf=None, *, iteration: int | None = None):
     if methods:
         ax.legend(fontsize=8)
     else:
-        ax.text(0.5, 0.5, "no configured models", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no configured models", ha="center", va="center", transform=ax.transAxes)
     _save_figure(fig, png, pdf)
     plt.close(fig)
 
@@ -257,23 +325,29 @@ def figure3(sweep: pd.DataFrame, png, pdf=None, *, title: str = "LC win rate aga
     ``sweep``: columns gamma, iteration, lc.
     """
     plt = _pyplot()
-    check_frame(sweep, {"gamma": "float", "iteration": "int", "lc": "float"}, "<sweep>",
-                allow_empty=True)
+    check_frame(
+        sweep, {"gamma": "float", "iteration": "int", "lc": "float"}, "<sweep>", allow_empty=True
+    )
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for t, line in sweep.sort_values("gamma").groupby("iteration", sort=True):
         ax.plot(line["gamma"], line["lc"], marker="o", label=f"Iter {t}")
     finite = sweep.dropna(subset=["lc"])
     if len(finite):
         best = finite.loc[finite["lc"].idxmax()]
-        ax.annotate(f"{best['lc']:.2f}", (best["gamma"], best["lc"]),
-                    textcoords="offset points", xytext=(0, 6), ha="center", fontsize=9,
-                    fontweight="bold")
+        ax.annotate(
+            f"{best['lc']:.2f}",
+            (best["gamma"], best["lc"]),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=9,
+            fontweight="bold",
+        )
         ax.legend(fontsize=8)
         ax.set_xticks(sorted(set(sweep["gamma"])))
         ax.margins(y=0.15)
     else:
-        ax.text(0.5, 0.5, "no configured sweep", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no configured sweep", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("experience replay ratio gamma")
     ax.set_ylabel("LC win rate (%)")
     ax.set_title(title, fontsize=10)

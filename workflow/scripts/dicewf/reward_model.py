@@ -103,11 +103,17 @@ def train_reward_model(
     check_frame(pairs, "pairs", source)
     out_dir = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else checkpoint_dir_for(out_dir)
-    cfg, rm_args = trl_config(RewardConfig, args, where="agreement.reward_model",
-                              output_dir=ckpt_dir, seed=seed)
-    fingerprint = run_fingerprint(rm_args, model=model_fingerprint(model),
-                                  pairs=frame_fingerprint(pairs, PAIR_COLUMNS), seed=seed,
-                                  world_size=cfg.world_size, trainer="reward")
+    cfg, rm_args = trl_config(
+        RewardConfig, args, where="agreement.reward_model", output_dir=ckpt_dir, seed=seed
+    )
+    fingerprint = run_fingerprint(
+        rm_args,
+        model=model_fingerprint(model),
+        pairs=frame_fingerprint(pairs, PAIR_COLUMNS),
+        seed=seed,
+        world_size=cfg.world_size,
+        trainer="reward",
+    )
 
     def build():
         tokenizer = prepare_tokenizer(model)
@@ -117,22 +123,32 @@ def train_reward_model(
         chosen = encode(tokenizer, pairs["prompt"].tolist(), pairs["chosen"].tolist())
         rejected = encode(tokenizer, pairs["prompt"].tolist(), pairs["rejected"].tolist())
         if cfg.max_length is not None:
-            too_long = sum(max(len(c), len(r)) > cfg.max_length
-                           for c, r in zip(chosen, rejected, strict=True))
+            too_long = sum(
+                max(len(c), len(r)) > cfg.max_length for c, r in zip(chosen, rejected, strict=True)
+            )
             if too_long:
-                log.warning("%s: %d of %d pairs are longer than max_length=%d tokens and are "
-                            "left out", source, too_long, len(pairs), cfg.max_length)
+                log.warning(
+                    "%s: %d of %d pairs are longer than max_length=%d tokens and are left out",
+                    source,
+                    too_long,
+                    len(pairs),
+                    cfg.max_length,
+                )
         data = Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
-        trainer = RewardTrainer(model=rm, args=cfg, train_dataset=data,
-                                processing_class=tokenizer)
+        trainer = RewardTrainer(model=rm, args=cfg, train_dataset=data, processing_class=tokenizer)
         return trainer, tokenizer
 
-    return train_resumable(cfg, build, out_dir=out_dir, ckpt_dir=ckpt_dir,
-                           fingerprint=fingerprint, metrics_path=metrics_path)
+    return train_resumable(
+        cfg,
+        build,
+        out_dir=out_dir,
+        ckpt_dir=ckpt_dir,
+        fingerprint=fingerprint,
+        metrics_path=metrics_path,
+    )
 
 
-def load_reward_model(model_dir: str | os.PathLike, dtype: str = "auto",
-                      head: str | None = None):
+def load_reward_model(model_dir: str | os.PathLike, dtype: str = "auto", head: str | None = None):
     """A scalar reward model for scoring: eval mode, on the GPU when there is one.
 
     ``head`` names the checkpoint's scalar head when it is not transformers' ``score`` (OpenRLHF
@@ -150,8 +166,9 @@ def load_reward_model(model_dir: str | os.PathLike, dtype: str = "auto",
         kwargs.update(num_labels=1, key_mapping={rf"^{re.escape(head)}\.": "score."})
     model, info = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
     if model.config.num_labels != 1:
-        raise ValueError(f"{model_dir}: not a scalar reward model (num_labels="
-                         f"{model.config.num_labels})")
+        raise ValueError(
+            f"{model_dir}: not a scalar reward model (num_labels={model.config.num_labels})"
+        )
     missing = sorted(k for k in info["missing_keys"] if k.split(".")[0] == "score")
     if missing:
         raise ValueError(
@@ -165,9 +182,14 @@ def load_reward_model(model_dir: str | os.PathLike, dtype: str = "auto",
     return model
 
 
-def reward_scores(model_dir: str | os.PathLike, frame: pd.DataFrame, *,
-                  max_tokens_per_batch: int = 8192, dtype: str = "auto",
-                  source: str = "<frame>") -> np.ndarray:
+def reward_scores(
+    model_dir: str | os.PathLike,
+    frame: pd.DataFrame,
+    *,
+    max_tokens_per_batch: int = 8192,
+    dtype: str = "auto",
+    source: str = "<frame>",
+) -> np.ndarray:
     """The reward of each (prompt, response) row of ``frame`` under the reward model in
     ``model_dir`` (the IntlRM), in row order (float64).
 
@@ -185,9 +207,15 @@ def reward_scores(model_dir: str | os.PathLike, frame: pd.DataFrame, *,
     return _score(model, model_dir, frame, pooled, max_tokens_per_batch)
 
 
-def external_reward_scores(model_dir: str | os.PathLike, frame: pd.DataFrame, *,
-                           head: str | None = None, max_tokens_per_batch: int = 8192,
-                           dtype: str = "auto", source: str = "<frame>") -> np.ndarray:
+def external_reward_scores(
+    model_dir: str | os.PathLike,
+    frame: pd.DataFrame,
+    *,
+    head: str | None = None,
+    max_tokens_per_batch: int = 8192,
+    dtype: str = "auto",
+    source: str = "<frame>",
+) -> np.ndarray:
     """Rewards of ``frame``'s (prompt, response) rows under a published sequence-classification
     reward model (Table 5's ERM-555k, OpenRLHF/Llama-3-8b-rm-mixture), loaded by path with
     plain transformers; ``head`` as in :func:`load_reward_model` (``value_head`` for OpenRLHF).
@@ -209,8 +237,7 @@ def external_reward_scores(model_dir: str | os.PathLike, frame: pd.DataFrame, *,
     return _score(model, model_dir, frame, pooled, max_tokens_per_batch)
 
 
-def _score(model, model_dir, frame: pd.DataFrame, pooled,
-           max_tokens_per_batch: int) -> np.ndarray:
+def _score(model, model_dir, frame: pd.DataFrame, pooled, max_tokens_per_batch: int) -> np.ndarray:
     """Encode ``frame`` with the model's tokenizer and apply ``pooled(ids, attention_mask)`` in
     right-padded, length-sorted batches of at most ``max_tokens_per_batch`` tokens."""
     import torch
@@ -229,7 +256,7 @@ def _score(model, model_dir, frame: pd.DataFrame, pooled,
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             attn = torch.zeros((len(batch), width), dtype=torch.long)
             for row, i in enumerate(batch):
-                ids[row, :lengths[i]] = torch.tensor(encoded[i])
-                attn[row, :lengths[i]] = 1
+                ids[row, : lengths[i]] = torch.tensor(encoded[i])
+                attn[row, : lengths[i]] = 1
             scores[batch] = pooled(ids.to(device), attn.to(device)).double().cpu().numpy()
     return scores

@@ -68,11 +68,13 @@ class SamplingSpec:
         if self.temperature == 0 and self.n != 1:
             raise ValueError("greedy decoding (temperature 0) gives one response: set n to 1")
         if any(not isinstance(i, int) or i < 0 for i in self.stop_token_ids):
-            raise ValueError(f"sampling.stop_token_ids must be token ids (integers >= 0), got "
-                             f"{list(self.stop_token_ids)}")
+            raise ValueError(
+                f"sampling.stop_token_ids must be token ids (integers >= 0), got "
+                f"{list(self.stop_token_ids)}"
+            )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SamplingSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> SamplingSpec:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown sampling key(s) {sorted(unknown)}")
@@ -90,7 +92,7 @@ def resolve_backend(backend: str) -> str:
         return backend
     try:
         import vllm  # noqa: F401
-    except Exception as exc:  # ImportError, or a broken install
+    except Exception as exc:  # noqa: BLE001  (ImportError, or a broken install)
         log.info("vllm is not usable here (%s); sampling with transformers", exc)
         return "transformers"
     return "vllm"
@@ -103,9 +105,13 @@ def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     return [tokenizer(text)["input_ids"] for text in render_prompts(tokenizer, prompts)]
 
 
-def new_token_budgets(prompt_ids: Sequence[str], token_ids: Sequence[Sequence[int]],
-                      max_tokens: int, limits: Mapping[str, int],
-                      source: str = "<prompts>") -> list[int]:
+def new_token_budgets(
+    prompt_ids: Sequence[str],
+    token_ids: Sequence[Sequence[int]],
+    max_tokens: int,
+    limits: Mapping[str, int],
+    source: str = "<prompts>",
+) -> list[int]:
     """How many new tokens each prompt may get within the context (see :func:`context_limits`).
 
     A prompt with no room for a single new token is an error naming ``source``, the first
@@ -131,10 +137,18 @@ def new_token_budgets(prompt_ids: Sequence[str], token_ids: Sequence[Sequence[in
     budgets = [min(max_tokens, context - n) for n in lengths]
     capped = sum(b < max_tokens for b in budgets)
     if capped:
-        log.warning("%s: %d of %d prompts leave fewer than max_tokens=%d new tokens in the "
-                    "context of %d tokens (%s); their responses stop at the context "
-                    "(finish_reason 'length'); the longest prompt has %d tokens", source, capped,
-                    len(lengths), max_tokens, context, limits, max(lengths))
+        log.warning(
+            "%s: %d of %d prompts leave fewer than max_tokens=%d new tokens in the "
+            "context of %d tokens (%s); their responses stop at the context "
+            "(finish_reason 'length'); the longest prompt has %d tokens",
+            source,
+            capped,
+            len(lengths),
+            max_tokens,
+            context,
+            limits,
+            max(lengths),
+        )
     return budgets
 
 
@@ -154,8 +168,9 @@ def model_stop_token_ids(model: str | os.PathLike, tokenizer, spec: SamplingSpec
 
 def _rows(prompts: pd.DataFrame, per_prompt: list[list[tuple[str, str, int]]]) -> pd.DataFrame:
     rows = []
-    for (pid, prompt), outs in zip(prompts[["prompt_id", "prompt"]].itertuples(index=False),
-                                   per_prompt, strict=True):
+    for (pid, prompt), outs in zip(
+        prompts[["prompt_id", "prompt"]].itertuples(index=False), per_prompt, strict=True
+    ):
         for k, (text, finish, seed) in enumerate(outs):
             rows.append((pid, prompt, k, text, finish, seed))
     df = pd.DataFrame(
@@ -164,9 +179,13 @@ def _rows(prompts: pd.DataFrame, per_prompt: list[list[tuple[str, str, int]]]) -
     return df.astype({"sample_idx": "int64", "seed": "int64"})
 
 
-def sample_vllm(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingSpec,
-                engine: Mapping[str, Any] | None = None,
-                source: str = "<prompts>") -> pd.DataFrame:
+def sample_vllm(
+    model: str | os.PathLike,
+    prompts: pd.DataFrame,
+    spec: SamplingSpec,
+    engine: Mapping[str, Any] | None = None,
+    source: str = "<prompts>",
+) -> pd.DataFrame:
     """Sample with vLLM's offline ``LLM.generate``; ``engine`` holds ``LLM(...)`` arguments."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from transformers import AutoTokenizer
@@ -175,8 +194,13 @@ def sample_vllm(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingS
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     ids = prompt_token_ids(tokenizer, prompts["prompt"].tolist())
-    budgets = new_token_budgets(prompts["prompt_id"].tolist(), ids, spec.max_tokens,
-                                context_limits(model, tokenizer, engine), source)
+    budgets = new_token_budgets(
+        prompts["prompt_id"].tolist(),
+        ids,
+        spec.max_tokens,
+        context_limits(model, tokenizer, engine),
+        source,
+    )
     stops = model_stop_token_ids(model, tokenizer, spec)
     llm = LLM(model=str(model), seed=spec.seed, **dict(engine or {}))
     requests, params, keys = [], [], []
@@ -185,8 +209,14 @@ def sample_vllm(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingS
             seed = derive_seed(spec.seed, pid, k)
             requests.append(TokensPrompt(prompt_token_ids=toks))
             params.append(
-                SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p,
-                               max_tokens=budget, seed=seed, stop_token_ids=stops)
+                SamplingParams(
+                    n=1,
+                    temperature=spec.temperature,
+                    top_p=spec.top_p,
+                    max_tokens=budget,
+                    seed=seed,
+                    stop_token_ids=stops,
+                )
             )
             keys.append(seed)
     outputs = llm.generate(requests, params, use_tqdm=True)
@@ -200,16 +230,22 @@ def sample_vllm(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingS
     return _rows(prompts, per_prompt)
 
 
-def sample_transformers(model: str | os.PathLike, prompts: pd.DataFrame,
-                        spec: SamplingSpec, source: str = "<prompts>") -> pd.DataFrame:
+def sample_transformers(
+    model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingSpec, source: str = "<prompts>"
+) -> pd.DataFrame:
     """Sample with transformers ``generate``, one call per prompt (K sequences each)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     ids = prompt_token_ids(tokenizer, prompts["prompt"].tolist())
-    budgets = new_token_budgets(prompts["prompt_id"].tolist(), ids, spec.max_tokens,
-                                context_limits(model, tokenizer), source)
+    budgets = new_token_budgets(
+        prompts["prompt_id"].tolist(),
+        ids,
+        spec.max_tokens,
+        context_limits(model, tokenizer),
+        source,
+    )
     lm = AutoModelForCausalLM.from_pretrained(model)
     lm.eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -218,20 +254,25 @@ def sample_transformers(model: str | os.PathLike, prompts: pd.DataFrame,
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     greedy = spec.temperature == 0
     per_prompt = []
-    for pid, toks, budget in tqdm(list(zip(prompts["prompt_id"], ids, budgets, strict=True)),
-                                  desc="sampling", mininterval=5):
+    for pid, toks, budget in tqdm(
+        list(zip(prompts["prompt_id"], ids, budgets, strict=True)), desc="sampling", mininterval=5
+    ):
         seed = derive_seed(spec.seed, pid)
         torch.manual_seed(seed)
         x = torch.tensor([toks], device=device)
-        kwargs: dict[str, Any] = {"do_sample": not greedy, "max_new_tokens": budget,
-                                  "num_return_sequences": spec.n, "eos_token_id": stops,
-                                  "pad_token_id": pad}
+        kwargs: dict[str, Any] = {
+            "do_sample": not greedy,
+            "max_new_tokens": budget,
+            "num_return_sequences": spec.n,
+            "eos_token_id": stops,
+            "pad_token_id": pad,
+        }
         if not greedy:
             kwargs.update(temperature=spec.temperature, top_p=spec.top_p, top_k=0)
         with torch.no_grad():
             gen = lm.generate(x, attention_mask=torch.ones_like(x), **kwargs)
         outs = []
-        for row in gen[:, len(toks):].tolist():
+        for row in gen[:, len(toks) :].tolist():
             finish = "length"
             end = next((i for i, tok in enumerate(row) if tok in stops), None)
             if end is not None:
@@ -242,9 +283,14 @@ def sample_transformers(model: str | os.PathLike, prompts: pd.DataFrame,
     return _rows(prompts, per_prompt)
 
 
-def sample(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingSpec | Mapping,
-           backend: str = "auto", engine: Mapping[str, Any] | None = None,
-           source: str = "<prompts>") -> pd.DataFrame:
+def sample(
+    model: str | os.PathLike,
+    prompts: pd.DataFrame,
+    spec: SamplingSpec | Mapping,
+    backend: str = "auto",
+    engine: Mapping[str, Any] | None = None,
+    source: str = "<prompts>",
+) -> pd.DataFrame:
     """K responses per prompt from ``model``: columns of :data:`dicewf.io.SCHEMAS` ``samples``."""
     if not isinstance(spec, SamplingSpec):
         spec = SamplingSpec.from_dict(spec)
@@ -259,9 +305,13 @@ def sample(model: str | os.PathLike, prompts: pd.DataFrame, spec: SamplingSpec |
     return sample_transformers(model, prompts, spec, source=str(source))
 
 
-def sample_sets(model: str | os.PathLike, sets: Mapping[str, pd.DataFrame],
-                spec: SamplingSpec | Mapping, backend: str = "auto",
-                engine: Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+def sample_sets(
+    model: str | os.PathLike,
+    sets: Mapping[str, pd.DataFrame],
+    spec: SamplingSpec | Mapping,
+    backend: str = "auto",
+    engine: Mapping[str, Any] | None = None,
+) -> dict[str, pd.DataFrame]:
     """:func:`sample` over several prompt sets in one run (one model load), split back per set.
 
     Prompt ids are namespaced ``{set}/{prompt_id}`` for the run, so two sets may share ids; the
@@ -274,14 +324,22 @@ def sample_sets(model: str | os.PathLike, sets: Mapping[str, pd.DataFrame],
     frames = []
     for name, prompts in sets.items():
         check_frame(prompts, "prompts", name)
-        frames.append(prompts[["prompt_id", "prompt"]].assign(
-            prompt_id=name + "/" + prompts["prompt_id"]))
-    responses = sample(model, pd.concat(frames, ignore_index=True), spec, backend=backend,
-                       engine=engine, source=", ".join(sets))
+        frames.append(
+            prompts[["prompt_id", "prompt"]].assign(prompt_id=name + "/" + prompts["prompt_id"])
+        )
+    responses = sample(
+        model,
+        pd.concat(frames, ignore_index=True),
+        spec,
+        backend=backend,
+        engine=engine,
+        source=", ".join(sets),
+    )
     owner = responses["prompt_id"].str.split("/", n=1).str[0]
     out = {}
     for name in sets:
         mine = responses[owner == name]
-        out[name] = mine.assign(prompt_id=mine["prompt_id"].str.slice(len(name) + 1)) \
-            .reset_index(drop=True)
+        out[name] = mine.assign(prompt_id=mine["prompt_id"].str.slice(len(name) + 1)).reset_index(
+            drop=True
+        )
     return out

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import SHOWN, DatasetError, check_frame
 from .chat import context_limits
+from .io import SHOWN, DatasetError, check_frame
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,12 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[i
     return batches
 
 
-def fit_context(encoded: Sequence[Encoded], prompt_ids: Sequence[str], context: int | None,
-                source: str = "<samples>") -> list[Encoded]:
+def fit_context(
+    encoded: Sequence[Encoded],
+    prompt_ids: Sequence[str],
+    context: int | None,
+    source: str = "<samples>",
+) -> list[Encoded]:
     """``encoded`` cut to the model's ``context`` tokens, for scoring.
 
     A sequence longer than the context keeps its prompt and the first response tokens that fit:
@@ -120,8 +124,11 @@ def fit_context(encoded: Sequence[Encoded], prompt_ids: Sequence[str], context: 
     """
     if context is None:
         return list(encoded)
-    no_room = [(pid, e.response_start) for pid, e in zip(prompt_ids, encoded, strict=True)
-               if e.response_start >= context]
+    no_room = [
+        (pid, e.response_start)
+        for pid, e in zip(prompt_ids, encoded, strict=True)
+        if e.response_start >= context
+    ]
     if no_room:
         raise DatasetError(
             f"{source}: {len(no_room)} of {len(encoded)} prompt(s) leave no room for a response "
@@ -130,16 +137,23 @@ def fit_context(encoded: Sequence[Encoded], prompt_ids: Sequence[str], context: 
         )
     over = [i for i, e in enumerate(encoded) if len(e.input_ids) > context]
     if over:
-        log.warning("%s: %d of %d sequences (prompt + response) are longer than the model's "
-                    "context of %d tokens (longest %d); their responses are scored on the first "
-                    "tokens that fit (truncated), e.g. prompt ids %s", source, len(over),
-                    len(encoded), context, max(len(encoded[i].input_ids) for i in over),
-                    sorted({prompt_ids[i] for i in over})[:SHOWN])
+        log.warning(
+            "%s: %d of %d sequences (prompt + response) are longer than the model's "
+            "context of %d tokens (longest %d); their responses are scored on the first "
+            "tokens that fit (truncated), e.g. prompt ids %s",
+            source,
+            len(over),
+            len(encoded),
+            context,
+            max(len(encoded[i].input_ids) for i in over),
+            sorted({prompt_ids[i] for i in over})[:SHOWN],
+        )
     return [Encoded(e.input_ids[:context], e.response_start) for e in encoded]
 
 
-def check_logprobs(logps: np.ndarray, frame: pd.DataFrame, model: str | os.PathLike,
-                   source: str = "<samples>") -> None:
+def check_logprobs(
+    logps: np.ndarray, frame: pd.DataFrame, model: str | os.PathLike, source: str = "<samples>"
+) -> None:
     """Refuse NaN or infinite log-probabilities of ``model`` (rows of ``frame``): they come from
     a broken model (NaN weights, an overflow in its dtype), never from a response."""
     bad = ~np.isfinite(logps)
@@ -153,8 +167,14 @@ def check_logprobs(logps: np.ndarray, frame: pd.DataFrame, model: str | os.PathL
         )
 
 
-def sequence_logprobs(model, encoded: Sequence[Encoded], *, max_tokens_per_batch: int,
-                      pad_token_id: int, desc: str = "scoring") -> np.ndarray:
+def sequence_logprobs(
+    model,
+    encoded: Sequence[Encoded],
+    *,
+    max_tokens_per_batch: int,
+    pad_token_id: int,
+    desc: str = "scoring",
+) -> np.ndarray:
     """log pi(response | prompt) for each encoded sequence, batched under a token budget."""
     import torch
 
@@ -173,14 +193,16 @@ def sequence_logprobs(model, encoded: Sequence[Encoded], *, max_tokens_per_batch
                 n = len(e.input_ids)
                 ids[row, :n] = torch.tensor(e.input_ids)
                 attn[row, :n] = 1
-                mask[row, e.response_start:n] = 1
+                mask[row, e.response_start : n] = 1
             ids, attn, mask = ids.to(device), attn.to(device), mask.to(device)
             logits = model(input_ids=ids, attention_mask=attn).logits
             result[batch] = response_logprobs(logits, ids, mask).double().cpu().numpy()
     return result
 
 
-def load_model(path: str | os.PathLike, dtype: str = "auto", attn_implementation: str | None = None):
+def load_model(
+    path: str | os.PathLike, dtype: str = "auto", attn_implementation: str | None = None
+):
     """A causal LM for scoring: eval mode, on the GPU when there is one."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -197,9 +219,16 @@ def load_model(path: str | os.PathLike, dtype: str = "auto", attn_implementation
     return model
 
 
-def finished(samples: pd.DataFrame, drop_truncated: bool, source: str, what: str, *,
-             strip_whitespace: bool = False, min_chars: int = 0,
-             max_chars: int | None = None) -> pd.DataFrame:
+def finished(
+    samples: pd.DataFrame,
+    drop_truncated: bool,
+    source: str,
+    what: str,
+    *,
+    strip_whitespace: bool = False,
+    min_chars: int = 0,
+    max_chars: int | None = None,
+) -> pd.DataFrame:
     """The responses to ``what`` (score, judge), filtered as the DICE code filters its samples.
 
     In order: responses are stripped of surrounding whitespace when ``strip_whitespace`` (the
@@ -210,14 +239,19 @@ def finished(samples: pd.DataFrame, drop_truncated: bool, source: str, what: str
     log. Re-indexed; an error naming ``source`` when none is left.
     """
     if min_chars < 0 or (max_chars is not None and max_chars < min_chars):
-        raise ValueError(f"response filter: need 0 <= min_chars <= max_chars, got min_chars="
-                         f"{min_chars}, max_chars={max_chars}")
+        raise ValueError(
+            f"response filter: need 0 <= min_chars <= max_chars, got min_chars="
+            f"{min_chars}, max_chars={max_chars}"
+        )
     df = samples
     n = len(df)
     if strip_whitespace:
         stripped = df["response"].str.strip()
-        log.info("stripped surrounding whitespace from %d of %d responses",
-                 int((stripped != df["response"]).sum()), n)
+        log.info(
+            "stripped surrounding whitespace from %d of %d responses",
+            int((stripped != df["response"]).sum()),
+            n,
+        )
         df = df.assign(response=stripped)
     if drop_truncated:
         keep = df["finish_reason"] != "length"
@@ -226,21 +260,39 @@ def finished(samples: pd.DataFrame, drop_truncated: bool, source: str, what: str
     length = df["response"].str.len()
     short = length < min_chars
     long = length > (np.inf if max_chars is None else max_chars)
-    log.info("dropping %d responses shorter than %d characters and %d longer than %s of %d",
-             int(short.sum()), min_chars, int(long.sum()), max_chars, n)
+    log.info(
+        "dropping %d responses shorter than %d characters and %d longer than %s of %d",
+        int(short.sum()),
+        min_chars,
+        int(long.sum()),
+        max_chars,
+        n,
+    )
     df = df[~(short | long)].reset_index(drop=True)
     log.info("%d of %d responses left to %s", len(df), n, what)
     if len(df) == 0:
-        raise ValueError(f"{source}: no response left to {what} (all truncated or filtered out "
-                         f"by min_chars={min_chars}, max_chars={max_chars}?)")
+        raise ValueError(
+            f"{source}: no response left to {what} (all truncated or filtered out "
+            f"by min_chars={min_chars}, max_chars={max_chars}?)"
+        )
     return df
 
 
-def score(samples: pd.DataFrame, policy: str | os.PathLike, ref: str | os.PathLike, *, beta: float,
-          max_tokens_per_batch: int = 8192, drop_truncated: bool = True, dtype: str = "auto",
-          attn_implementation: str | None = None, source: str = "<samples>",
-          strip_whitespace: bool = False, min_chars: int = 0,
-          max_chars: int | None = None) -> pd.DataFrame:
+def score(
+    samples: pd.DataFrame,
+    policy: str | os.PathLike,
+    ref: str | os.PathLike,
+    *,
+    beta: float,
+    max_tokens_per_batch: int = 8192,
+    drop_truncated: bool = True,
+    dtype: str = "auto",
+    attn_implementation: str | None = None,
+    source: str = "<samples>",
+    strip_whitespace: bool = False,
+    min_chars: int = 0,
+    max_chars: int | None = None,
+) -> pd.DataFrame:
     """Implicit rewards of sampled responses under ``policy`` against ``ref``.
 
     Adds logp_policy, logp_ref, logratio (their difference), beta, reward (beta * logratio),
@@ -255,19 +307,33 @@ def score(samples: pd.DataFrame, policy: str | os.PathLike, ref: str | os.PathLi
     from transformers import AutoTokenizer
 
     check_frame(samples, "samples", source)
-    df = finished(samples, drop_truncated, source, "score", strip_whitespace=strip_whitespace,
-                  min_chars=min_chars, max_chars=max_chars)
+    df = finished(
+        samples,
+        drop_truncated,
+        source,
+        "score",
+        strip_whitespace=strip_whitespace,
+        min_chars=min_chars,
+        max_chars=max_chars,
+    )
     tokenizer = AutoTokenizer.from_pretrained(policy)
     encoded = encode(tokenizer, df["prompt"].tolist(), df["response"].tolist())
-    context = min([*context_limits(policy, tokenizer).values(),
-                   *context_limits(ref, tokenizer).values()], default=None)
+    context = min(
+        [*context_limits(policy, tokenizer).values(), *context_limits(ref, tokenizer).values()],
+        default=None,
+    )
     scored = fit_context(encoded, df["prompt_id"].tolist(), context, source=str(source))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     logps = {}
     for name, path in (("policy", policy), ("ref", ref)):
         model = load_model(path, dtype, attn_implementation)
-        logps[name] = sequence_logprobs(model, scored, max_tokens_per_batch=max_tokens_per_batch,
-                                        pad_token_id=pad, desc=f"scoring ({name})")
+        logps[name] = sequence_logprobs(
+            model,
+            scored,
+            max_tokens_per_batch=max_tokens_per_batch,
+            pad_token_id=pad,
+            desc=f"scoring ({name})",
+        )
         del model
         check_logprobs(logps[name], df, path, source=str(source))
     out = df.copy()
@@ -281,27 +347,42 @@ def score(samples: pd.DataFrame, policy: str | os.PathLike, ref: str | os.PathLi
     return out
 
 
-def implicit_reward_agreement(pairs: pd.DataFrame, policy: str | os.PathLike,
-                              ref: str | os.PathLike, *, beta: float,
-                              max_tokens_per_batch: int = 8192,
-                              source: str = "<pairs>") -> dict[str, float]:
+def implicit_reward_agreement(
+    pairs: pd.DataFrame,
+    policy: str | os.PathLike,
+    ref: str | os.PathLike,
+    *,
+    beta: float,
+    max_tokens_per_batch: int = 8192,
+    source: str = "<pairs>",
+) -> dict[str, float]:
     """How often the implicit reward orders held-out (x, y_a, y_b) as the judge's ``label`` does.
 
     ``label`` is 1 when the judge prefers ``response_a``. Exact reward ties count as half.
     """
-    check_frame(pairs, {"prompt": "str", "response_a": "str", "response_b": "str",
-                        "label": "int"}, source)
+    check_frame(
+        pairs, {"prompt": "str", "response_a": "str", "response_b": "str", "label": "int"}, source
+    )
     n = len(pairs)
-    long = pd.DataFrame({
-        "prompt_id": list(pairs.get("prompt_id", pd.Series(range(n)).astype(str))) * 2,
-        "prompt": pairs["prompt"].tolist() * 2,
-        "sample_idx": [0] * n + [1] * n,
-        "response": pairs["response_a"].tolist() + pairs["response_b"].tolist(),
-        "finish_reason": ["stop"] * (2 * n),
-        "seed": [0] * (2 * n),
-    })
-    scored = score(long, policy, ref, beta=beta, max_tokens_per_batch=max_tokens_per_batch,
-                   drop_truncated=False, source=str(source))
+    long = pd.DataFrame(
+        {
+            "prompt_id": list(pairs.get("prompt_id", pd.Series(range(n)).astype(str))) * 2,
+            "prompt": pairs["prompt"].tolist() * 2,
+            "sample_idx": [0] * n + [1] * n,
+            "response": pairs["response_a"].tolist() + pairs["response_b"].tolist(),
+            "finish_reason": ["stop"] * (2 * n),
+            "seed": [0] * (2 * n),
+        }
+    )
+    scored = score(
+        long,
+        policy,
+        ref,
+        beta=beta,
+        max_tokens_per_batch=max_tokens_per_batch,
+        drop_truncated=False,
+        source=str(source),
+    )
     ra = scored["reward"].to_numpy()[:n]
     rb = scored["reward"].to_numpy()[n:]
     label = pairs["label"].to_numpy()

@@ -35,27 +35,86 @@ from typing import Any
 __all__ = ["SecretInConfigError", "check", "find"]
 
 # segments that make a key name a secret wherever they stand
-SECRET_WORDS = frozenset({
-    "secret", "secrets", "password", "passwords", "passwd", "passphrase", "credential",
-    "credentials", "apikey", "apikeys", "authorization", "privatekey",
-})
+SECRET_WORDS = frozenset(
+    {
+        "secret",
+        "secrets",
+        "password",
+        "passwords",
+        "passwd",
+        "passphrase",
+        "credential",
+        "credentials",
+        "apikey",
+        "apikeys",
+        "authorization",
+        "privatekey",
+    }
+)
 # adjacent segment pairs that do (api_key, access_key, private_key, ...)
-SECRET_PAIRS = frozenset({("api", "key"), ("api", "keys"), ("access", "key"),
-                          ("private", "key"), ("secret", "key"), ("auth", "key"),
-                          ("client", "secret")})
+SECRET_PAIRS = frozenset(
+    {
+        ("api", "key"),
+        ("api", "keys"),
+        ("access", "key"),
+        ("private", "key"),
+        ("secret", "key"),
+        ("auth", "key"),
+        ("client", "secret"),
+    }
+)
 # "<word>_token" where <word> makes it a token of the tokenizer's vocabulary, not a credential
-VOCABULARY_TOKENS = frozenset({
-    "pad", "eos", "bos", "unk", "sep", "cls", "mask", "end", "start", "stop", "special", "turn",
-    "eot", "eom", "image", "audio", "video", "placeholder", "system", "user", "assistant", "tool",
-    "think", "begin", "im", "fim", "prefix", "suffix", "middle", "first", "last", "next",
-    "default", "chat", "new", "response", "prompt", "separator", "decoder", "label",
-})
+VOCABULARY_TOKENS = frozenset(
+    {
+        "pad",
+        "eos",
+        "bos",
+        "unk",
+        "sep",
+        "cls",
+        "mask",
+        "end",
+        "start",
+        "stop",
+        "special",
+        "turn",
+        "eot",
+        "eom",
+        "image",
+        "audio",
+        "video",
+        "placeholder",
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "think",
+        "begin",
+        "im",
+        "fim",
+        "prefix",
+        "suffix",
+        "middle",
+        "first",
+        "last",
+        "next",
+        "default",
+        "chat",
+        "new",
+        "response",
+        "prompt",
+        "separator",
+        "decoder",
+        "label",
+    }
+)
 # trailing segments of a key that names where a secret lives, not the secret itself
 POINTER_SUFFIXES = frozenset({"env", "var", "variable", "file", "path", "name"})
 
 # what a provider's key looks like (anywhere in a string); the names go into the message
 VALUE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (what, re.compile(pattern)) for what, pattern in (
+    (what, re.compile(pattern))
+    for what, pattern in (
         ("an OpenAI-style API key (sk-...)", r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{20,}"),
         ("a Hugging Face token (hf_...)", r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{30,}"),
         ("a GitHub token", r"(?<![A-Za-z0-9])(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{20,})"),

@@ -20,6 +20,11 @@ def with_seed(block: dict[str, Any], seed: int, after: str | None = None) -> dic
     seed, so a job's params (compared by their repr) are unchanged for the same value.
     """
     items = [(k, v) for k, v in block.items() if k != "seed"]
-    at = (0 if after == "" else len(items) if after is None or after not in block
-          else [k for k, _ in items].index(after) + 1)
+    at = (
+        0
+        if after == ""
+        else len(items)
+        if after is None or after not in block
+        else [k for k, _ in items].index(after) + 1
+    )
     return dict(items[:at] + [("seed", seed)] + items[at:])

@@ -26,11 +26,14 @@ def shard(df: pd.DataFrame, index: int, count: int) -> pd.DataFrame:
     if not 0 <= index < count:
         raise ValueError(f"shard index {index} out of range for {count} shards")
     bounds = np.linspace(0, len(df), count + 1).round().astype(int)
-    return df.iloc[bounds[index]:bounds[index + 1]].reset_index(drop=True)
+    return df.iloc[bounds[index] : bounds[index + 1]].reset_index(drop=True)
 
 
-def gather(frames: list[pd.DataFrame], sources: list[str],
-           keys: tuple[str, ...] = ("prompt_id", "sample_idx")) -> pd.DataFrame:
+def gather(
+    frames: list[pd.DataFrame],
+    sources: list[str],
+    keys: tuple[str, ...] = ("prompt_id", "sample_idx"),
+) -> pd.DataFrame:
     """Concatenate shard results in shard order; a key seen in two shards is an error."""
     if not frames:
         raise ValueError("no shard to gather")
@@ -38,7 +41,10 @@ def gather(frames: list[pd.DataFrame], sources: list[str],
     dup = out.duplicated(list(keys), keep=False)
     if dup.any():
         first = out.loc[dup, list(keys)].iloc[0].tolist()
-        owners = [s for s, f in zip(sources, frames, strict=True)
-                  if (f[list(keys)] == first).all(axis=1).any()]
+        owners = [
+            s
+            for s, f in zip(sources, frames, strict=True)
+            if (f[list(keys)] == first).all(axis=1).any()
+        ]
         raise ValueError(f"{dict(zip(keys, first))} appears in more than one shard: {owners}")
     return out

@@ -14,15 +14,23 @@ USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'user' %}" + USER + "\n{{ message['content'] }}" + END + "\n"
-    "{% elif message['role'] == 'assistant' %}" + ASSISTANT + "\n{{ message['content'] }}" + END
+    "{% elif message['role'] == 'assistant' %}"
+    + ASSISTANT
+    + "\n{{ message['content'] }}"
+    + END
     + "\n{% elif message['role'] == 'system' %}{{ message['content'] }}\n{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}" + ASSISTANT + "\n{% endif %}"
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike, *,
-                    model_max_length: int | None = None):
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    out_dir: str | os.PathLike,
+    *,
+    model_max_length: int | None = None,
+):
     """Train a byte-level BPE on ``texts`` and save it as a transformers tokenizer in ``out_dir``.
 
     ``model_max_length`` None leaves it unset (no limit): :func:`init_model` sets it to the
@@ -52,9 +60,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.Pat
     return fast
 
 
-def init_model(tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, *, hidden_size: int,
-               num_hidden_layers: int, num_attention_heads: int, intermediate_size: int,
-               max_position_embeddings: int, seed: int):
+def init_model(
+    tokenizer_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    intermediate_size: int,
+    max_position_embeddings: int,
+    seed: int,
+):
     """Randomly initialise a Llama for the tokenizer in ``tokenizer_dir``; save model + tokenizer.
 
     The saved tokenizer's ``model_max_length`` is ``max_position_embeddings``: both state the

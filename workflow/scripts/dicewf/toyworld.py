@@ -52,7 +52,7 @@ class JudgeSpec:
     length_scale: float = 40.0  # characters
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "JudgeSpec":
+    def from_dict(cls, d: dict | None) -> JudgeSpec:
         return cls(**(d or {}))
 
 
@@ -75,7 +75,7 @@ class WorldSpec:
     judge: JudgeSpec = field(default_factory=JudgeSpec)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WorldSpec":
+    def from_dict(cls, d: dict) -> WorldSpec:
         d = dict(d)
         judge = JudgeSpec.from_dict(d.pop("judge", None))
         return cls(judge=judge, **d)
@@ -110,8 +110,9 @@ def make_task(kind: str, prompt_id: str, rng: np.random.Generator, spec: WorldSp
     raise ValueError(f"unknown task kind {kind!r}; expected one of {TASK_KINDS}")
 
 
-def make_tasks(n: int, seed: int, spec: WorldSpec, prefix: str,
-               exclude: set[str] | None = None) -> list[Task]:
+def make_tasks(
+    n: int, seed: int, spec: WorldSpec, prefix: str, exclude: set[str] | None = None
+) -> list[Task]:
     """``n`` tasks cycling through the kinds, ids ``{prefix}-{i:05d}``; no prompt repeats or is in
     ``exclude`` (so held-out prompts never appear in training)."""
     rng = np.random.default_rng(seed)
@@ -277,13 +278,27 @@ def offline_preferences(tasks: list[Task], spec: WorldSpec, seed: int) -> pd.Dat
         p = preference(t, a, b, spec.judge)
         chosen, rejected = (a, b) if rng.random() < p else (b, a)
         rows.append(
-            (t.prompt_id, t.prompt, chosen, rejected, quality(t, chosen), quality(t, rejected),
-             len(chosen) - len(rejected))
+            (
+                t.prompt_id,
+                t.prompt,
+                chosen,
+                rejected,
+                quality(t, chosen),
+                quality(t, rejected),
+                len(chosen) - len(rejected),
+            )
         )
     return pd.DataFrame(
         rows,
-        columns=["prompt_id", "prompt", "chosen", "rejected", "chosen_quality",
-                 "rejected_quality", "len_diff"],
+        columns=[
+            "prompt_id",
+            "prompt",
+            "chosen",
+            "rejected",
+            "chosen_quality",
+            "rejected_quality",
+            "len_diff",
+        ],
     )
 
 
@@ -305,11 +320,22 @@ def agreement_pairs(tasks: list[Task], n: int, spec: WorldSpec, seed: int) -> pd
         if qa == qb:
             continue
         p = preference(t, a, b, spec.judge)
-        rows.append((f"agree-{len(rows):05d}", t.prompt_id, t.prompt, a, b, qa, qb, p, int(p > 0.5)))
+        rows.append(
+            (f"agree-{len(rows):05d}", t.prompt_id, t.prompt, a, b, qa, qb, p, int(p > 0.5))
+        )
     return pd.DataFrame(
         rows,
-        columns=["pair_id", "prompt_id", "prompt", "response_a", "response_b", "quality_a",
-                 "quality_b", "preference", "label"],
+        columns=[
+            "pair_id",
+            "prompt_id",
+            "prompt",
+            "response_a",
+            "response_b",
+            "quality_a",
+            "quality_b",
+            "preference",
+            "label",
+        ],
     )
 
 
@@ -320,7 +346,9 @@ def eval_prompts(tasks: list[Task]) -> pd.DataFrame:
     return df
 
 
-def judge_responses(tasks: dict[str, Task], responses: pd.DataFrame, judge: JudgeSpec) -> pd.DataFrame:
+def judge_responses(
+    tasks: dict[str, Task], responses: pd.DataFrame, judge: JudgeSpec
+) -> pd.DataFrame:
     """Judge each model response against the prompt's reference.
 
     ``responses`` has prompt_id, response, reference. Returns prompt_id, preference (P(model beats
@@ -332,8 +360,13 @@ def judge_responses(tasks: dict[str, Task], responses: pd.DataFrame, judge: Judg
             raise KeyError(f"prompt_id {r.prompt_id!r} is not a task of this world")
         t = tasks[r.prompt_id]
         out.append(
-            (r.prompt_id, preference(t, r.response, r.reference, judge), len(r.response),
-             len(r.reference), quality(t, r.response))
+            (
+                r.prompt_id,
+                preference(t, r.response, r.reference, judge),
+                len(r.response),
+                len(r.reference),
+                quality(t, r.response),
+            )
         )
     return pd.DataFrame(
         out, columns=["prompt_id", "preference", "len_model", "len_baseline", "quality"]
@@ -356,8 +389,9 @@ def build_world(spec: WorldSpec) -> dict[str, pd.DataFrame]:
     """Every dataset of the toy world, each from its own child seed of ``spec.seed``."""
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(spec.seed).spawn(6)]
     train = make_tasks(spec.n_train_prompts, seeds[0], spec, "train")
-    held_out = make_tasks(spec.n_eval_prompts, seeds[1], spec, "eval",
-                          exclude={t.prompt for t in train})
+    held_out = make_tasks(
+        spec.n_eval_prompts, seeds[1], spec, "eval", exclude={t.prompt for t in train}
+    )
     return {
         "train_prompts": tasks_frame(train),
         "eval_prompts": eval_prompts(held_out),

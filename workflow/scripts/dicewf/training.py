@@ -101,9 +101,15 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE") or 1)
 
 
-def trl_config(config_cls: type, args: Mapping[str, Any], *, where: str,
-               output_dir: str | os.PathLike, seed: int = 0,
-               processes: int | None = None) -> tuple[Any, dict[str, Any]]:
+def trl_config(
+    config_cls: type,
+    args: Mapping[str, Any],
+    *,
+    where: str,
+    output_dir: str | os.PathLike,
+    seed: int = 0,
+    processes: int | None = None,
+) -> tuple[Any, dict[str, Any]]:
     """(TRL config, its fields) of training block ``args`` (``where`` names it in errors):
     ``global_batch_size`` turned into ``gradient_accumulation_steps`` for ``processes``
     (default: this run's; :mod:`dicewf.batching`), the checkpoint fields
@@ -114,8 +120,7 @@ def trl_config(config_cls: type, args: Mapping[str, Any], *, where: str,
     ``output_dir``."""
     processes = launched_processes() if processes is None else processes
     trl_args = checkpoint_args(trl_batch_args(args, processes, where))
-    cfg = config_cls(output_dir=str(output_dir), seed=seed, data_seed=seed,
-                     **device_args(trl_args))
+    cfg = config_cls(output_dir=str(output_dir), seed=seed, data_seed=seed, **device_args(trl_args))
     check_checkpoint_steps(cfg)
     return cfg, trl_args
 
@@ -143,23 +148,37 @@ def train_sft(
     out_dir = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else checkpoint_dir_for(out_dir)
     cfg, trl_args = trl_config(SFTConfig, args, where="sft", output_dir=ckpt_dir, seed=seed)
-    fingerprint = run_fingerprint(trl_args, model=model_fingerprint(base),
-                                  demos=frame_fingerprint(demos, DEMO_COLUMNS), seed=seed,
-                                  world_size=cfg.world_size, trainer="sft")
+    fingerprint = run_fingerprint(
+        trl_args,
+        model=model_fingerprint(base),
+        demos=frame_fingerprint(demos, DEMO_COLUMNS),
+        seed=seed,
+        world_size=cfg.world_size,
+        trainer="sft",
+    )
 
     def build():
         tokenizer = AutoTokenizer.from_pretrained(base)
         model = AutoModelForCausalLM.from_pretrained(base)
         data = Dataset.from_dict(
-            {"prompt": render_prompts(tokenizer, demos["prompt"].tolist()),
-             "completion": demos["completion"].tolist()}
+            {
+                "prompt": render_prompts(tokenizer, demos["prompt"].tolist()),
+                "completion": demos["completion"].tolist(),
+            }
         )
-        built = SFTTrainer(model=model, args=cfg, train_dataset=data,
-                           processing_class=for_trl(tokenizer))
+        built = SFTTrainer(
+            model=model, args=cfg, train_dataset=data, processing_class=for_trl(tokenizer)
+        )
         return built, tokenizer
 
-    return train_resumable(cfg, build, out_dir=out_dir, ckpt_dir=ckpt_dir,
-                           fingerprint=fingerprint, metrics_path=metrics_path)
+    return train_resumable(
+        cfg,
+        build,
+        out_dir=out_dir,
+        ckpt_dir=ckpt_dir,
+        fingerprint=fingerprint,
+        metrics_path=metrics_path,
+    )
 
 
 def train_dpo(
@@ -198,12 +217,20 @@ def train_dpo(
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else checkpoint_dir_for(out_dir)
     # the config first: a bad key fails before any model is loaded, and under `accelerate launch`
     # with ZeRO-3 it must exist before from_pretrained so the weights are loaded sharded
-    cfg, trl_args = preference_config(args, trainer=trainer, length_penalty=length_penalty,
-                                      output_dir=ckpt_dir, seed=seed)
+    cfg, trl_args = preference_config(
+        args, trainer=trainer, length_penalty=length_penalty, output_dir=ckpt_dir, seed=seed
+    )
     trainer_cls = _trl_classes(trainer, length_penalty)[1]
-    fingerprint = preference_fingerprint(policy, ref, pairs, trl_args, seed=seed,
-                                         world_size=cfg.world_size, trainer=trainer,
-                                         length_penalty=length_penalty)
+    fingerprint = preference_fingerprint(
+        policy,
+        ref,
+        pairs,
+        trl_args,
+        seed=seed,
+        world_size=cfg.world_size,
+        trainer=trainer,
+        length_penalty=length_penalty,
+    )
 
     def build():
         tokenizer = AutoTokenizer.from_pretrained(policy)
@@ -211,30 +238,59 @@ def train_dpo(
         ref_model = AutoModelForCausalLM.from_pretrained(ref if ref is not None else policy)
         data = preference_dataset(tokenizer, pairs, trainer=trainer, seed=seed)
         extra = {"length_penalty": length_penalty} if length_penalty else {}
-        built = trainer_cls(model=model, ref_model=ref_model, args=cfg, train_dataset=data,
-                            processing_class=for_trl(tokenizer), **extra)
+        built = trainer_cls(
+            model=model,
+            ref_model=ref_model,
+            args=cfg,
+            train_dataset=data,
+            processing_class=for_trl(tokenizer),
+            **extra,
+        )
         return built, tokenizer
 
-    return train_resumable(cfg, build, out_dir=out_dir, ckpt_dir=ckpt_dir,
-                           fingerprint=fingerprint, metrics_path=metrics_path)
-
-
-def preference_fingerprint(policy: str | os.PathLike, ref: str | os.PathLike | None,
-                           pairs: pd.DataFrame, args: Mapping[str, Any], *, seed: int,
-                           world_size: int, trainer: str = "dpo",
-                           length_penalty: float = 0.0) -> dict[str, Any]:
-    """The run fingerprint of :func:`train_dpo` (:func:`dicewf.checkpoints.run_fingerprint`)."""
-    return run_fingerprint(
-        args, policy=model_fingerprint(policy),
-        ref=None if ref is None else model_fingerprint(ref),
-        pairs=frame_fingerprint(pairs, PAIR_COLUMNS), seed=seed, world_size=world_size,
-        trainer=trainer, length_penalty=float(length_penalty),
+    return train_resumable(
+        cfg,
+        build,
+        out_dir=out_dir,
+        ckpt_dir=ckpt_dir,
+        fingerprint=fingerprint,
+        metrics_path=metrics_path,
     )
 
 
-def preference_config(args: Mapping[str, Any], *, trainer: str = "dpo", length_penalty: float = 0.0,
-                      output_dir: str | os.PathLike, seed: int = 0,
-                      processes: int | None = None) -> tuple[Any, dict[str, Any]]:
+def preference_fingerprint(
+    policy: str | os.PathLike,
+    ref: str | os.PathLike | None,
+    pairs: pd.DataFrame,
+    args: Mapping[str, Any],
+    *,
+    seed: int,
+    world_size: int,
+    trainer: str = "dpo",
+    length_penalty: float = 0.0,
+) -> dict[str, Any]:
+    """The run fingerprint of :func:`train_dpo` (:func:`dicewf.checkpoints.run_fingerprint`)."""
+    return run_fingerprint(
+        args,
+        policy=model_fingerprint(policy),
+        ref=None if ref is None else model_fingerprint(ref),
+        pairs=frame_fingerprint(pairs, PAIR_COLUMNS),
+        seed=seed,
+        world_size=world_size,
+        trainer=trainer,
+        length_penalty=float(length_penalty),
+    )
+
+
+def preference_config(
+    args: Mapping[str, Any],
+    *,
+    trainer: str = "dpo",
+    length_penalty: float = 0.0,
+    output_dir: str | os.PathLike,
+    seed: int = 0,
+    processes: int | None = None,
+) -> tuple[Any, dict[str, Any]]:
     """(TRL config, its fields) of a preference training block, checked as :func:`train_dpo`
     checks it: :func:`trl_config` with ``DPOConfig`` or ``KTOConfig``, then the loss type and the
     length penalty. Creates nothing in ``output_dir``; also the start-up check of every train
@@ -244,8 +300,14 @@ def preference_config(args: Mapping[str, Any], *, trainer: str = "dpo", length_p
         raise ValueError(f"trainer must be one of {list(TRAINERS)}, got {trainer!r}")
     if trainer == "dpo" and isinstance(args.get("loss_type"), str):
         args = {**args, "loss_type": [args["loss_type"]]}
-    cfg, trl_args = trl_config(trl_config_class(trainer, length_penalty), args, where="train",
-                               output_dir=output_dir, seed=seed, processes=processes)
+    cfg, trl_args = trl_config(
+        trl_config_class(trainer, length_penalty),
+        args,
+        where="train",
+        output_dir=output_dir,
+        seed=seed,
+        processes=processes,
+    )
     if trainer == "dpo":
         _check_dpo_loss(cfg)
         check_length_penalty(cfg, length_penalty)
@@ -300,8 +362,10 @@ def _check_dpo_loss(cfg) -> None:
     loss_types = [cfg.loss_type] if isinstance(cfg.loss_type, str) else list(cfg.loss_type)
     unknown = [t for t in loss_types if t not in known]
     if known and unknown:
-        raise ValueError(f"loss_type: unknown DPO loss type(s) {unknown}; DPOConfig takes "
-                         f"{', '.join(known)} (trainer kto: loss_type kto)")
+        raise ValueError(
+            f"loss_type: unknown DPO loss type(s) {unknown}; DPOConfig takes "
+            f"{', '.join(known)} (trainer kto: loss_type kto)"
+        )
 
 
 def _trl_classes(trainer: str, length_penalty: float) -> tuple[type, type]:
@@ -339,10 +403,12 @@ def unpaired(pairs: pd.DataFrame, *, seed: int) -> pd.DataFrame:
     a batch then mixes prompts and labels instead of holding the two halves of one pair.
     """
     n = len(pairs)
-    rows = pd.DataFrame({
-        "prompt": pairs["prompt"].tolist() * 2,
-        "completion": pairs["chosen"].tolist() + pairs["rejected"].tolist(),
-        "label": [True] * n + [False] * n,
-    })
+    rows = pd.DataFrame(
+        {
+            "prompt": pairs["prompt"].tolist() * 2,
+            "completion": pairs["chosen"].tolist() + pairs["rejected"].tolist(),
+            "label": [True] * n + [False] * n,
+        }
+    )
     order = np.random.default_rng(seed).permutation(2 * n)
     return rows.iloc[order].reset_index(drop=True)

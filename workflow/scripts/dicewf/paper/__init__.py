@@ -37,12 +37,42 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "AGREEMENT", "ALPHA", "FIGURE1_BARS", "FIGURES", "LANDSCAPE", "LEADERBOARD", "LENGTH_DIFFS",
-    "METRICS", "PAPER", "PAPER_VALUES", "REGISTRY", "TABLE1_ROWS", "TABLE3_ROWS", "TABLE4_ROWS",
-    "TABLE6_ROWS", "TABLES", "TARGETS",
-    "Cell", "Layout", "PaperCell", "Run", "Target", "alpha_axis", "alpha_label", "arena_text",
-    "build_table", "draw_figure", "figure1_data", "input_paths", "metrics_path", "needs",
-    "paper_value", "paper_vs_reproduced", "read_inputs", "sweep_data", "sweep_iterations",
+    "AGREEMENT",
+    "ALPHA",
+    "FIGURE1_BARS",
+    "FIGURES",
+    "LANDSCAPE",
+    "LEADERBOARD",
+    "LENGTH_DIFFS",
+    "METRICS",
+    "PAPER",
+    "PAPER_VALUES",
+    "REGISTRY",
+    "TABLE1_ROWS",
+    "TABLE3_ROWS",
+    "TABLE4_ROWS",
+    "TABLE6_ROWS",
+    "TABLES",
+    "TARGETS",
+    "Cell",
+    "Layout",
+    "PaperCell",
+    "Run",
+    "Target",
+    "alpha_axis",
+    "alpha_label",
+    "arena_text",
+    "build_table",
+    "draw_figure",
+    "figure1_data",
+    "input_paths",
+    "metrics_path",
+    "needs",
+    "paper_value",
+    "paper_vs_reproduced",
+    "read_inputs",
+    "sweep_data",
+    "sweep_iterations",
     "sweep_label",
 ]
 
@@ -82,19 +112,30 @@ REGISTRY: dict[str, Target] = {
     "table5": Target("table", _inputs.table5, tables.table5),
     "table6": Target("table", _inputs.table6, tables.table6),
     "table7": Target("table", _inputs.table7, tables.table7),
-    "table9": Target("table", functools.partial(_inputs.sweep_table, "table9"),
-                     functools.partial(tables.sweep_table, "table9")),
-    "table10": Target("table", functools.partial(_inputs.sweep_table, "table10"),
-                      functools.partial(tables.sweep_table, "table10")),
-    "paper_vs_reproduced": Target("comparison", _paper_vs_reproduced_needs,
-                                  _paper_vs_reproduced),
+    "table9": Target(
+        "table",
+        functools.partial(_inputs.sweep_table, "table9"),
+        functools.partial(tables.sweep_table, "table9"),
+    ),
+    "table10": Target(
+        "table",
+        functools.partial(_inputs.sweep_table, "table10"),
+        functools.partial(tables.sweep_table, "table10"),
+    ),
+    "paper_vs_reproduced": Target("comparison", _paper_vs_reproduced_needs, _paper_vs_reproduced),
     "figure1": Target("figure", _inputs.figure1, figures.figure1),
     "figure2": Target("figure", _inputs.figure2, figures.figure2),
-    "figure3": Target("figure", functools.partial(_inputs.sweep_figure, "figure3"),
-                      functools.partial(figures.sweep_figure, "figure3")),
+    "figure3": Target(
+        "figure",
+        functools.partial(_inputs.sweep_figure, "figure3"),
+        functools.partial(figures.sweep_figure, "figure3"),
+    ),
     "figure4": Target("figure", _inputs.figure4, figures.figure4),
-    "figure5": Target("figure", functools.partial(_inputs.sweep_figure, "figure5"),
-                      functools.partial(figures.sweep_figure, "figure5")),
+    "figure5": Target(
+        "figure",
+        functools.partial(_inputs.sweep_figure, "figure5"),
+        functools.partial(figures.sweep_figure, "figure5"),
+    ),
 }
 TABLES = tuple(name for name, target in REGISTRY.items() if target.kind == "table")
 FIGURES = tuple(name for name, target in REGISTRY.items() if target.kind == "figure")
@@ -130,9 +171,13 @@ def read_inputs(name: str, layout: Layout, inputs: Mapping[str, Any]) -> dict[st
     return _inputs.read_inputs(name, needs(name, layout), inputs)
 
 
-def build_table(name: str, layout: Layout, metrics: Mapping[str, Mapping[str, Any]],
-                alphas: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
-                agreement: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def build_table(
+    name: str,
+    layout: Layout,
+    metrics: Mapping[str, Mapping[str, Any]],
+    alphas: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
+    agreement: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
     """Table ``name`` (table1..table7, table9, table10, paper_vs_reproduced) in the paper's
     layout.
 
@@ -147,9 +192,12 @@ def build_table(name: str, layout: Layout, metrics: Mapping[str, Mapping[str, An
 _SWEEPS = ("table9", "table10")
 
 
-def paper_vs_reproduced(layout: Layout, metrics: Mapping[str, Mapping[str, Any]],
-                        alphas: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
-                        agreement: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def paper_vs_reproduced(
+    layout: Layout,
+    metrics: Mapping[str, Mapping[str, Any]],
+    alphas: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
+    agreement: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
     """Every cell we produce that the paper prints: table, setting, row, column, paper,
     reproduced, difference (reproduced - paper).
 
@@ -169,24 +217,42 @@ def paper_vs_reproduced(layout: Layout, metrics: Mapping[str, Mapping[str, Any]]
             if paper_setting is None:
                 continue
             sources = _SWEEPS if table in _SWEEPS else (table,)
-            printed = next((v for src in sources
-                            if (v := paper_value(src, paper_setting, row, column)) is not None),
-                           None)
+            printed = next(
+                (
+                    v
+                    for src in sources
+                    if (v := paper_value(src, paper_setting, row, column)) is not None
+                ),
+                None,
+            )
             if printed is None:
                 continue
-            shown = paper_setting if setting == paper_setting else \
-                f"{layout.label(setting)} vs {paper_setting}"
-            out.append({"table": table, "setting": shown, "row": row, "column": column,
-                        "paper": printed, "reproduced": got,
-                        "difference": round(got - printed, 9)})
-    df = pd.DataFrame(out, columns=["table", "setting", "row", "column", "paper", "reproduced",
-                                    "difference"])
+            shown = (
+                paper_setting
+                if setting == paper_setting
+                else f"{layout.label(setting)} vs {paper_setting}"
+            )
+            out.append(
+                {
+                    "table": table,
+                    "setting": shown,
+                    "row": row,
+                    "column": column,
+                    "paper": printed,
+                    "reproduced": got,
+                    "difference": round(got - printed, 9),
+                }
+            )
+    df = pd.DataFrame(
+        out, columns=["table", "setting", "row", "column", "paper", "reproduced", "difference"]
+    )
     df.attrs["floatfmt"] = {c: ".4g" for c in ("paper", "reproduced", "difference")}
     return df
 
 
-def draw_figure(name: str, layout: Layout, data: Mapping[str, Any], png, pdf=None,
-                **settings: Any) -> None:
+def draw_figure(
+    name: str, layout: Layout, data: Mapping[str, Any], png, pdf=None, **settings: Any
+) -> None:
     """Draw figure ``name`` from what :func:`read_inputs` returns; PNG and PDF, atomically.
 
     ``settings``: the figure's own params (Figure 2: ``bins``, report.figure2.bins)."""

@@ -23,20 +23,35 @@ def figure1_data(layout: Layout, metrics: Mapping[str, Mapping[str, Any]]) -> pd
     """Figure 1 (right): LC win rate of Base, Offline DPO, LLM-as-a-Judge and DICE per setting."""
     import pandas as pd
 
-    rows = [{"setting": layout.label(s), "method": label, "model": model, "iteration": t,
-             "lc": value(metrics, model, LC)} for s, label, model, t in figure1_bars(layout)]
+    rows = [
+        {
+            "setting": layout.label(s),
+            "method": label,
+            "model": model,
+            "iteration": t,
+            "lc": value(metrics, model, LC),
+        }
+        for s, label, model, t in figure1_bars(layout)
+    ]
     return pd.DataFrame(rows, columns=["setting", "method", "model", "iteration", "lc"])
 
 
-def sweep_data(layout: Layout, metrics: Mapping[str, Mapping[str, Any]],
-               figure: str = "figure3") -> pd.DataFrame:
+def sweep_data(
+    layout: Layout, metrics: Mapping[str, Mapping[str, Any]], figure: str = "figure3"
+) -> pd.DataFrame:
     """Figures 3 and 5: LC win rate against gamma, one line per iteration."""
     import pandas as pd
 
     s = layout.sweep_setting(figure)
-    rows = [{"gamma": gamma, "experiment": layout.runs[full].exp, "iteration": t,
-             "lc": value(metrics, model, LC)}
-            for gamma, full, t, model in sweep_points(layout, s)]
+    rows = [
+        {
+            "gamma": gamma,
+            "experiment": layout.runs[full].exp,
+            "iteration": t,
+            "lc": value(metrics, model, LC),
+        }
+        for gamma, full, t, model in sweep_points(layout, s)
+    ]
     return pd.DataFrame(rows, columns=["gamma", "experiment", "iteration", "lc"])
 
 
@@ -57,8 +72,9 @@ def alpha_axis(alpha: Mapping[str, Any], rating: bool = False) -> str:
 def figure1(layout: Layout, data: Mapping[str, Any], png, pdf=None, **_) -> None:
     from .. import report
 
-    report.figure1(figure1_data(layout, data["metrics"]), png, pdf,
-                   iteration=layout.figure1_iteration)
+    report.figure1(
+        figure1_data(layout, data["metrics"]), png, pdf, iteration=layout.figure1_iteration
+    )
 
 
 def sweep_figure(name: str, layout: Layout, data: Mapping[str, Any], png, pdf=None, **_) -> None:
@@ -66,8 +82,12 @@ def sweep_figure(name: str, layout: Layout, data: Mapping[str, Any], png, pdf=No
     from .. import report
 
     label = layout.label(layout.sweep_setting(name))
-    report.figure3(sweep_data(layout, data["metrics"], name), png, pdf,
-                   title=f"LC win rate against gamma ({label})")
+    report.figure3(
+        sweep_data(layout, data["metrics"], name),
+        png,
+        pdf,
+        title=f"LC win rate against gamma ({label})",
+    )
 
 
 def figure2(layout: Layout, data: Mapping[str, Any], png, pdf=None, *, bins: int, **_) -> None:
@@ -75,14 +95,24 @@ def figure2(layout: Layout, data: Mapping[str, Any], png, pdf=None, *, bins: int
 
     keys = inputs.figure2(layout)["length_diffs"]
     if not keys:
-        report.placeholder_figure(f"Figure 2: experiment {layout.figure_experiment!r} "
-                                  f"(or D_offline) not configured in "
-                                  f"{layout.label(layout.main)}", png, pdf)
+        report.placeholder_figure(
+            f"Figure 2: experiment {layout.figure_experiment!r} "
+            f"(or D_offline) not configured in "
+            f"{layout.label(layout.main)}",
+            png,
+            pdf,
+        )
         return
     diffs = data["length_diffs"][keys[0]]
-    report.figure2(diffs, data["offline"], png, pdf, bins=bins,
-                   alpha_star=_alpha_star(data["alphas"][keys[0]]),
-                   source=diffs.attrs.get("source", "<length_diffs>"))
+    report.figure2(
+        diffs,
+        data["offline"],
+        png,
+        pdf,
+        bins=bins,
+        alpha_star=_alpha_star(data["alphas"][keys[0]]),
+        source=diffs.attrs.get("source", "<length_diffs>"),
+    )
 
 
 def figure4(layout: Layout, data: Mapping[str, Any], png, pdf=None, **_) -> None:
@@ -90,15 +120,26 @@ def figure4(layout: Layout, data: Mapping[str, Any], png, pdf=None, **_) -> None
 
     keys = inputs.figure4(layout)["landscapes"]
     if not keys:
-        report.placeholder_figure(f"Figure 4: experiment {layout.figure_experiment!r} not "
-                                  f"configured in {layout.label(layout.main)}", png, pdf)
+        report.placeholder_figure(
+            f"Figure 4: experiment {layout.figure_experiment!r} not "
+            f"configured in {layout.label(layout.main)}",
+            png,
+            pdf,
+        )
         return
     land = data["landscapes"][keys[0]]
     judge = data["landscapes"][keys[1]] if len(keys) > 1 else None
     alpha = data["alphas"][keys[0]]
-    report.figure4(land, png, pdf, alpha_star=_alpha_star(alpha),
-                   source=land.attrs.get("source", "<landscape>"), judge=judge,
-                   judge_source="<judge landscape>" if judge is None else
-                   judge.attrs.get("source", "<judge landscape>"),
-                   xlabel=alpha_axis(alpha),
-                   judge_xlabel=alpha_axis(alpha, rating=True))
+    report.figure4(
+        land,
+        png,
+        pdf,
+        alpha_star=_alpha_star(alpha),
+        source=land.attrs.get("source", "<landscape>"),
+        judge=judge,
+        judge_source="<judge landscape>"
+        if judge is None
+        else judge.attrs.get("source", "<judge landscape>"),
+        xlabel=alpha_axis(alpha),
+        judge_xlabel=alpha_axis(alpha, rating=True),
+    )

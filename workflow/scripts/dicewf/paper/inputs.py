@@ -58,8 +58,10 @@ def need(**parts: Any) -> dict[str, Any]:
 def union(needs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Everything any of ``needs`` reads (paper_vs_reproduced: the compared tables)."""
     needs = list(needs)
-    return need(agreement=any(n["agreement"] for n in needs),
-                **{key: [item for n in needs for item in n[key]] for key in LISTS})
+    return need(
+        agreement=any(n["agreement"] for n in needs),
+        **{key: [item for n in needs for item in n[key]] for key in LISTS},
+    )
 
 
 # --- one function per target --------------------------------------------------------------------
@@ -79,8 +81,10 @@ def table3(layout: Layout) -> dict[str, Any]:
 
 def table4(layout: Layout) -> dict[str, Any]:
     rows = table4_rows(layout)
-    return need(models=[f"{full}-iter1" for _, full in rows],
-                alphas=[(full, 1) for _, full in rows if has_alpha(layout, full)])
+    return need(
+        models=[f"{full}-iter1" for _, full in rows],
+        alphas=[(full, 1) for _, full in rows if has_alpha(layout, full)],
+    )
 
 
 def table5(layout: Layout) -> dict[str, Any]:
@@ -97,9 +101,13 @@ def table7(layout: Layout) -> dict[str, Any]:
 
 def sweep_table(name: str, layout: Layout) -> dict[str, Any]:
     """Tables 9 and 10: each gamma's candidate iterations (:func:`.layout.sweep_candidates`)."""
-    return need(models=[f"{full}-iter{t}"
-                        for _, full in sweep_rows(layout, layout.sweep_setting(name))
-                        for t in sweep_candidates(layout, full)])
+    return need(
+        models=[
+            f"{full}-iter{t}"
+            for _, full in sweep_rows(layout, layout.sweep_setting(name))
+            for t in sweep_candidates(layout, full)
+        ]
+    )
 
 
 def figure1(layout: Layout) -> dict[str, Any]:
@@ -123,8 +131,10 @@ def figure4(layout: Layout) -> dict[str, Any]:
     left, judge = figure_keys(layout)
     if left is None:  # the judge panel only beside the implicit-reward one
         return need()
-    return need(alphas=[left],  # alpha* of the left panel
-                landscapes=[left] + ([judge] if judge else []))
+    return need(
+        alphas=[left],  # alpha* of the left panel
+        landscapes=[left] + ([judge] if judge else []),
+    )
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -132,11 +142,15 @@ def figure4(layout: Layout) -> dict[str, Any]:
 
 def input_paths(needed: Mapping[str, Any]) -> dict[str, list[str]]:
     """Snakemake's named inputs of a need (in its order); empty groups left out."""
-    out = {"metrics": [metrics_path(m) for m in needed["models"]],
-           **{group: [template.format(exp=full, iter=t) for full, t in needed[group]]
-              for group, template in ITERATION_FILES.items()},
-           "agreement": [AGREEMENT] if needed["agreement"] else [],
-           "offline": list(needed["offline"])}
+    out = {
+        "metrics": [metrics_path(m) for m in needed["models"]],
+        **{
+            group: [template.format(exp=full, iter=t) for full, t in needed[group]]
+            for group, template in ITERATION_FILES.items()
+        },
+        "agreement": [AGREEMENT] if needed["agreement"] else [],
+        "offline": list(needed["offline"]),
+    }
     return {key: paths for key, paths in out.items() if paths}
 
 
@@ -158,8 +172,10 @@ def read_inputs(name: str, needed: Mapping[str, Any], inputs: Mapping[str, Any])
     def paired(keys, input_name):
         paths = _as_list(inputs.get(input_name))
         if len(paths) != len(keys):
-            raise ValueError(f"{name}: input {input_name!r} has {len(paths)} file(s), "
-                             f"the layout needs {len(keys)}: {keys}")
+            raise ValueError(
+                f"{name}: input {input_name!r} has {len(paths)} file(s), "
+                f"the layout needs {len(keys)}: {keys}"
+            )
         return list(zip(keys, paths, strict=True))
 
     def frame(path):

@@ -59,8 +59,12 @@ TABLE4_ROWS = (
     ("gamma=0.5, 2 alpha*", "dice_alpha2x"),
 )
 TABLE2_ITERATION = 2  # Table 2: DICE's iteration 2 (or its last)
-FIGURE1_BARS = (("Base", BASE), ("Offline DPO", OFFLINE_DPO), ("LLM-as-a-Judge", JUDGE),
-                ("DICE", DICE))
+FIGURE1_BARS = (
+    ("Base", BASE),
+    ("Offline DPO", OFFLINE_DPO),
+    ("LLM-as-a-Judge", JUDGE),
+    ("DICE", DICE),
+)
 SWEEP_LINES = (1, 2)  # iterations drawn in Figures 3 and 5
 
 PAPER_SETTINGS = ("zephyr", "llama3")
@@ -116,7 +120,9 @@ class Layout:
             x = cfg.experiment(config, full)
             alpha, mix = x.get("alpha") or {}, x.get("mix") or {}
             runs[full] = Run(
-                setting=setting, exp=exp, iterations=int(x["iterations"]),
+                setting=setting,
+                exp=exp,
+                iterations=int(x["iterations"]),
                 gamma=None if mix.get("gamma") is None else float(mix["gamma"]),
                 alpha_fixed=None if alpha.get("fixed") is None else float(alpha["fixed"]),
                 alpha_scale=float(alpha.get("scale", 1.0)),
@@ -127,8 +133,9 @@ class Layout:
             )
         sweep = rep["sweep_iteration"]
         if sweep != "best" and not (isinstance(sweep, int) and sweep >= 1):
-            raise ValueError(f"report.sweep_iteration: expected an iteration >= 1 or 'best', "
-                             f"got {sweep!r}")
+            raise ValueError(
+                f"report.sweep_iteration: expected an iteration >= 1 or 'best', got {sweep!r}"
+            )
         return cls(
             settings=settings,
             labels={s: cfg.setting_label(config, s) for s in settings},
@@ -209,20 +216,25 @@ def paper_setting(setting: str) -> str | None:
 
 def per_setting_rows(layout: Layout, spec) -> list[tuple[str, str, str]]:
     """(row label, setting, model) of every configured cell of Tables 1 and 6."""
-    return [(label, s, model) for label, exp, t in spec for s in layout.settings
-            if (model := layout.model(s, exp, t)) is not None]
+    return [
+        (label, s, model)
+        for label, exp, t in spec
+        for s in layout.settings
+        if (model := layout.model(s, exp, t)) is not None
+    ]
 
 
 def table2_models(layout: Layout) -> list[tuple[str, str, int]]:
     """(setting, model, iteration) of our DICE rows on Table 2's leaderboard."""
-    return [(s, *got) for s in layout.settings
-            if (got := layout.capped(s, DICE, TABLE2_ITERATION))]
+    return [(s, *got) for s in layout.settings if (got := layout.capped(s, DICE, TABLE2_ITERATION))]
 
 
 def table3_rows(layout: Layout) -> list[tuple[str, str | None, str | None]]:
     s = layout.main
-    rows = [(label, layout.model(s, off, 1), layout.model(s, dice, 1))
-            for label, off, dice in TABLE3_ROWS]
+    rows = [
+        (label, layout.model(s, off, 1), layout.model(s, dice, 1))
+        for label, off, dice in TABLE3_ROWS
+    ]
     return [r for r in rows if r[1] or r[2]]
 
 
@@ -238,8 +250,11 @@ def table7_rows(layout: Layout) -> list[tuple[str, str, float | None]]:
     rows = []
     if full := layout.full(s, NO_MITIGATION):
         rows.append(("No mitigation", full, None))
-    rdpo = [(run.length_penalty, i, full) for i, (full, run) in enumerate(layout.runs_of(s))
-            if run.exp.startswith(RDPO_PREFIX)]
+    rdpo = [
+        (run.length_penalty, i, full)
+        for i, (full, run) in enumerate(layout.runs_of(s))
+        if run.exp.startswith(RDPO_PREFIX)
+    ]
     for lam, _, full in sorted(rdpo):
         rows.append((f"Regularized DPO (lambda={lam:g})", full, lam))
     if full := layout.full(s, OURS):
@@ -290,8 +305,12 @@ def figure1_bars(layout: Layout) -> list[tuple[str, str, str, int]]:
 
 def sweep_points(layout: Layout, setting: str) -> list[tuple[float, str, int, str]]:
     """(gamma, full name, iteration, model) of Figures 3 and 5."""
-    return [(gamma, full, t, f"{full}-iter{t}") for gamma, full in sweep_rows(layout, setting)
-            for t in SWEEP_LINES if t <= layout.runs[full].iterations]
+    return [
+        (gamma, full, t, f"{full}-iter{t}")
+        for gamma, full in sweep_rows(layout, setting)
+        for t in SWEEP_LINES
+        if t <= layout.runs[full].iterations
+    ]
 
 
 def figure_keys(layout: Layout) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
@@ -300,6 +319,9 @@ def figure_keys(layout: Layout) -> tuple[tuple[str, int] | None, tuple[str, int]
     keys = []
     for exp in (layout.figure_experiment, JUDGE):
         full = layout.full(layout.main, exp)
-        keys.append(None if full is None else
-                    (full, min(layout.figure_iteration, layout.runs[full].iterations)))
+        keys.append(
+            None
+            if full is None
+            else (full, min(layout.figure_iteration, layout.runs[full].iterations))
+        )
     return keys[0], keys[1]

@@ -63,8 +63,12 @@ def _alpha_of(alphas: Mapping, full: str, t: int) -> dict:
     return alphas[key]
 
 
-def frame(rows: list[dict], columns: list[str], optional: Sequence[str] = (),
-          floatfmt: Mapping[str, str] | None = None) -> pd.DataFrame:
+def frame(
+    rows: list[dict],
+    columns: list[str],
+    optional: Sequence[str] = (),
+    floatfmt: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Rows in order; ``optional`` columns are dropped when no row has a value in them."""
     import pandas as pd
 
@@ -80,8 +84,13 @@ def _scol(layout: Layout, setting: str, column: str) -> str:
     return f"{layout.label(setting)} {column}" if setting else column
 
 
-_PER_SETTING_METRICS = (("LC", LC, ".2f"), ("WR", WR, ".2f"), ("AH WR", AH, ".1f"),
-                        ("Len", LEN, ".0f"), ("Gold", GOLD, ".3f"))
+_PER_SETTING_METRICS = (
+    ("LC", LC, ".2f"),
+    ("WR", WR, ".2f"),
+    ("AH WR", AH, ".1f"),
+    ("Len", LEN, ".0f"),
+    ("Gold", GOLD, ".3f"),
+)
 
 
 def _per_setting(layout: Layout, metrics, spec, columns) -> tuple[pd.DataFrame, list[Cell]]:
@@ -119,13 +128,20 @@ def table6(layout, metrics, alphas, agreement):
 
 
 def table2(layout, metrics, alphas, agreement):
-    rows = [{"Model": model, "LC": lc, "WR": wr, "Source": "paper"}
-            for model, lc, wr in LEADERBOARD]
+    rows = [
+        {"Model": model, "LC": lc, "WR": wr, "Source": "paper"} for model, lc, wr in LEADERBOARD
+    ]
     cells: list[Cell] = []
     for s, model, t in table2_models(layout):
         lc, wr = value(metrics, model, LC), value(metrics, model, WR)
-        rows.append({"Model": f"DICE-{layout.label(s)} Iter {t} (ours)", "LC": lc, "WR": wr,
-                     "Source": "reproduced"})
+        rows.append(
+            {
+                "Model": f"DICE-{layout.label(s)} Iter {t} (ours)",
+                "LC": lc,
+                "WR": wr,
+                "Source": "reproduced",
+            }
+        )
         cells += [(s, f"DICE Iter {t}", "LC", lc), (s, f"DICE Iter {t}", "WR", wr)]
     df = frame(rows, ["Model", "LC", "WR", "Source"], floatfmt={"LC": ".2f", "WR": ".2f"})
     df = df.sort_values("LC", ascending=False, na_position="last", kind="stable")
@@ -167,12 +183,18 @@ def table4(layout, metrics, alphas, agreement):
         else:
             alpha, shown = math.nan, "-"
         gamma = math.nan if run.gamma is None else run.gamma
-        values = {"gamma": gamma, "alpha": alpha, "LC": value(metrics, model, LC),
-                  "WR": value(metrics, model, WR), "Avg. Len.": value(metrics, model, LEN)}
+        values = {
+            "gamma": gamma,
+            "alpha": alpha,
+            "LC": value(metrics, model, LC),
+            "WR": value(metrics, model, WR),
+            "Avg. Len.": value(metrics, model, LEN),
+        }
         rows.append({"Experiment": run.exp, **values, "alpha": shown})
         cells += [(s, label, col, v) for col, v in values.items()]
-    return frame(rows, columns, floatfmt={"gamma": ".2f", "LC": ".2f", "WR": ".2f",
-                                          "Avg. Len.": ".0f"}), cells
+    return frame(
+        rows, columns, floatfmt={"gamma": ".2f", "LC": ".2f", "WR": ".2f", "Avg. Len.": ".0f"}
+    ), cells
 
 
 def table5(layout, metrics, alphas, agreement):
@@ -180,10 +202,13 @@ def table5(layout, metrics, alphas, agreement):
         return frame([], ["Method"]), []
     rates = dict(agreement["rates"])
     setting = agreement.get("setting", "")
-    row = {"Method": "Alignment Rate", **{k: float(v) for k, v in rates.items()},
-           "Tuples": int(agreement["n_tuples"]), "Judge": agreement.get("judge", "")}
-    df = frame([row], ["Method", *rates, "Tuples", "Judge"],
-               floatfmt={k: ".3f" for k in rates})
+    row = {
+        "Method": "Alignment Rate",
+        **{k: float(v) for k, v in rates.items()},
+        "Tuples": int(agreement["n_tuples"]),
+        "Judge": agreement.get("judge", ""),
+    }
+    df = frame([row], ["Method", *rates, "Tuples", "Judge"], floatfmt={k: ".3f" for k in rates})
     return df, [(setting, "Alignment Rate", k, float(v)) for k, v in rates.items()]
 
 
@@ -192,12 +217,16 @@ def table7(layout, metrics, alphas, agreement):
     columns = ["Method", "lambda", "LC", "WR", "Len"]
     for label, full, lam in table7_rows(layout):
         model = f"{full}-iter1"
-        values = {"LC": value(metrics, model, LC), "WR": value(metrics, model, WR),
-                  "Len": value(metrics, model, LEN)}
+        values = {
+            "LC": value(metrics, model, LC),
+            "WR": value(metrics, model, WR),
+            "Len": value(metrics, model, LEN),
+        }
         rows.append({"Method": label, "lambda": math.nan if lam is None else lam, **values})
         cells += [(s, label, col, v) for col, v in values.items()]
-    return frame(rows, columns, floatfmt={"lambda": ".2f", "LC": ".2f", "WR": ".2f",
-                                          "Len": ".0f"}), cells
+    return frame(
+        rows, columns, floatfmt={"lambda": ".2f", "LC": ".2f", "WR": ".2f", "Len": ".0f"}
+    ), cells
 
 
 def arena_text(score: float, low: float, high: float) -> str:
@@ -223,22 +252,35 @@ def sweep_table(name, layout, metrics, alphas, agreement):
     for gamma, full in sweep_rows(layout, s):
         t_ae2, t_ah = sweep_iterations(layout, metrics, full)
         lc = value(metrics, f"{full}-iter{t_ae2}", LC)
-        score, low, high = (value(metrics, f"{full}-iter{t_ah}", k)
-                            for k in (AH_LC, AH_LC_LOW, AH_LC_HIGH))
-        rows.append({"gamma": gamma, "Experiment": layout.runs[full].exp, "Iter AE2": t_ae2,
-                     "LC AE2": lc, "Iter AH": t_ah, ah_col: arena_text(score, low, high)})
+        score, low, high = (
+            value(metrics, f"{full}-iter{t_ah}", k) for k in (AH_LC, AH_LC_LOW, AH_LC_HIGH)
+        )
+        rows.append(
+            {
+                "gamma": gamma,
+                "Experiment": layout.runs[full].exp,
+                "Iter AE2": t_ae2,
+                "LC AE2": lc,
+                "Iter AH": t_ah,
+                ah_col: arena_text(score, low, high),
+            }
+        )
         label = sweep_label(gamma)
-        cells += [(s, label, "LC AE2", lc), (s, label, "LC AH score", score),
-                  (s, label, "LC AH CI low", round(low - score, 9)),
-                  (s, label, "LC AH CI high", round(high - score, 9))]
+        cells += [
+            (s, label, "LC AE2", lc),
+            (s, label, "LC AH score", score),
+            (s, label, "LC AH CI low", round(low - score, 9)),
+            (s, label, "LC AH CI high", round(high - score, 9)),
+        ]
     df = frame(rows, columns, floatfmt={"gamma": ".2f", "LC AE2": ".2f"})
     if rows and all(r[ah_col] == "-" for r in rows):
         df = df.drop(columns=["Iter AH", ah_col])
     return df, cells
 
 
-def sweep_iterations(layout: Layout, metrics: Mapping[str, Mapping[str, Any]],
-                     full: str) -> tuple[int, int]:
+def sweep_iterations(
+    layout: Layout, metrics: Mapping[str, Mapping[str, Any]], full: str
+) -> tuple[int, int]:
     """(AlpacaEval 2 iteration, Arena-Hard iteration) of a gamma-sweep row.
 
     With ``report.sweep_iteration`` an integer, that iteration (capped at the run's last) for
@@ -252,8 +294,7 @@ def sweep_iterations(layout: Layout, metrics: Mapping[str, Mapping[str, Any]],
     candidates = sweep_candidates(layout, full)
 
     def best(key: str) -> int:
-        return max(candidates,
-                   key=lambda i: (_nan_low(value(metrics, f"{full}-iter{i}", key)), -i))
+        return max(candidates, key=lambda i: (_nan_low(value(metrics, f"{full}-iter{i}", key)), -i))
 
     return best(LC), best(AH_LC)
 

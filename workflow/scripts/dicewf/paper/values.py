@@ -18,7 +18,8 @@ VALUES_FILE = Path(__file__).with_name("values.yaml")
 _DATA = load_yaml(VALUES_FILE)
 PAPER_VALUES: dict[str, dict[str, dict[str, dict[str, float]]]] = _DATA["tables"]
 LEADERBOARD: tuple[tuple[str, float, float], ...] = tuple(
-    (str(model), float(lc), float(wr)) for model, lc, wr in _DATA["leaderboard"])
+    (str(model), float(lc), float(wr)) for model, lc, wr in _DATA["leaderboard"]
+)
 
 
 @dataclasses.dataclass(frozen=True)
