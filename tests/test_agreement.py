@@ -138,3 +138,57 @@ def test_judge_labels_come_from_both_orders_of_the_pairwise_judge(monkeypatch):
     labels = agreement.judge_labels(tuples, client=object())
     assert labels[:2].tolist() == [1.0, 0.0] and np.isnan(labels[2])
     assert seen == [(["good", "bad", "good"], ["bad", "good", "good too"])]
+
+
+def test_table5_scores_both_responses_with_each_reward_model_and_rates_them_in_order():
+    tuples = agreement.sample_tuples(
+        scores([(f"p{i}", k, "r" * (k + i % 3 + 1), float(k)) for i in range(6) for k in range(2)]),
+        n=6,
+        seed=0,
+    )
+    labels = np.array([1.0, 0.0, np.nan, 1.0, 0.0, 1.0])
+    seen = []
+
+    def longer(frame):  # prefers the longer response
+        seen.append(list(frame.columns))
+        return frame["response"].str.len().astype(float).to_numpy()
+
+    def shorter(frame):
+        return -longer(frame)
+
+    out, result = agreement.table5(
+        tuples,
+        labels,
+        longer,
+        [("ERM-a", shorter), ("ERM-b", longer)],
+        judge="gold judge (toy world)",
+        setting="zephyr",
+    )
+    assert seen[0] == ["prompt", "response"]
+    assert list(out.columns) == [
+        *tuples.columns,
+        "label",
+        "rm_reward_1",
+        "rm_reward_2",
+        "erm0_reward_1",
+        "erm0_reward_2",
+        "erm1_reward_1",
+        "erm1_reward_2",
+    ]
+    assert list(out["rm_reward_2"]) == list(tuples["response_2"].str.len().astype(float))
+    assert list(out["erm0_reward_1"]) == list(-tuples["response_1"].str.len().astype(float))
+    lengths = [tuples[f"response_{k}"].str.len() for k in (1, 2)]
+    assert result == {
+        "n_tuples": 6,
+        "n_labelled": 5,
+        "judge": "gold judge (toy world)",
+        "setting": "zephyr",
+        "rates": {
+            "IntlRM": agreement.rate(*lengths, labels),
+            "ERM-a": agreement.rate(*(-x for x in lengths), labels),
+            "ERM-b": agreement.rate(*lengths, labels),
+            "DPO Implicit Reward": agreement.rate(tuples["reward_1"], tuples["reward_2"], labels),
+        },
+    }
+    assert list(result["rates"]) == ["IntlRM", "ERM-a", "ERM-b", "DPO Implicit Reward"]
+    assert result["rates"]["IntlRM"] + result["rates"]["ERM-a"] == pytest.approx(1.0)

@@ -322,3 +322,14 @@ def test_snakemake_adapter_writes_metrics_and_annotations(
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".csv", ".log"):
             assert ae_key not in path.read_text()
+
+
+def test_the_annotators_defaults_are_the_schemas():
+    """A partial annotator block (a caller other than the workflow) gets what the schema fills
+    into eval.alpaca_eval; the workflow's block always holds them."""
+    schema = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text()
+    )
+    block = schema["properties"]["eval"]["properties"]["alpaca_eval"]["properties"]
+    assert block["annotators_config"]["default"] == alpacaeval.DEFAULT_ANNOTATOR
+    assert block["api_key_env"]["default"] == alpacaeval.DEFAULT_API_KEY_ENV == "OPENAI_API_KEY"

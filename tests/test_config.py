@@ -691,13 +691,22 @@ def test_the_schema_fills_every_default_and_a_partial_block_keeps_the_others(con
     bare["defaults"] = {k: v for k, v in bare["defaults"].items() if k != "reference"}
     bare["defaults"]["sampling"] = {"n": 8, "temperature": 0.7}
     del bare["defaults"]["score"]["method"]
-    bare["experiments"] = {"dice": {"sampling": {"n": 2}}, "kto": {"trainer": "kto"}}
+    for key in ("length_unit", "fixed", "scale"):
+        del bare["defaults"]["alpha"][key]
+    bare["experiments"] = {
+        "dice": {"sampling": {"n": 2}},
+        "kto": {"trainer": "kto"},
+        "alpha2x": {"alpha": {"scale": 2.0}},
+    }
     validate(bare, str(SCHEMA))
     assert bare["eval"]["suite"] == "toy" and bare["sampler"]["vllm"] == {}
     assert cfg.setting_label(bare, "") == "toy world"
     dice, kto = cfg.experiment(bare, "dice"), cfg.experiment(bare, "kto")
     assert (dice["trainer"], dice["length_penalty"], dice["reference"]) == ("dpo", 0.0, "previous")
     assert dice["score"]["method"] == "implicit" and kto["trainer"] == "kto"
+    alpha = {k: dice["alpha"][k] for k in ("length_unit", "fixed", "scale")}
+    assert alpha == {"length_unit": "chars", "fixed": None, "scale": 1.0}
+    assert cfg.experiment(bare, "alpha2x")["alpha"]["scale"] == 2.0
     # the experiment's partial sampling block overrides n alone: no default fills it
     assert dice["sampling"] == {"n": 2, "temperature": 0.7, "top_p": 1.0, "max_tokens": 64}
 

@@ -100,6 +100,12 @@ def test_one_response_is_fine_where_nothing_is_sampled(config):
     checks.experiment_blocks(config)
 
 
+def test_a_mix_gamma_set_nowhere_is_named_not_taken_as_zero(config):
+    del config["defaults"]["mix"]["gamma"]  # set in .test's defaults and a few experiments
+    message = refused(checks.experiment_blocks, config)
+    assert message.startswith("experiment dice: mix.gamma") and "is not set" in message
+
+
 def test_greedy_decoding_with_several_responses_is_refused(config):
     config["defaults"]["sampling"]["temperature"] = 0
     message = refused(checks.experiment_blocks, config)

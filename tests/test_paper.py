@@ -23,14 +23,19 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 TOY_CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 
 
-def validated_report(block: dict) -> dict:
-    """``block`` as the report block of a config after Snakemake's validate (the schema's
-    defaults filled in), as the Snakefile hands it to Layout.from_config."""
+def validated(config: dict) -> dict:
+    """A copy of ``config`` after Snakemake's validate against the schema (its defaults filled
+    in), as the Snakefile hands it to the library."""
     from snakemake.utils import validate
 
-    config = json.loads(json.dumps(TOY_CONFIG)) | {"report": json.loads(json.dumps(block))}
+    config = json.loads(json.dumps(config))
     validate(config, str(SCHEMA))
-    return config["report"]
+    return config
+
+
+def validated_report(block: dict) -> dict:
+    """``block`` as the report block of a validated config (the schema's defaults filled in)."""
+    return validated(TOY_CONFIG | {"report": block})["report"]
 
 
 SETTINGS = {"zephyr": {"label": "zephyr-7B-beta"}, "llama3": {"label": "Llama-3-8B-DPO"}}
@@ -82,21 +87,24 @@ FULL = {
 
 
 def make_config(experiments=None, report_block=None, settings=SETTINGS) -> dict:
-    config = {
-        "base": {"policy": "hub/policy", "reference": "hub/sft", "offline": "data/offline.parquet"},
+    """A validated config (the toy world's, with these experiments, settings and report): the
+    schema fills in what the defaults block leaves out (trainer, length_penalty, score.method)."""
+    base = {"policy": "hub/policy", "reference": "hub/sft", "offline": "data/offline.parquet"}
+    config = TOY_CONFIG | {
+        "base": TOY_CONFIG["base"] | base,
         "defaults": {
             "iterations": 2,
             "mix": {"gamma": 0.5},
-            "alpha": {"fixed": None, "scale": 1.0},
+            "alpha": {},  # the schema's fixed (None) and scale (1.0)
+            "score": {},
             "train": {"beta": 0.1, "loss_type": "sigmoid"},
         },
         "experiments": FULL if experiments is None else experiments,
-        "agreement": {"beta": 0.1},
-        "report": validated_report({"label": "toy world", **(report_block or {})}),
+        "report": {"label": "toy world", **(report_block or {})},
     }
     if settings:
         config["settings"] = settings
-    return config
+    return validated(config)
 
 
 def full_layout(**report_block) -> paper.Layout:

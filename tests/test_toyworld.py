@@ -87,3 +87,57 @@ def test_judge_responses_rejects_unknown_prompt():
     judged = tw.judge_responses(tasks, ok, tw.JudgeSpec())
     assert np.allclose(judged["preference"], 0.5)
     assert (judged["quality"] == 1.0).all()
+
+
+def test_evaluate_scores_both_benchmarks_from_the_gold_judge():
+    from dicewf import arena
+    from dicewf.lcwinrate import win_rates
+
+    spec = tw.WorldSpec(n_train_prompts=5, n_eval_prompts=20, n_agreement_pairs=2)
+    prompts = tw.build_world(spec)["eval_prompts"]
+    tasks = tw.tasks_from_frame(prompts)
+    rng = np.random.default_rng(0)
+    samples = pd.DataFrame(
+        {
+            "prompt_id": prompts["prompt_id"],
+            "response": [
+                tw.render(tasks[p], tasks[p].answer if i % 2 else tw.wrong_answer(tasks[p], rng), s)
+                for i, (p, s) in enumerate(zip(prompts["prompt_id"], ["chatty", "concise"] * 10))
+            ],
+            "finish_reason": ["length"] * 3 + ["stop"] * 17,
+        }
+    )
+    judge = tw.JudgeSpec()
+    responses, judged, metrics = tw.evaluate(
+        prompts, samples, judge, l2=0.0, n_bootstrap=20, seed=3, policy="results/x/policy"
+    )
+    assert list(responses["reference"]) == list(prompts["reference"])
+    pd.testing.assert_frame_equal(judged, tw.judge_responses(tasks, responses, judge))
+    wr = win_rates(judged["preference"], judged["len_model"], judged["len_baseline"], l2=0.0)
+    scored = arena.score(
+        arena.judgments_from_probabilities(
+            judged["prompt_id"],
+            judged["preference"],
+            len_model=judged["len_model"],
+            len_baseline=judged["len_baseline"],
+        ),
+        n_bootstrap=20,
+        seed=3,
+    )
+    # the keys in the order metrics.json has them: win rates, arena_*, then ours
+    assert list(metrics) == [
+        *wr.to_dict(),
+        *(k if k.startswith("arena_") else f"arena_{k}" for k in scored),
+        "gold_quality",
+        "truncated",
+        "policy",
+    ]
+    assert metrics["arena_score"] == scored["arena_score"]
+    assert metrics["arena_n_bootstrap"] == 20
+    assert metrics["gold_quality"] == judged["quality"].mean() < 1.0
+    assert metrics["truncated"] == 3
+    assert metrics["policy"] == "results/x/policy"
+    again = tw.evaluate(prompts, samples, judge, l2=0.0, n_bootstrap=20, seed=3, policy="p")[2]
+    assert {k: v for k, v in again.items() if k != "policy"} == {
+        k: v for k, v in metrics.items() if k != "policy"
+    }

@@ -57,7 +57,8 @@ rule agreement:
         n=config["agreement"]["tuples"],
         seed=config["seed"],
         judge=config["agreement"]["judge"],
-        gold_judge=config.get("world", {}).get("judge", {}),
+        # the toy world's gold judge (checks.world_block: a world block when judge is gold)
+        gold_judge=(config["world"]["judge"] if config["agreement"]["judge"] == "gold" else None),
         setting=MAIN_SETTING,
         # label and head of each published reward model, in the order of input.external
         external=[

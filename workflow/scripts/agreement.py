@@ -1,6 +1,8 @@
 """Snakemake adapter: Table 5's agreement rates of the IntlRM, any published reward models
-(ERM) and the implicit reward."""
+(ERM) and the implicit reward (dicewf.agreement.table5), on tuples labelled by the gold judge or
+an OpenAI-compatible one."""
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from dicewf import agreement, logs, toyworld
@@ -11,58 +13,44 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
-params = snakemake.params
-scores_path = snakemake.input.scores
-tuples = agreement.sample_tuples(
-    read_parquet(scores_path, "rewards"), params.n, params.seed, source=scores_path
-)
+params, source = snakemake.params, snakemake.input.scores
+tuples = agreement.sample_tuples(read_parquet(source, "rewards"), params.n, params.seed, source)
 if params.judge == "gold":
     tasks = toyworld.tasks_from_frame(read_parquet(snakemake.input.tasks))
     labels = agreement.gold_labels(tuples, tasks, toyworld.JudgeSpec.from_dict(params.gold_judge))
     judge_name = "gold judge (toy world)"
 else:
-    from dicewf.judge_client import job_client
+    from dicewf.judge_client import finish_job, job_client
 
     client = job_client(params.judge, snakemake.output.judge_cache)
     labels = agreement.judge_labels(tuples, client)
     judge_name = params.judge["model"]
     agreement.check_labelled(labels, f"{client.name} (replies in {client.cache_path})")
-frames = {k: tuples[["prompt"]].assign(response=tuples[f"response_{k}"]) for k in (1, 2)}
-rm = {
-    k: reward_scores(
-        snakemake.input.reward_model, frames[k], max_tokens_per_batch=params.max_tokens_per_batch
-    )
-    for k in (1, 2)
-}
-tuples = tuples.assign(label=labels, rm_reward_1=rm[1], rm_reward_2=rm[2])
-rates = {"IntlRM": agreement.rate(rm[1], rm[2], labels)}
+batch = params.max_tokens_per_batch
 external = snakemake.input.get("external", [])
 external = [external] if isinstance(external, str) else list(external)
-for i, (path, spec) in enumerate(zip(external, params.external, strict=True)):
-    erm = {
-        k: external_reward_scores(
-            path,
-            frames[k],
-            head=spec["head"],
-            max_tokens_per_batch=params.max_tokens_per_batch,
-            source=scores_path,
+tuples, result = agreement.table5(
+    tuples,
+    labels,
+    partial(reward_scores, snakemake.input.reward_model, max_tokens_per_batch=batch),
+    [
+        (
+            spec["label"],
+            partial(
+                external_reward_scores,
+                path,
+                head=spec["head"],
+                max_tokens_per_batch=batch,
+                source=source,
+            ),
         )
-        for k in (1, 2)
-    }
-    tuples = tuples.assign(**{f"erm{i}_reward_1": erm[1], f"erm{i}_reward_2": erm[2]})
-    rates[spec["label"]] = agreement.rate(erm[1], erm[2], labels)
-rates["DPO Implicit Reward"] = agreement.rate(tuples["reward_1"], tuples["reward_2"], labels)
-result = {
-    "n_tuples": len(tuples),
-    "n_labelled": int(tuples["label"].notna().sum()),
-    "judge": judge_name,
-    "setting": params.setting,
-    "rates": rates,
-}
+        for path, spec in zip(external, params.external, strict=True)
+    ],
+    judge=judge_name,
+    setting=params.setting,
+)
 write_parquet(tuples, snakemake.output.tuples)
 write_json(result, snakemake.output.agreement)
 if params.judge != "gold":
-    from dicewf.judge_client import finish_job
-
     finish_job(client, snakemake.output.judge_cache)
 print(result)

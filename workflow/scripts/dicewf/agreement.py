@@ -10,7 +10,8 @@ computed by the caller.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,3 +123,40 @@ def judge_labels(tuples: pd.DataFrame, client, **judge_kwargs) -> np.ndarray:
     return np.array(
         [np.nan if balance[p] == 0 else float(balance[p] > 0) for p in tuples["prompt_id"]]
     )
+
+
+def table5(
+    tuples: pd.DataFrame,
+    labels,
+    intl_rm: Callable[[pd.DataFrame], Sequence[float]],
+    external: Sequence[tuple[str, Callable[[pd.DataFrame], Sequence[float]]]],
+    *,
+    judge: str,
+    setting: str,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Table 5's agreement rates with the judge's ``labels`` (one per tuple, NaN: unlabelled).
+
+    ``intl_rm`` and each of ``external`` (label, scorer) score a frame of prompt and response;
+    each scores response 1 and response 2 of every tuple. Returns the tuples with ``label``,
+    ``rm_reward_{1,2}`` (the IntlRM) and ``erm{i}_reward_{1,2}`` (the i-th of ``external``), and
+    the result: ``n_tuples``, ``n_labelled``, ``judge``, ``setting`` and ``rates`` (IntlRM, each
+    external model by its label, and the DPO implicit reward read from the tuples' rewards).
+    """
+    check_frame(tuples, TUPLES, "<tuples>")
+    frames = {k: tuples[["prompt"]].assign(response=tuples[f"response_{k}"]) for k in (1, 2)}
+    rm = {k: intl_rm(frames[k]) for k in (1, 2)}
+    tuples = tuples.assign(label=labels, rm_reward_1=rm[1], rm_reward_2=rm[2])
+    rates = {"IntlRM": rate(rm[1], rm[2], labels)}
+    for i, (label, scorer) in enumerate(external):
+        erm = {k: scorer(frames[k]) for k in (1, 2)}
+        tuples = tuples.assign(**{f"erm{i}_reward_1": erm[1], f"erm{i}_reward_2": erm[2]})
+        rates[label] = rate(erm[1], erm[2], labels)
+    rates["DPO Implicit Reward"] = rate(tuples["reward_1"], tuples["reward_2"], labels)
+    result = {
+        "n_tuples": len(tuples),
+        "n_labelled": int(tuples["label"].notna().sum()),
+        "judge": judge,
+        "setting": setting,
+        "rates": rates,
+    }
+    return tuples, result

@@ -47,6 +47,7 @@ from .io import DatasetError, atomic_path, check_frame
 __all__ = [
     "ANNOTATOR_KEYS",
     "DEFAULT_ANNOTATOR",
+    "DEFAULT_API_KEY_ENV",
     "EVAL_SET_COLUMNS",
     "LC_DATA_FILE",
     "LC_DATA_REPO",
@@ -57,7 +58,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# the schema's defaults of eval.alpaca_eval (tests/test_alpacaeval.py), for callers with a
+# partial block
 DEFAULT_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 LC_DATA_REPO = "tatsu-lab/alpaca_eval"
 LC_DATA_FILE = "df_gamed.csv"
 EVAL_SET_COLUMNS = {
@@ -98,7 +102,7 @@ class EnvKeyOpenAI(_openai_class()):  # type: ignore[misc]
     placeholder key (a local server started without one).
     """
 
-    def __init__(self, *, api_key_env: str | None = "OPENAI_API_KEY", **kwargs: Any) -> None:
+    def __init__(self, *, api_key_env: str | None = DEFAULT_API_KEY_ENV, **kwargs: Any) -> None:
         if api_key_env is None:
             key = _PLACEHOLDER_KEY
         else:
@@ -192,7 +196,7 @@ def _write_annotator_config(folder: Path, annotator: Mapping[str, Any]) -> Path:
 
     client = {
         "client_class": f"{__name__}.EnvKeyOpenAI",
-        "api_key_env": annotator.get("api_key_env", "OPENAI_API_KEY"),
+        "api_key_env": annotator.get("api_key_env", DEFAULT_API_KEY_ENV),
     }
     for key in ("base_url", "timeout", "max_retries"):
         if annotator.get(key) is not None:

@@ -182,7 +182,13 @@ def experiment_blocks(config: Mapping[str, Any]) -> None:
                     f"{list(bounds)} is reversed: give [lo, hi] with lo <= hi",
                 )
             )
-        if (x.get("mix") or {}).get("gamma", 0.0) >= 1:
+        gamma = (x.get("mix") or {}).get("gamma")  # no schema default: each config sets it
+        if gamma is None:
+            raise ValueError(
+                f"experiment {full}: mix.gamma (the share of D_offline in each iteration's "
+                "pairs) is not set; set it in defaults.mix or the experiment's mix block"
+            )
+        if gamma >= 1:
             continue  # offline pairs only: nothing is sampled
         sampling = x["sampling"]
         n = sampling["n"]

@@ -139,12 +139,11 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     if setting:
         defaults = deep_merge(defaults, (config["settings"][setting] or {}).get("defaults") or {})
     merged = deep_merge(defaults, block)
-    judge = (merged.get("score") or {}).get("judge") or {}
-    n, m = (judge.get("sampling") or {}).get("n", 1), judge.get("min_ratings", 1)
-    if m > n:
+    judge = (merged.get("score") or {}).get("judge")  # optional: score.method judge only
+    if judge and judge["min_ratings"] > judge["sampling"]["n"]:
         raise ValueError(
-            f"experiments.{logical}: score.judge.min_ratings ({m}) exceeds "
-            f"score.judge.sampling.n ({n}), the ratings per response"
+            f"experiments.{logical}: score.judge.min_ratings ({judge['min_ratings']}) exceeds "
+            f"score.judge.sampling.n ({judge['sampling']['n']}), the ratings per response"
         )
     return merged
 

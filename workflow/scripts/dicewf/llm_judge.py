@@ -188,6 +188,7 @@ def judge(
     """
     from transformers import AutoTokenizer
 
+    from .sampling import SamplingSpec
     from .scoring import encode, finished
 
     check_frame(samples, "samples", source)
@@ -198,7 +199,7 @@ def judge(
         raise ValueError(f"judge sampling: n (ratings per response) must be >= 1, got {n}")
     if not 1 <= min_ratings <= n:
         raise ValueError(f"judge: min_ratings must lie in [1, n={n}], got {min_ratings}")
-    if n > 1 and params.get("temperature", 1.0) == 0:
+    if n > 1 and params.get("temperature", SamplingSpec.temperature) == 0:
         raise ValueError(
             f"judge sampling: greedy decoding (temperature 0) gives one rating; set n to 1, not {n}"
         )

@@ -118,18 +118,19 @@ class Layout:
         runs = {}
         for full, (setting, exp) in cfg.expanded(config).items():
             x = cfg.experiment(config, full)
-            alpha, mix = x.get("alpha") or {}, x.get("mix") or {}
+            alpha, mix = x["alpha"], x.get("mix") or {}
             runs[full] = Run(
                 setting=setting,
                 exp=exp,
                 iterations=int(x["iterations"]),
                 gamma=None if mix.get("gamma") is None else float(mix["gamma"]),
-                alpha_fixed=None if alpha.get("fixed") is None else float(alpha["fixed"]),
-                alpha_scale=float(alpha.get("scale", 1.0)),
-                loss_type=(x.get("train") or {}).get("loss_type", "sigmoid"),
-                trainer=x.get("trainer", "dpo"),
-                length_penalty=float(x.get("length_penalty") or 0.0),
-                score_method=(x.get("score") or {}).get("method", "implicit"),
+                alpha_fixed=None if alpha["fixed"] is None else float(alpha["fixed"]),
+                alpha_scale=float(alpha["scale"]),
+                # None: the trainer's own default (TRL: sigmoid for DPO, kto for KTO)
+                loss_type=x["train"].get("loss_type"),
+                trainer=x["trainer"],
+                length_penalty=float(x["length_penalty"]),
+                score_method=x["score"]["method"],
             )
         sweep = rep["sweep_iteration"]
         if sweep != "best" and not (isinstance(sweep, int) and sweep >= 1):
