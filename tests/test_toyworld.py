@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from dicewf import toyeval
 from dicewf import toyworld as tw
 from dicewf.io import check_frame
 
@@ -108,7 +109,7 @@ def test_evaluate_scores_both_benchmarks_from_the_gold_judge():
         }
     )
     judge = tw.JudgeSpec()
-    responses, judged, metrics = tw.evaluate(
+    responses, judged, metrics = toyeval.evaluate(
         prompts, samples, judge, l2=0.0, n_bootstrap=20, seed=3, policy="results/x/policy"
     )
     assert list(responses["reference"]) == list(prompts["reference"])
@@ -137,7 +138,7 @@ def test_evaluate_scores_both_benchmarks_from_the_gold_judge():
     assert metrics["gold_quality"] == judged["quality"].mean() < 1.0
     assert metrics["truncated"] == 3
     assert metrics["policy"] == "results/x/policy"
-    again = tw.evaluate(prompts, samples, judge, l2=0.0, n_bootstrap=20, seed=3, policy="p")[2]
+    again = toyeval.evaluate(prompts, samples, judge, l2=0.0, n_bootstrap=20, seed=3, policy="p")[2]
     assert {k: v for k, v in again.items() if k != "policy"} == {
         k: v for k, v in metrics.items() if k != "policy"
     }

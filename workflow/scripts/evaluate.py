@@ -1,9 +1,9 @@
 """Snakemake adapter: generate on held-out prompts, judge them against the references with the
-gold judge and score both toy benchmarks (dicewf.toyworld.evaluate)."""
+gold judge and score both toy benchmarks (dicewf.toyeval.evaluate)."""
 
 from typing import TYPE_CHECKING
 
-from dicewf import logs, toyworld
+from dicewf import logs, toyeval, toyworld
 from dicewf.io import read_parquet, write_json, write_parquet
 from dicewf.sampling import sample
 
@@ -21,7 +21,7 @@ samples = sample(
     engine=params.engine,
     source=source,
 )
-responses, judged, metrics = toyworld.evaluate(
+responses, judged, metrics = toyeval.evaluate(
     prompts,
     samples,
     toyworld.JudgeSpec.from_dict(params.judge),

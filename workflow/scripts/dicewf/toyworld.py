@@ -373,49 +373,6 @@ def judge_responses(
     )
 
 
-def evaluate(
-    prompts: pd.DataFrame,
-    responses: pd.DataFrame,
-    judge: JudgeSpec,
-    *,
-    l2: float,
-    n_bootstrap: int,
-    seed: int,
-    policy: str,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The toy world's two benchmarks from one set of gold-judge preferences.
-
-    ``prompts`` are the held-out prompts (prompt_id, kind, ..., reference) and ``responses`` the
-    policy's samples of them (prompt_id, response, finish_reason). Returns the responses with
-    their reference, the judgements (:func:`judge_responses`) and the metrics: AlpacaEval-style
-    raw and length-controlled win rates (:func:`dicewf.lcwinrate.win_rates`, ridge ``l2``), an
-    Arena-Hard-style score with a bootstrap 95% interval and its length-controlled variant (the
-    gold judge's probabilities mapped to verdicts, :func:`dicewf.arena.score`), the mean gold
-    quality, the count of truncated responses and ``policy`` (the model's path).
-    """
-    from . import arena
-    from .lcwinrate import win_rates
-
-    responses = responses.merge(prompts[["prompt_id", "reference"]], on="prompt_id", validate="m:1")
-    judged = judge_responses(tasks_from_frame(prompts), responses, judge)
-    wr = win_rates(judged["preference"], judged["len_model"], judged["len_baseline"], l2=l2)
-    battles = arena.judgments_from_probabilities(
-        judged["prompt_id"],
-        judged["preference"],
-        len_model=judged["len_model"],
-        len_baseline=judged["len_baseline"],
-    )
-    arena_metrics = arena.score(battles, n_bootstrap=n_bootstrap, seed=seed)
-    metrics = {
-        **wr.to_dict(),
-        **{k if k.startswith("arena_") else f"arena_{k}": v for k, v in arena_metrics.items()},
-        "gold_quality": float(judged["quality"].mean()),
-        "truncated": int((responses["finish_reason"] == "length").sum()),
-        "policy": policy,
-    }
-    return responses, judged, metrics
-
-
 def corpus(tasks: list[Task], rng_seed: int) -> list[str]:
     """Texts to train the tokenizer on: prompts and responses in every style."""
     rng = np.random.default_rng(rng_seed)
