@@ -1,0 +1,122 @@
+"""dicewf.jobtimes: per-rule times and the critical path of a run from Snakemake's records."""
+
+import base64
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from dicewf import jobtimes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _record(metadata: Path, output: str, **rec) -> None:
+    path = metadata / base64.urlsafe_b64encode(output.encode()).decode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+
+
+def _job(rule, outputs, inputs, start, end, h):
+    return {
+        o: dict(rule=rule, input=inputs, starttime=start, endtime=end, job_hash=h) for o in outputs
+    }
+
+
+def test_records_grouped_into_jobs_by_hash_and_times_summed_per_rule(tmp_path):
+    md = tmp_path / "metadata"
+    recs = {
+        **_job("a", ["a.txt"], [], 0.0, 1.0, 1),
+        **_job("b", ["b.txt", "b2.txt"], ["a.txt"], 1.0, 4.0, 2),
+        **_job("b", ["b3.txt"], ["a.txt"], 1.0, 2.0, 3),
+        **_job("c", ["c.txt"], ["b.txt", "b3.txt"], 4.0, 4.5, 4),
+    }
+    for out, rec in recs.items():
+        _record(md, out, **rec)
+    _record(md, "half.txt", rule="d", input=[], starttime=5.0, endtime=None, incomplete=True)
+    jobs = jobtimes.jobs_from_records(jobtimes.read_records(md))
+    assert [(j.rule, j.outputs) for j in jobs] == [
+        ("a", ("a.txt",)),
+        ("b", ("b.txt", "b2.txt")),
+        ("b", ("b3.txt",)),
+        ("c", ("c.txt",)),
+    ]
+    rules = {r.rule: r for r in jobtimes.per_rule(jobs)}
+    assert (rules["b"].jobs, rules["b"].total, rules["b"].mean, rules["b"].max) == (
+        2,
+        4.0,
+        2.0,
+        3.0,
+    )
+    assert [r.rule for r in jobtimes.per_rule(jobs)] == ["b", "a", "c"]  # largest sum first
+
+
+def test_critical_path_is_the_longest_chain_not_the_longest_job():
+    J = jobtimes.Job
+    jobs = [
+        J("a", ("a",), (), 0, 2),  # 2
+        J("long", ("l",), (), 0, 5),  # 5, alone
+        J("b", ("b",), ("a",), 2, 4),  # a -> b: 4
+        J("c", ("out/c",), ("b",), 4, 6),  # a -> b -> c: 6 > 5
+        J("d", ("d",), ("out/c/part.parquet", "l"), 6, 6.5),  # inside c's folder, and after long
+    ]
+    path = jobtimes.critical_path(jobs)
+    assert [j.rule for j in path] == ["a", "b", "c", "d"]
+    run = jobtimes.summary(jobs)
+    assert run["critical_path_s"] == pytest.approx(6.5)
+    assert run["wall_s"] == pytest.approx(6.5)
+    assert run["job_time_s"] == pytest.approx(11.5)
+
+
+def test_a_file_that_is_no_record_is_refused_naming_it(tmp_path):
+    md = tmp_path / "metadata"
+    md.mkdir()
+    (md / "not base64!").write_text("{}")
+    with pytest.raises(ValueError, match="not base64!"):
+        jobtimes.read_records(md)
+    with pytest.raises(FileNotFoundError, match="no Snakemake metadata"):
+        jobtimes.read_records(tmp_path / "missing")
+
+
+@pytest.mark.slow  # starts Snakemake
+def test_the_benchmark_reads_a_real_snakemake_run(tmp_path):
+    (tmp_path / "Snakefile").write_text(
+        textwrap.dedent(
+            """
+            rule all:
+                input: "c.txt"
+            rule a:
+                output: "a.txt"
+                shell: "sleep 0.3; echo a > {output}"
+            rule b:
+                input: "a.txt"
+                output: directory("b")
+                shell: "sleep 0.6; mkdir -p {output}; touch {output}/x"
+            rule c:
+                input: "a.txt", "b"
+                output: "c.txt"
+                localrule: True
+                shell: "touch {output}"
+            """
+        )
+    )
+    subprocess.run(
+        [sys.executable, "-m", "snakemake", "-c1", "-q"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "time_per_rule.py"), "--out", "t.json"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    run = json.loads((tmp_path / "t.json").read_text())
+    assert run["jobs"] == 3  # a, b (a directory) and the local job c; `all` writes nothing
+    assert [s["rule"] for s in run["critical_path"]][:3] == ["a", "b", "c"]
+    assert run["per_rule"][0]["rule"] == "b"
+    assert "critical path" in out
