@@ -343,13 +343,13 @@ def shared(config: Mapping[str, Any], exp: str, table: Mapping | None = None) ->
     ...}}`` with only the work done under another experiment's name (results/{exp}/config.yaml
     shows it)."""
     table = owners(config) if table is None else table
+    generates = generates_pairs(experiment(config, exp))
     out = {}
     for (e, t), o in table.items():
         if e != exp:
             continue
-        block = experiment(config, exp)
         parts = dataclasses.asdict(o)
-        if not generates_pairs(block):  # nothing sampled or scored: only the run can be shared
+        if not generates:  # nothing sampled or scored: only the run can be shared
             parts = {"run": o.run}
         theirs = {part: owner for part, owner in parts.items() if owner != exp}
         if theirs:
@@ -384,7 +384,7 @@ def reference_path(
 
 def model_names(config: Mapping[str, Any]) -> list[str]:
     """Names of every model the tables may name: each setting's base model and
-    ``{exp}-iter{t}`` (one evaluated under another name where shared: :func:`model_owner`)."""
+    ``{exp}-iter{t}`` (one evaluated under another name where shared: :func:`model_owners`)."""
     return [base_model(s) for s in settings(config)] + [
         f"{e}-iter{t}" for e, t in iterations(config)
     ]
