@@ -372,6 +372,7 @@ def test_iteration_one_samples_are_shared_between_experiments_with_equal_setting
     base = {"policy": "pi0", "reference": "ref0"}
     defaults = {
         "iterations": 2,
+        "reference": "previous",  # the schema's default (validation fills it in)
         "sampling": {"n": 4},
         "score": {"drop_truncated": True},
         "train": {"beta": 0.1},

@@ -88,17 +88,18 @@ def dice_only(path: Path = REPO / "config.yaml") -> dict:
 
 
 def expected_jobs(cfg: dict) -> dict[str, int]:
-    """What the dry run must plan, counted from the config with dicewf.config."""
-    runs = wfconfig.iterations(cfg)
-    owners = wfconfig.iteration1_owners(cfg)
+    """What the dry run must plan, counted from the config with dicewf.config: each piece of
+    work once, under the first experiment whose iteration has its key (dicewf.config.owners)."""
+    owners = wfconfig.owners(cfg)
+    runs = {(o.run, t) for (_, t), o in owners.items()}  # the iterations trained
     samplers, scorers, judges, searches = set(), set(), set(), 0
     for exp, t in runs:
         xp = wfconfig.experiment(cfg, exp)
         if xp["mix"]["gamma"] >= 1:
             continue  # offline pairs only: nothing sampled, scored or searched
         searches += 1
-        samplers.add(owners[exp][0] if t == 1 else f"{exp}@{t}")
-        scored = owners[exp][1] if t == 1 else f"{exp}@{t}"
+        samplers.add((owners[exp, t].samples, t))
+        scored = (owners[exp, t].scores, t)
         (judges if xp["score"]["method"] == "judge" else scorers).add(scored)
     shards = cfg["sharding"]["shards"]
     bases = len(wfconfig.settings(cfg))

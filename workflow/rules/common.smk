@@ -42,7 +42,9 @@ for _setting in SETTINGS:
 XP = {_name: cfg.experiment(config, _name) for _name in RUNS}
 # the IntlRM trains in one process (a script: job): its global batch must divide now
 batching.gradient_accumulation(config["agreement"]["reward_model"], 1, "agreement.reward_model")
-OWNERS = cfg.iteration1_owners(config)  # iteration-1 work shared between experiments
+# (experiment, iteration) -> the experiments whose samples, scores and run (alpha, mix, train,
+# evaluation) it reads: work with equal inputs and settings done once (dicewf.config.owners)
+OWNERS = cfg.owners(config)
 LAYOUT = paper.Layout.from_config(config)  # which run fills which cell of the paper's tables
 # the layout as a param of the table and figure jobs (Figure 2's bins are that job's own param,
 # so a new bin count reruns Figure 2 alone)
@@ -51,7 +53,7 @@ LAYOUT_PARAM = LAYOUT.to_dict()
 EXPERIMENTS = list(RUNS)
 # the score block's keys that filter responses before scoring or judging (dicewf.scoring.finished)
 RESPONSE_FILTERS = ("drop_truncated", "strip_whitespace", "min_chars", "max_chars")
-MODELS = cfg.model_names(config)
+MODELS = cfg.evaluated_models(config, OWNERS)  # each trained policy evaluated once
 TOY_EVAL = config["eval"]["suite"] == "toy"
 # the setting of the single-setting tables and figures (Tables 3, 4, 5, 7; Figures 2, 4)
 MAIN_SETTING = config["report"].get("setting") or SETTINGS[0]
@@ -119,12 +121,12 @@ def model_input(path):
 # paths are resolved once per (experiment, iteration): the paper's DAG asks for them ~2,000 times
 @functools.cache
 def policy_of(exp, t):
-    return model_input(cfg.policy_path(config, exp, t))
+    return model_input(cfg.policy_path(config, exp, t, OWNERS))
 
 
 @functools.cache
 def reference_of(exp, t):
-    return model_input(cfg.reference_path(config, exp, t))
+    return model_input(cfg.reference_path(config, exp, t, OWNERS))
 
 
 def prev_policy(w):
@@ -153,7 +155,7 @@ def generated_pairs(w):
 
 @functools.cache
 def eval_policy_of(model):
-    return model_input(cfg.model_policy(config, model))
+    return model_input(cfg.model_policy(config, model, OWNERS))
 
 
 def eval_policy(w):
@@ -171,15 +173,15 @@ def eval_sampling(w):
 
 
 def samples_owner(w):
-    return OWNERS[w.exp][0] if int(w.iter) == 1 else w.exp
+    return cfg.owners_of(config, w.exp, w.iter, OWNERS).samples
 
 
 def scores_owner(w):
-    return OWNERS[w.exp][1] if int(w.iter) == 1 else w.exp
+    return cfg.owners_of(config, w.exp, w.iter, OWNERS).scores
 
 
 def shard_samples(w):
-    """A shard's samples: at iteration 1 those of the first experiment with equal sampling."""
+    """A shard's samples: those of the first experiment with equal start policy and sampling."""
     return f"{cfg.iter_dir(samples_owner(w), w.iter)}/shards/{w.scatteritem}/samples.parquet"
 
 
@@ -195,8 +197,7 @@ def shard_scores(kind):
 
 
 def shared_scores(w):
-    """Scores of iteration t: iteration 1 is shared by experiments with equal sampling and
-    scoring settings."""
+    """Scores of iteration t: shared by experiments with equal samples and scoring settings."""
     return f"{cfg.iter_dir(scores_owner(w), w.iter)}/scores.parquet"
 
 
@@ -214,7 +215,7 @@ def agreement_inputs(w):
     exp = cfg.full_name(MAIN_SETTING, config["agreement"]["experiment"])
     if exp not in RUNS:
         raise ValueError(f"agreement.experiment: no experiment {exp!r} to sample tuples from")
-    inputs = {"scores": f"{cfg.iter_dir(OWNERS[exp][1], 1)}/scores.parquet"}
+    inputs = {"scores": f"{cfg.iter_dir(OWNERS[exp, 1].scores, 1)}/scores.parquet"}
     if config["agreement"]["judge"] == "gold":
         inputs["tasks"] = cfg.base(config, MAIN_SETTING)["prompts"]
     external = config["agreement"]["external_reward_models"].values()
@@ -256,14 +257,14 @@ def figure_inputs(w):
 def all_targets():
     targets = [f"results/tables/{name}.md" for name in paper.TABLES + ("paper_vs_reproduced",)]
     targets += [f"results/figures/{name}.png" for name in paper.FIGURES]
-    # every configured run is evaluated, also those no table shows (e.g. beta tuning)
+    # every configured run is evaluated (once where runs are shared), also those no table shows
     targets += [paper.metrics_path(model) for model in MODELS]
     # every value each experiment ran with, in one file per experiment
     targets += [f"results/{exp}/config.yaml" for exp in EXPERIMENTS]
     if "world" in config:  # each set of samples once, gathered for inspection (toy sizes only)
         targets += sorted(
             {
-                f"{cfg.iter_dir(OWNERS[e][0] if t == 1 else e, t)}/samples.parquet"
+                f"{cfg.iter_dir(OWNERS[e, t].samples, t)}/samples.parquet"
                 for e, t in cfg.iterations(config)
                 if XP[e]["mix"]["gamma"] < 1
             }

@@ -14,11 +14,18 @@ Every experiment then runs once per setting (or in the settings listed by its ow
 ``settings:`` key) under the full name ``{setting}_{experiment}``; the base model of a setting
 is evaluated as ``{setting}_base``. Without ``settings:`` there is one unnamed
 setting, experiments keep their names and the base model is ``base``.
+
+Sharing. Work with equal inputs and settings is done once (:func:`owners`): the samples, the
+scores and whole iterations (alpha, mix, the trained policy and its evaluation) of two
+experiments of one setting whose keys (:func:`keys`) are equal are those of the first in config
+order; every path (:func:`policy_path`, :func:`model_owners`) resolves through it.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -150,8 +157,9 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 def resolved(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """Every value experiment ``name`` (a full name) runs with, in one mapping: its setting, the
-    global seed, the setting's base models and data, the sampler and the merged experiment
-    block (written to results/{name}/config.yaml, as alignment-handbook's recipes read)."""
+    global seed, the setting's base models and data, the sampler, the merged experiment block
+    and what it shares with other experiments (:func:`shared`); written to
+    results/{name}/config.yaml, as alignment-handbook's recipes read."""
     setting = locate(config, name)[0]
     return {
         "experiment": name,
@@ -160,6 +168,9 @@ def resolved(config: Mapping[str, Any], name: str) -> dict[str, Any]:
         "base": base(config, setting),
         "sampler": dict(config["sampler"]),
         **experiment(config, name),
+        # iterations whose work is done once under another experiment's name (same inputs and
+        # settings): {"iter1": {"run": owner}}; empty when nothing is shared
+        "shared": shared(config, name),
     }
 
 
@@ -176,17 +187,190 @@ def iter_dir(exp: str, t: int | str) -> str:
     return f"{RESULTS}/{exp}/iter{t}"
 
 
-def policy_path(config: Mapping[str, Any], exp: str, t: int) -> str:
-    """pi_theta^(t) of experiment ``exp``: the base policy for t = 0."""
+def reference_iteration(block: Mapping[str, Any], t: int) -> int:
+    """The iteration whose policy is pi_ref^(t) (t >= 1) for an experiment's resolved ``block``:
+    0 for ``reference: fixed`` (Offline DPO), else t - 1 (Algorithm 1 line 7). At t = 1 both
+    are pi_theta^(0)."""
+    return 0 if int(t) == 1 or block["reference"] == "fixed" else int(t) - 1
+
+
+# --- work shared between experiments ------------------------------------------------------------
+#
+# Every piece of work of iteration t gets a key from everything it depends on; the first
+# (experiment, iteration) in config order with a key does the work and every other one reads its
+# files. The key of pi_theta^(t) is built from the key of the policy it starts from and of the
+# reference it trains against, so equal keys mean equal inputs all the way back to the setting's
+# base models. A key holds too much rather than too little: a missed share costs a rerun, a false
+# one a wrong result.
+
+# keys of a resolved experiment block that do not change what an iteration computes: the
+# description; the iteration count (each iteration has its own key); the reference mode (the
+# key of the reference itself stands in for it)
+NOT_IN_RUN_KEY = ("description", "iterations", "reference")
+# keys that only shape the generated pairs D(alpha*): out of the key where gamma >= 1 (none made)
+GENERATION_KEYS = ("sampling", "score", "alpha")
+
+
+@dataclasses.dataclass(frozen=True)
+class Owners:
+    """The experiments whose files iteration t of an experiment reads (itself when not shared).
+
+    ``samples``: the sampled responses (equal start policy, sampling settings and seed);
+    ``scores``: their rewards (also equal scoring settings, beta and scoring reference);
+    ``run``: the rest of the iteration, search_alpha, mix, train and the trained policy's
+    evaluation (also every other setting of the iteration, its start policy and its training
+    reference equal)."""
+
+    samples: str
+    scores: str
+    run: str
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _canonical(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_canonical(v) for v in value)
+    return value
+
+
+def _key(*parts: Any) -> str:
+    """A digest of ``parts``: equal only for equal values (1 and 1.0 differ: no share)."""
+    text = repr(_canonical(parts)).encode()
+    return hashlib.sha256(text).hexdigest()
+
+
+def generates_pairs(block: Mapping[str, Any]) -> bool:
+    """Whether an experiment samples, scores and searches alpha: mix.gamma < 1 (or unset)."""
+    gamma = (block.get("mix") or {}).get("gamma")
+    return gamma is None or float(gamma) < 1
+
+
+def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str]]:
+    """Every (experiment, iteration) -> the keys of its samples, scores and run (digests of all
+    each depends on), in config order: equal keys, equal work."""
+    out = {}
+    seed = config.get("seed")
+    for exp, (setting, _) in expanded(config).items():
+        block = experiment(config, exp)
+        generates = generates_pairs(block)
+        settings_ = {
+            k: v
+            for k, v in block.items()
+            if k not in NOT_IN_RUN_KEY and (generates or k not in GENERATION_KEYS)
+        }
+        # the keys of pi_theta^(t) and pi_ref^(t), t = 0, 1, ...
+        policy, reference = [_key("base policy", setting)], [_key("base reference", setting)]
+        for t in range(1, int(block["iterations"]) + 1):
+            reference.append(policy[reference_iteration(block, t)])  # reference_path's rule
+            samples = _key("samples", setting, policy[t - 1], block.get("sampling"), seed)
+            scores = _key(
+                "scores",
+                samples,
+                reference[t - 1],  # the implicit reward's reference
+                block.get("score"),
+                (block.get("train") or {}).get("beta"),
+            )
+            run = _key(
+                "run",
+                setting,
+                t,  # the offline share of the mix is drawn anew each iteration
+                seed,
+                policy[t - 1],
+                reference[t],  # what it trains against
+                scores if generates else None,
+                settings_,
+            )
+            policy.append(run)
+            out[(exp, t)] = (samples, scores, run)
+    return out
+
+
+def owners(config: Mapping[str, Any]) -> dict[tuple[str, int], Owners]:
+    """Every (experiment, iteration) -> who does its work (:class:`Owners`): for each part, the
+    first experiment in config order with its key (:func:`keys`)."""
+    first: dict[str, str] = {}
+    return {
+        (exp, t): Owners(*(first.setdefault(key, exp) for key in parts))
+        for (exp, t), parts in keys(config).items()
+    }
+
+
+def owners_of(config: Mapping[str, Any], exp: str, t: int, table: Mapping | None = None) -> Owners:
+    """:class:`Owners` of iteration ``t`` of ``exp``; ``table``: :func:`owners` of the config,
+    when the caller has it. An iteration the experiment does not run is named."""
+    table = owners(config) if table is None else table
+    got = table.get((exp, int(t)))
+    if got is None:
+        locate(config, exp)  # an unknown experiment is named
+        n = experiment(config, exp)["iterations"]
+        raise ValueError(f"experiments.{exp}: iteration {t} is not run (iterations: {n})")
+    return got
+
+
+def run_owner(config: Mapping[str, Any], exp: str, t: int, table: Mapping | None = None) -> str:
+    """The experiment whose iteration ``t`` (policy, evaluation and the steps before) ``exp``
+    reads; ``table``: :func:`owners` of the config, when the caller has it."""
+    return owners_of(config, exp, t, table).run
+
+
+def iteration1_owners(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """Every experiment -> (samples owner, scores owner) at iteration 1."""
+    return {e: (o.samples, o.scores) for (e, t), o in owners(config).items() if t == 1}
+
+
+def samples_owner(config: Mapping[str, Any], exp: str, t: int) -> str:
+    """The experiment whose iteration-``t`` samples ``exp`` reads.
+
+    Experiments of one setting start from the same base policy, so at iteration 1 all of them
+    with equal sampling settings share one set of samples: that of the first such experiment in
+    config order. A later iteration shares only where its start policy is shared too.
+    """
+    return owners_of(config, exp, t).samples
+
+
+def sampling_owner(config: Mapping[str, Any], exp: str, t: int) -> str:
+    """The experiment whose iteration-``t`` scores (and samples) ``exp`` reads.
+
+    As :func:`samples_owner`, but the scoring settings (the ``score`` block, with the LLM-as-a-
+    Judge or implicit-reward method, beta and the scoring reference) must be equal too.
+    """
+    return owners_of(config, exp, t).scores
+
+
+def shared(config: Mapping[str, Any], exp: str, table: Mapping | None = None) -> dict[str, Any]:
+    """What experiment ``exp`` reads from others, per iteration: ``{"iter1": {"run": owner,
+    ...}}`` with only the work done under another experiment's name (results/{exp}/config.yaml
+    shows it)."""
+    table = owners(config) if table is None else table
+    generates = generates_pairs(experiment(config, exp))
+    out = {}
+    for (e, t), o in table.items():
+        if e != exp:
+            continue
+        parts = dataclasses.asdict(o)
+        if not generates:  # nothing sampled or scored: only the run can be shared
+            parts = {"run": o.run}
+        theirs = {part: owner for part, owner in parts.items() if owner != exp}
+        if theirs:
+            out[f"iter{t}"] = theirs
+    return out
+
+
+def policy_path(config: Mapping[str, Any], exp: str, t: int, table: Mapping | None = None) -> str:
+    """pi_theta^(t) of experiment ``exp``: the base policy for t = 0, else the policy trained
+    by the iteration's owner (:func:`owners`; ``table``: that, when the caller has it)."""
     t = int(t)
     if t < 0:
         raise ValueError(f"iteration must be >= 0, got {t}")
     if t == 0:
         return hub.local_dir(base(config, locate(config, exp)[0])["policy"])
-    return f"{iter_dir(exp, t)}/policy"
+    return f"{iter_dir(run_owner(config, exp, t, table), t)}/policy"
 
 
-def reference_path(config: Mapping[str, Any], exp: str, t: int) -> str:
+def reference_path(
+    config: Mapping[str, Any], exp: str, t: int, table: Mapping | None = None
+) -> str:
     """pi_ref^(t), the reference that pi_theta^(t) was trained against.
 
     The base reference for t = 0; else pi_theta^(t-1) (Algorithm 1 line 7), or pi_theta^(0) in
@@ -195,57 +379,29 @@ def reference_path(config: Mapping[str, Any], exp: str, t: int) -> str:
     t = int(t)
     if t == 0:
         return hub.local_dir(base(config, locate(config, exp)[0])["reference"])
-    fixed = experiment(config, exp)["reference"] == "fixed"
-    return policy_path(config, exp, 0 if fixed else t - 1)
-
-
-def iteration1_owners(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
-    """Every experiment -> (samples owner, scores owner) at iteration 1, in one pass."""
-    first_samples: dict[str, str] = {}
-    first_scores: dict[str, str] = {}
-    out = {}
-    for exp, (setting, _) in expanded(config).items():
-        settings_ = experiment(config, exp)
-        samples_key = repr((setting, settings_["sampling"]))
-        scores_key = repr((samples_key, settings_["score"], settings_["train"]["beta"]))
-        out[exp] = (
-            first_samples.setdefault(samples_key, exp),
-            first_scores.setdefault(scores_key, exp),
-        )
-    return out
-
-
-def _owner(config: Mapping[str, Any], exp: str, t: int, key) -> str:
-    if int(t) != 1:
-        return exp
-    locate(config, exp)
-    return iteration1_owners(config)[exp][key]
-
-
-def samples_owner(config: Mapping[str, Any], exp: str, t: int) -> str:
-    """The experiment whose iteration-``t`` samples ``exp`` reads.
-
-    Experiments of one setting start from the same base policy, so at iteration 1 all of them
-    with equal sampling settings share one set of samples: that of the first such experiment in
-    config order. Later iterations start from the experiment's own policy and are never shared.
-    """
-    return _owner(config, exp, t, 0)
-
-
-def sampling_owner(config: Mapping[str, Any], exp: str, t: int) -> str:
-    """The experiment whose iteration-``t`` scores (and samples) ``exp`` reads.
-
-    As :func:`samples_owner`, but the scoring settings (the ``score`` block, with the LLM-as-a-
-    Judge or implicit-reward method, and beta) must be equal too.
-    """
-    return _owner(config, exp, t, 1)
+    return policy_path(config, exp, reference_iteration(experiment(config, exp), t), table)
 
 
 def model_names(config: Mapping[str, Any]) -> list[str]:
-    """Names of every evaluated model: each setting's base model and ``{exp}-iter{t}``."""
+    """Names of every model the tables may name: each setting's base model and
+    ``{exp}-iter{t}`` (one evaluated under another name where shared: :func:`model_owners`)."""
     return [base_model(s) for s in settings(config)] + [
         f"{e}-iter{t}" for e, t in iterations(config)
     ]
+
+
+def model_owners(config: Mapping[str, Any], table: Mapping | None = None) -> dict[str, str]:
+    """Every model name -> the name it is evaluated under: the model of the iteration's owner
+    (:func:`owners`), itself when not shared."""
+    table = owners(config) if table is None else table
+    out = {base_model(s): base_model(s) for s in settings(config)}
+    out |= {f"{e}-iter{t}": f"{o.run}-iter{t}" for (e, t), o in table.items()}
+    return out
+
+
+def evaluated_models(config: Mapping[str, Any], table: Mapping | None = None) -> list[str]:
+    """The models evaluated once each (:func:`model_owners`' values), in config order."""
+    return list(dict.fromkeys(model_owners(config, table).values()))
 
 
 def _parse_model(config: Mapping[str, Any], model: str) -> tuple[str, str | None, int]:
@@ -259,12 +415,12 @@ def _parse_model(config: Mapping[str, Any], model: str) -> tuple[str, str | None
     return locate(config, m["exp"])[0], m["exp"], int(m["t"])
 
 
-def model_policy(config: Mapping[str, Any], model: str) -> str:
+def model_policy(config: Mapping[str, Any], model: str, table: Mapping | None = None) -> str:
     """Policy folder of an evaluated model name (see :func:`model_names`)."""
     setting, exp, t = _parse_model(config, model)
     if exp is None:
         return hub.local_dir(base(config, setting)["policy"])
-    return policy_path(config, exp, t)
+    return policy_path(config, exp, t, table)
 
 
 def eval_sampling(config: Mapping[str, Any], model: str) -> dict[str, Any]:

@@ -161,8 +161,9 @@ def needs(name: str, layout: Layout) -> dict[str, Any]:
 
 
 def input_paths(name: str, layout: Layout) -> dict[str, list[str]]:
-    """Snakemake's named inputs of ``name`` (in the order of :func:`needs`)."""
-    return _inputs.input_paths(needs(name, layout))
+    """Snakemake's named inputs of ``name`` (in the order of :func:`needs`); a shared run's
+    files are its owner's (:attr:`Layout.shared`)."""
+    return _inputs.input_paths(needs(name, layout), layout)
 
 
 def read_inputs(name: str, layout: Layout, inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -140,12 +140,18 @@ def figure4(layout: Layout) -> dict[str, Any]:
 # --- files --------------------------------------------------------------------------------------
 
 
-def input_paths(needed: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Snakemake's named inputs of a need (in its order); empty groups left out."""
+def input_paths(needed: Mapping[str, Any], layout: Layout) -> dict[str, list[str]]:
+    """Snakemake's named inputs of a need (in its order); empty groups left out.
+
+    A model or iteration whose run another experiment does (:attr:`.layout.Layout.shared`)
+    names that experiment's file: one file may then stand for two entries of the need, and
+    :func:`read_inputs` keys it under both names."""
     out = {
-        "metrics": [metrics_path(m) for m in needed["models"]],
+        "metrics": [metrics_path(layout.evaluated(m)) for m in needed["models"]],
         **{
-            group: [template.format(exp=full, iter=t) for full, t in needed[group]]
+            group: [
+                template.format(exp=layout.run_of(full, t), iter=t) for full, t in needed[group]
+            ]
             for group, template in ITERATION_FILES.items()
         },
         "agreement": [AGREEMENT] if needed["agreement"] else [],

@@ -106,6 +106,9 @@ class Layout:
     offline: dict[str, str | None]
     agreement: bool
     paper_settings: dict[str, str | None]
+    # model -> the model it is evaluated under, where another experiment runs its iteration
+    # (dicewf.config.owners: equal inputs and settings); models not named are their own
+    shared: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Layout:
@@ -150,6 +153,7 @@ class Layout:
             offline={s: cfg.base(config, s).get("offline") for s in settings},
             agreement="agreement" in config,
             paper_settings={s: paper_setting(s) for s in settings},
+            shared={m: o for m, o in cfg.model_owners(config).items() if m != o},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,6 +199,15 @@ class Layout:
             return None
         t = min(t, self.runs[full].iterations)
         return f"{full}-iter{t}", t
+
+    def evaluated(self, model: str) -> str:
+        """The model whose evaluation ``model`` reads (itself unless its run is shared)."""
+        return self.shared.get(model, model)
+
+    def run_of(self, full: str, t: int) -> str:
+        """The experiment whose iteration-``t`` files (alpha.json, ...) ``full`` reads."""
+        owner = self.shared.get(f"{full}-iter{t}")
+        return full if owner is None else owner.removesuffix(f"-iter{t}")
 
     def runs_of(self, setting: str) -> list[tuple[str, Run]]:
         return [(full, run) for full, run in self.runs.items() if run.setting == setting]
