@@ -149,14 +149,15 @@ def _batch_logprobs(model, ids, attn, mask):
     A :data:`HEAD_ON_HIDDEN` model runs its body, then its head on the hidden states of the
     positions that predict a response token, in chunks. Another causal LM computes logits only
     from the first column where any response token is predicted (``logits_to_keep``) when its
-    ``forward`` takes that argument, else at every position.
+    ``forward`` takes that argument, else at every position. No KV cache is kept (8 GiB for
+    Llama-3-8B at 65,536 tokens).
     """
     import inspect
 
     split = _split_head(model)
     if split is not None:
         body, head = split
-        hidden = body(input_ids=ids, attention_mask=attn).last_hidden_state
+        hidden = body(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
         rows, cols = mask[:, 1:].nonzero(as_tuple=True)
         targets = ids[:, 1:][rows, cols]
         return _sum_target_logprobs(
@@ -171,10 +172,14 @@ def _batch_logprobs(model, ids, attn, mask):
         first = int(mask.any(dim=0).nonzero()[0])  # the earliest response token in the batch
         offset = max(first - 1, 0)  # the position that predicts it
         logits = model(
-            input_ids=ids, attention_mask=attn, logits_to_keep=ids.shape[1] - offset
+            input_ids=ids,
+            attention_mask=attn,
+            use_cache=False,
+            logits_to_keep=ids.shape[1] - offset,
         ).logits
         return response_logprobs(logits, ids[:, offset:], mask[:, offset:])
-    return response_logprobs(model(input_ids=ids, attention_mask=attn).logits, ids, mask)
+    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+    return response_logprobs(logits, ids, mask)
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
