@@ -120,8 +120,10 @@ def response_logprobs(logits, input_ids, response_mask, *, chunk_rows: int | Non
     ``logits`` is (B, T, V), ``input_ids`` and ``response_mask`` are (B, T); the mask is 1 on the
     tokens being scored (the response and its EOS) and 0 on prompt and padding. Only the logits
     that predict a masked token are read, ``chunk_rows`` positions at a time (default
-    :data:`CHUNK_ELEMENTS` / V) made float32: no float32 copy of the whole tensor. Equal to
-    ``log_softmax(logits.float())`` gathered and summed to float32 rounding (about 1e-6 per token).
+    :data:`CHUNK_ELEMENTS` / V) made float32: no float32 copy of the whole tensor. Equal to the
+    former ``log_softmax(logits.float())`` gathered and summed to float32 rounding: within 1e-4
+    per sequence of a float64 log-softmax (tests/test_scoring_memory.py); 5e-5 at most from the
+    former path on the toy model (benchmarks/scoring_throughput.py).
     """
     rows, cols = response_mask[:, 1:].nonzero(as_tuple=True)
     targets = input_ids[:, 1:][rows, cols]
