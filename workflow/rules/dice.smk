@@ -49,7 +49,8 @@ rule score:
     benchmark:
         "results/benchmarks/{exp}/iter{iter}/score/{scatteritem}.tsv"
     conda:
-        "../../envs/training.yaml"
+        # vllm for score.backend vllm; torch and transformers as in training
+        "../../envs/sampling.yaml"
     threads: 2
     resources:
         gpu=1,
@@ -61,6 +62,9 @@ rule score:
         # the implicit reward's settings and the response filters (method and judge belong to
         # the judge rule)
         score=lambda w: {k: v for k, v in xp(w)["score"].items() if k not in ("method", "judge")},
+        # the engine the samples came from, for score.backend vllm only (so that a changed
+        # sampler.vllm does not rerun transformers scoring)
+        engine=lambda w: (config["sampler"]["vllm"] if xp(w)["score"]["backend"] == "vllm" else {}),
     script:
         "../scripts/score.py"
 

@@ -19,6 +19,7 @@ scores = score(
     snakemake.input.reference,
     beta=snakemake.params.beta,
     source=snakemake.input.samples,
+    engine=snakemake.params.engine,
     **snakemake.params.score,
 )
 write_parquet(scores, snakemake.output.scores)

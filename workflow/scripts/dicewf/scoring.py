@@ -10,15 +10,21 @@ completion starts where the tokenized prompt and the tokenized prompt+completion
 reward therefore scores the very tokens DPO trains on.
 
 Sequences are sorted by length and packed into batches under a token budget (padded length x
-batch size), rather than scored one at a time.
+batch size), rather than scored one at a time. Only the response positions' target-token
+log-probabilities are computed, ``logit[target] - logsumexp(logits)`` in chunks of rows: no
+float32 log-softmax over the whole (batch, length, vocabulary) logits, and for Llama and Mistral
+models (:data:`HEAD_ON_HIDDEN`) no logits at prompt or padding positions at all (the language-
+model head runs on the response positions' hidden states only). ``score(backend="vllm")``
+scores with vLLM's prompt log-probabilities instead (:mod:`dicewf.vllm_scoring`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +34,8 @@ from .chat import context_limits
 from .io import SHOWN, DatasetError, check_frame
 
 log = logging.getLogger(__name__)
+
+SCORE_BACKENDS = ("transformers", "vllm")
 
 
 @dataclass(frozen=True)
@@ -71,18 +79,109 @@ def encode(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[
     return out
 
 
-def response_logprobs(logits, input_ids, response_mask):
-    """Sum over response positions of log p(token_t | tokens_<t).
+# Rows of logits turned into float32 at a time: 2**26 elements (256 MiB in float32), i.e. 523 rows
+# for Llama-3's 128,256-token vocabulary, 2,048 for Mistral's 32,000
+CHUNK_ELEMENTS = 2**26
 
-    ``logits`` is (B, T, V), ``input_ids`` and ``response_mask`` are (B, T); the mask is 1 on the
-    tokens being scored (the response and its EOS) and 0 on prompt and padding.
+# Causal LMs whose logits are exactly ``lm_head(model.model(...).last_hidden_state)`` (no logit
+# soft-capping or scaling), so the head can run on the response positions' hidden states only
+HEAD_ON_HIDDEN = ("LlamaForCausalLM", "MistralForCausalLM")
+
+
+def _chunk_rows(vocab: int, chunk_rows: int | None) -> int:
+    return chunk_rows or max(1, CHUNK_ELEMENTS // vocab)
+
+
+def _sum_target_logprobs(row_logits, rows, cols, targets, n_seqs: int, chunk_rows: int):
+    """Per sequence, the sum of log p(target) over the positions (``rows``, ``cols``).
+
+    ``row_logits(rows, cols)`` gives the (n, V) logits at those positions (in any dtype); they
+    are made float32 ``chunk_rows`` rows at a time, and ``logit[target] - logsumexp(logits)`` is
+    summed into float64 per sequence.
     """
     import torch
 
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    target = input_ids[:, 1:]
-    tok_logp = torch.gather(logp, 2, target.unsqueeze(-1)).squeeze(-1)
-    return (tok_logp * response_mask[:, 1:].to(tok_logp.dtype)).sum(dim=-1)
+    out = torch.zeros(n_seqs, dtype=torch.float64, device=targets.device)
+    for lo in range(0, len(rows), chunk_rows):
+        r, c, t = (
+            rows[lo : lo + chunk_rows],
+            cols[lo : lo + chunk_rows],
+            targets[lo : lo + chunk_rows],
+        )
+        x = row_logits(r, c).float()
+        tok = x.gather(1, t.unsqueeze(1)).squeeze(1) - torch.logsumexp(x, dim=-1)
+        out.index_add_(0, r, tok.double())
+    return out
+
+
+def response_logprobs(logits, input_ids, response_mask, *, chunk_rows: int | None = None):
+    """Sum over response positions of log p(token_t | tokens_<t), as float64 per sequence.
+
+    ``logits`` is (B, T, V), ``input_ids`` and ``response_mask`` are (B, T); the mask is 1 on the
+    tokens being scored (the response and its EOS) and 0 on prompt and padding. Only the logits
+    that predict a masked token are read, ``chunk_rows`` positions at a time (default
+    :data:`CHUNK_ELEMENTS` / V) made float32: no float32 copy of the whole tensor. Equal to the
+    former ``log_softmax(logits.float())`` gathered and summed to float32 rounding: within 1e-4
+    per sequence of a float64 log-softmax (tests/test_scoring_memory.py); 5e-5 at most from the
+    former path on the toy model (benchmarks/scoring_throughput.py).
+    """
+    rows, cols = response_mask[:, 1:].nonzero(as_tuple=True)
+    targets = input_ids[:, 1:][rows, cols]
+    return _sum_target_logprobs(
+        lambda r, c: logits[r, c],
+        rows,
+        cols,
+        targets,
+        logits.shape[0],
+        _chunk_rows(logits.shape[-1], chunk_rows),
+    )
+
+
+def _split_head(model):
+    """(body, head) of a :data:`HEAD_ON_HIDDEN` model, else None."""
+    if type(model).__name__ not in HEAD_ON_HIDDEN:
+        return None
+    body, head = getattr(model, "model", None), model.get_output_embeddings()
+    return None if body is None or head is None else (body, head)
+
+
+def _batch_logprobs(model, ids, attn, mask):
+    """Summed response log-probs of one padded batch, with the fewest logits the model allows.
+
+    A :data:`HEAD_ON_HIDDEN` model runs its body, then its head on the hidden states of the
+    positions that predict a response token, in chunks. Another causal LM computes logits only
+    from the first column where any response token is predicted (``logits_to_keep``) when its
+    ``forward`` takes that argument, else at every position. No KV cache is kept (8 GiB for
+    Llama-3-8B at 65,536 tokens).
+    """
+    import inspect
+
+    split = _split_head(model)
+    if split is not None:
+        body, head = split
+        hidden = body(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+        rows, cols = mask[:, 1:].nonzero(as_tuple=True)
+        targets = ids[:, 1:][rows, cols]
+        return _sum_target_logprobs(
+            lambda r, c: head(hidden[r, c]),
+            rows,
+            cols,
+            targets,
+            ids.shape[0],
+            _chunk_rows(head.out_features, None),
+        )
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        first = int(mask.any(dim=0).nonzero()[0])  # the earliest response token in the batch
+        offset = max(first - 1, 0)  # the position that predicts it
+        logits = model(
+            input_ids=ids,
+            attention_mask=attn,
+            use_cache=False,
+            logits_to_keep=ids.shape[1] - offset,
+        ).logits
+        return response_logprobs(logits, ids[:, offset:], mask[:, offset:])
+    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+    return response_logprobs(logits, ids, mask)
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -195,8 +294,7 @@ def sequence_logprobs(
                 attn[row, :n] = 1
                 mask[row, e.response_start : n] = 1
             ids, attn, mask = ids.to(device), attn.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=attn).logits
-            result[batch] = response_logprobs(logits, ids, mask).double().cpu().numpy()
+            result[batch] = _batch_logprobs(model, ids, attn, mask).cpu().numpy()
     return result
 
 
@@ -292,6 +390,8 @@ def score(
     strip_whitespace: bool = False,
     min_chars: int = 0,
     max_chars: int | None = None,
+    backend: str = "transformers",
+    engine: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Implicit rewards of sampled responses under ``policy`` against ``ref``.
 
@@ -303,9 +403,19 @@ def score(
     the token limit (``finish_reason == "length"``) are dropped when ``drop_truncated`` (as the
     DICE code does), and the other filters of :func:`finished` (whitespace, character bounds)
     apply.
+
+    ``backend`` transformers scores with :func:`sequence_logprobs` (``max_tokens_per_batch``,
+    ``dtype`` and ``attn_implementation`` apply); vllm with vLLM's prompt log-probs
+    (:func:`dicewf.vllm_scoring.sequence_logprobs`, ``engine`` holds the ``vllm.LLM(...)``
+    arguments, the config's ``sampler.vllm``). vLLM needs a slot for the one token it generates,
+    so its context is ``max_model_len`` - 1 tokens; a sequence that long is scored on one token
+    fewer than with transformers (and is a response cut at the context, which
+    ``drop_truncated`` drops).
     """
     from transformers import AutoTokenizer
 
+    if backend not in SCORE_BACKENDS:
+        raise ValueError(f"score.backend must be one of {SCORE_BACKENDS}, got {backend!r}")
     check_frame(samples, "samples", source)
     df = finished(
         samples,
@@ -318,23 +428,33 @@ def score(
     )
     tokenizer = AutoTokenizer.from_pretrained(policy)
     encoded = encode(tokenizer, df["prompt"].tolist(), df["response"].tolist())
-    context = min(
-        [*context_limits(policy, tokenizer).values(), *context_limits(ref, tokenizer).values()],
-        default=None,
-    )
+    limits = [
+        *context_limits(policy, tokenizer, engine if backend == "vllm" else None).values(),
+        *context_limits(ref, tokenizer, engine if backend == "vllm" else None).values(),
+    ]
+    context = min(limits, default=None)
+    if backend == "vllm" and context is not None:
+        context -= 1  # the one token vLLM generates needs a slot
     scored = fit_context(encoded, df["prompt_id"].tolist(), context, source=str(source))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     logps = {}
     for name, path in (("policy", policy), ("ref", ref)):
-        model = load_model(path, dtype, attn_implementation)
-        logps[name] = sequence_logprobs(
-            model,
-            scored,
-            max_tokens_per_batch=max_tokens_per_batch,
-            pad_token_id=pad,
-            desc=f"scoring ({name})",
-        )
-        del model
+        if backend == "vllm":
+            from . import vllm_scoring
+
+            logps[name] = vllm_scoring.sequence_logprobs(
+                path, scored, engine, desc=f"scoring ({name})"
+            )
+        else:
+            model = load_model(path, dtype, attn_implementation)
+            logps[name] = sequence_logprobs(
+                model,
+                scored,
+                max_tokens_per_batch=max_tokens_per_batch,
+                pad_token_id=pad,
+                desc=f"scoring ({name})",
+            )
+            del model
         check_logprobs(logps[name], df, path, source=str(source))
     out = df.copy()
     out["logp_policy"] = logps["policy"]
