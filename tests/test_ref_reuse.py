@@ -249,10 +249,16 @@ def test_reused_log_probs_train_as_the_live_reference_does(tiny_model, tmp_path,
         history = training.train_dpo(tiny_model, pairs, tmp_path / name, ARGS, seed=0)
         return [e["loss"] for e in history if "loss" in e], _weights(tmp_path / name)
 
+    lacking = filled.assign(ref_chosen_logps=filled["ref_chosen_logps"].where(PAIRS.index != 0))
     with caplog.at_level(logging.INFO, logger="dicewf.training"):
         live_losses, live = run("live", PAIRS)
         reused_losses, reused = run("reused", filled)
-    assert "reused from <pairs> for all 4 pairs; no reference model is loaded" in caplog.text
+        assert "reused from <pairs> for all 4 pairs; no reference model is loaded" in caplog.text
+        caplog.clear()
+        fallback_losses, fallback = run("fallback", lacking)  # one row lacks: the live path
+    assert "1 of 4 pairs lack reference log-probs" in caplog.text
+    assert fallback_losses == live_losses
+    assert all((fallback[k] == v).all() for k, v in live.items())
     assert len(live_losses) == ARGS["max_steps"]
     np.testing.assert_allclose(reused_losses, live_losses, rtol=1e-5, atol=1e-6)
     for key, value in live.items():

@@ -17,10 +17,12 @@ import numpy as np
 import pandas as pd
 
 from dicewf.io import SHOWN, DatasetError, check_frame
-from dicewf.reflogps import COLUMNS as REF_COLUMNS
 from dicewf.seeds import derive_seed
 
 PAIR_COLUMNS = ["prompt_id", "prompt", "chosen", "rejected"]
+# reused reference log-probs and the completion tokens they cover (dicewf.reflogps, which takes
+# the names from here: it imports model code, which the mix rule's env does not have)
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_chosen_tokens", "ref_rejected_tokens")
 
 log = logging.getLogger(__name__)
 

@@ -34,14 +34,15 @@ import numpy as np
 import pandas as pd
 
 from . import config as cfg
+from . import mixing
 from .io import SHOWN
 
 log = logging.getLogger(__name__)
 
-REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
-# completion tokens (the turn-end token included) that each log-prob sums over, as tokenized
-TOKEN_COLUMNS = ("ref_chosen_tokens", "ref_rejected_tokens")
-COLUMNS = REF_COLUMNS + TOKEN_COLUMNS
+# TRL's column names, then the completion tokens (the turn-end token included) that each
+# log-prob sums over, as tokenized
+COLUMNS = mixing.REF_COLUMNS
+REF_COLUMNS, TOKEN_COLUMNS = COLUMNS[:2], COLUMNS[2:]
 
 
 def reused_column(config: Mapping[str, Any], exp: str, t: int) -> str | None:
