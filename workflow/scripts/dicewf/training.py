@@ -199,7 +199,11 @@ def train_dpo(
     """Preference training of ``policy`` on ``pairs``: DPO-family (any TRL ``loss_type``) or KTO.
 
     The reference model is ``ref`` when given, else a frozen copy of the initial policy
-    (Algorithm 1 line 6: pi_theta^(t-1) is both the initialisation and the reference).
+    (Algorithm 1 line 6: pi_theta^(t-1) is both the initialisation and the reference). Where
+    ``pairs`` carry their reference log-probs (``ref_chosen_logps`` / ``ref_rejected_logps`` with
+    the token counts they cover, :mod:`dicewf.reflogps`) and all of them are what TRL would
+    compute, TRL takes them from the data and no reference model is loaded; else the reference
+    model runs, and the log says why (:func:`reference_logps_usable`).
 
     ``trainer`` is ``"dpo"`` (``args`` are ``DPOConfig`` fields) or ``"kto"`` (``KTOConfig``
     fields; the pairs are unpaired, see :func:`unpaired`). ``length_penalty`` > 0 trains
