@@ -263,3 +263,64 @@ def test_reused_log_probs_train_as_the_live_reference_does(tiny_model, tmp_path,
     np.testing.assert_allclose(reused_losses, live_losses, rtol=1e-5, atol=1e-6)
     for key, value in live.items():
         np.testing.assert_allclose(reused[key].numpy(), value.numpy(), rtol=1e-4, atol=2e-5)
+
+
+DRIVER = """
+import json, runpy, sys
+from types import SimpleNamespace
+class Named(SimpleNamespace):
+    def __getitem__(self, key):
+        return getattr(self, key)
+spec = json.loads(open(sys.argv[2]).read())
+fake = SimpleNamespace(**{k: Named(**spec[k]) for k in ("input", "output", "params")},
+                       log=[spec["log"]], rule="ref_logps")
+runpy.run_path(sys.argv[1], init_globals={"snakemake": fake})
+"""
+
+
+@pytest.mark.slow
+def test_the_ref_logps_job_scores_the_rows_without_log_probs(tiny_model, tmp_path):
+    """The adapter of the ref_logps rule: offline rows get their log-probs under the reference,
+    generated ones keep those from the score stage, and the log counts them."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dicewf.io import write_parquet
+
+    scripts = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+    mixed = PAIRS.assign(source=["generated", "offline", "generated", "offline"])
+    for column in reflogps.COLUMNS:
+        mixed[column] = [-1.0, np.nan, -2.0, np.nan]
+    write_parquet(mixed, tmp_path / "mixed.parquet")
+    spec = {
+        "input": {
+            "pairs": str(tmp_path / "mixed.parquet"),
+            "policy": str(tiny_model),
+            "reference": str(tiny_model),
+        },
+        "output": {"pairs": str(tmp_path / "train_pairs.parquet")},
+        "params": {"score": {"max_tokens_per_batch": 8192, "dtype": "auto"}},
+        "log": str(tmp_path / "ref_logps.log"),
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "driver.py").write_text(DRIVER)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "driver.py"), str(scripts / "ref_logps.py"), "spec.json"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(scripts), "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr + (tmp_path / "ref_logps.log").read_text()
+    out = pd.read_parquet(tmp_path / "train_pairs.parquet")
+    assert not reflogps.missing(out).any()
+    assert out.loc[[0, 2], "ref_chosen_logps"].tolist() == [-1.0, -2.0]  # kept
+    expected = reflogps.fill(PAIRS.iloc[[1, 3]], tiny_model, tiny_model)
+    np.testing.assert_allclose(
+        out.loc[[1, 3], list(reflogps.COLUMNS)].to_numpy(dtype=float),
+        expected[list(reflogps.COLUMNS)].to_numpy(dtype=float),
+    )
+    assert "2 of 4 pairs lack reference log-probs" in (tmp_path / "ref_logps.log").read_text()

@@ -171,7 +171,7 @@ def fill(
     out.iloc[todo, position("ref_rejected_logps")] = logps[n:]
     out.iloc[todo, position("ref_chosen_tokens")] = [e.n_response for e in chosen]
     out.iloc[todo, position("ref_rejected_tokens")] = [e.n_response for e in rejected]
-    return out
+    return out.astype(dict.fromkeys(TOKEN_COLUMNS, "int64"))
 
 
 def live_reason(pairs: pd.DataFrame, tokenizer, trl_cfg, *, trainer: str, context: int | None):
