@@ -324,3 +324,23 @@ def test_the_ref_logps_job_scores_the_rows_without_log_probs(tiny_model, tmp_pat
         expected[list(reflogps.COLUMNS)].to_numpy(dtype=float),
     )
     assert "2 of 4 pairs lack reference log-probs" in (tmp_path / "ref_logps.log").read_text()
+
+
+@pytest.mark.slow
+def test_length_regularised_dpo_shifts_the_reused_log_probs_as_the_live_ones(
+    tiny_model, tmp_path, caplog
+):
+    """R-DPO lowers the reference log-probs by lambda / beta per token (dicewf.rdpo): it reuses
+    them as they are, with the same losses as against the live reference (tolerance as above)."""
+    filled = reflogps.fill(PAIRS, tiny_model, tiny_model)
+
+    def losses(name, pairs):
+        history = training.train_dpo(
+            tiny_model, pairs, tmp_path / name, ARGS, seed=0, length_penalty=0.05
+        )
+        return [e["loss"] for e in history if "loss" in e]
+
+    with caplog.at_level(logging.INFO, logger="dicewf.training"):
+        reused = losses("reused", filled)
+    assert "no reference model is loaded" in caplog.text
+    np.testing.assert_allclose(reused, losses("live", PAIRS), rtol=1e-5, atol=1e-6)
