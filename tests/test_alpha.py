@@ -550,7 +550,7 @@ def test_search_alpha_adapter_writes_log_ratio_alpha(tmp_path):
         "search_alpha.py",
         {"scores": str(tmp_path / "scores.parquet")},
         outputs,
-        {"alpha": params},
+        {"alpha": params, "ref_logps": None},
     )
     result = json.loads((tmp_path / "alpha.json").read_text())
     assert result["score"] == "logratio" and result["method"] == "exact"

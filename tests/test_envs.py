@@ -30,6 +30,7 @@ RULE_ENVS = {
     "generate_benchmarks": "sampling",
     "train": "training",
     "score": "sampling",
+    "ref_logps": "training",
     "toy_init_model": "training",
     "toy_sft": "training",
     "toy_start_policy": "training",

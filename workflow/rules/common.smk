@@ -14,6 +14,7 @@ from dicewf import batching  # noqa: E402
 from dicewf import checks  # noqa: E402
 from dicewf import hub  # noqa: E402
 from dicewf import paper  # noqa: E402
+from dicewf import reflogps  # noqa: E402
 from dicewf import secrets  # noqa: E402
 from dicewf import seeds  # noqa: E402
 
@@ -144,6 +145,20 @@ def train_reference(w):
     pi_theta^(t-1), the policy it starts from, or against pi_theta^(0) in every iteration for
     `reference: fixed` (the paper's Offline DPO); dicewf.config.reference_path holds the rule."""
     return reference_of(w.exp, int(w.iter))
+
+
+def reused_ref_column(w):
+    """The scores column with log pi_ref^(t) of the samples, or None (dicewf.reflogps)."""
+    if not reflogps.reuse_planned(config, w.exp):
+        return None
+    return reflogps.reused_column(config, w.exp, int(w.iter))
+
+
+def train_pairs(w):
+    """The train job's pairs: with the reference log-probs of every row (the ref_logps job)
+    where reuse is planned and some rows lack them, else the mixture itself."""
+    name = "train_pairs" if reflogps.needs_fill(config, w.exp, int(w.iter)) else "mixed"
+    return f"results/{w.exp}/iter{w.iter}/{name}.parquet"
 
 
 def generated_pairs(w):

@@ -156,6 +156,8 @@ rule search_alpha:
         cpus_per_task=1,
     params:
         alpha=lambda w: seeded(xp(w)["alpha"], after="min_responses"),
+        # the scores column holding log pi_ref^(t), carried into the pairs (dicewf.reflogps)
+        ref_logps=reused_ref_column,
     script:
         "../scripts/search_alpha.py"
 
@@ -202,6 +204,35 @@ rule mix:
         iteration=lambda w: int(w.iter),  # the split is drawn anew each iteration
     script:
         "../scripts/mix.py"
+
+
+rule ref_logps:
+    """Algorithm 1 line 6's reference log-probs, once: the mixed pairs that carry none from the
+    score stage (the offline share, or every pair where the train reference is no scoring
+    model) scored under pi_ref^(t), tokenized as TRL tokenizes (dicewf.reflogps.fill), so the
+    train job runs no reference model."""
+    input:
+        pairs="results/{exp}/iter{iter}/mixed.parquet",
+        policy=prev_policy,
+        reference=train_reference,
+    output:
+        pairs=ensure("results/{exp}/iter{iter}/train_pairs.parquet", non_empty=True),
+    log:
+        "logs/{exp}/iter{iter}/ref_logps.log",
+    benchmark:
+        "results/benchmarks/{exp}/iter{iter}/ref_logps.tsv"
+    conda:
+        "../../envs/training.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=64000,
+        runtime=60,
+        cpus_per_task=8,
+    params:
+        score=lambda w: {k: xp(w)["score"][k] for k in ("max_tokens_per_batch", "dtype")},
+    script:
+        "../scripts/ref_logps.py"
 
 
 rule experiment_config:
@@ -254,7 +285,7 @@ rule train:
     input:
         model=prev_policy,
         ref=train_reference,
-        pairs="results/{exp}/iter{iter}/mixed.parquet",
+        pairs=train_pairs,
         args=rules.train_args.output.args,
         code=workflow.source_path("../scripts/train_launch.py"),
     output:

@@ -12,7 +12,10 @@ if TYPE_CHECKING:
 logs.to_file(snakemake.log[0])
 source = snakemake.input.scores
 scores = read_parquet(source, "rewards", finite=("len_chars", "len_tokens"))
-out = search.run_search(scores, snakemake.params.alpha, source=source)
+# the scores column of the train reference's log-probs, carried into the pairs (None: none)
+out = search.run_search(
+    scores, snakemake.params.alpha, source=source, ref_logps=snakemake.params.ref_logps
+)
 write_parquet(out.length_diffs, snakemake.output.length_diffs)
 write_parquet(out.pairs, snakemake.output.pairs)
 write_json(out.result, snakemake.output.alpha, allow_nan=False)  # valid JSON: null, never NaN

@@ -202,6 +202,7 @@ def build_pairs(
     min_responses: int = 2,
     source: str = "<scores>",
     score: str = "logratio",
+    ref_logps: str | None = None,
 ) -> pd.DataFrame:
     """The preference dataset D(alpha): one (chosen, rejected) row per eligible prompt.
 
@@ -209,6 +210,10 @@ def build_pairs(
     out. ``chosen_reward``/``rejected_reward`` hold the unshaped ``reward`` column. ``attrs``
     records ``n_degenerate`` (those prompts), ``n_dropped`` (prompts with fewer than
     ``min_responses`` responses), ``length_unit`` and ``score``. Rows are ordered by prompt_id.
+    ``ref_logps`` names the scores column that holds log pi_ref of the train reference
+    (:func:`dicewf.reflogps.reused_column`): its values and ``len_tokens`` become the pairs'
+    ``ref_chosen_logps`` / ``ref_rejected_logps`` and ``ref_chosen_tokens`` /
+    ``ref_rejected_tokens`` (:mod:`dicewf.reflogps`); None adds no column.
     """
     table = _table(scores, length_unit, min_responses, source, score)
     shaped, winner, loser = _pick(table, alpha)
@@ -238,6 +243,12 @@ def build_pairs(
             "alpha": float(alpha),
         }
     )
+    if ref_logps is not None:
+        check_frame(table.frame, {ref_logps: "float", "len_tokens": "int"}, source)
+        pairs["ref_chosen_logps"] = take(ref_logps, chosen).astype(float)
+        pairs["ref_rejected_logps"] = take(ref_logps, rejected).astype(float)
+        pairs["ref_chosen_tokens"] = take("len_tokens", chosen).astype("int64")
+        pairs["ref_rejected_tokens"] = take("len_tokens", rejected).astype("int64")
     pairs.attrs.update(
         n_degenerate=int((~informative).sum()),
         n_dropped=table.n_dropped,
@@ -516,6 +527,7 @@ def run_search(
     params: Mapping[str, Any],
     *,
     source: str = "<scores>",
+    ref_logps: str | None = None,
 ) -> SearchOutput:
     """alpha* of Eq. 6 with an experiment's ``alpha`` config block, and D(alpha*).
 
@@ -529,7 +541,8 @@ def run_search(
     units; ``alpha_reward`` = beta * alpha is the same penalty on the reward scale (None for
     judge ratings). The used alpha is ``fixed`` when set, else alpha* (``alpha_searched``) times
     ``scale``. ``zero_gap_in_bounds`` is False when the signed mean length difference keeps one
-    sign over the whole box (alpha* may lie outside it; a warning is logged).
+    sign over the whole box (alpha* may lie outside it; a warning is logged). ``ref_logps``:
+    the column of reused reference log-probs (:func:`build_pairs`), None for none.
     """
     scores, score, n_unrated = _rated(scores, source)
     beta = _single_beta(scores, source) if score == "logratio" else None
@@ -559,7 +572,7 @@ def run_search(
         )
         result = {**found.to_dict(), "alpha_searched": found.alpha, "alpha": found.alpha * scale}
     alpha = result["alpha"]
-    pairs = build_pairs(scores, alpha, **common)
+    pairs = build_pairs(scores, alpha, **common, ref_logps=ref_logps)
     if pairs.empty:
         n_tied = pairs.attrs["n_degenerate"]
         raise ValueError(

@@ -20,8 +20,16 @@ from dicewf.io import SHOWN, DatasetError, check_frame
 from dicewf.seeds import derive_seed
 
 PAIR_COLUMNS = ["prompt_id", "prompt", "chosen", "rejected"]
+# reused reference log-probs and the completion tokens they cover (dicewf.reflogps, which takes
+# the names from here: it imports model code, which the mix rule's env does not have)
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_chosen_tokens", "ref_rejected_tokens")
 
 log = logging.getLogger(__name__)
+
+
+def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``frame``'s ``columns``; one it lacks is NaN (a reference log-prob not computed yet)."""
+    return frame.reindex(columns=columns)
 
 
 def iteration_seed(seed: int, iteration: int) -> int:
@@ -95,7 +103,9 @@ def mix(
 
     Both sides are drawn without replacement with a generator seeded by ``seed``, so the same
     inputs and seed give the same output. Columns: prompt_id, prompt, chosen, rejected, source,
-    then any other column present in both inputs (an input ``source`` column is replaced).
+    then any other column present in both inputs (an input ``source`` column is replaced), and
+    the reference log-probs of :mod:`dicewf.reflogps` present in either (NaN on the rows of the
+    other side: the ``ref_logps`` job computes those).
     Raises ValueError when a side has fewer rows than the mixture asks for, except that with
     ``shortfall="shrink"`` fewer generated pairs than asked (an LLM judge's ratings often tie)
     shrink the mixture: every generated pair is used and the offline share keeps ``gamma``.
@@ -134,16 +144,17 @@ def mix(
             f"{n_generated} generated ones ({len(offline)} offline pairs in all)"
         )
     drawn_offline = fresh.iloc[rng.choice(len(fresh), n_offline, replace=False)]
+    # reused reference log-probs (dicewf.reflogps) stay where one side has them, NaN elsewhere
+    ref = [c for c in REF_COLUMNS if c in generated.columns or c in offline.columns]
     extra = [
         c
         for c in generated.columns
-        if c in offline.columns and c not in PAIR_COLUMNS and c != "source"
-    ]
-    columns = [*PAIR_COLUMNS, *extra]
+        if c in offline.columns and c not in PAIR_COLUMNS and c != "source" and c not in ref
+    ] + ref
     mixed = pd.concat(
         [
-            drawn_generated[columns].assign(source="generated"),
-            drawn_offline[columns].assign(source="offline"),
+            _with_columns(drawn_generated, [*PAIR_COLUMNS, *extra]).assign(source="generated"),
+            _with_columns(drawn_offline, [*PAIR_COLUMNS, *extra]).assign(source="offline"),
         ],
         ignore_index=True,
     )

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import reflogps
 from .batching import trl_batch_args
 from .chat import for_trl, render_prompts
 from .checkpoints import (
@@ -198,7 +199,11 @@ def train_dpo(
     """Preference training of ``policy`` on ``pairs``: DPO-family (any TRL ``loss_type``) or KTO.
 
     The reference model is ``ref`` when given, else a frozen copy of the initial policy
-    (Algorithm 1 line 6: pi_theta^(t-1) is both the initialisation and the reference).
+    (Algorithm 1 line 6: pi_theta^(t-1) is both the initialisation and the reference). Where
+    ``pairs`` carry their reference log-probs (``ref_chosen_logps`` / ``ref_rejected_logps`` with
+    the token counts they cover, :mod:`dicewf.reflogps`) and all of them are what TRL would
+    compute, TRL takes them from the data and no reference model is loaded; else the reference
+    model runs, and the log says why (:func:`reference_logps_usable`).
 
     ``trainer`` is ``"dpo"`` (``args`` are ``DPOConfig`` fields) or ``"kto"`` (``KTOConfig``
     fields; the pairs are unpaired, see :func:`unpaired`). ``length_penalty`` > 0 trains
@@ -221,6 +226,10 @@ def train_dpo(
         args, trainer=trainer, length_penalty=length_penalty, output_dir=ckpt_dir, seed=seed
     )
     trainer_cls = _trl_classes(trainer, length_penalty)[1]
+    reuse = reference_logps_usable(policy, pairs, cfg, trainer=trainer, source=source)
+    if reuse:  # TRL's precompute path, fed from the pairs: no reference model is loaded
+        cfg.precompute_ref_log_probs = True
+        trainer_cls = reflogps.precomputed_trainer(trainer_cls)
     fingerprint = preference_fingerprint(
         policy,
         ref,
@@ -231,12 +240,18 @@ def train_dpo(
         trainer=trainer,
         length_penalty=length_penalty,
     )
+    if reuse:
+        fingerprint["ref_logps"] = frame_fingerprint(pairs, reflogps.REF_COLUMNS)
 
     def build():
         tokenizer = AutoTokenizer.from_pretrained(policy)
         model = AutoModelForCausalLM.from_pretrained(policy)
-        ref_model = AutoModelForCausalLM.from_pretrained(ref if ref is not None else policy)
-        data = preference_dataset(tokenizer, pairs, trainer=trainer, seed=seed)
+        ref_model = (
+            None
+            if reuse
+            else AutoModelForCausalLM.from_pretrained(ref if ref is not None else policy)
+        )
+        data = preference_dataset(tokenizer, pairs, trainer=trainer, seed=seed, ref_logps=reuse)
         extra = {"length_penalty": length_penalty} if length_penalty else {}
         built = trainer_cls(
             model=model,
@@ -316,16 +331,59 @@ def preference_config(
     return cfg, trl_args
 
 
-def preference_dataset(tokenizer, pairs: pd.DataFrame, *, trainer: str = "dpo", seed: int = 0):
+def preference_dataset(
+    tokenizer,
+    pairs: pd.DataFrame,
+    *,
+    trainer: str = "dpo",
+    seed: int = 0,
+    ref_logps: bool = False,
+):
     """The ``datasets.Dataset`` handed to TRL: prompts rendered with the chat template
     (:func:`dicewf.chat.render_prompts`), chosen and rejected as raw text (TRL appends the
-    turn-end token, see :func:`dicewf.chat.for_trl`); for ``trainer="kto"`` the unpaired form."""
+    turn-end token, see :func:`dicewf.chat.for_trl`); for ``trainer="kto"`` the unpaired form.
+    With ``ref_logps`` also TRL's ``ref_chosen_logps`` / ``ref_rejected_logps`` columns."""
     from datasets import Dataset
 
     rendered = pairs.assign(prompt=render_prompts(tokenizer, pairs["prompt"].tolist()))
     if trainer == "kto":
         return Dataset.from_pandas(unpaired(rendered, seed=seed), preserve_index=False)
-    return Dataset.from_dict({c: rendered[c].tolist() for c in PAIR_COLUMNS})
+    columns = PAIR_COLUMNS + (reflogps.REF_COLUMNS if ref_logps else ())
+    return Dataset.from_dict({c: rendered[c].tolist() for c in columns})
+
+
+def reference_logps_usable(
+    policy: str | os.PathLike, pairs: pd.DataFrame, cfg, *, trainer: str, source: str
+) -> bool:
+    """Whether training on ``pairs`` takes the reference log-probs from their
+    ``ref_chosen_logps`` / ``ref_rejected_logps`` columns (:mod:`dicewf.reflogps`); logs the
+    choice, and why the live reference model runs instead."""
+    from transformers import AutoTokenizer
+
+    from .chat import context_limits
+
+    if getattr(cfg, "precompute_ref_log_probs", False):
+        log.info("reference log-probs: precomputed by TRL (precompute_ref_log_probs in the config)")
+        return False
+    if not all(c in pairs.columns for c in reflogps.COLUMNS):
+        log.info("reference log-probs: the live reference model computes them (none given)")
+        return False
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    context = min(context_limits(policy, tokenizer).values(), default=None)
+    reason = reflogps.live_reason(pairs, tokenizer, cfg, trainer=trainer, context=context)
+    if reason is None:
+        log.info(
+            "reference log-probs: reused from %s for all %d pairs; no reference model is loaded",
+            source,
+            len(pairs),
+        )
+        return True
+    log.warning(
+        "reference log-probs of %s not used, the live reference model computes them: %s",
+        source,
+        reason,
+    )
+    return False
 
 
 def trl_config_class(trainer: str, length_penalty: float) -> type:

@@ -1,0 +1,24 @@
+"""Snakemake adapter: every mixed pair with its log-probs under the train reference (the rows
+that lack them scored once, as TRL tokenizes; dicewf.reflogps.fill)."""
+
+from typing import TYPE_CHECKING
+
+from dicewf import logs, model_files
+from dicewf.io import read_parquet, write_parquet
+from dicewf.reflogps import fill
+
+if TYPE_CHECKING:
+    from snakemake.script import snakemake
+
+logs.to_file(snakemake.log[0])
+for role in ("policy", "reference"):  # a model in each folder, else named with its role
+    model_files.model_dir(snakemake.input[role], f"input {role} of rule {snakemake.rule}")
+pairs = read_parquet(snakemake.input.pairs, "mixed")
+out = fill(
+    pairs,
+    snakemake.input.policy,  # the tokenizer the train job tokenizes with
+    snakemake.input.reference,
+    source=snakemake.input.pairs,
+    **snakemake.params.score,
+)
+write_parquet(out, snakemake.output.pairs)
