@@ -3,10 +3,10 @@
 Both DPO-family training rules run it through ``workflow/scripts/train_launch.py``: ``train``
 (Algorithm 1 line 6, every DICE iteration: one ``python`` process for a job with at most one
 GPU, ``accelerate launch`` with one process per GPU for more; :func:`dicewf.jobs.train_launcher`)
-and ``toy_start_policy`` (pi_theta^(0) of the toy world, Snakemake's ``script:``). As in TRL's and alignment-handbook's
-scripts, TRL's own ``TrlParser`` parses the arguments into two dataclasses, ours
-(:class:`TrainArguments`) and the TRL config class (``DPOConfig``, or ``KTOConfig`` with
-``--trainer kto``), from the command line and a YAML/JSON file given with ``--config`` (the
+and ``toy_start_policy`` (pi_theta^(0) of the toy world, Snakemake's ``script:``). As in TRL's
+and alignment-handbook's scripts, TRL's own ``TrlParser`` parses the arguments into two
+dataclasses, ours (:class:`TrainArguments`) and the TRL config class (``DPOConfig``, or
+``KTOConfig`` with ``--trainer kto``), from the command line and a YAML/JSON file given with ``--config`` (the
 ``train`` rule passes the ``train_args.json`` that its ``train_args`` job writes, so no
 hyperparameter is on the recorded command line); the command line wins over the file. A field
 that neither dataclass has is an error naming the file; a secret is refused
