@@ -1,12 +1,12 @@
-"""Resumable DPO training through `accelerate launch` (workflow/scripts/train_launch.py).
+"""Resumable DPO training through the training entry point (workflow/scripts/train_launch.py).
 
 A toy training run is killed (SIGKILL) right after a checkpoint is complete and the same command
 is run again: it must leave nothing that looks complete behind, resume from that checkpoint, and
 end with the logged metrics and the weights of an uninterrupted run.
 
-- one process: the uninterrupted run goes through `accelerate launch --num_processes 1 --cpu`
-  with the repo's single-process config (the `train` rule's CPU path), the killed run and its
-  rerun are plain `python`: the launcher changes nothing in the numbers;
+- one process: the killed run and its rerun are plain `python` (the `train` rule's path for a
+  job with gpu <= 1), the uninterrupted run goes through `accelerate launch --num_processes 1
+  --cpu` with the repo's single-process config: the launcher changes nothing in the numbers;
 - two processes (DDP over gloo on the CPU, `accelerate launch --multi_gpu --num_processes 2`):
   each rank's RNG state is restored, only rank 0 writes, the output folder is renamed once.
 """

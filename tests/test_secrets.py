@@ -2,7 +2,7 @@
 
 A key or token in config is refused at start-up, before the schema validation (whose errors
 quote values), naming every key path and never the value (dicewf.secrets, called first in
-common.smk); the train block reaches `accelerate launch` as a file, not on the recorded command
+common.smk); the train block reaches the train job as a file, not on the recorded command
 line; TRL's pickled training arguments carry no token; a judge's key is redacted from every reply
 and record it returns, replayed ones included, so none reaches the Arena judgments.
 """
@@ -227,7 +227,7 @@ def test_a_planted_config_is_refused_and_nothing_anywhere_holds_a_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_train_block_reaches_accelerate_as_a_file_not_on_the_command_line(tmp_path):
+def test_the_train_block_reaches_the_train_job_as_a_file_not_on_the_command_line(tmp_path):
     """The train job's recorded shell command names the file of the block, not its values; the
     block's own job writes the file (a changed block reruns it, and so the training)."""
     config = load(REPO / ".test/config.yaml")
@@ -241,7 +241,7 @@ def test_the_train_block_reaches_accelerate_as_a_file_not_on_the_command_line(tm
         str(tmp_path / "config.yaml"),
         cwd=tmp_path,
     )
-    shell = [line for line in proc.stdout.splitlines() if "accelerate launch" in line]
+    shell = [line for line in proc.stdout.splitlines() if "train_launch.py --config" in line]
     assert len(shell) == 1, proc.stdout
     assert "--config results/dice/iter1/train_args.json" in shell[0]
     assert "learning_rate" not in shell[0] and "1.2345e-05" not in shell[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dicewf import checkpoints, launch, rdpo, scoring, toymodel, training
+from dicewf import checkpoints, jobs, launch, rdpo, scoring, toymodel, training
 from dicewf.chat import render_prompts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -437,8 +437,9 @@ def test_the_toy_start_policy_rule_runs_the_same_entry_point(
     import runpy
     from types import SimpleNamespace
 
-    calls = []
+    calls, threads = [], []
     monkeypatch.setattr(training, "train_dpo", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(jobs, "set_threads", lambda n, **k: threads.append((n, k)))
     pairs = tmp_path / "offline.parquet"
     PAIRS.to_parquet(pairs)
     (tmp_path / "sft").mkdir()
@@ -448,6 +449,7 @@ def test_the_toy_start_policy_rule_runs_the_same_entry_point(
         output=SimpleNamespace(model=str(tmp_path / "policy"), metrics=str(tmp_path / "m.json")),
         params=SimpleNamespace(args=block, seed=7),
         log=[str(tmp_path / "train.log")],
+        threads=2,
     )
     monkeypatch.setattr(sys, "argv", ["snakemake-script"])
     runpy.run_path(
@@ -461,3 +463,4 @@ def test_the_toy_start_policy_rule_runs_the_same_entry_point(
     assert kwargs["seed"] == 7 and kwargs["metrics_path"] == str(tmp_path / "m.json")
     assert (kwargs["trainer"], kwargs["length_penalty"], kwargs["ref"]) == ("dpo", 0.0, None)
     assert (tmp_path / "train.log").is_file()
+    assert threads == [(2, {"processes": 1})]  # the rule's threads

@@ -13,6 +13,7 @@ from dicewf import config as cfg  # noqa: E402
 from dicewf import batching  # noqa: E402
 from dicewf import checks  # noqa: E402
 from dicewf import hub  # noqa: E402
+from dicewf import jobs  # noqa: E402
 from dicewf import paper  # noqa: E402
 from dicewf import reflogps  # noqa: E402
 from dicewf import secrets  # noqa: E402

@@ -275,13 +275,14 @@ rule train:
     # DPO on the mixed pairs (Algorithm 1 line 6; or KTO, or length-regularised DPO with
     # `length_penalty`, for the paper's ablations) through the training entry point
     # train_launch.py (dicewf.launch: TRL's TrlParser over DPOConfig/KTOConfig, the train block
-    # read from --config, as toy_start_policy runs it), one process per GPU of the job's gpu
-    # resource under `accelerate launch` with the accelerate config chosen by
-    # train_launcher.accelerate_config (workflow/accelerate/); a job with gpu=0 runs one CPU
-    # process. With `save_steps` in the train block, checkpoints go to the sibling folder
-    # `policy.checkpoints/`, the one thing written outside the outputs: Snakemake deletes the
-    # outputs before a rerun, and a killed job's rerun resumes from there. It is deleted once the
-    # policy and the metrics are written.
+    # read from --config, as toy_start_policy runs it). A job with gpu <= 1 is one `python`
+    # process (gpu=0: on the CPU, --cpu); more GPUs run one process per GPU under `accelerate
+    # launch` with the accelerate config chosen by train_launcher.accelerate_config
+    # (workflow/accelerate/; dicewf.jobs.train_launcher). The job's threads are shared by its
+    # processes (--threads). With `save_steps` in the train block, checkpoints go to the sibling
+    # folder `policy.checkpoints/`, the one thing written outside the outputs: Snakemake deletes
+    # the outputs before a rerun, and a killed job's rerun resumes from there. It is deleted once
+    # the policy and the metrics are written.
     input:
         model=prev_policy,
         ref=train_reference,
@@ -307,27 +308,25 @@ rule train:
         seed=config["seed"],
         # input.code is Snakemake's cached copy of the script, away from its dicewf package
         scripts=str(Path(workflow.basedir) / "workflow" / "scripts"),
-        # derived from resources, so a different GPU count does not by itself rerun the job
-        accelerate_config=lambda w, resources: str(
-            Path(workflow.basedir)
-            / "workflow"
-            / "accelerate"
-            / "{}.yaml".format(
-                config["train_launcher"]["accelerate_config"] if resources.gpu else "single"
-            )
+        # `python` (gpu <= 1) or `accelerate launch` with one process per GPU; derived from
+        # resources, so a different GPU count does not by itself rerun the job. A
+        # train.global_batch_size that is no multiple of per_device_train_batch_size x
+        # processes fails here, before the job starts
+        launcher=lambda w, resources: jobs.train_launcher(
+            resources.gpu,
+            accelerate_config=jobs.accelerate_config_path(
+                workflow.basedir, config["train_launcher"]["accelerate_config"]
+            ),
+            processes=train_processes(xp(w)["train"], resources.gpu),
         ),
-        # one process per GPU (one CPU process for gpu=0); a train.global_batch_size that is no
-        # multiple of per_device_train_batch_size x processes fails here, before the job starts
-        processes=lambda w, resources: train_processes(xp(w)["train"], resources.gpu),
         trainer=lambda w: xp(w)["trainer"],
         length_penalty=lambda w: xp(w)["length_penalty"],
         device=lambda w, resources: "" if resources.gpu else "--cpu",
     shell:
         "PYTHONPATH={params.scripts:q}${{PYTHONPATH:+:$PYTHONPATH}}"
-        " accelerate launch --config_file {params.accelerate_config:q}"
-        " --num_processes {params.processes} {params.device}"
+        " {params.launcher}"
         " {input.code:q} --config {input.args:q} --model {input.model:q} --pairs {input.pairs:q}"
         " --ref {input.ref:q} --out {output.model:q} --metrics {output.metrics:q}"
-        " --seed {params.seed}"
+        " --seed {params.seed} --threads {threads} {params.device}"
         " --trainer {params.trainer} --length-penalty {params.length_penalty}"
         " > {log:q} 2>&1"

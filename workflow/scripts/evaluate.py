@@ -3,7 +3,7 @@ gold judge and score both toy benchmarks (dicewf.toyeval.evaluate)."""
 
 from typing import TYPE_CHECKING
 
-from dicewf import logs, toyeval, toyworld
+from dicewf import jobs, logs, toyeval, toyworld
 from dicewf.io import read_parquet, write_json, write_parquet
 from dicewf.sampling import sample
 
@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
+jobs.set_threads(snakemake.threads)  # torch's pool: the job's threads, logged
 params, source = snakemake.params, snakemake.input.prompts
 prompts = read_parquet(source, "eval_prompts")
 samples = sample(

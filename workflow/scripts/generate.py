@@ -6,7 +6,7 @@ run (one model load) and the answers are written per benchmark to the output of 
 
 from typing import TYPE_CHECKING
 
-from dicewf import logs, model_files
+from dicewf import jobs, logs, model_files
 from dicewf.io import read_parquet, write_parquet
 from dicewf.sampling import sample_sets
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
+jobs.set_threads(snakemake.threads)  # torch's pool: the job's threads, logged
 model_files.model_dir(snakemake.input.policy, f"input policy of rule {snakemake.rule}")
 sets = {
     name: read_parquet(path, "eval_prompts")

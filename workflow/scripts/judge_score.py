@@ -2,13 +2,14 @@
 
 from typing import TYPE_CHECKING
 
-from dicewf import llm_judge, logs
+from dicewf import jobs, llm_judge, logs
 from dicewf.io import read_parquet, write_parquet
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
+jobs.set_threads(snakemake.threads)  # torch's pool: the job's threads, logged
 source = snakemake.input.samples
 scores = llm_judge.judge(
     snakemake.input.policy,

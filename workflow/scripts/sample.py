@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from dicewf import logs, model_files
+from dicewf import jobs, logs, model_files
 from dicewf.io import read_parquet, write_parquet
 from dicewf.sampling import sample
 from dicewf.sharding import parse_scatteritem, shard
@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
+jobs.set_threads(snakemake.threads)  # torch's pool: the job's threads, logged
 model_files.model_dir(snakemake.input.policy, f"input policy of rule {snakemake.rule}")
 index, count = parse_scatteritem(snakemake.wildcards.scatteritem)
 prompts = shard(read_parquet(snakemake.input.prompts, "prompts"), index, count)

@@ -2,13 +2,14 @@
 
 from typing import TYPE_CHECKING
 
-from dicewf import logs, toymodel, toyworld
+from dicewf import jobs, logs, toymodel, toyworld
 from dicewf.io import atomic_path, read_parquet
 
 if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
+jobs.set_threads(snakemake.threads)  # torch's pool: the job's threads, logged
 params = dict(snakemake.params.model)
 vocab_size = params.pop("vocab_size")
 tasks = toyworld.tasks_from_frame(read_parquet(snakemake.input.train_prompts, "prompts")).values()

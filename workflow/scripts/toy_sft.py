@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from dicewf import logs
+from dicewf import jobs, logs
 from dicewf.io import read_parquet
 from dicewf.training import train_sft
 
@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
+jobs.set_threads(snakemake.threads)  # torch's pool: the job's threads, logged
 demos = read_parquet(snakemake.input.demos)
 train_sft(
     snakemake.input.model,

@@ -1,16 +1,18 @@
 """The training entry point of the `train` and `toy_start_policy` rules (:mod:`dicewf.launch`).
 
-The `train` rule runs it on every process of an `accelerate launch` (Snakemake's `script:` runs
-one process):
+The `train` rule runs it as one process where the job has at most one GPU (``--cpu`` where it
+has none), and on every process of an `accelerate launch` where it has more
+(:func:`dicewf.jobs.train_launcher` picks):
 
+    python workflow/scripts/train_launch.py --config results/<exp>/iter<t>/train_args.json \\
+        --model ... --pairs ... --ref ... --out ... --metrics ... --seed ... --threads 2 \\
+        --trainer dpo
     accelerate launch --config_file workflow/accelerate/<name>.yaml --num_processes <gpus> \\
-        workflow/scripts/train_launch.py --config results/<exp>/iter<t>/train_args.json \\
-        --model ... --pairs ... --ref ... --out ... --metrics ... --seed ... --trainer dpo
+        workflow/scripts/train_launch.py --config ... (the same arguments)
 
 with the TRL config fields (and ``global_batch_size``) in the ``--config`` file, parsed by TRL's
-``TrlParser`` as in TRL's and alignment-handbook's scripts; plain `python train_launch.py ...`
-is one process. The `toy_start_policy` rule runs it as its `script:`, handing over its training
-block as that file would be read.
+``TrlParser`` as in TRL's and alignment-handbook's scripts. The `toy_start_policy` rule runs it
+as its `script:`, handing over its training block as that file would be read.
 """
 
 import sys
@@ -38,6 +40,8 @@ if __name__ == "__main__":
                 str(smk.params.seed),
                 "--log",
                 smk.log[0],
+                "--threads",
+                str(smk.threads),
             ],
             config=smk.params.args,
         )

@@ -1,11 +1,12 @@
 """The training entry point: command line and config file -> :func:`dicewf.training.train_dpo`.
 
 Both DPO-family training rules run it through ``workflow/scripts/train_launch.py``: ``train``
-(Algorithm 1 line 6, every DICE iteration, under ``accelerate launch``) and ``toy_start_policy``
-(pi_theta^(0) of the toy world, Snakemake's ``script:``). As in TRL's and alignment-handbook's
-scripts, TRL's own ``TrlParser`` parses the arguments into two dataclasses, ours
-(:class:`TrainArguments`) and the TRL config class (``DPOConfig``, or ``KTOConfig`` with
-``--trainer kto``), from the command line and a YAML/JSON file given with ``--config`` (the
+(Algorithm 1 line 6, every DICE iteration: one ``python`` process for a job with at most one
+GPU, ``accelerate launch`` with one process per GPU for more; :func:`dicewf.jobs.train_launcher`)
+and ``toy_start_policy`` (pi_theta^(0) of the toy world, Snakemake's ``script:``). As in TRL's
+and alignment-handbook's scripts, TRL's own ``TrlParser`` parses the arguments into two
+dataclasses, ours (:class:`TrainArguments`) and the TRL config class (``DPOConfig``, or
+``KTOConfig`` with ``--trainer kto``), from the command line and a YAML/JSON file given with ``--config`` (the
 ``train`` rule passes the ``train_args.json`` that its ``train_args`` job writes, so no
 hyperparameter is on the recorded command line); the command line wins over the file. A field
 that neither dataclass has is an error naming the file; a secret is refused
@@ -30,7 +31,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import logs, model_files
+from . import jobs, logs, model_files
 from .batching import GLOBAL_BATCH_KEY
 from .io import read_parquet
 from .training import TRAINERS, trl_config_class
@@ -86,6 +87,20 @@ class TrainArguments:
     )
     log: str | None = dataclasses.field(
         default=None, metadata={"help": "log file of the main process (default: stderr)"}
+    )
+    cpu: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "train on the CPU even where a GPU is seen (a train job with gpu=0), as "
+            "`accelerate launch --cpu` does: ACCELERATE_USE_CPU=true"
+        },
+    )
+    threads: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "CPU threads of the job, shared by its processes (default: as the "
+            "environment's OMP_NUM_THREADS leaves torch)"
+        },
     )
 
 
@@ -175,8 +190,12 @@ def main(argv: Sequence[str] | None = None, *, config: Mapping[str, Any] | None 
             level=logging.INFO if main_process else logging.WARNING,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-    from .training import train_dpo
+    if script.cpu:  # what `accelerate launch --cpu` sets; dicewf.training and accelerate read it
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    from .training import launched_processes, train_dpo
 
+    if script.threads is not None:
+        jobs.set_threads(script.threads, processes=launched_processes())
     for role, path in (("--model", script.model), ("--ref", script.ref)):  # a model in each
         model_files.model_dir(path, f"{role} of train_launch.py")
     pairs = read_parquet(script.pairs, "pairs")

@@ -74,15 +74,17 @@ DEMO_COLUMNS = ("prompt", "completion")
 
 def device_args(args: Mapping[str, Any]) -> dict[str, Any]:
     """TRL fields ``args`` with our defaults for this machine: ``bf16`` on where the GPU supports
-    it, ``gradient_checkpointing`` off, the CPU where there is no GPU (or ``accelerate launch
-    --cpu``), no reporting, a log every step; a secret is refused (:mod:`dicewf.secrets`)."""
+    it, ``gradient_checkpointing`` off, the CPU where there is no GPU or ACCELERATE_USE_CPU is on
+    (``train_launch.py --cpu``, ``accelerate launch --cpu``), no reporting, a log every step; a
+    secret is refused (:mod:`dicewf.secrets`)."""
     import torch
 
     # TRL pickles its config into every checkpoint and policy folder (training_args.bin): no
     # hub_token or other secret may reach it (the Hub reads HF_TOKEN from the environment)
     check_secrets(args, where="training arguments")
     out = dict(args)
-    # `accelerate launch --cpu` (the train rule with gpu=0) means the CPU even where CUDA is seen
+    # the train rule with gpu=0 (train_launch.py --cpu, or `accelerate launch --cpu`) means the
+    # CPU even where CUDA is seen
     forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
     cuda = torch.cuda.is_available() and not forced_cpu
     out.setdefault("bf16", bool(cuda and torch.cuda.is_bf16_supported()))

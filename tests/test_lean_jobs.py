@@ -1,0 +1,155 @@
+"""Lean jobs (issue 10 point 3): a train job with at most one GPU is one `python` process,
+several GPUs go through `accelerate launch`; every job that runs torch uses exactly its threads."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dicewf import jobs, launch, model_files, training
+
+REPO = Path(__file__).resolve().parents[1]
+ZERO3 = REPO / "workflow" / "accelerate" / "deepspeed_zero3.yaml"
+
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    """set_threads changes torch's pool and the environment: undo both afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    for var in jobs.THREAD_VARS:  # monkeypatch restores (or removes) each variable
+        monkeypatch.setenv(var, os.environ.get(var, "unset"))
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------ the launcher
+@pytest.mark.parametrize("gpu", [0, 1, None, "1"])
+def test_a_job_with_at_most_one_gpu_trains_in_one_python_process(gpu):
+    assert jobs.train_launcher(gpu, accelerate_config=ZERO3, processes=1) == "python"
+
+
+@pytest.mark.parametrize("gpu", [2, 8, "4"])
+def test_a_multi_gpu_job_runs_under_accelerate_launch_with_its_config(gpu):
+    cmd = jobs.train_launcher(gpu, accelerate_config=ZERO3, processes=int(gpu))
+    assert cmd == f"accelerate launch --config_file {ZERO3} --num_processes {gpu}"
+
+
+def test_the_accelerate_config_path_is_quoted_for_the_shell(tmp_path):
+    config = tmp_path / "my configs" / "fsdp.yaml"
+    cmd = jobs.train_launcher(2, accelerate_config=config, processes=2)
+    assert f"--config_file '{config}' --num_processes 2" in cmd
+
+
+def test_the_accelerate_config_of_a_name(tmp_path):
+    assert jobs.accelerate_config_path(REPO, "deepspeed_zero3") == str(ZERO3)
+
+
+# ------------------------------------------------------------------------------- threads
+@pytest.mark.parametrize("threads, processes, each", [(1, 1, 1), (2, 1, 2), (4, 2, 2), (1, 8, 1)])
+def test_set_threads_gives_torch_the_jobs_threads(
+    threads, processes, each, restore_threads, caplog
+):
+    import torch
+
+    torch.set_num_threads(3)  # neither 1 nor 2: the call below must set it
+    with caplog.at_level(logging.INFO, logger="dicewf.jobs"):
+        assert jobs.set_threads(threads, processes=processes) == each
+    assert torch.get_num_threads() == each
+    for var in jobs.THREAD_VARS:
+        assert os.environ[var] == str(each), var
+    assert f"threads: {each} (torch intra-op {each}" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [0, -2, "two", "1.5", None])
+def test_set_threads_names_a_bad_count(bad, restore_threads):
+    with pytest.raises(ValueError, match=rf"threads: a whole number >= 1, got {bad!r}"):
+        jobs.set_threads(bad)
+
+
+# ------------------------------------------------------------------- the entry point's flags
+def _main(tmp_path, monkeypatch, *extra: str, world_size: int | None = None) -> dict:
+    """train_launch's main (``world_size`` processes) with train_dpo recording the device and
+    the threads it would train with."""
+    import torch
+
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen["cpu"] = os.environ.get("ACCELERATE_USE_CPU")
+        seen["threads"] = torch.get_num_threads()
+
+    monkeypatch.setattr(training, "train_dpo", record)
+    monkeypatch.setattr(model_files, "model_dir", lambda path, role: path)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "")  # recorded, so main's setting is undone
+    monkeypatch.delenv("ACCELERATE_USE_CPU")
+    if world_size is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", str(world_size))  # as a launch of that many sets it
+    pairs = tmp_path / "pairs.parquet"
+    frame = {"prompt_id": ["a"], "prompt": ["p"], "chosen": ["c"], "rejected": ["r"]}
+    pd.DataFrame(frame).to_parquet(pairs)
+    argv = ["--model", "m", "--pairs", str(pairs), "--out", str(tmp_path / "o"), "--seed", "0"]
+    torch.set_num_threads(3)  # neither 1 nor 2: --threads must set it
+    launch.main([*argv, *extra])
+    return seen
+
+
+def test_cpu_flag_trains_on_the_cpu_as_accelerate_launch_cpu_did(
+    tmp_path, monkeypatch, restore_logging, restore_threads
+):
+    without = _main(tmp_path, monkeypatch)  # no --cpu: the machine decides; no --threads: as is
+    assert without == {"cpu": None, "threads": 3}
+    assert _main(tmp_path, monkeypatch, "--cpu")["cpu"] == "true"
+    # and device_args then puts the run on the CPU even where CUDA is seen
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda: True)
+    assert training.device_args({})["use_cpu"] is True
+    assert training.device_args({})["bf16"] is False
+
+
+@pytest.mark.parametrize("threads, world_size, each", [(1, None, 1), (2, None, 2), (4, 2, 2)])
+def test_threads_flag_sets_the_training_processs_threads(
+    threads, world_size, each, tmp_path, monkeypatch, restore_logging, restore_threads
+):
+    """A job's threads are shared by the processes of its launch."""
+    seen = _main(tmp_path, monkeypatch, "--threads", str(threads), world_size=world_size)
+    assert seen["threads"] == each
+
+
+# ------------------------------------------------------------------------ the train rule
+@pytest.mark.slow  # starts Snakemake (two dry runs)
+def test_the_train_rule_launches_python_for_one_gpu_and_accelerate_for_eight(tmp_path):
+    from test_workflow import snakemake
+
+    def train_command(*args: str) -> str:
+        out = snakemake("-n", "-p", *args, cwd=tmp_path).stdout
+        (line,) = [ln for ln in out.splitlines() if "train_launch.py --config" in ln]
+        return line
+
+    one = train_command(
+        "results/dice/iter1/policy", "--configfile", str(REPO / ".test/config.yaml")
+    )
+    assert "accelerate launch" not in one and " python " in one, one
+    assert "--threads " in one and "--cpu" not in one, one
+    cpu = train_command(
+        "results/dice/iter1/policy",
+        "--configfile",
+        str(REPO / ".test/config.yaml"),
+        "--set-resources",
+        "train:gpu=0",
+    )
+    assert "accelerate launch" not in cpu and " python " in cpu and " --cpu " in cpu, cpu
+    eight = train_command(
+        "results/zephyr_dice/iter1/policy",
+        "--configfile",
+        str(REPO / "config" / "paper.yaml"),
+        "--set-resources",
+        "train:gpu=8",
+    )
+    assert f"accelerate launch --config_file {ZERO3} --num_processes 8 " in eight, eight
