@@ -5,7 +5,7 @@ an OpenAI-compatible one."""
 from functools import partial
 from typing import TYPE_CHECKING
 
-from dicewf import agreement, logs, toyworld
+from dicewf import agreement, jobs, logs, toyworld
 from dicewf.io import read_parquet, write_json, write_parquet
 from dicewf.reward_model import external_reward_scores, reward_scores
 
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
+jobs.set_threads(snakemake.threads)  # torch's pool: the job's threads, logged
 params, source = snakemake.params, snakemake.input.scores
 tuples = agreement.sample_tuples(read_parquet(source, "rewards"), params.n, params.seed, source)
 if params.judge == "gold":

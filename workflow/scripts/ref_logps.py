@@ -3,7 +3,7 @@ that lack them scored once, as TRL tokenizes; dicewf.reflogps.fill)."""
 
 from typing import TYPE_CHECKING
 
-from dicewf import logs, model_files
+from dicewf import jobs, logs, model_files
 from dicewf.io import read_parquet, write_parquet
 from dicewf.reflogps import fill
 
@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
+jobs.set_threads(snakemake.threads)  # torch's pool: the job's threads, logged
 for role in ("policy", "reference"):  # a model in each folder, else named with its role
     model_files.model_dir(snakemake.input[role], f"input {role} of rule {snakemake.rule}")
 pairs = read_parquet(snakemake.input.pairs, "mixed")

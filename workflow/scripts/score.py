@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from dicewf import logs, model_files
+from dicewf import jobs, logs, model_files
 from dicewf.io import read_parquet, write_parquet
 from dicewf.scoring import score
 
@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from snakemake.script import snakemake
 
 logs.to_file(snakemake.log[0])
+jobs.set_threads(snakemake.threads)  # torch's pool: the job's threads, logged
 for role in ("policy", "reference"):  # a model in each folder, else named with its role
     model_files.model_dir(snakemake.input[role], f"input {role} of rule {snakemake.rule}")
 samples = read_parquet(snakemake.input.samples, "samples")
