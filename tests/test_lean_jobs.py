@@ -136,7 +136,9 @@ def test_the_train_rule_launches_python_for_one_gpu_and_accelerate_for_eight(tmp
         "results/dice/iter1/policy", "--configfile", str(REPO / ".test/config.yaml")
     )
     assert "accelerate launch" not in one and " python " in one, one
-    assert "--threads " in one and "--cpu" not in one, one
+    # one thread a model job (MODEL_THREADS): two jobs side by side on 2 cores, not two
+    # two-thread jobs taking turns (or oversubscribing the cores)
+    assert "--threads 1 " in one and "--cpu" not in one, one
     cpu = train_command(
         "results/dice/iter1/policy",
         "--configfile",

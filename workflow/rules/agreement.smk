@@ -19,7 +19,7 @@ rule train_reward_model:
         "results/benchmarks/agreement/train_reward_model.tsv"
     conda:
         "../../envs/training.yaml"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=128000,
@@ -47,7 +47,7 @@ rule agreement:
         "logs/agreement/agreement.log",
     conda:
         "../../envs/training.yaml"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=32000,

@@ -52,6 +52,11 @@ LAYOUT = paper.Layout.from_config(config)  # which run fills which cell of the p
 # so a new bin count reruns Figure 2 alone)
 LAYOUT_PARAM = LAYOUT.to_dict()
 
+# CPU threads of every job that runs a model (sampling, scoring, training, evaluation; the job's
+# torch pool, dicewf.jobs.set_threads). One: a GPU job's work is on the GPU, and on a CPU the toy
+# jobs run as fast on one thread as on two, so two of them run side by side on 2 cores (the .test
+# config: 278 s against 440 s with two threads a job). `--set-threads RULE=N` changes one rule.
+MODEL_THREADS = 1
 EXPERIMENTS = list(RUNS)
 # the score block's keys that filter responses before scoring or judging (dicewf.scoring.finished)
 RESPONSE_FILTERS = ("drop_truncated", "strip_whitespace", "min_chars", "max_chars")

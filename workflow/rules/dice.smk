@@ -19,7 +19,7 @@ rule sample:
         "results/benchmarks/{exp}/iter{iter}/sample/{scatteritem}.tsv"
     conda:
         "../../envs/sampling.yaml"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=64000,
@@ -51,7 +51,7 @@ rule score:
     conda:
         # vllm for score.backend vllm; torch and transformers as in training
         "../../envs/sampling.yaml"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=64000,
@@ -88,7 +88,7 @@ rule judge:
         "results/benchmarks/{exp}/iter{iter}/judge/{scatteritem}.tsv"
     conda:
         "../../envs/sampling.yaml"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=64000,
@@ -223,7 +223,7 @@ rule ref_logps:
         "results/benchmarks/{exp}/iter{iter}/ref_logps.tsv"
     conda:
         "../../envs/training.yaml"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=64000,
@@ -298,7 +298,7 @@ rule train:
         "results/benchmarks/{exp}/iter{iter}/train.tsv"
     conda:
         "../../envs/training.yaml"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=128000,

@@ -20,7 +20,7 @@ if TOY_EVAL:
             "results/benchmarks/eval/{model}.tsv"
         conda:
             "../../envs/sampling.yaml"
-        threads: 2
+        threads: MODEL_THREADS
         resources:
             gpu=1,
             mem_mb=64000,
@@ -54,7 +54,7 @@ else:
             "results/benchmarks/eval/{model}/generate.tsv"
         conda:
             "../../envs/sampling.yaml"
-        threads: 2
+        threads: MODEL_THREADS
         resources:
             gpu=1,
             mem_mb=64000,

@@ -52,7 +52,7 @@ rule toy_sft:
         "results/benchmarks/toy_sft.tsv"
     conda:
         "../../envs/training.yaml"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=4000,
@@ -80,7 +80,7 @@ rule toy_start_policy:
         "results/benchmarks/toy_start_policy.tsv"
     conda:
         "../../envs/training.yaml"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=4000,
@@ -105,7 +105,7 @@ rule reward_agreement:
         "logs/reward_agreement.log",
     conda:
         "../../envs/training.yaml"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=16000,
