@@ -120,3 +120,8 @@ def test_the_benchmark_reads_a_real_snakemake_run(tmp_path):
     assert [s["rule"] for s in run["critical_path"]][:3] == ["a", "b", "c"]
     assert run["per_rule"][0]["rule"] == "b"
     assert "critical path" in out
+
+
+def test_a_job_whose_end_is_recorded_before_its_start_took_no_time():
+    job = jobtimes.Job("train_args", ("a.json",), (), 10.0, 9.99999)
+    assert job.seconds == 0.0

@@ -35,7 +35,9 @@ class Job:
 
     @property
     def seconds(self) -> float:
-        return self.end - self.start
+        # a job run inside Snakemake's own process (`run:`) can record its end a few
+        # microseconds before its start
+        return max(0.0, self.end - self.start)
 
 
 def _decode(parts: Iterable[str]) -> str:
