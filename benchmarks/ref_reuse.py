@@ -35,28 +35,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 import torch
-from dicewf import reflogps, toymodel, toyworld, training
+from dicewf import reflogps, toyworld, training
 from dicewf.io import write_json
+from scoring_throughput import build_toy_model  # the toy Llama of config.yaml's shape
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 OUT = Path(__file__).resolve().parent / "results" / "ref_reuse.json"
-
-
-def build_toy_model(world: dict, folder: Path) -> Path:
-    """A tokenizer trained on the toy corpus and the toy Llama of config.yaml's shape."""
-    tasks = list(toyworld.tasks_from_frame(world["train_prompts"]).values())
-    toymodel.train_tokenizer(toyworld.corpus(tasks, 0), 600, folder / "tok")
-    toymodel.init_model(
-        folder / "tok",
-        folder / "model",
-        hidden_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=384,
-        max_position_embeddings=256,
-        seed=0,
-    )
-    return folder / "model"
 
 
 def matmul_params(model_path: Path) -> int:
@@ -98,7 +82,9 @@ def main() -> None:
     pairs = world["offline"].head(opts.pairs).reset_index(drop=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = opts.model or build_toy_model(world, tmp)
+        model = opts.model or build_toy_model(
+            list(toyworld.tasks_from_frame(world["train_prompts"]).values()), tmp
+        )
         start = time.perf_counter()
         filled = reflogps.fill(pairs, model, model)
         fill_seconds = time.perf_counter() - start

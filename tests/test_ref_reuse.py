@@ -104,19 +104,9 @@ def test_the_mixture_keeps_generated_log_probs_and_leaves_offline_rows_empty():
     assert reflogps.missing(mixed).tolist() == (mixed["source"] == "offline").tolist()
 
 
-PAIRS = pd.DataFrame(
-    {
-        "prompt_id": ["a", "b", "c", "d"],
-        "prompt": [
-            "What is 1 plus 2?",
-            "Reverse the word kabo.",
-            "What is 3 plus 3?",
-            "Write zu in capital letters.",
-        ],
-        "chosen": ["The answer is 3.", "The answer is obak.", "6.", "ZU."],
-        "rejected": ["The answer is 4.", "kaob.", "The answer is 7.", "The answer is Zu."],
-    }
-)
+# the four toy pairs the training tests train on
+from test_training import PAIRS
+
 ARGS = {
     "beta": 0.1,
     "learning_rate": 1e-3,
