@@ -263,7 +263,7 @@ class Named(SimpleNamespace):
         return getattr(self, key)
 spec = json.loads(open(sys.argv[2]).read())
 fake = SimpleNamespace(**{k: Named(**spec[k]) for k in ("input", "output", "params")},
-                       log=[spec["log"]], rule="ref_logps")
+                       log=[spec["log"]], rule="ref_logps", threads=1)
 runpy.run_path(sys.argv[1], init_globals={"snakemake": fake})
 """
 

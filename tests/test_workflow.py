@@ -302,7 +302,8 @@ def test_offline_baselines_sample_nothing_and_keep_their_reference(tmp_path):
     n_iter = cfg["defaults"]["iterations"]
     for rule in ("sample", "score", "gather_shards", "search_alpha"):
         assert jobs[rule] == n_iter, (rule, jobs)  # DICE's only
-    assert jobs["train"] == jobs["mix"] == 3 * n_iter
+    # offline_dpo_new_ref's iteration 1 (start reference, same pairs) is offline_dpo's, trained once
+    assert jobs["train"] == jobs["mix"] == 3 * n_iter - 1
     out = snakemake(
         "-n",
         "-p",
@@ -310,10 +311,13 @@ def test_offline_baselines_sample_nothing_and_keep_their_reference(tmp_path):
         "results/offline_dpo_new_ref/iter2/policy",
         cwd=wd,
     ).stdout
-    fixed = re.search(r"--model \S+offline_dpo/iter1/policy\S* --pairs \S+ --ref (\S+)", out)
-    new = re.search(r"--model \S+offline_dpo_new_ref/iter1/policy\S* --pairs \S+ --ref (\S+)", out)
+    # iteration 2 of each: offline_dpo_new_ref continues from the shared iteration-1 policy
+    fixed = re.search(r"--ref (\S+) --out \S*offline_dpo/iter2/policy", out)
+    new = re.search(
+        r"--model (\S+) --pairs \S+ --ref (\S+) --out \S*offline_dpo_new_ref/iter2/", out
+    )
     assert fixed and fixed[1].strip("'").endswith("results/toy/models/start_policy"), out
-    assert new and new[1].strip("'").endswith("offline_dpo_new_ref/iter1/policy"), out
+    assert new and new[1] == new[2] and new[2].strip("'").endswith("offline_dpo/iter1/policy"), out
 
 
 def test_a_bad_config_key_stops_the_run_and_names_it(tmp_path):
