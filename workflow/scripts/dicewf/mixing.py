@@ -144,6 +144,17 @@ def mix(
             f"{n_generated} generated ones ({len(offline)} offline pairs in all)"
         )
     drawn_offline = fresh.iloc[rng.choice(len(fresh), n_offline, replace=False)]
+    return combine(drawn_generated, drawn_offline, rng)
+
+
+def combine(
+    generated: pd.DataFrame, offline: pd.DataFrame, rng: np.random.Generator
+) -> pd.DataFrame:
+    """``generated`` and ``offline`` rows in one frame, shuffled by ``rng``, tagged ``source``.
+
+    The columns of :func:`mix` (SeRA's mixture, :func:`dicewf.sera.mix_sera`, uses it too).
+    """
+    drawn_generated, drawn_offline = generated, offline
     # reused reference log-probs (dicewf.reflogps) stay where one side has them, NaN elsewhere
     ref = [c for c in REF_COLUMNS if c in generated.columns or c in offline.columns]
     extra = [

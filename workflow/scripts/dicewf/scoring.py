@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .chat import context_limits
 from .io import SHOWN, DatasetError, check_frame
+from .rewards import implicit_reward
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +462,7 @@ def score(
     out["logp_ref"] = logps["ref"]
     out["logratio"] = out["logp_policy"] - out["logp_ref"]
     out["beta"] = float(beta)
-    out["reward"] = out["beta"] * out["logratio"]
+    out["reward"] = implicit_reward(out["logp_policy"], out["logp_ref"], out["beta"])
     out["len_chars"] = out["response"].str.len().astype("int64")
     out["len_tokens"] = np.array([e.n_response for e in encoded], dtype=np.int64)
     return out

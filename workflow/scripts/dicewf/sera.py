@@ -1,0 +1,483 @@
+"""SeRA (Ko et al., 2024): Self-Reviewing and Alignment with implicit reward margins.
+
+The pieces of one SeRA iteration t, as pure functions on frames and arrays (docs/sera.md has
+the method, each formula with its section of the paper, and what the paper leaves open):
+
+- :func:`implicit_reward_margin` - the IRM of preference pairs (Eq. 5; SimPO's reward, Eq. 17);
+- :func:`ensemble_margin` - Eq. 7, the IRM of the last two policies mixed by lambda;
+- :func:`select_by_margin` - IRM-based off-policy sample selection (Section 3.2): the offline
+  pairs with the highest margins, a share ``proportion`` (Table 4: 0.7) of them;
+- :func:`bootstrap_pairs` - IRM-based preference bootstrapping (Section 3.3): per prompt the
+  (highest, lowest) implicit reward among the K sampled responses, which is DICE's pair builder
+  :func:`dicewf.alpha.build_pairs` at alpha = 0, then the pairs with the highest margins;
+- :func:`sera_counts` and :func:`mix_sera` - D_t, the selected offline pairs and the
+  bootstrapped ones (Section 4.1: N_off + N_gen = N for SeRA, N_gen free for best-SeRA);
+- :func:`swap_labels` and :func:`selection_quality` - the noisy-preference experiment (Section
+  4.2) and how well a selection removes the swapped (or any "bad") pairs;
+- :func:`jaccard` and :func:`jaccard_matrix` - similarity of selected sets (Figure 6).
+
+Counts from shares use Python's ``round`` (halves go to the even neighbour), as
+:func:`dicewf.mixing.counts` does; ties in a margin go to the earlier row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dicewf import alpha
+from dicewf.io import SHOWN, DatasetError, check_frame
+from dicewf.mixing import _check_shared_ids, combine
+from dicewf.rewards import implicit_reward, simpo_reward
+from dicewf.seeds import derive_seed
+
+log = logging.getLogger(__name__)
+
+REWARDS = ("dpo", "simpo")
+# Per-pair log-probabilities (summed over the completion tokens) and completion token counts,
+# named after the score stage's per-response columns logp_policy, logp_ref and len_tokens
+POLICY_LOGPS = ("logp_policy_chosen", "logp_policy_rejected")
+REF_LOGPS = ("logp_ref_chosen", "logp_ref_rejected")
+TOKENS = ("len_tokens_chosen", "len_tokens_rejected")
+# The margin column of bootstrap_pairs' output and the noise experiment's gold label
+IRM = "irm"
+SWAPPED = "label_swapped"
+# Columns whose sign flips when chosen and rejected swap (chosen minus rejected)
+ANTISYMMETRIC = ("len_diff", IRM)
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def _positions(bad: np.ndarray) -> list[int]:
+    return np.flatnonzero(bad)[:SHOWN].tolist()
+
+
+def _finite(values: Any, name: str) -> np.ndarray:
+    """``values`` as a 1-D float array; NaN or infinite entries are an error naming them."""
+    try:
+        out = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}: expected numbers ({e})") from None
+    if out.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of margins, got shape {out.shape}")
+    bad = ~np.isfinite(out)
+    if bad.any():
+        raise ValueError(
+            f"{name}: {int(bad.sum())} of {len(out)} values are NaN or infinite, at positions "
+            f"{_positions(bad)}"
+        )
+    return out
+
+
+def _mask(values: Any, name: str) -> np.ndarray:
+    """``values`` as a 1-D boolean array; anything but booleans (0/1, NA) is an error."""
+    series = pd.Series(values) if not isinstance(values, pd.Series) else values
+    if not pd.api.types.is_bool_dtype(series) or series.isna().any():
+        raise ValueError(
+            f"{name}: expected booleans (one per pair), got dtype {series.dtype}"
+            + (
+                f" with missing values at positions {_positions(series.isna().to_numpy())}"
+                if series.isna().any()
+                else ""
+            )
+        )
+    return series.to_numpy(dtype=bool)
+
+
+def _proportion(value: float, name: str, *, zero: bool) -> float:
+    lo_ok = value >= 0 if zero else value > 0
+    if not (isinstance(value, (int, float)) and lo_ok and value <= 1):
+        interval = "[0, 1]" if zero else "(0, 1]"
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+    return float(value)
+
+
+# --- Eq. 5 and Eq. 7: the implicit reward margin -------------------------------------------------
+
+
+def implicit_reward_margin(
+    pairs: pd.DataFrame,
+    beta: float,
+    *,
+    reward: str = "dpo",
+    policy: Sequence[str] = POLICY_LOGPS,
+    reference: Sequence[str] = REF_LOGPS,
+    tokens: Sequence[str] = TOKENS,
+    source: str = "<pairs>",
+) -> np.ndarray:
+    """The IRM of each pair, r(x, y_chosen) - r(x, y_rejected), as a float array.
+
+    ``reward`` dpo (Eq. 5): r = beta * (log pi_theta(y|x) - log pi_ref(y|x)) from the columns
+    ``policy`` (chosen, rejected) and ``reference`` (chosen, rejected), via
+    :func:`dicewf.rewards.implicit_reward` as DICE's score stage computes it. simpo (Appendix
+    C.3, Eq. 17): r = beta / |y| * log pi_theta(y|x), no reference, |y| the completion tokens of
+    the columns ``tokens`` (chosen, rejected). A missing column, a NaN or infinite value or a
+    token count below 1 is a :class:`~dicewf.io.DatasetError` naming ``source``, the column and
+    the rows.
+    """
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a positive number, got {beta!r}")
+    chosen, rejected = policy
+    if reward == "dpo":
+        ref_chosen, ref_rejected = reference
+        columns = (chosen, rejected, ref_chosen, ref_rejected)
+        check_frame(pairs, dict.fromkeys(columns, "float"), source, finite=columns)
+        margin = implicit_reward(pairs[chosen], pairs[ref_chosen], beta) - implicit_reward(
+            pairs[rejected], pairs[ref_rejected], beta
+        )
+    else:
+        n_chosen, n_rejected = tokens
+        columns = (chosen, rejected, n_chosen, n_rejected)
+        check_frame(pairs, dict.fromkeys(columns, "float"), source, finite=columns)
+        for column in (n_chosen, n_rejected):
+            short = pairs[column].to_numpy(dtype=float) < 1
+            if short.any():
+                raise DatasetError(
+                    f"{source}: column {column!r} holds token counts below 1 at rows "
+                    f"{pairs.index[short].tolist()[:SHOWN]}; SimPO's reward divides by them"
+                )
+        margin = simpo_reward(pairs[chosen], pairs[n_chosen], beta) - simpo_reward(
+            pairs[rejected], pairs[n_rejected], beta
+        )
+    return np.asarray(margin, dtype=float)
+
+
+def ensemble_margin(irm_prev: Any, irm_prev2: Any | None, lam: float) -> np.ndarray:
+    """Eq. 7: ``lam * irm_prev2 + (1 - lam) * irm_prev``.
+
+    ``irm_prev`` is the margin under pi_theta^(t-1) against its reference, ``irm_prev2`` under
+    pi_theta^(t-2) against its own; None where no (t-2) policy exists (iterations 1 and 2, see
+    :func:`margin_policies`): lambda is then 0 and ``irm_prev`` is returned. The formula is
+    linear, so it mixes per-response implicit rewards the same way (the bootstrapped pairs'
+    ensemble: mix the rewards, then :func:`bootstrap_pairs` on the mixed column).
+    """
+    if not (isinstance(lam, (int, float)) and 0.0 <= lam <= 1.0):
+        raise ValueError(f"the ensemble coefficient lambda must lie in [0, 1], got {lam!r}")
+    prev = _finite(irm_prev, "irm_prev")
+    if irm_prev2 is None:
+        return prev.copy()
+    prev2 = _finite(irm_prev2, "irm_prev2")
+    if prev2.shape != prev.shape:
+        raise ValueError(
+            f"irm_prev2 has {len(prev2)} margins and irm_prev {len(prev)}: one margin per pair "
+            "under each policy, in the same order"
+        )
+    return lam * prev2 + (1.0 - lam) * prev
+
+
+def margin_policies(t: int) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """The (policy, reference) iterations whose IRM builds D_t: (t-1 against t-2, t-2 against
+    t-3), iteration 0 being the SFT model (Section 3.4: the reference is the previous policy).
+
+    D_1 is the offline data alone (no aligned model yet): (None, None). At t = 2 only
+    pi_theta^(1) against pi_theta^(0) exists: lambda counts as 0 (second entry None).
+    """
+    t = int(t)
+    if t < 1:
+        raise ValueError(f"iteration must be >= 1, got {t}")
+    prev = (t - 1, t - 2) if t >= 2 else None
+    prev2 = (t - 2, t - 3) if t >= 3 else None
+    return prev, prev2
+
+
+# --- Section 3.2: IRM-based off-policy sample selection ------------------------------------------
+
+
+def selection_count(n: int, proportion: float) -> int:
+    """How many of ``n`` pairs a share ``proportion`` in (0, 1] keeps: ``round(proportion * n)``
+    with Python's round (halves to the even neighbour, as :func:`dicewf.mixing.counts`).
+
+    The paper gives the share only (Table 4: 0.7). A share that keeps no pair of a non-empty
+    set is an error.
+    """
+    proportion = _proportion(proportion, "the selection proportion", zero=False)
+    if int(n) < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    k = round(proportion * int(n))
+    if n and k == 0:
+        raise ValueError(f"a selection proportion of {proportion} keeps none of {n} pairs")
+    return k
+
+
+def top_mask(margin: Any, k: int, name: str = "margin") -> np.ndarray:
+    """Boolean mask of the ``k`` highest margins; a tie goes to the earlier position."""
+    values = _finite(margin, name)
+    if not 0 <= int(k) <= len(values):
+        raise ValueError(f"cannot keep {k} of {len(values)} pairs")
+    mask = np.zeros(len(values), dtype=bool)
+    mask[np.argsort(-values, kind="stable")[: int(k)]] = True
+    return mask
+
+
+def _margin_of(pairs: pd.DataFrame, margin: str | Any, source: str) -> np.ndarray:
+    if isinstance(margin, str):
+        check_frame(pairs, {margin: "float"}, source, finite=(margin,), allow_empty=True)
+        return pairs[margin].to_numpy(dtype=float)
+    values = _finite(margin, f"{source}: margin")
+    if len(values) != len(pairs):
+        raise ValueError(f"{source}: {len(values)} margins for {len(pairs)} pairs")
+    return values
+
+
+def select_by_margin(
+    pairs: pd.DataFrame,
+    margin: str | Any,
+    proportion: float | None = None,
+    *,
+    count: int | None = None,
+    source: str = "<pairs>",
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The pairs with the highest implicit reward margins, and the mask that picks them.
+
+    ``margin`` is a column of ``pairs`` or one value per row. Keeps :func:`selection_count`
+    (``proportion``) or ``count`` pairs: sorted by margin, highest first, ties broken by row
+    order (the earlier row is kept). The kept rows come back in their original order,
+    re-indexed; ``mask`` is True on them (positions in ``pairs``).
+    """
+    if (proportion is None) == (count is None):
+        raise ValueError("give exactly one of proportion and count")
+    values = _margin_of(pairs, margin, source)
+    k = selection_count(len(pairs), proportion) if count is None else int(count)
+    if not 0 <= k <= len(pairs):
+        raise ValueError(f"{source}: asked for {k} pairs but only {len(pairs)} are available")
+    mask = top_mask(values, k, f"{source}: margin")
+    return pairs[mask].reset_index(drop=True), mask
+
+
+# --- Section 3.3: IRM-based preference bootstrapping ----------------------------------------------
+
+
+def bootstrap_pairs(
+    scores: pd.DataFrame,
+    proportion: float | None = None,
+    *,
+    count: int | None = None,
+    score: str = "reward",
+    min_responses: int = 2,
+    length_unit: str = "chars",
+    ref_logps: str | None = None,
+    source: str = "<scores>",
+) -> pd.DataFrame:
+    """Bootstrapped pairs from K scored responses per prompt, the highest margins kept.
+
+    Per prompt the pair that maximises the IRM, (highest, lowest) ``score`` (the implicit reward
+    of the score stage; a column of ensemble rewards for Eq. 7), is
+    :func:`dicewf.alpha.build_pairs` at alpha = 0: ties go to the earlier ``sample_idx``,
+    prompts whose responses all tie give no pair, prompts with fewer than ``min_responses``
+    are dropped, and ``ref_logps`` carries the train reference's log-probs as for DICE. Column
+    ``irm`` is the margin, score(chosen) - score(rejected). Then :func:`select_by_margin` keeps
+    a share ``proportion`` or ``count`` of them (exactly one), in prompt_id order. ``attrs``
+    holds build_pairs' counts and ``n_candidates``, the pairs before the cut.
+    """
+    if (proportion is None) == (count is None):
+        raise ValueError("give exactly one of proportion and count")
+    pairs = alpha.build_pairs(
+        scores,
+        0.0,
+        length_unit,
+        min_responses=min_responses,
+        source=source,
+        score=score,
+        ref_logps=ref_logps,
+    )
+    by_response = scores.set_index(["prompt_id", "sample_idx"])[score]
+    chosen = by_response.reindex(
+        pd.MultiIndex.from_arrays([pairs["prompt_id"], pairs["chosen_sample_idx"]])
+    )
+    rejected = by_response.reindex(
+        pd.MultiIndex.from_arrays([pairs["prompt_id"], pairs["rejected_sample_idx"]])
+    )
+    pairs[IRM] = chosen.to_numpy(dtype=float) - rejected.to_numpy(dtype=float)
+    if count is not None and count > len(pairs):
+        raise ValueError(
+            f"{source}: asked for {count} bootstrapped pairs but only {len(pairs)} prompt(s) "
+            f"give a pair ({pairs.attrs['n_degenerate']} with tied responses, "
+            f"{pairs.attrs['n_dropped']} with fewer than {min_responses} responses)"
+        )
+    attrs = dict(pairs.attrs, n_candidates=len(pairs))
+    kept, _ = select_by_margin(pairs, IRM, proportion, count=count, source=source)
+    kept.attrs.update(attrs)
+    log.info("%s: kept %d of %d bootstrapped pairs by IRM", source, len(kept), len(pairs))
+    return kept
+
+
+# --- Section 4.1 / 5.1: the training set D_t ------------------------------------------------------
+
+
+def sera_counts(n_total: int, proportion: float, generated: float | None = None) -> tuple[int, int]:
+    """(N_off, N_gen) of D_t for an offline set of ``n_total`` = N pairs.
+
+    N_off = :func:`selection_count` (N, ``proportion``). SeRA (``generated`` None) keeps the
+    size of the offline set, N_off + N_gen = N; best-SeRA relaxes that sum constraint with
+    N_gen = round(``generated`` * N), ``generated`` >= 0 (Section 5.1).
+    """
+    n_offline = selection_count(n_total, proportion)
+    if generated is None:
+        return n_offline, int(n_total) - n_offline
+    if not (isinstance(generated, (int, float)) and math.isfinite(generated) and generated >= 0):
+        raise ValueError(f"the generated proportion must be >= 0, got {generated!r}")
+    return n_offline, round(generated * int(n_total))
+
+
+def mix_sera(
+    selected_offline: pd.DataFrame,
+    bootstrapped: pd.DataFrame,
+    n_generated: int,
+    seed: int,
+    *,
+    offline_source: str = "<selected offline>",
+    generated_source: str = "<bootstrapped>",
+) -> pd.DataFrame:
+    """D_t: every selected offline pair and the ``n_generated`` bootstrapped pairs with the
+    highest ``irm`` (ties to the earlier row), shuffled with a generator seeded by ``seed``
+    (per iteration: :func:`dicewf.mixing.iteration_seed`).
+
+    The columns and the ``source`` tag (offline, generated) of :func:`dicewf.mixing.mix`,
+    through the same :func:`dicewf.mixing.combine`; unlike DICE's mixture both parts are
+    chosen by margin, not drawn, and a prompt may appear in both. Fewer bootstrapped pairs
+    than ``n_generated``, or a prompt_id naming two prompts across the inputs, is an error
+    naming the file.
+    """
+    check_frame(selected_offline, "pairs", offline_source, allow_empty=True)
+    check_frame(bootstrapped, "pairs", generated_source, allow_empty=True)
+    if int(n_generated) < 0:
+        raise ValueError(f"n_generated must be >= 0, got {n_generated}")
+    if n_generated > len(bootstrapped):
+        raise ValueError(
+            f"{generated_source}: asked for {n_generated} bootstrapped pairs but only "
+            f"{len(bootstrapped)} are available"
+        )
+    _check_shared_ids(bootstrapped, selected_offline, generated_source, offline_source)
+    top, _ = select_by_margin(bootstrapped, IRM, count=n_generated, source=generated_source)
+    mixed = combine(top, selected_offline, np.random.default_rng(seed))
+    if mixed.empty:
+        raise ValueError(f"{offline_source} and {generated_source}: the mixture is empty")
+    return mixed
+
+
+# --- Section 4.2: noisy preferences ---------------------------------------------------------------
+
+
+def swap_columns(columns: Iterable[str], source: str = "<pairs>") -> list[tuple[str, str]]:
+    """The (chosen, rejected) column pairs that swap with the labels: every column whose name
+    holds ``chosen`` with its counterpart, ``chosen`` replaced by ``rejected`` (chosen/rejected,
+    ref_chosen_logps/ref_rejected_logps, logp_policy_chosen/logp_policy_rejected, ...). A
+    column of one side without its counterpart is an error naming it."""
+    columns = list(columns)
+    present = set(columns)
+    out = []
+    for column in columns:
+        for side, other in (("chosen", "rejected"), ("rejected", "chosen")):
+            if side in column:
+                counterpart = column.replace(side, other)
+                if counterpart not in present:
+                    raise DatasetError(
+                        f"{source}: column {column!r} has no counterpart {counterpart!r}; "
+                        "swapping labels would leave it on the wrong side"
+                    )
+        if "chosen" in column:
+            out.append((column, column.replace("chosen", "rejected")))
+    return out
+
+
+def swap_labels(
+    pairs: pd.DataFrame, fraction: float, seed: int, *, source: str = "<pairs>"
+) -> pd.DataFrame:
+    """``pairs`` with chosen and rejected swapped on exactly round(``fraction`` * n) rows.
+
+    The rows are drawn without replacement by a generator seeded with
+    :func:`dicewf.seeds.derive_seed` ("swap_labels", ``seed``): the same seed swaps the same
+    rows. Every column pair of :func:`swap_columns` swaps with them; chosen-minus-rejected
+    columns (:data:`ANTISYMMETRIC`: len_diff, irm) change sign. Column ``label_swapped``
+    records the rows whose label is now the opposite of the input's original: a present one
+    is XORed, so swapping twice with one seed gives back the original pairs, none marked.
+    """
+    fraction = _proportion(fraction, "the noise fraction", zero=True)
+    check_frame(pairs, "pairs", source)
+    if SWAPPED in pairs.columns and not pd.api.types.is_bool_dtype(pairs[SWAPPED]):
+        raise DatasetError(
+            f"{source}: column {SWAPPED!r} should hold booleans, found dtype {pairs[SWAPPED].dtype}"
+        )
+    n = len(pairs)
+    k = round(fraction * n)
+    rng = np.random.default_rng(derive_seed("swap_labels", int(seed)))
+    swapped = np.zeros(n, dtype=bool)
+    swapped[rng.choice(n, k, replace=False)] = True
+    keep = pd.Series(~swapped, index=pairs.index)
+    out = pairs.copy()
+    for chosen, rejected in swap_columns(pairs.columns, source):
+        out[chosen] = pairs[chosen].where(keep, pairs[rejected])
+        out[rejected] = pairs[rejected].where(keep, pairs[chosen])
+    for column in ANTISYMMETRIC:
+        if column in pairs.columns:
+            out[column] = pairs[column].where(keep, -pairs[column])
+    before = pairs[SWAPPED].to_numpy(dtype=bool) if SWAPPED in pairs.columns else False
+    out[SWAPPED] = before ^ swapped
+    log.info("%s: swapped chosen and rejected on %d of %d pairs", source, k, n)
+    return out
+
+
+def selection_quality(selected: Any, bad: Any) -> dict[str, float | int | None]:
+    """How well a selection removes bad pairs (``bad``: e.g. ``label_swapped``, or pairs the
+    gold judge calls length-biased), one boolean per pair in both.
+
+    A dropped pair is one not selected. recall = bad pairs dropped / bad pairs (the share of
+    the bad pairs the selection removes); precision = bad pairs dropped / pairs dropped (the
+    share of the removed pairs that were bad); None where the denominator is 0.
+    ``bad_share_selected`` and ``bad_share_all`` are the bad shares of the selection and of
+    all pairs.
+    """
+    kept = _mask(selected, "selected")
+    noisy = _mask(bad, "bad")
+    if len(kept) != len(noisy):
+        raise ValueError(f"selected has {len(kept)} entries and bad {len(noisy)}: one per pair")
+    dropped = ~kept
+    hits = int((dropped & noisy).sum())
+    n_bad, n_dropped, n_kept = int(noisy.sum()), int(dropped.sum()), int(kept.sum())
+    return {
+        "n_pairs": len(kept),
+        "n_bad": n_bad,
+        "n_dropped": n_dropped,
+        "n_dropped_bad": hits,
+        "precision": hits / n_dropped if n_dropped else None,
+        "recall": hits / n_bad if n_bad else None,
+        "bad_share_selected": int((kept & noisy).sum()) / n_kept if n_kept else None,
+        "bad_share_all": n_bad / len(kept) if len(kept) else None,
+    }
+
+
+# --- Figure 6: similarity of selected sets --------------------------------------------------------
+
+
+def jaccard(a: Iterable[Hashable], b: Iterable[Hashable]) -> float:
+    """|A & B| / |A | B| of two selected sets, given by their keys (pair ids, or row positions:
+    ``np.flatnonzero(mask)``); 1.0 for two empty sets. A boolean key (a mask passed by mistake)
+    is an error."""
+    sets = []
+    for name, keys in (("a", a), ("b", b)):
+        keys = list(keys)
+        if any(isinstance(k, (bool, np.bool_)) for k in keys):
+            raise ValueError(
+                f"jaccard: {name} holds booleans; pass the selected keys (np.flatnonzero(mask) "
+                "for a mask)"
+            )
+        sets.append(set(keys))
+    union = sets[0] | sets[1]
+    return len(sets[0] & sets[1]) / len(union) if union else 1.0
+
+
+def jaccard_matrix(selections: Mapping[str, Iterable[Hashable]]) -> pd.DataFrame:
+    """Pairwise :func:`jaccard` of named selections (Figure 6c/d), rows and columns by name."""
+    keys = {name: list(v) for name, v in selections.items()}
+    names = list(keys)
+    return pd.DataFrame(
+        [[jaccard(keys[r], keys[c]) for c in names] for r in names], index=names, columns=names
+    )
