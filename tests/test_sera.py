@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from dicewf import sera
 from dicewf.io import DatasetError
 from dicewf.mixing import REF_COLUMNS
@@ -395,3 +398,62 @@ def test_jaccard_of_selected_sets():
     matrix = sera.jaccard_matrix({"LD1": [1, 2, 3], "LD2": [2, 3, 4], "LI1": [9]})
     assert matrix.loc["LD1", "LD2"] == matrix.loc["LD2", "LD1"] == 0.5
     assert np.diag(matrix).tolist() == [1.0, 1.0, 1.0] and matrix.loc["LI1", "LD1"] == 0.0
+
+
+# --- the config schema's sera block ------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def shipped_config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_the_schema_fills_the_sera_block_with_the_papers_values():
+    from snakemake.utils import validate
+
+    config = shipped_config()
+    validate(config, str(SCHEMA))
+    assert config["sera"] == {
+        "selection_proportion": 0.7,  # Table 4
+        "generated_proportion": None,  # SeRA: N_off + N_gen = N
+        "ensemble_lambda": 0.3,
+        "reward": "dpo",
+        "noise_fraction": 0.0,
+        "sampling": {"n": 4, "temperature": 0.7, "top_p": 0.95},  # Appendix B.2
+        "beta": {"sigmoid": 0.2, "hinge": 0.2, "ipo": 1.0},  # Table 4, TinyLlama
+    }
+    # a partial block keeps the other defaults
+    config = shipped_config()
+    config["sera"] = {"beta": {"ipo": 0.5}, "sampling": {"n": 8}}
+    validate(config, str(SCHEMA))
+    assert config["sera"]["beta"] == {"sigmoid": 0.2, "hinge": 0.2, "ipo": 0.5}
+    assert config["sera"]["sampling"] == {"n": 8, "temperature": 0.7, "top_p": 0.95}
+
+
+@pytest.mark.parametrize(
+    ("block", "named"),
+    [
+        ({"selection_proportion": 0}, "selection_proportion"),
+        ({"ensemble_lambda": 1.5}, "ensemble_lambda"),
+        ({"generated_proportion": -0.1}, "generated_proportion"),
+        ({"noise_fraction": 2}, "noise_fraction"),
+        ({"reward": "orpo"}, "reward"),
+        ({"beta": {"ipo": 0}}, "ipo"),
+        ({"sampling": {"n": 1}}, "n"),
+        ({"selection": 0.7}, "selection"),
+    ],
+)
+def test_the_schema_refuses_a_bad_sera_value_naming_it(block, named):
+    config = shipped_config()
+    config["sera"] = block
+    schema = yaml.safe_load(SCHEMA.read_text())
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    # the error is inside the sera block and names the key (its path, or the message of an
+    # unknown key)
+    assert any(
+        list(e.absolute_path)[:1] == ["sera"]
+        and (named in e.absolute_path or repr(named) in e.message)
+        for e in errors
+    ), [(list(e.absolute_path), e.message) for e in errors]
