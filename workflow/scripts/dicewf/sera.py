@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -91,8 +92,8 @@ def _mask(values: Any, name: str) -> np.ndarray:
 
 
 def _proportion(value: float, name: str, *, zero: bool) -> float:
-    lo_ok = value >= 0 if zero else value > 0
-    if not (isinstance(value, (int, float)) and lo_ok and value <= 1):
+    inside = isinstance(value, Real) and (value >= 0 if zero else value > 0) and value <= 1
+    if not inside:
         interval = "[0, 1]" if zero else "(0, 1]"
         raise ValueError(f"{name} must lie in {interval}, got {value!r}")
     return float(value)
@@ -123,7 +124,7 @@ def implicit_reward_margin(
     """
     if reward not in REWARDS:
         raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+    if not (isinstance(beta, Real) and math.isfinite(beta) and beta > 0):
         raise ValueError(f"beta must be a positive number, got {beta!r}")
     chosen, rejected = policy
     if reward == "dpo":
@@ -159,7 +160,7 @@ def ensemble_margin(irm_prev: Any, irm_prev2: Any | None, lam: float) -> np.ndar
     linear, so it mixes per-response implicit rewards the same way (the bootstrapped pairs'
     ensemble: mix the rewards, then :func:`bootstrap_pairs` on the mixed column).
     """
-    if not (isinstance(lam, (int, float)) and 0.0 <= lam <= 1.0):
+    if not (isinstance(lam, Real) and 0.0 <= lam <= 1.0):
         raise ValueError(f"the ensemble coefficient lambda must lie in [0, 1], got {lam!r}")
     prev = _finite(irm_prev, "irm_prev")
     if irm_prev2 is None:
@@ -322,7 +323,7 @@ def sera_counts(n_total: int, proportion: float, generated: float | None = None)
     n_offline = selection_count(n_total, proportion)
     if generated is None:
         return n_offline, int(n_total) - n_offline
-    if not (isinstance(generated, (int, float)) and math.isfinite(generated) and generated >= 0):
+    if not (isinstance(generated, Real) and math.isfinite(generated) and generated >= 0):
         raise ValueError(f"the generated proportion must be >= 0, got {generated!r}")
     return n_offline, round(generated * int(n_total))
 
