@@ -78,15 +78,12 @@ def _finite(values: Any, name: str) -> np.ndarray:
 
 def _mask(values: Any, name: str) -> np.ndarray:
     """``values`` as a 1-D boolean array; anything but booleans (0/1, NA) is an error."""
-    series = pd.Series(values) if not isinstance(values, pd.Series) else values
-    if not pd.api.types.is_bool_dtype(series) or series.isna().any():
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
+    missing = series.isna().to_numpy()
+    if not pd.api.types.is_bool_dtype(series) or missing.any():
+        where = f" with missing values at positions {_positions(missing)}" if missing.any() else ""
         raise ValueError(
-            f"{name}: expected booleans (one per pair), got dtype {series.dtype}"
-            + (
-                f" with missing values at positions {_positions(series.isna().to_numpy())}"
-                if series.isna().any()
-                else ""
-            )
+            f"{name}: expected booleans (one per pair), got dtype {series.dtype}{where}"
         )
     return series.to_numpy(dtype=bool)
 
