@@ -2,8 +2,8 @@
 
 Not part of CI: mutmut is not in requirements.txt (``python -m pip install mutmut``). For each
 module a scratch copy of the project is made (the package as ``src/dicewf``, where mutmut looks
-for it; the rule scripts, configs and schema some tests read; the module's test files and the
-test helpers), mutmut mutates only that module and runs only its tests (``-m 'not slow'``).
+for it; the rule scripts, configs and schema some tests read; the tests folder), mutmut mutates
+only that module and runs only its tests (``-m 'not slow'``).
 Mutants that time out count as killed, mutants no test covers as survived. The raw score is
 killed / (killed + survived); survivors judged equivalent (no input tells them from the code:
 benchmarks/mutation_equivalent.json, mutant name -> reason) are then set aside, and the score the
@@ -42,7 +42,7 @@ MODULES = {
     "sharding": ["test_sharding.py"],
     "io": ["test_io.py"],
     "lcwinrate": ["test_lcwinrate.py"],
-    "config": ["test_config.py"],
+    "config": ["test_config.py", "test_sharing.py"],
     "judge_client": ["test_judge_client.py"],
     "llm_judge": ["test_llm_judge.py"],
     "scoring": ["test_scoring.py"],
@@ -51,7 +51,6 @@ MODULES = {
     "alpha": ["test_alpha.py"],
     "arena": ["test_arena.py"],
 }
-HELPERS = ["conftest.py", "fake_chat_server.py", "fakes_alpacaeval.py", "data"]
 KILLED = {"killed", "timeout"}
 SURVIVED = {"survived", "no tests"}
 
@@ -92,13 +91,9 @@ def scratch_project(module: str, where: Path) -> Path:
     shutil.copy2(ROOT / "config.yaml", where / "config.yaml")
     (where / ".test").mkdir()
     shutil.copy2(ROOT / ".test" / "config.yaml", where / ".test" / "config.yaml")
-    (where / "tests").mkdir()
-    for name in [*MODULES[module], *HELPERS]:
-        src = TESTS / name
-        if src.is_dir():
-            shutil.copytree(src, where / "tests" / name)
-        elif src.exists():
-            shutil.copy2(src, where / "tests" / name)
+    # the whole tests folder: test files import helpers from each other (test_workflow,
+    # test_paper, conftest, fakes); only the module's test files are run
+    shutil.copytree(TESTS, where / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     tests = ", ".join(f'"tests/{t}"' for t in MODULES[module])
     (where / "pyproject.toml").write_text(PYPROJECT.format(module=module, tests=tests))
     return where
