@@ -16,6 +16,7 @@ not judged equivalent are listed there by name.
     python benchmarks/mutation.py arena --keep       # keep the scratch folder to inspect survivors
                                                      # (cd there; mutmut results / mutmut show NAME)
     python benchmarks/mutation.py arena --reuse DIR  # after adding tests: rerun the survivors only
+    python benchmarks/mutation.py --table            # the recorded figures as a markdown table
 """
 
 from __future__ import annotations
@@ -194,6 +195,25 @@ def _mutmut_version() -> str:
     return version("mutmut")
 
 
+def table(results: list[dict]) -> str:
+    """The recorded figures as markdown rows (README's mutation table)."""
+    rows = [
+        "| module | mutants | killed | survived | judged equivalent | raw score "
+        "| score (non-equivalent) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = list(MODULES)
+    for r in sorted(results, key=lambda r: order.index(r["module"])):
+        raw, score = r.get("raw_score"), r.get("score")
+        rows.append(
+            f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['survived']} "
+            f"| {r.get('equivalent', '-')} | {f'{raw:.1%}' if raw is not None else '-'} "
+            f"| {f'{score:.1%}' if score is not None else '-'}"
+            f"{' (' + r['note'] + ')' if r.get('note') else ''} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -215,7 +235,13 @@ def main() -> None:
         default=ROOT / "benchmarks" / "results" / "mutation.json",
         help="where the figures go (JSON)",
     )
+    parser.add_argument(
+        "--table", action="store_true", help="print the figures in --out as markdown and stop"
+    )
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())["results"]))
+        return
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown module(s) {unknown}; choose from {list(MODULES)}")
