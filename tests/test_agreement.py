@@ -192,3 +192,130 @@ def test_table5_scores_both_responses_with_each_reward_model_and_rates_them_in_o
     }
     assert list(result["rates"]) == ["IntlRM", "ERM-a", "ERM-b", "DPO Implicit Reward"]
     assert result["rates"]["IntlRM"] + result["rates"]["ERM-a"] == pytest.approx(1.0)
+
+
+# --- edges the mutation benchmark (benchmarks/mutation.py) showed untested -------------------------
+
+
+def test_rate_is_one_when_the_model_always_agrees_and_zero_when_it_never_does():
+    r1, r2 = [2.0, 0.0, 5.0], [1.0, 3.0, 4.0]  # prefers 1, 2, 1
+    assert agreement.rate(r1, r2, [1.0, 0.0, 1.0]) == 1.0
+    assert agreement.rate(r1, r2, [0.0, 1.0, 0.0]) == 0.0
+    assert agreement.rate([1.0, 1.0], [1.0, 1.0], [1.0, 0.0]) == 0.5  # ties only
+
+
+def test_rate_and_check_labelled_take_none_as_unlabelled_and_say_so_exactly():
+    # labels read back from JSON carry null for an unlabelled tuple
+    assert agreement.rate([1, 0, 3], [0, 1, 3], [1, None, 0]) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match=r"^no labelled tuple$"):
+        agreement.rate([1.0], [0.0], [None])
+    with pytest.raises(
+        ValueError,
+        match=r"^no labelled tuple: judge 'j' labelled none of the 2 tuples \(each judged a tie, "
+        r"or without a verdict in both orders\)$",
+    ):
+        agreement.check_labelled([None, None], "judge 'j'")
+    with pytest.raises(ValueError, match=r"^lengths differ: 2, 1, 2$"):
+        agreement.rate([1.0, 2.0], [0.0], [1.0, 0.0])
+
+
+def test_one_tuple_can_be_asked_for_and_none_cannot():
+    df = scores([(f"p{i}", k, f"r{k}", float(k)) for i in range(5) for k in range(3)])
+    assert len(agreement.sample_tuples(df, n=1, seed=0)) == 1
+    with pytest.raises(ValueError, match=r"^n must be at least 1, got 0$"):
+        agreement.sample_tuples(df, n=0, seed=0)
+
+
+def test_only_a_missing_reward_keeps_a_response_out_of_the_tuples():
+    df = scores([("a", 0, "x", 1.0), ("a", 1, "y", np.nan), ("b", 0, "z", 0.5), ("b", 1, "w", 0.7)])
+    df["judgement"] = [None, None, None, "fine"]  # NaN in another column does not matter
+    t = agreement.sample_tuples(df, n=10, seed=0)
+    assert t["prompt_id"].tolist() == ["b"]
+    assert sorted([*t["response_1"], *t["response_2"]]) == ["w", "z"]
+
+
+def test_a_bad_scores_or_tuples_frame_is_named_by_its_source_or_default_name():
+    df = scores([("a", 0, "x", 1.0), ("a", 1, "y", 2.0)]).drop(columns="reward")
+    with pytest.raises(ValueError, match=r"^<scores>: missing column\(s\) \['reward'\]"):
+        agreement.sample_tuples(df, 5, 0)
+    with pytest.raises(ValueError, match=r"^it1/scores.parquet: missing column\(s\) \['reward'\]"):
+        agreement.sample_tuples(df, 5, 0, source="it1/scores.parquet")
+    no_reward_2 = pd.DataFrame(
+        {"prompt_id": ["a"], "prompt": ["?"], "response_1": ["x"], "response_2": ["y"]}
+    ).assign(reward_1=0.0)
+    with pytest.raises(ValueError, match=r"^<tuples>: missing column\(s\) \['reward_2'\]"):
+        agreement.judge_labels(no_reward_2, client=object())
+    with pytest.raises(ValueError, match=r"^<tuples>: missing column\(s\) \['reward_2'\]"):
+        agreement.table5(no_reward_2, [1.0], len, [], judge="j", setting="s")
+
+
+def test_gold_labels_leave_an_exact_tie_unlabelled():
+    task = toyworld.Task("t0", "add", "What is 2 + 3?", "5", "2 3")
+    judge = toyworld.JudgeSpec(temperature=0.1, length_bias=0.0, length_scale=40.0)
+    wrong_7, wrong_8 = (toyworld.render(task, a, "plain") for a in ("7", "8"))  # quality 0 both
+    right = toyworld.render(task, "5", "plain")
+    tuples = pd.DataFrame(
+        {
+            "prompt_id": ["t0", "t0"],
+            "prompt": [task.prompt] * 2,
+            "response_1": [wrong_7, wrong_8],
+            "response_2": [wrong_8, right],
+            "reward_1": [0.0, 0.0],
+            "reward_2": [0.0, 0.0],
+        }
+    )
+    labels = agreement.gold_labels(tuples, {"t0": task}, judge)
+    assert np.isnan(labels[0]) and labels[1] == 0.0
+
+
+def test_judge_labels_weigh_both_orders_pass_the_client_and_the_judges_options(monkeypatch):
+    from dicewf import arena
+
+    calls = []
+
+    def fake_judge(questions, responses, baseline, client, **kwargs):
+        calls.append((client, kwargs))
+        # "a": a strong win of response 1 in game 1 (weight 3) outweighs its plain loss in game 2;
+        # "b": a strong loss of response 1 in game 1 outweighs its plain win in game 2
+        return pd.DataFrame(
+            {
+                "prompt_id": ["a", "a", "b", "b"],
+                "game": [1, 2, 1, 2],
+                "model_position": ["B", "A", "B", "A"],
+                "verdict": ["B>>A", "B>A", "A>>B", "A>B"],
+            }
+        )
+
+    monkeypatch.setattr(arena, "judge", fake_judge)
+    tuples = pd.DataFrame(
+        {
+            "prompt_id": ["a", "b"],
+            "prompt": ["?"] * 2,
+            "response_1": ["x", "y"],
+            "response_2": ["z", "w"],
+            "reward_1": [0.0] * 2,
+            "reward_2": [0.0] * 2,
+        }
+    )
+    client = object()
+    labels = agreement.judge_labels(tuples, client, model="gpt-4o", max_workers=3)
+    assert labels.tolist() == [1.0, 0.0]
+    assert calls == [(client, {"model": "gpt-4o", "max_workers": 3})]
+
+
+def test_table5_stores_the_intl_rm_reward_of_response_1():
+    tuples = agreement.sample_tuples(
+        scores([(f"p{i}", k, "r" * (k + 1), float(k)) for i in range(3) for k in range(2)]),
+        n=3,
+        seed=0,
+    )
+    out, _ = agreement.table5(
+        tuples,
+        [1.0, 0.0, 1.0],
+        lambda frame: frame["response"].str.len().astype(float).to_numpy(),
+        [],
+        judge="j",
+        setting="s",
+    )
+    assert list(out["rm_reward_1"]) == list(tuples["response_1"].str.len().astype(float))
+    assert list(out["rm_reward_2"]) == list(tuples["response_2"].str.len().astype(float))

@@ -770,3 +770,66 @@ def test_each_stage_gets_the_seed_where_its_own_key_was():
     ]
     assert list(with_seed({"a": 1}, 7, "")) == ["seed", "a"]
     assert with_seed({"seed": 1, "a": 1}, 7) == {"a": 1, "seed": 7}
+
+
+# --- edges the mutation benchmark (benchmarks/mutation.py) showed untested -------------------------
+
+
+def test_deep_merge_copies_a_new_nested_value_deeply():
+    override = {"train": {"schedule": {"warmup": [1, 2]}}}
+    merged = cfg.deep_merge({}, override)
+    merged["train"]["schedule"]["warmup"].append(3)
+    assert override == {"train": {"schedule": {"warmup": [1, 2]}}}
+
+
+def test_a_merged_toy_and_paper_config_is_refused_with_the_whole_message():
+    with pytest.raises(
+        ValueError,
+        match=r"^config: both `world` \(the embedded toy world\) and `settings` \(the paper's "
+        r"backbones\) are set: two configurations were merged into one\. Give one: `snakemake` "
+        r"alone runs config\.yaml, `snakemake --configfile config/paper\.yaml` runs the paper "
+        r"alone$",
+    ):
+        cfg.check_standalone({"world": {"seed": 0}, "settings": {"zephyr": {}}})
+
+
+def test_settings_of_an_experiment_need_configured_settings_and_only_unknown_ones_are_named():
+    config = small_config()
+    config["experiments"]["dice"]["settings"] = []
+    with pytest.raises(KeyError, match=r"experiments.dice.settings: unknown setting\(s\) \[\]"):
+        cfg.expanded(config)
+    config = small_config() | {"settings": {"zephyr": {}, "mistral": {}}}
+    config["experiments"]["dice"]["settings"] = ["zephyr", "llama"]
+    with pytest.raises(
+        KeyError,
+        match=r"experiments.dice.settings: unknown setting\(s\) \['llama'\]; "
+        r"configured: \['zephyr', 'mistral'\]",
+    ):
+        cfg.expanded(config)
+
+
+def test_base_without_a_setting_is_the_top_level_block():
+    assert cfg.base(small_config()) == BASE
+
+
+def test_an_iteration_that_is_not_run_is_named_with_the_experiments_iterations():
+    with pytest.raises(
+        ValueError, match=r"^experiments.dice: iteration 3 is not run \(iterations: 2\)$"
+    ):
+        cfg.owners_of(small_config(), "dice", 3)
+
+
+def test_samples_owner_is_the_first_experiment_with_the_same_iteration_one_samples():
+    config = small_config()
+    config["experiments"]["other_sampling"] = {"sampling": {"n": 4, "temperature": 1.0}}
+    assert cfg.samples_owner(config, "dice", 1) == "dice"
+    assert cfg.samples_owner(config, "dice_long", 1) == "dice"
+    assert cfg.samples_owner(config, "other_sampling", 1) == "other_sampling"
+    assert cfg.samples_owner(config, "dice_long", 2) == "dice_long"  # its own iteration-1 policy
+
+
+def test_each_settings_base_model_is_evaluated_under_its_own_name():
+    config = small_config() | {"settings": {"zephyr": {}, "mistral": {}}}
+    owners = cfg.model_owners(config)
+    assert owners["zephyr_base"] == "zephyr_base" and owners["mistral_base"] == "mistral_base"
+    assert "base" not in owners

@@ -12,10 +12,14 @@ from dicewf.io import (
     DatasetError,
     atomic_path,
     check_frame,
+    check_one_prompt_per_id,
+    finite_or_none,
     read_json,
     read_parquet,
     write_json,
     write_parquet,
+    write_text,
+    write_yaml,
 )
 
 SOURCE = "results/dice/iter1/pairs.parquet"
@@ -279,3 +283,113 @@ def test_an_empty_frame_built_from_lists_is_accepted_when_allowed():
     assert check_frame(empty, "prompts", "e.parquet", allow_empty=True) is empty
     with pytest.raises(DatasetError, match="e.parquet: dataset is empty"):
         check_frame(empty, "prompts", "e.parquet")
+
+
+# --- edges the mutation benchmark (benchmarks/mutation.py) showed untested -------------------------
+
+
+def test_int_and_bool_columns_pass_as_their_kind_and_fail_as_the_other():
+    df = pd.DataFrame({"n": [1, 2], "flag": [True, False], "x": [0.5, 1.5]})
+    assert check_frame(df, {"n": "int", "flag": "bool"}) is df
+    with pytest.raises(
+        DatasetError, match=r"^<frame>: column 'x' should hold int values, found dtype float64$"
+    ):
+        check_frame(df, {"x": "int"})
+    with pytest.raises(
+        DatasetError, match=r"^<frame>: column 'n' should hold bool values, found dtype int64$"
+    ):
+        check_frame(df, {"n": "bool"})
+
+
+def test_a_str_column_is_checked_by_dtype_family_so_any_object_column_passes():
+    df = pd.DataFrame({"prompt_id": ["a", "b"], "prompt": [("tuple",), 3]})  # object dtype
+    assert check_frame(df, {"prompt_id": "str", "prompt": "str"}) is df
+
+
+def test_at_most_five_offending_rows_are_listed():
+    df = pd.DataFrame({"prompt_id": [None] * 7, "reward": [float("nan")] * 7})
+    with pytest.raises(
+        DatasetError,
+        match=r"^<frame>: column 'prompt_id' has missing values at rows \[0, 1, 2, 3, 4\]$",
+    ):
+        check_frame(df, {"prompt_id": "str"})
+    with pytest.raises(
+        DatasetError,
+        match=r"^<frame>: column 'reward' has NaN or infinite values at rows \[0, 1, 2, 3, 4\] \(7 in all\)$",
+    ):
+        check_frame(df, {"reward": "float"}, finite=("reward",))
+
+
+def test_a_non_numeric_value_in_a_finite_column_is_named_as_not_finite():
+    df = pd.DataFrame({"reward": ["1.5", "high"]})
+    with pytest.raises(
+        DatasetError, match=r"^s.parquet: column 'reward' has NaN or infinite values at rows \[1\]"
+    ):
+        check_frame(df, {"reward": "str"}, "s.parquet", finite=("reward",))
+
+
+def two_prompts_for_p1() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"prompt_id": ["p0", "p1", "p1", "p2", "p1"], "prompt": ["a", "b", "c", "d", "b"]}
+    )
+
+
+def test_a_named_schema_with_prompt_id_and_prompt_checks_one_prompt_per_id_by_default():
+    with pytest.raises(
+        DatasetError,
+        match=r"^prompts.parquet: 1 prompt_id value\(s\) carry more than one prompt text \(a "
+        r"prompt_id must name one prompt\); first ones with their rows: \{'p1': \[1, 2, 4\]\}$",
+    ):
+        check_frame(two_prompts_for_p1(), "prompts", "prompts.parquet")
+    with pytest.raises(DatasetError, match=r"^<frame>: 1 prompt_id value\(s\)"):
+        check_one_prompt_per_id(two_prompts_for_p1())
+    # a repeated id with one text is fine
+    check_frame(two_prompts_for_p1().iloc[[0, 1, 4]], "prompts")
+
+
+def test_one_prompt_per_id_is_off_for_a_mapping_schema_or_when_turned_off():
+    df = two_prompts_for_p1()
+    assert check_frame(df, {"prompt_id": "str", "prompt": "str"}) is df
+    assert check_frame(df, "prompts", one_prompt_per_id=False) is df
+    with pytest.raises(DatasetError, match="carry more than one prompt text"):
+        check_frame(df, {"prompt_id": "str", "prompt": "str"}, one_prompt_per_id=True)
+
+
+def test_write_parquet_drops_the_index_of_a_filtered_frame(tmp_path):
+    path = tmp_path / "pairs.parquet"
+    write_parquet(pairs(5).iloc[[1, 3]], path)
+    back = pd.read_parquet(path)
+    assert back.index.tolist() == [0, 1]
+    assert back.columns.tolist() == ["prompt_id", "prompt", "chosen", "rejected"]
+
+
+def test_write_json_is_sorted_indented_by_two_and_ends_with_a_newline(tmp_path):
+    path = tmp_path / "m.json"
+    write_json({"b": 1, "a": [2]}, path)
+    assert path.read_text() == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}\n'
+
+
+def test_write_json_writes_nan_unless_told_not_to_and_then_names_the_file(tmp_path):
+    path = tmp_path / "m.json"
+    write_json({"x": float("nan")}, path)
+    assert path.read_text() == '{\n  "x": NaN\n}\n'
+    with pytest.raises(
+        ValueError,
+        match=r"^.*bad.json: Out of range float values are not JSON compliant.* "
+        r"\(NaN and infinity are not JSON\)$",
+    ):
+        write_json({"x": float("inf")}, tmp_path / "bad.json", allow_nan=False)
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_finite_or_none_replaces_nan_and_infinity_at_any_depth_and_keeps_the_rest():
+    obj = {"a": [1.0, float("nan"), {"b": float("-inf")}], "c": 2, "d": "x", "e": (3.5,)}
+    assert finite_or_none(obj) == {"a": [1.0, None, {"b": None}], "c": 2, "d": "x", "e": [3.5]}
+
+
+def test_write_text_and_write_yaml_write_their_content_keys_in_order(tmp_path):
+    write_text("hello\n", tmp_path / "t.txt")
+    assert (tmp_path / "t.txt").read_text() == "hello\n"
+    write_yaml({"z": 1, "a": {"y": [1, 2]}}, tmp_path / "c.yaml")
+    assert (tmp_path / "c.yaml").read_text() == "z: 1\na:\n  y:\n  - 1\n  - 2\n"
+    assert leftovers(tmp_path / "c.yaml") == []

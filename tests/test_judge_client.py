@@ -484,3 +484,110 @@ def test_a_job_resumes_from_its_partial_file_and_leaves_only_the_declared_cache(
         client.complete([_conv("q3")])
         finish_job(client, out)
     assert mine.exists() and client.cache_path == mine
+
+
+# --- edges the mutation benchmark (benchmarks/mutation.py) showed untested -------------------------
+
+
+def test_the_defaults_are_the_schemas_chat_client_defaults(tmp_path):
+    import yaml
+    from dicewf import judge_client
+
+    schema = Path(judge_client.__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+    props = yaml.safe_load(schema.read_text())["definitions"]["chat_client"]["properties"]
+    want = {name: spec["default"] for name, spec in props.items() if "default" in spec}
+    assert judge_client._schema_defaults() == want == judge_client.DEFAULTS
+    assert want  # the schema gives some
+    small = tmp_path / "schema.yaml"
+    small.write_text(
+        "definitions:\n  chat_client:\n    properties:\n"
+        "      a: {type: integer, default: 3}\n      b: {type: string}\n"
+    )
+    assert judge_client._schema_defaults(small) == {"a": 3}
+
+
+def test_an_excerpt_is_the_replys_text_with_spaces_collapsed_and_clipped():
+    from dicewf.judge_client import _excerpt
+
+    class Model:  # the openai package's response models dump themselves as JSON
+        def model_dump_json(self, exclude_none):
+            return '{"a": 1}' if exclude_none else '{"a": 1, "b": null}'
+
+    assert _excerpt("a  b\n c") == "'a b c'"
+    assert _excerpt(b"caf\xc3\xa9 \xff") == repr("café \ufffd")
+    assert _excerpt(Model()) == repr('{"a": 1}')
+    assert _excerpt({"x": 1}) == repr("{'x': 1}")
+    assert _excerpt("x" * 200) == repr("x" * 200)
+    assert _excerpt("x" * 201) == repr("x" * 197 + "...")
+    assert _excerpt("abcdef", width=5) == repr("ab...")
+
+
+def test_a_conversation_is_described_by_its_last_user_turn_clipped_to_80():
+    from dicewf.judge_client import _describe
+
+    conversation = [
+        {"role": "user", "content": "first"},
+        {"role": "user", "content": "second  one\n"},
+        {"role": "assistant", "content": "reply"},
+    ]
+    assert _describe(conversation) == "'second one'"
+    assert _describe([{"role": "system", "content": "only"}]) == "'only'"
+    assert _describe([{"role": "user"}]) == "''"  # a turn without content
+    assert _describe([{"role": "user", "content": "y" * 80}]) == repr("y" * 80)
+    assert _describe([{"role": "user", "content": "y" * 81}]) == repr("y" * 77 + "...")
+
+
+def test_reply_text_takes_content_finish_reason_and_usage_or_says_what_is_missing():
+    from types import SimpleNamespace
+
+    from dicewf.judge_client import MalformedReplyError, _reply_text
+
+    class Usage:
+        def model_dump(self):
+            return {"total_tokens": 7}
+
+    choice = SimpleNamespace(message=SimpleNamespace(content="ok"), finish_reason="stop")
+    assert _reply_text(SimpleNamespace(choices=[choice], usage=Usage())) == (
+        "ok",
+        "stop",
+        {"total_tokens": 7},
+    )
+    bare = SimpleNamespace(message=SimpleNamespace(content="ok"))
+    assert _reply_text(SimpleNamespace(choices=[bare])) == ("ok", None, None)
+    with pytest.raises(MalformedReplyError, match=r"^a body that is not JSON: '<html>'$"):
+        _reply_text(b"<html>")
+    with pytest.raises(MalformedReplyError, match=r"^a reply without choices: \"\{'id': 1\}\"$"):
+        _reply_text({"id": 1})
+    with pytest.raises(
+        MalformedReplyError, match=r"^a reply without message content: \"\{'index': 0\}\"$"
+    ):
+        _reply_text(SimpleNamespace(choices=[{"index": 0}]))
+
+
+def test_cache_and_export_lines_are_sorted_json_with_text_kept_as_utf8(tmp_path, key_env):
+    cache = tmp_path / "new" / "folder" / "cache.jsonl"  # folders made as needed
+    with FakeChatServer(_echo) as server:
+        client = ChatClient(server.base_url, MODEL, api_key_env=key_env, cache=cache)
+        assert client.complete([_conv("café")]) == ["echo: café"]
+    exported = client.export(tmp_path / "export.jsonl")
+    for path in (cache, exported):
+        (line,) = path.read_bytes().decode("utf-8").splitlines()
+        assert line == json.dumps(json.loads(line), ensure_ascii=False, sort_keys=True)
+        assert "echo: café" in line
+
+
+def test_blank_and_unreadable_cache_lines_are_skipped_the_bad_one_named_the_next_ones_read(
+    tmp_path, key_env, caplog
+):
+    cache = tmp_path / "cache.jsonl"
+    with FakeChatServer(_echo) as server:
+        ChatClient(server.base_url, MODEL, api_key_env=key_env, cache=cache).complete(
+            [_conv("a"), _conv("b")]
+        )
+    first, second = cache.read_text().splitlines()
+    cache.write_text(f"{first}\n\nnot json\n{second}\n")  # a blank line is passed over
+    with caplog.at_level(logging.INFO, logger="dicewf.judge_client"):
+        replay = ChatClient(None, MODEL, cache=cache, replay_only=True)
+        assert sorted(replay.complete([_conv("a"), _conv("b")])) == ["echo: a", "echo: b"]
+    assert f"{cache}:3: skipping an unreadable cache line" in caplog.messages
+    assert f"judge cache {cache}: 2 recorded replies" in caplog.messages

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -279,3 +280,165 @@ def test_deterministic_and_json_ready(planted):
     assert set(a) == {f for f in WinRate.__dataclass_fields__}
     assert all(type(v) in (float, int) for v in a.values())
     assert json.loads(json.dumps(a)) == a
+
+
+# --------------------------------------------------------------------------- mutation edges
+# edges the mutation benchmark (benchmarks/mutation.py) showed untested
+
+
+def test_each_bad_input_is_refused_with_its_exact_message():
+    cases = [
+        (
+            ([0.2, 1.5, -0.1], [1, 1, 1], [1, 1, 1]),
+            {},
+            r"preference\[1\] = 1.5 is not a finite value in \[0, 1\] \(2 bad value\(s\) in all\)",
+        ),
+        (
+            ([0.5, 0.5], [1, -2], [1, 2]),
+            {},
+            r"len_model\[1\] = -2.0 is not a finite length >= 0 \(1 bad value\(s\) in all\)",
+        ),
+        (
+            ([0.5, 0.5], [1, 2], [-3, 2]),
+            {},
+            r"len_baseline\[0\] = -3.0 is not a finite length >= 0 \(1 bad value\(s\) in all\)",
+        ),
+        (
+            ([0.5, 0.5], [1, 2], [1, 2]),
+            {"difficulty": [0.0, math.inf]},
+            r"difficulty\[1\] = inf is not finite \(1 bad value\(s\) in all\)",
+        ),
+        (([], [], []), {}, r"no instructions: the inputs are empty"),
+        (([[0.5]], [1], [1]), {}, r"preference: expected a 1-D sequence, got shape \(1, 1\)"),
+        (
+            (["x"], [1], [1]),
+            {},
+            r"preference: cannot be read as numbers \(could not convert string to float: 'x'\)",
+        ),
+        (([0.5], ["x"], [1]), {}, r"len_model: cannot be read as numbers \(.*\)"),
+        (([0.5], [1], ["x"]), {}, r"len_baseline: cannot be read as numbers \(.*\)"),
+        (([0.5], [1], [1]), {"difficulty": ["x"]}, r"difficulty: cannot be read as numbers \(.*\)"),
+    ]
+    for args, kwargs, message in cases:
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            win_rates(*args, **kwargs)
+
+
+def test_a_missing_preference_is_named_as_not_finite():
+    with pytest.raises(ValueError, match=r"^preference\[1\] = nan is not a finite value"):
+        win_rates([0.5, None], [1, 2], [1, 2])
+
+
+def test_no_numpy_warning_for_one_instruction_or_equal_lengths():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a 0/0 or a ddof warning would fail here
+        win_rates([0.7], [1200], [800])
+        win_rates([0.7, 0.2, 0.4], [10, 20, 30], [10, 20, 30])
+        win_rates([0.9, 0.1, 0.8, 0.3], [1, 0, 1, 0], [0, 0, 0, 0])
+
+
+def test_a_small_length_spread_still_gets_its_length_term():
+    # deltas of 0 and 1 character: s = std([1, 0, 1, 0], ddof=1) ~ 0.58, below 1
+    glm = fit_length_glm([0.9, 0.1, 0.8, 0.3], [1, 0, 1, 0], [0, 0, 0, 0])
+    assert glm["length_scale"] == pytest.approx(np.std([1, 0, 1, 0], ddof=1))
+    assert glm["phi"] > 1.0  # the longer answers win
+    # two instructions already have a spread
+    assert fit_length_glm([0.9, 0.1], [5, 1], [1, 1])["length_scale"] == pytest.approx(
+        np.std([4, 0], ddof=1)
+    )
+
+
+def test_the_fit_reports_its_fields_and_converges_in_a_few_newton_steps():
+    p = [0.9, 0.1, 0.8, 0.3, 0.6]
+    for l2 in (1e-4, 1.0, 10.0):
+        glm = fit_length_glm(p, [5, 1, 4, 2, 3], [1, 1, 1, 1, 1], difficulty=[1, 0, 1, 0, 2], l2=l2)
+        assert set(glm) == {"theta", "phi", "psi", "length_scale", "converged", "iterations"}
+        assert glm["converged"] is True and glm["iterations"] <= 10
+
+
+def test_the_objective_is_the_mean_cross_entropy_plus_half_the_penalised_square():
+    from dicewf.lcwinrate import _objective
+
+    x = np.array([[1.0, 2.0], [1.0, -1.0]])
+    y = np.array([0.8, 0.3])
+    beta = np.array([0.5, 3.0])
+    z = x @ beta
+    cross_entropy = np.mean(-(y * np.log(expit(z)) + (1 - y) * np.log(1 - expit(z))))
+    penalty = np.array([0.0, 0.2])
+    assert _objective(beta, x, y, penalty) == pytest.approx(cross_entropy + 0.5 * 0.2 * 9.0)
+
+
+def test_a_fit_stopped_at_the_iteration_cap_warns_and_reports_the_cap(monkeypatch, planted):
+    from dicewf import lcwinrate
+
+    monkeypatch.setattr(lcwinrate, "_MAX_ITER", 1)
+    glm = fit_length_glm(planted["bern"], planted["model"], planted["base"])
+    assert glm["converged"] is False and glm["iterations"] == 1
+    with pytest.warns(
+        RuntimeWarning, match=r"^length-controlled GLM did not converge after 1 Newton steps$"
+    ):
+        win_rates(planted["bern"], planted["model"], planted["base"])
+
+
+def test_a_converged_fit_does_not_warn(planted):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        win_rates(planted["bern"], planted["model"], planted["base"])
+
+
+def test_the_standard_error_of_two_instructions():
+    assert win_rates([1.0, 0.0], [1, 2], [1, 1]).standard_error == pytest.approx(50.0)
+
+
+def test_judge_frame_checks_the_difficulty_column_and_names_the_default_source():
+    bad = _frame().assign(difficulty="hard")
+    with pytest.raises(
+        DatasetError, match=r"^<frame>: column 'difficulty' should hold float values, found dtype"
+    ):
+        judge_frame(bad)
+    bad = _frame().assign(difficulty=0.0)
+    bad.loc[2, "difficulty"] = math.nan
+    with pytest.raises(
+        DatasetError,
+        match=r"^j.parquet: column 'difficulty' has NaN or infinite values at rows \[2\]",
+    ):
+        judge_frame(bad, "j.parquet")
+
+
+def _first_newton_direction(monkeypatch, bad: str) -> None:
+    """Replace the first Newton direction of the next fit by a bad one: ``"overshoot"`` (100
+    times the true step) or ``"ascent"`` (the step reversed and scaled so that its slope
+    ``grad @ step`` is +0.5)."""
+    real, calls = np.linalg.lstsq, []
+
+    def lstsq(a, b, rcond=None):  # b is -grad
+        step, *rest = real(a, b, rcond=rcond)
+        calls.append(1)
+        if len(calls) == 1:
+            step = step * 100.0 if bad == "overshoot" else step * (-0.5 / float(b @ step))
+        return (step, *rest)
+
+    monkeypatch.setattr(np.linalg, "lstsq", lstsq)
+
+
+@pytest.mark.parametrize("bad", ["overshoot", "ascent"])
+def test_a_bad_newton_direction_is_damped_or_replaced_and_the_fit_still_converges(
+    monkeypatch, planted, bad
+):
+    # an overshooting step is halved until the objective decreases; an ascent direction (a
+    # numerically degenerate Hessian) is replaced by the negative gradient
+    args = (planted["p"][:200], planted["model"][:200], planted["base"][:200])
+    want = fit_length_glm(*args)
+    _first_newton_direction(monkeypatch, bad)
+    got = fit_length_glm(*args)
+    assert got["converged"] is True
+    assert got["theta"] == pytest.approx(want["theta"], abs=1e-8)
+    assert got["phi"] == pytest.approx(want["phi"], abs=1e-8)
+
+
+def test_equal_lengths_leave_the_difficulty_term_its_own_coefficient():
+    d = np.linspace(-1.0, 1.0, 50)
+    p = expit(0.3 + 1.2 * d)
+    wr = win_rates(p, np.full(50, 100), np.full(50, 100), difficulty=d, l2=0.0)
+    assert wr.phi == 0.0
+    assert wr.theta == pytest.approx(0.3, abs=1e-6) and wr.psi == pytest.approx(1.2, abs=1e-6)

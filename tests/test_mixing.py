@@ -218,3 +218,118 @@ def test_the_offline_pairs_are_a_seeded_draw_not_the_first_rows():
     assert len({frozenset(d) for d in drawn.values()}) == 4  # each seed draws its own 20
     # the drawn ids span the whole offline set, not its head
     assert max(max(d) for d in drawn.values()) > "p1100"
+
+
+# --- edges the mutation benchmark (benchmarks/mutation.py) showed untested -------------------------
+
+
+def test_one_pair_is_a_valid_mixture_size():
+    assert counts(0.0, 1, 5) == (1, 0)
+    assert counts(1.0, 1, 0) == (0, 1)
+
+
+def test_an_empty_side_is_allowed_when_the_mixture_takes_nothing_from_it():
+    no_generated = GENERATED.iloc[:0]
+    mixed = mix(no_generated, OFFLINE, 1.0, 30, seed=0)
+    assert (mixed["source"] == "offline").sum() == 30 and len(mixed) == 30
+    mixed = mix(GENERATED, OFFLINE.iloc[:0], 0.0, 30, seed=0)
+    assert (mixed["source"] == "generated").sum() == 30 and len(mixed) == 30
+
+
+def test_exactly_as_many_fresh_offline_pairs_as_asked_is_enough():
+    generated = pairs(10, "gen")
+    offline = pairs(10, "off", first_prompt=100)  # all 10 on prompts of their own
+    mixed = mix(generated, offline, 0.5, 20, seed=0)
+    assert sorted(mixed.loc[mixed["source"] == "offline", "prompt_id"]) == sorted(
+        offline["prompt_id"]
+    )
+
+
+def test_errors_name_the_default_sources_and_the_counts_exactly():
+    with pytest.raises(
+        ValueError,
+        match=r"^<generated>: asked for 300 generated pairs \(gamma=0.0, n_pairs=300\) but only "
+        r"250 are available$",
+    ):
+        mix(GENERATED, OFFLINE, 0.0, 300, seed=0)
+    with pytest.raises(
+        ValueError, match=r"^gamma = 1 leaves no room for generated pairs; pass n_pairs$"
+    ):
+        counts(1.0, None, 10)
+    with pytest.raises(DatasetError, match=r"^<offline>: missing column\(s\) \['rejected'\]"):
+        mix(GENERATED, OFFLINE.drop(columns="rejected"), 0.5, 10, seed=0)
+    with pytest.raises(DatasetError, match=r"^off.parquet: missing column\(s\) \['rejected'\]"):
+        mix(GENERATED, OFFLINE.drop(columns="rejected"), 0.5, 10, 0, offline_source="off.parquet")
+
+
+def test_an_id_naming_two_prompts_across_the_files_is_refused_naming_both_files_and_the_id():
+    offline = OFFLINE.copy()
+    offline.loc[offline["prompt_id"] == "p0003", "prompt"] = "another prompt"
+    with pytest.raises(
+        DatasetError,
+        match=r"^gen.parquet and off.parquet: 1 prompt_id value\(s\) name different prompts in "
+        r"the two files, e.g. \['p0003'\]; the mixture keeps generated and offline pairs apart "
+        r"by prompt_id, so an id must name one prompt$",
+    ):
+        mix(
+            GENERATED,
+            offline,
+            0.5,
+            10,
+            0,
+            generated_source="gen.parquet",
+            offline_source="off.parquet",
+        )
+
+
+def test_shrink_with_no_generated_pair_is_an_error_and_one_pair_shrinks(caplog):
+    offline = pairs(20, "o", first_prompt=1000)
+    with pytest.raises(ValueError, match=r"^g.parquet: no generated pair to mix$"):
+        mix(pairs(0, "g"), offline, 0.5, 10, 0, shortfall="shrink", generated_source="g.parquet")
+    with caplog.at_level("WARNING", logger="dicewf.mixing"):
+        mixed = mix(
+            pairs(1, "g"), offline, 0.5, 10, 0, shortfall="shrink", generated_source="g.parquet"
+        )
+    assert mixed["source"].tolist().count("generated") == 1 and len(mixed) == 2
+    assert caplog.messages == [
+        "g.parquet: 1 generated pairs of the 5 asked for; the mixture shrinks to keep gamma=0.5"
+    ]
+
+
+def test_shrink_leaves_a_mixture_alone_when_the_generated_pairs_just_suffice(caplog):
+    # 8 generated pairs for n_pairs=10, gamma=0.25: round(2.5) = 2 offline and 8 generated;
+    # shrinking would recount the offline side as round(0.25 / 0.75 * 8) = 3
+    with caplog.at_level("WARNING", logger="dicewf.mixing"):
+        mixed = mix(pairs(8, "g"), pairs(20, "o", 1000), 0.25, 10, 0, shortfall="shrink")
+    assert (mixed["source"] == "offline").sum() == 2 and len(mixed) == 10
+    assert caplog.messages == []
+
+
+def test_reference_logps_of_one_side_are_kept_and_nan_on_the_other():
+    ref = {
+        "ref_chosen_logps": -1.0,
+        "ref_rejected_logps": -2.0,
+        "ref_chosen_tokens": 3,
+        "ref_rejected_tokens": 4,
+    }
+    offline = pairs(100, "off", first_prompt=1000).assign(**ref)
+    mixed = mix(GENERATED, offline, 0.5, 40, seed=0)
+    assert mixed.columns.tolist() == [
+        "prompt_id",
+        "prompt",
+        "chosen",
+        "rejected",
+        "source",
+        "score_margin",
+        *ref,
+    ]
+    from_offline = mixed["source"] == "offline"
+    for column, value in ref.items():
+        assert (mixed.loc[from_offline, column] == value).all()
+        assert mixed.loc[~from_offline, column].isna().all()
+
+
+def test_an_input_source_column_is_replaced_by_the_mixtures_own():
+    mixed = mix(GENERATED.assign(source="old"), OFFLINE.assign(source="old"), 0.5, 40, seed=0)
+    assert mixed.columns.tolist().count("source") == 1
+    assert sorted(set(mixed["source"])) == ["generated", "offline"]

@@ -40,7 +40,8 @@ def gather(
     out = pd.concat(frames, ignore_index=True)
     dup = out.duplicated(list(keys), keep=False)
     if dup.any():
-        first = out.loc[dup, list(keys)].iloc[0].tolist()
+        # to_dict gives Python scalars: the message shows 0, not np.int64(0)
+        first = list(out.loc[dup, list(keys)].iloc[:1].to_dict("records")[0].values())
         owners = [
             s
             for s, f in zip(sources, frames, strict=True)
