@@ -160,6 +160,15 @@ def test_a_bound_within_the_tolerance_counts_as_zero_and_bad_arguments_are_refus
         u.interval(judgements([0.5, 1.0]), u.statistic("win_rate"), n_bootstrap=5, level=95, seed=0)
 
 
+def test_the_schema_holds_the_interval_defaults_and_refuses_a_level_outside_0_1():
+    from snakemake.exceptions import WorkflowError
+
+    assert validated(TOY_CONFIG)["eval"]["intervals"] == {"n_bootstrap": 1000, "level": 0.95}
+    bad = TOY_CONFIG | {"eval": TOY_CONFIG["eval"] | {"intervals": {"level": 95}}}
+    with pytest.raises(WorkflowError, match=r"\['intervals'\]\['properties'\]\['level'\]"):
+        validated(bad)
+
+
 def test_the_same_seed_gives_the_same_interval_and_another_seed_another():
     frame = judgements(np.random.default_rng(5).uniform(0, 1, 60))
     stat = u.statistic("lc_win_rate")
