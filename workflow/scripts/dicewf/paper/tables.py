@@ -14,8 +14,9 @@ Intervals: a metric with a percentile-bootstrap interval in metrics.json (``{key
 ``{key}_ci_high``: the toy eval's, :mod:`dicewf.uncertainty`; Arena-Hard's ``arena_ci_low``,
 ``arena_ci_high``) gets two more columns, ``{column} low`` and ``{column} high``, named in
 ``df.attrs["intervals"]``: the CSV keeps them, Markdown and LaTeX print ``value [low, high]``
-(:mod:`dicewf.report`). They are left out where no row has them (the paper suite's AlpacaEval). pandas is imported where a frame is made, not when the Snakefile
-reads the registry.
+(:mod:`dicewf.report`). They are left out where no row has them (the paper suite's AlpacaEval).
+
+pandas is imported where a frame is made, not when the Snakefile reads the registry.
 """
 
 from __future__ import annotations
