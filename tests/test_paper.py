@@ -548,11 +548,17 @@ def test_every_table_builds_from_exactly_what_needs_lists(name, layout):
 
 def test_table1_places_each_model_in_its_row_and_setting_column():
     df, metrics = build("table1", full_layout())
+    # Arena-Hard's interval (arena_ci_low/high) as two more columns; the fake metrics have
+    # no interval of LC or WR, so theirs are left out
     assert list(df.columns) == ["Method"] + [
         f"{label} {c}"
         for label in ("zephyr-7B-beta", "Llama-3-8B-DPO")
-        for c in ("LC", "WR", "AH WR")
+        for c in ("LC", "WR", "AH WR", "AH WR low", "AH WR high")
     ]
+    assert df.attrs["intervals"]["zephyr-7B-beta AH WR"] == (
+        "zephyr-7B-beta AH WR low",
+        "zephyr-7B-beta AH WR high",
+    )
     assert df["Method"].tolist() == [r[0] for r in paper.TABLE1_ROWS]
     row = df.set_index("Method").loc["DICE Iter 2"]
     assert row["zephyr-7B-beta LC"] == metrics["zephyr_dice-iter2"]["lc_win_rate"]
@@ -596,6 +602,8 @@ def test_table1_with_one_setting_only_named_uses_that_label():
         "Llama-3-8B-DPO LC",
         "Llama-3-8B-DPO WR",
         "Llama-3-8B-DPO AH WR",
+        "Llama-3-8B-DPO AH WR low",
+        "Llama-3-8B-DPO AH WR high",
     ]
 
 

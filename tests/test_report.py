@@ -87,6 +87,31 @@ def test_to_markdown_per_column_formats_and_missing_values():
     assert lines[2:] == ["| a | - | 2109 | 18.88 |", "| b | 0.02 | 876 | 14.40 |"]
 
 
+def test_a_column_with_an_interval_prints_value_low_high_and_the_csv_keeps_the_bounds(tmp_path):
+    df = pd.DataFrame(
+        {
+            "Claim": ["a", "b", "c"],
+            "Effect": [-4.76, 0.5, math.nan],
+            "Effect low": [-10.689, math.nan, 1.0],
+            "Effect high": [0.0004, 1.0, 2.0],
+        }
+    )
+    df.attrs["floatfmt"] = {"Effect": ".2f"}
+    df.attrs["intervals"] = {"Effect": ("Effect low", "Effect high")}
+    lines = report.to_markdown(df).splitlines()
+    # a missing bound: the value alone; a missing value: "-"
+    assert lines == [
+        "| Claim | Effect |",
+        "|:---|---:|",
+        "| a | -4.76 [-10.69, 0.00] |",
+        "| b | 0.50 |",
+        "| c | - |",
+    ]
+    assert r"a & -4.76 [-10.69, 0.00] \\" in report.to_latex(df)
+    report.write_table(df, tmp_path / "t.csv", tmp_path / "t.md")
+    assert list(pd.read_csv(tmp_path / "t.csv").columns) == list(df.columns)
+
+
 def test_to_markdown_uses_the_frame_formats_unless_given():
     df = pd.DataFrame({"rate": [0.6981]})
     df.attrs["floatfmt"] = {"rate": ".3f"}

@@ -238,7 +238,7 @@ REPORT_CHANGES = [
     },
     {"experiment": "dice_gamma0"},
 ]
-PLOT_JOBS = {"table", "figure", "alpha_landscape", "all"}
+PLOT_JOBS = {"table", "figure", "alpha_landscape", "claims", "all"}
 
 
 def test_changing_a_report_setting_reruns_no_compute_job(tmp_path):
@@ -392,6 +392,8 @@ def test_every_output_exists_with_its_schema(e2e):
         for key in ("win_rate", "lc_win_rate", "mean_len_model", "gold_quality", "arena_score"):
             assert 0 <= m[key] <= (100 if "rate" in key or "arena" in key else 1e6), (model, key)
         assert m["arena_ci_low"] <= m["arena_score"] <= m["arena_ci_high"], model
+        for key in ("win_rate", "lc_win_rate", "mean_len_model", "gold_quality"):  # issue 13
+            assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], (model, key)
     table = pd.read_csv(r / "tables" / "table1.csv")
     assert table.iloc[:, 0].tolist() == [
         "Base",
@@ -433,6 +435,9 @@ def test_every_output_exists_with_its_schema(e2e):
         assert (r / "tables" / f"{name}.csv").is_file(), name
         assert "|" in (r / "tables" / f"{name}.md").read_text(), name
         assert r"\begin{tabular}" in (r / "tables" / f"{name}.tex").read_text(), name
+    # the paper's claims, each with its verdict
+    claims = pd.read_csv(r / "tables" / "claims.csv")
+    assert len(claims) > 0 and set(claims["Verdict"]) <= {"holds", "reversed", "inconclusive"}
     agreement = json.loads((r / "agreement" / "agreement.json").read_text())
     assert set(agreement["rates"]) == {"IntlRM", "DPO Implicit Reward"}
     assert all(0 <= v <= 1 for v in agreement["rates"].values())

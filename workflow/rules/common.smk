@@ -278,6 +278,8 @@ def figure_inputs(w):
 def all_targets():
     targets = [f"results/tables/{name}.md" for name in paper.TABLES + ("paper_vs_reproduced",)]
     targets += [f"results/figures/{name}.png" for name in paper.FIGURES]
+    if TOY_EVAL:  # the paper's claims, each with a verdict (per-prompt judgements: toy suite)
+        targets.append("results/tables/claims.md")
     # every configured run is evaluated (once where runs are shared), also those no table shows
     targets += [paper.metrics_path(model) for model in MODELS]
     # every value each experiment ran with, in one file per experiment

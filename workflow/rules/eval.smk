@@ -33,6 +33,7 @@ if TOY_EVAL:
             judge=config["world"]["judge"],
             l2=config["eval"]["l2"],
             arena=seeded(config["eval"]["arena"], after="n_bootstrap"),
+            intervals=seeded(config["eval"]["intervals"], after=None),
         script:
             "../scripts/evaluate.py"
 

@@ -55,3 +55,35 @@ rule figure:
         caption=lambda w: caption_of(w.figure),
     script:
         "../scripts/report_figures.py"
+
+
+if TOY_EVAL:
+
+    rule claims:
+        """The paper's qualitative claims (dicewf/paper/claims.yaml) with the reproduced effect,
+        its paired-bootstrap interval over the evaluation prompts and a verdict. Reads the
+        per-prompt judgements of the models each claim compares (toy suite only)."""
+        input:
+            **paper.claims.input_paths(LAYOUT),
+        output:
+            csv="results/tables/claims.csv",
+            md=report(
+                "results/tables/claims.md",
+                caption="../report/caption.rst",
+                category="Paper",
+                subcategory="Tables",
+                labels={"name": "claims"},
+            ),
+            tex="results/tables/claims.tex",
+        log:
+            "logs/report/claims.log",
+        localrule: True
+        conda:
+            "../../envs/analysis.yaml"
+        params:
+            layout=LAYOUT_PARAM,
+            l2=config["eval"]["l2"],
+            intervals=seeded(config["eval"]["intervals"], after=None),
+            caption=caption_of("claims"),
+        script:
+            "../scripts/report_claims.py"

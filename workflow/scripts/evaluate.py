@@ -30,6 +30,7 @@ responses, judged, metrics = toyeval.evaluate(
     n_bootstrap=params.arena["n_bootstrap"],
     seed=params.arena["seed"],
     policy=snakemake.input.policy,
+    intervals=params.intervals,
 )
 write_parquet(responses, snakemake.output.responses)
 write_parquet(judged, snakemake.output.judgements)

@@ -39,23 +39,42 @@ def _floatfmt(df: pd.DataFrame, floatfmt: FloatFormat | None) -> FloatFormat:
     return floatfmt if floatfmt is not None else df.attrs.get("floatfmt") or ".2f"
 
 
+def _shown(df: pd.DataFrame, fmt) -> tuple[list[str], list[list[str]]]:
+    """The printed columns and cells: a column of ``df.attrs["intervals"]`` (column ->
+    (low column, high column)) as ``value [low, high]`` in the column's format (the bounds
+    left out where either is missing), its bound columns not printed on their own."""
+    intervals = df.attrs.get("intervals") or {}
+    hidden = {b for pair in intervals.values() for b in pair}
+    columns = [c for c in df.columns if c not in hidden]
+    rows = []
+    for record in df.to_dict("records"):
+        cells = []
+        for c in columns:
+            text = fmt(c, record[c])
+            if c in intervals and text != "-":
+                low, high = (fmt(c, record[b]) for b in intervals[c])
+                if low != "-" and high != "-":
+                    text += f" [{low}, {high}]"
+            cells.append(text)
+        rows.append(cells)
+    return columns, rows
+
+
 def to_markdown(df: pd.DataFrame, floatfmt: FloatFormat | None = None) -> str:
     """A GitHub-flavoured Markdown table (no extra dependency).
 
     ``floatfmt``: one format for every float, or {column: format} (others .2f); by default
-    ``df.attrs["floatfmt"]`` or .2f. Missing values print as "-".
+    ``df.attrs["floatfmt"]`` or .2f. Missing values print as "-". A column with an interval
+    (``df.attrs["intervals"]``) prints as ``value [low, high]``.
     """
-    fmt = _formatter(_floatfmt(df, floatfmt))
-    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    columns, rows = _shown(df, _formatter(_floatfmt(df, floatfmt)))
+    header = "| " + " | ".join(map(str, columns)) + " |"
     align = (
         "|"
-        + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in df.columns)
+        + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---" for c in columns)
         + "|"
     )
-    body = [
-        "| " + " | ".join(fmt(c, v) for c, v in zip(df.columns, row)) + " |"
-        for row in df.itertuples(index=False)
-    ]
+    body = ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join([header, align, *body]) + "\n"
 
 
@@ -80,9 +99,10 @@ def _latex_escape(text: str) -> str:
 def to_latex(
     df: pd.DataFrame, caption: str = "", label: str = "", floatfmt: FloatFormat | None = None
 ) -> str:
-    """A booktabs ``table`` environment (no extra dependency); formats as :func:`to_markdown`."""
-    fmt = _formatter(_floatfmt(df, floatfmt), escape=_latex_escape)
-    cols = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) else "l" for c in df.columns)
+    """A booktabs ``table`` environment (no extra dependency); formats (and intervals) as
+    :func:`to_markdown`."""
+    columns, rows = _shown(df, _formatter(_floatfmt(df, floatfmt), escape=_latex_escape))
+    cols = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) else "l" for c in columns)
     lines = [r"\begin{table}[t]", r"\centering"]
     if caption:
         lines.append(rf"\caption{{{_latex_escape(caption)}}}")
@@ -91,13 +111,10 @@ def to_latex(
     lines += [
         rf"\begin{{tabular}}{{{cols}}}",
         r"\toprule",
-        " & ".join(_latex_escape(str(c)) for c in df.columns) + r" \\",
+        " & ".join(_latex_escape(str(c)) for c in columns) + r" \\",
         r"\midrule",
     ]
-    lines += [
-        " & ".join(fmt(c, v) for c, v in zip(df.columns, row)) + r" \\"
-        for row in df.itertuples(index=False)
-    ]
+    lines += [" & ".join(cells) + r" \\" for cells in rows]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -282,10 +299,29 @@ def figure4(
     return fig
 
 
+def _column(frame: pd.DataFrame, column: str, keys) -> list[float]:
+    """``frame[column]`` at each of ``keys`` (its index), NaN where absent."""
+    if column not in frame.columns:
+        return [np.nan] * len(keys)
+    return [float(frame[column].get(k, np.nan)) for k in keys]
+
+
+def _error_bars(values, lows, highs) -> np.ndarray | None:
+    """matplotlib's ``yerr`` (2, n) from interval bounds: 0 where a bound is unknown, None
+    where none is known."""
+    v, lo, hi = (np.asarray(a, dtype=float) for a in (values, lows, highs))
+    known = ~(np.isnan(v) | np.isnan(lo) | np.isnan(hi))
+    if not known.any():
+        return None
+    return np.where(known, np.stack([v - lo, hi - v]), 0.0).clip(min=0.0)
+
+
 def figure1(bars: pd.DataFrame, png, pdf=None, *, iteration: int | None = None):
     """Figure 1 (right): grouped bars of the LC win rate, one group per setting.
 
-    ``bars``: columns setting, method, lc (one row per bar, in drawing order).
+    ``bars``: columns setting, method, lc (one row per bar, in drawing order), and optionally
+    lc_low and lc_high: each bar's interval, drawn as an error bar where both are known.
+    Returns the (closed) matplotlib figure.
     """
     plt = _pyplot()
     check_frame(
@@ -297,9 +333,18 @@ def figure1(bars: pd.DataFrame, png, pdf=None, *, iteration: int | None = None):
     width = 0.8 / max(len(methods), 1)
     x = np.arange(len(settings))
     for i, method in enumerate(methods):
-        sel = bars[bars["method"] == method].set_index("setting")["lc"]
-        heights = [float(sel.get(s, np.nan)) for s in settings]
-        drawn = ax.bar(x + (i - (len(methods) - 1) / 2) * width, heights, width, label=method)
+        sel = bars[bars["method"] == method].set_index("setting")
+        heights = [float(sel["lc"].get(s, np.nan)) for s in settings]
+        errors = _error_bars(heights, *(_column(sel, c, settings) for c in ("lc_low", "lc_high")))
+        drawn = ax.bar(
+            x + (i - (len(methods) - 1) / 2) * width,
+            heights,
+            width,
+            label=method,
+            yerr=errors,
+            capsize=2 if errors is not None else 0,
+            error_kw={"elinewidth": 0.8},
+        )
         ax.bar_label(
             drawn,
             labels=["" if np.isnan(h) else f"{h:.2f}" for h in heights],
@@ -316,13 +361,15 @@ def figure1(bars: pd.DataFrame, png, pdf=None, *, iteration: int | None = None):
         ax.text(0.5, 0.5, "no configured models", ha="center", va="center", transform=ax.transAxes)
     _save_figure(fig, png, pdf)
     plt.close(fig)
+    return fig
 
 
 def figure3(sweep: pd.DataFrame, png, pdf=None, *, title: str = "LC win rate against gamma"):
     """Figures 3 and 5: LC win rate against the replay ratio gamma, one line per iteration;
     the best point is annotated with its value.
 
-    ``sweep``: columns gamma, iteration, lc.
+    ``sweep``: columns gamma, iteration, lc, and optionally lc_low and lc_high: each point's
+    interval, drawn as an error bar where both are known. Returns the (closed) matplotlib figure.
     """
     plt = _pyplot()
     check_frame(
@@ -330,7 +377,12 @@ def figure3(sweep: pd.DataFrame, png, pdf=None, *, title: str = "LC win rate aga
     )
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for t, line in sweep.sort_values("gamma").groupby("iteration", sort=True):
-        ax.plot(line["gamma"], line["lc"], marker="o", label=f"Iter {t}")
+        errors = _error_bars(
+            line["lc"], *(line.get(c, pd.Series(np.nan, line.index)) for c in ("lc_low", "lc_high"))
+        )
+        ax.errorbar(
+            line["gamma"], line["lc"], yerr=errors, marker="o", capsize=3, label=f"Iter {t}"
+        )
     finite = sweep.dropna(subset=["lc"])
     if len(finite):
         best = finite.loc[finite["lc"].idxmax()]
@@ -353,6 +405,7 @@ def figure3(sweep: pd.DataFrame, png, pdf=None, *, title: str = "LC win rate aga
     ax.set_title(title, fontsize=10)
     _save_figure(fig, png, pdf)
     plt.close(fig)
+    return fig
 
 
 figure5 = figure3  # the same plot for the second setting

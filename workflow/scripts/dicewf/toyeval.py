@@ -6,9 +6,12 @@ evaluation's statistics stack (scipy, statsmodels)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pandas as pd
 
-from . import arena, toyworld
+from . import arena, toyworld, uncertainty
 from .lcwinrate import win_rates
 
 
@@ -21,6 +24,7 @@ def evaluate(
     n_bootstrap: int,
     seed: int,
     policy: str,
+    intervals: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The toy world's two benchmarks from one set of gold-judge preferences.
 
@@ -30,7 +34,10 @@ def evaluate(
     raw and length-controlled win rates (:func:`dicewf.lcwinrate.win_rates`, ridge ``l2``), an
     Arena-Hard-style score with a bootstrap 95% interval and its length-controlled variant (the
     gold judge's probabilities mapped to verdicts, :func:`dicewf.arena.score`), the mean gold
-    quality, the count of truncated responses and ``policy`` (the model's path).
+    quality, the count of truncated responses, ``policy`` (the model's path) and the
+    percentile-bootstrap intervals over the prompts of LC, WR, gold quality and mean length
+    (:func:`dicewf.uncertainty.prompt_intervals`; ``intervals``: its ``n_bootstrap``, ``level``
+    and ``seed``, the config's eval.intervals; None: no intervals).
     """
 
     responses = responses.merge(prompts[["prompt_id", "reference"]], on="prompt_id", validate="m:1")
@@ -50,4 +57,12 @@ def evaluate(
         "truncated": int((responses["finish_reason"] == "length").sum()),
         "policy": policy,
     }
+    if intervals is not None:
+        metrics |= uncertainty.prompt_intervals(
+            judged,
+            l2=l2,
+            n_bootstrap=intervals["n_bootstrap"],
+            level=intervals["level"],
+            seed=intervals["seed"],
+        )
     return responses, judged, metrics

@@ -9,7 +9,10 @@ All free of models and GPUs: five modules and one registry.
 * :mod:`.tables` and :mod:`.figures`: Tables 1-7, 9, 10 (there is no Table 8: TRL 1.16 has no
   PPO trainer) and Figures 1-5;
 * :mod:`.values`: the numbers the paper prints (``values.yaml``), which
-  :func:`paper_vs_reproduced` sets beside every cell we produce.
+  :func:`paper_vs_reproduced` sets beside every cell we produce;
+* :mod:`.claims`: the paper's qualitative claims (``claims.yaml``) and the claims table, each
+  claim's effect with a paired-bootstrap interval over the evaluation prompts and a verdict
+  (toy suite; its own rule, as it reads per-prompt judgements rather than metric files).
 
 :data:`REGISTRY` maps each target to what it reads and how it is built: adding a table is one
 entry there (and its printed numbers in ``values.yaml``). Importing this package does not
@@ -24,7 +27,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import figures, tables
+from . import claims, figures, tables
 from . import inputs as _inputs
 from .figures import alpha_axis, figure1_data, sweep_data
 from .inputs import AGREEMENT, ALPHA, LANDSCAPE, LENGTH_DIFFS, METRICS, metrics_path
@@ -63,6 +66,7 @@ __all__ = [
     "alpha_label",
     "arena_text",
     "build_table",
+    "claims",
     "draw_figure",
     "figure1_data",
     "input_paths",

@@ -13,14 +13,28 @@ from typing import TYPE_CHECKING, Any
 
 from . import inputs
 from .layout import Layout, figure1_bars, sweep_points
-from .tables import LC, value
+from .tables import LC, bounds, value
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
+LC_COLUMNS = ("lc", "lc_low", "lc_high")
+
+
+def _lc(metrics: Mapping[str, Mapping[str, Any]], model: str) -> dict[str, float]:
+    """The LC win rate and its interval (NaN bounds where metrics.json has none)."""
+    low, high = bounds(LC)
+    return {
+        "lc": value(metrics, model, LC),
+        "lc_low": value(metrics, model, low),
+        "lc_high": value(metrics, model, high),
+    }
+
+
 def figure1_data(layout: Layout, metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """Figure 1 (right): LC win rate of Base, Offline DPO, LLM-as-a-Judge and DICE per setting."""
+    """Figure 1 (right): LC win rate of Base, Offline DPO, LLM-as-a-Judge and DICE per setting,
+    with its interval (lc_low, lc_high; NaN where metrics.json has none)."""
     import pandas as pd
 
     rows = [
@@ -29,17 +43,17 @@ def figure1_data(layout: Layout, metrics: Mapping[str, Mapping[str, Any]]) -> pd
             "method": label,
             "model": model,
             "iteration": t,
-            "lc": value(metrics, model, LC),
+            **_lc(metrics, model),
         }
         for s, label, model, t in figure1_bars(layout)
     ]
-    return pd.DataFrame(rows, columns=["setting", "method", "model", "iteration", "lc"])
+    return pd.DataFrame(rows, columns=["setting", "method", "model", "iteration", *LC_COLUMNS])
 
 
 def sweep_data(
     layout: Layout, metrics: Mapping[str, Mapping[str, Any]], figure: str = "figure3"
 ) -> pd.DataFrame:
-    """Figures 3 and 5: LC win rate against gamma, one line per iteration."""
+    """Figures 3 and 5: LC win rate (and its interval) against gamma, one line per iteration."""
     import pandas as pd
 
     s = layout.sweep_setting(figure)
@@ -48,11 +62,11 @@ def sweep_data(
             "gamma": gamma,
             "experiment": layout.runs[full].exp,
             "iteration": t,
-            "lc": value(metrics, model, LC),
+            **_lc(metrics, model),
         }
         for gamma, full, t, model in sweep_points(layout, s)
     ]
-    return pd.DataFrame(rows, columns=["gamma", "experiment", "iteration", "lc"])
+    return pd.DataFrame(rows, columns=["gamma", "experiment", "iteration", *LC_COLUMNS])
 
 
 def _alpha_star(alpha: Mapping[str, Any]) -> float:

@@ -8,8 +8,15 @@ whose experiment is not configured is left out; a table with no configured rows 
 header. Metrics are percentages as the evaluators write them; Arena-Hard CI bounds in
 metrics.json are absolute (``arena_ci_low <= arena_score <= arena_ci_high``) and are printed as
 offsets ``(-1.4, 1.7)`` as in the paper. Column formats for Markdown/LaTeX are in
-``df.attrs["floatfmt"]``. pandas is imported where a frame is made, not when the Snakefile
-reads the registry.
+``df.attrs["floatfmt"]``.
+
+Intervals: a metric with a percentile-bootstrap interval in metrics.json (``{key}_ci_low``,
+``{key}_ci_high``: the toy eval's, :mod:`dicewf.uncertainty`; Arena-Hard's ``arena_ci_low``,
+``arena_ci_high``) gets two more columns, ``{column} low`` and ``{column} high``, named in
+``df.attrs["intervals"]``: the CSV keeps them, Markdown and LaTeX print ``value [low, high]``
+(:mod:`dicewf.report`). They are left out where no row has them (the paper suite's AlpacaEval).
+
+pandas is imported where a frame is made, not when the Snakefile reads the registry.
 """
 
 from __future__ import annotations
@@ -44,6 +51,32 @@ LC, WR, LEN, GOLD = "lc_win_rate", "win_rate", "mean_len_model", "gold_quality"
 AH, AH_LOW, AH_HIGH = "arena_score", "arena_ci_low", "arena_ci_high"
 # Arena-Hard's length-controlled score (dicewf.arena.length_controlled): Tables 9 and 10
 AH_LC, AH_LC_LOW, AH_LC_HIGH = "arena_lc_score", "arena_lc_ci_low", "arena_lc_ci_high"
+# a metric's interval bounds in metrics.json (Arena-Hard's score has its own key names)
+BOUNDS = {AH: (AH_LOW, AH_HIGH)}
+
+
+def bounds(key: str) -> tuple[str, str]:
+    """metrics.json keys of the interval of metric ``key``: ``{key}_ci_low``/``_ci_high``."""
+    return BOUNDS.get(key, (f"{key}_ci_low", f"{key}_ci_high"))
+
+
+def with_interval(
+    row: dict, name: str, metrics: Mapping[str, Mapping[str, Any]], model: str | None, key: str
+) -> float:
+    """Set ``row[name]`` to the metric and ``row[name + " low"/" high"]`` to its interval
+    (NaN where metrics.json has none); return the metric."""
+    low, high = bounds(key)
+    row[name] = got = value(metrics, model, key)
+    row[f"{name} low"], row[f"{name} high"] = (
+        value(metrics, model, low),
+        value(metrics, model, high),
+    )
+    return got
+
+
+def interval_columns(names: Sequence[str]) -> list[str]:
+    """Each name, its low and its high column."""
+    return [c for n in names for c in (n, f"{n} low", f"{n} high")]
 
 
 def value(metrics: Mapping[str, Mapping[str, Any]], model: str | None, key: str) -> float:
@@ -68,14 +101,23 @@ def frame(
     columns: list[str],
     optional: Sequence[str] = (),
     floatfmt: Mapping[str, str] | None = None,
+    intervals: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Rows in order; ``optional`` columns are dropped when no row has a value in them."""
+    """Rows in order; ``optional`` columns are dropped when no row has a value in them.
+
+    ``intervals``: columns followed by their ``low`` and ``high`` columns (:func:`with_interval`,
+    :func:`interval_columns`); a pair no row has a value in is dropped, the others are named in
+    ``df.attrs["intervals"]`` (column -> (low, high))."""
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=columns)
+    pairs = {c: (f"{c} low", f"{c} high") for c in intervals if c in df.columns}
+    empty = [c for c, pair in pairs.items() if all(df[b].isna().all() for b in pair)]
     drop = [c for c in optional if c in df.columns and df[c].isna().all()]
-    df = df.drop(columns=drop)
+    drop += [b for c in [*empty, *(c for c in drop if c in pairs)] for b in pairs[c]]
+    df = df.drop(columns=list(dict.fromkeys(drop)))
     df.attrs["floatfmt"] = {c: f for c, f in (floatfmt or {}).items() if c in df.columns}
+    df.attrs["intervals"] = {c: pair for c, pair in pairs.items() if pair[0] in df.columns}
     return df
 
 
@@ -97,13 +139,14 @@ def _per_setting(layout: Layout, metrics, spec, columns) -> tuple[pd.DataFrame, 
     """Tables 1 and 6: one row per method, ``columns`` of every setting side by side."""
     wanted = [c for c in _PER_SETTING_METRICS if c[0] in columns]
     toy = layout.settings == [""]
-    header, optional, fmt = ["Method"], [], {}
+    header, optional, fmt, shown = ["Method"], [], {}, []
     for s in layout.settings:
         for col, _, f in wanted:
             name = _scol(layout, s, col)
             if col == "Len" and not toy:
                 continue
-            header.append(name)
+            header += interval_columns([name])
+            shown.append(name)
             fmt[name] = f
             if col in ("AH WR", "Len", "Gold"):
                 optional.append(name)
@@ -113,10 +156,10 @@ def _per_setting(layout: Layout, metrics, spec, columns) -> tuple[pd.DataFrame, 
         row = rows.setdefault(label, {"Method": label})
         for col, key, _ in wanted:
             name = _scol(layout, s, col)
-            if name in header:
-                row[name] = got = value(metrics, model, key)
+            if name in shown:
+                got = with_interval(row, name, metrics, model, key)
                 cells.append((s, label, col, got))
-    return frame(list(rows.values()), header, optional, fmt), cells
+    return frame(list(rows.values()), header, optional, fmt, intervals=shown), cells
 
 
 def table1(layout, metrics, alphas, agreement):
@@ -133,33 +176,39 @@ def table2(layout, metrics, alphas, agreement):
     ]
     cells: list[Cell] = []
     for s, model, t in table2_models(layout):
-        lc, wr = value(metrics, model, LC), value(metrics, model, WR)
-        rows.append(
-            {
-                "Model": f"DICE-{layout.label(s)} Iter {t} (ours)",
-                "LC": lc,
-                "WR": wr,
-                "Source": "reproduced",
-            }
+        row = {"Model": f"DICE-{layout.label(s)} Iter {t} (ours)"}
+        lc, wr = (
+            with_interval(row, col, metrics, model, key) for col, key in (("LC", LC), ("WR", WR))
         )
+        rows.append({**row, "Source": "reproduced"})
         cells += [(s, f"DICE Iter {t}", "LC", lc), (s, f"DICE Iter {t}", "WR", wr)]
-    df = frame(rows, ["Model", "LC", "WR", "Source"], floatfmt={"LC": ".2f", "WR": ".2f"})
+    df = frame(
+        rows,
+        ["Model", *interval_columns(["LC", "WR"]), "Source"],
+        floatfmt={"LC": ".2f", "WR": ".2f"},
+        intervals=["LC", "WR"],
+    )
     df = df.sort_values("LC", ascending=False, na_position="last", kind="stable")
     return df.reset_index(drop=True), cells
 
 
 def table3(layout, metrics, alphas, agreement):
     s, rows, cells = layout.main, [], []
-    columns = ["Method", "Offline LC", "Offline WR", "DICE LC", "DICE WR"]
+    shown = ["Offline LC", "Offline WR", "DICE LC", "DICE WR"]
     for label, off, dice in table3_rows(layout):
         row = {"Method": label}
         for prefix, model in (("Offline", off), ("DICE", dice)):
             for col, key in (("LC", LC), ("WR", WR)):
-                row[f"{prefix} {col}"] = got = value(metrics, model, key)
+                got = with_interval(row, f"{prefix} {col}", metrics, model, key)
                 if model is not None:
                     cells.append((s, label, f"{prefix} {col}", got))
         rows.append(row)
-    return frame(rows, columns, floatfmt={c: ".2f" for c in columns[1:]}), cells
+    return frame(
+        rows,
+        ["Method", *interval_columns(shown)],
+        floatfmt={c: ".2f" for c in shown},
+        intervals=shown,
+    ), cells
 
 
 def alpha_label(alpha: float, run: Run) -> str:
@@ -174,7 +223,8 @@ def alpha_label(alpha: float, run: Run) -> str:
 
 def table4(layout, metrics, alphas, agreement):
     s, rows, cells = layout.main, [], []
-    columns = ["Experiment", "gamma", "alpha", "LC", "WR", "Avg. Len."]
+    measured = (("LC", LC), ("WR", WR), ("Avg. Len.", LEN))
+    columns = ["Experiment", "gamma", "alpha", *interval_columns([c for c, _ in measured])]
     for label, full in table4_rows(layout):
         run, model = layout.runs[full], f"{full}-iter1"
         if has_alpha(layout, full):
@@ -183,17 +233,16 @@ def table4(layout, metrics, alphas, agreement):
         else:
             alpha, shown = math.nan, "-"
         gamma = math.nan if run.gamma is None else run.gamma
-        values = {
-            "gamma": gamma,
-            "alpha": alpha,
-            "LC": value(metrics, model, LC),
-            "WR": value(metrics, model, WR),
-            "Avg. Len.": value(metrics, model, LEN),
-        }
-        rows.append({"Experiment": run.exp, **values, "alpha": shown})
+        row = {"Experiment": run.exp, "gamma": gamma, "alpha": shown}
+        values = {"gamma": gamma, "alpha": alpha}
+        values |= {col: with_interval(row, col, metrics, model, key) for col, key in measured}
+        rows.append(row)
         cells += [(s, label, col, v) for col, v in values.items()]
     return frame(
-        rows, columns, floatfmt={"gamma": ".2f", "LC": ".2f", "WR": ".2f", "Avg. Len.": ".0f"}
+        rows,
+        columns,
+        floatfmt={"gamma": ".2f", "LC": ".2f", "WR": ".2f", "Avg. Len.": ".0f"},
+        intervals=[c for c, _ in measured],
     ), cells
 
 
@@ -214,18 +263,19 @@ def table5(layout, metrics, alphas, agreement):
 
 def table7(layout, metrics, alphas, agreement):
     s, rows, cells = layout.main, [], []
-    columns = ["Method", "lambda", "LC", "WR", "Len"]
+    measured = (("LC", LC), ("WR", WR), ("Len", LEN))
+    columns = ["Method", "lambda", *interval_columns([c for c, _ in measured])]
     for label, full, lam in table7_rows(layout):
         model = f"{full}-iter1"
-        values = {
-            "LC": value(metrics, model, LC),
-            "WR": value(metrics, model, WR),
-            "Len": value(metrics, model, LEN),
-        }
-        rows.append({"Method": label, "lambda": math.nan if lam is None else lam, **values})
+        row = {"Method": label, "lambda": math.nan if lam is None else lam}
+        values = {col: with_interval(row, col, metrics, model, key) for col, key in measured}
+        rows.append(row)
         cells += [(s, label, col, v) for col, v in values.items()]
     return frame(
-        rows, columns, floatfmt={"lambda": ".2f", "LC": ".2f", "WR": ".2f", "Len": ".0f"}
+        rows,
+        columns,
+        floatfmt={"lambda": ".2f", "LC": ".2f", "WR": ".2f", "Len": ".0f"},
+        intervals=[c for c, _ in measured],
     ), cells
 
 
@@ -248,23 +298,15 @@ def sweep_table(name, layout, metrics, alphas, agreement):
     s = layout.sweep_setting(name)
     rows, cells = [], []
     ah_col = "LC AH: Score (95% CI)"
-    columns = ["gamma", "Experiment", "Iter AE2", "LC AE2", "Iter AH", ah_col]
+    columns = ["gamma", "Experiment", "Iter AE2", *interval_columns(["LC AE2"]), "Iter AH", ah_col]
     for gamma, full in sweep_rows(layout, s):
         t_ae2, t_ah = sweep_iterations(layout, metrics, full)
-        lc = value(metrics, f"{full}-iter{t_ae2}", LC)
+        row = {"gamma": gamma, "Experiment": layout.runs[full].exp, "Iter AE2": t_ae2}
+        lc = with_interval(row, "LC AE2", metrics, f"{full}-iter{t_ae2}", LC)
         score, low, high = (
             value(metrics, f"{full}-iter{t_ah}", k) for k in (AH_LC, AH_LC_LOW, AH_LC_HIGH)
         )
-        rows.append(
-            {
-                "gamma": gamma,
-                "Experiment": layout.runs[full].exp,
-                "Iter AE2": t_ae2,
-                "LC AE2": lc,
-                "Iter AH": t_ah,
-                ah_col: arena_text(score, low, high),
-            }
-        )
+        rows.append({**row, "Iter AH": t_ah, ah_col: arena_text(score, low, high)})
         label = sweep_label(gamma)
         cells += [
             (s, label, "LC AE2", lc),
@@ -272,7 +314,7 @@ def sweep_table(name, layout, metrics, alphas, agreement):
             (s, label, "LC AH CI low", round(low - score, 9)),
             (s, label, "LC AH CI high", round(high - score, 9)),
         ]
-    df = frame(rows, columns, floatfmt={"gamma": ".2f", "LC AE2": ".2f"})
+    df = frame(rows, columns, floatfmt={"gamma": ".2f", "LC AE2": ".2f"}, intervals=["LC AE2"])
     if rows and all(r[ah_col] == "-" for r in rows):
         df = df.drop(columns=["Iter AH", ah_col])
     return df, cells
