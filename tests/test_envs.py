@@ -54,6 +54,7 @@ RULE_ENVS = {
     "arena_hard_judge": "analysis",
     "eval_summary": "analysis",
     "table": "analysis",
+    "claims": "analysis",
     "figure": "analysis",
 }
 
