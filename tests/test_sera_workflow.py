@@ -233,6 +233,31 @@ def test_mix_iteration_best_sera_and_a_stale_selection():
         )
 
 
+def test_pair_logps_scores_each_model_once_as_the_train_job_tokenizes(tiny_model, monkeypatch):
+    from dicewf import scoring
+    from test_training import PAIRS
+
+    loads, load = [], scoring.load_model
+    monkeypatch.setattr(scoring, "load_model", lambda p, d="auto": loads.append(p) or load(p, d))
+    # pi_theta^(t-1)'s reference is pi_theta^(t-2) under `reference: previous`: one folder, two
+    # roles, loaded and scored once
+    out = reflogps.pair_logps(PAIRS, tiny_model, {"policy": tiny_model, "ref": tiny_model})
+    assert loads == [tiny_model]
+    assert list(out.columns) == [
+        "logp_policy_chosen",
+        "logp_policy_rejected",
+        "logp_ref_chosen",
+        "logp_ref_rejected",
+        "len_tokens_chosen",
+        "len_tokens_rejected",
+    ]
+    np.testing.assert_array_equal(out["logp_policy_rejected"], out["logp_ref_rejected"])
+    # the values and token counts the ref_logps job gives the train job (TRL's tokenization)
+    filled = reflogps.fill(PAIRS, tiny_model, tiny_model)
+    np.testing.assert_allclose(out["logp_ref_chosen"], filled["ref_chosen_logps"], rtol=1e-6)
+    assert out["len_tokens_rejected"].tolist() == filled["ref_rejected_tokens"].tolist()
+
+
 # --- the DAG and a real run ---------------------------------------------------------------------
 
 
