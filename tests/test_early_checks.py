@@ -148,6 +148,12 @@ def test_a_settings_defaults_are_named_as_the_origin():
     ],
 )
 def test_trl_refuses_a_bad_train_block_at_start_up_naming_the_key(config, change, named):
+    # DICE's blocks only: a SeRA block looks up its beta by loss type first (test_sera_workflow)
+    config["experiments"] = {
+        name: block
+        for name, block in config["experiments"].items()
+        if block.get("method", "dice") == "dice"
+    }
     config["defaults"]["train"].update(change)
     message = refused(checks.train_blocks, config, cache=False)
     assert message.startswith(named), message
@@ -181,16 +187,18 @@ def test_each_distinct_block_is_built_once_and_a_passed_one_is_remembered(
     monkeypatch.setattr(checks, "trl_config", lambda kind, args, **kw: built.append(kind))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     checks.train_blocks(config)
-    # six experiments with three distinct (trainer, train, length_penalty) blocks (DPO, KTO,
-    # R-DPO), plus start_policy (DPO), sft and the reward model
-    assert sorted(built) == ["dpo", "dpo", "dpo", "kto", "reward", "sft"]
-    assert len(list((tmp_path / "dicewf" / "trl-checked").iterdir())) == 6
+    # seven experiments with four distinct (trainer, train, length_penalty) blocks (DPO, KTO,
+    # R-DPO, SeRA-DPO with its own beta), plus start_policy (DPO), sft and the reward model
+    assert sorted(built) == ["dpo", "dpo", "dpo", "dpo", "kto", "reward", "sft"]
+    assert len(list((tmp_path / "dicewf" / "trl-checked").iterdir())) == 7
     built.clear()
     checks.train_blocks(config)
     assert built == []  # remembered: TRL is not imported again
     config["defaults"]["train"]["beta"] = 0.2
     checks.train_blocks(config)
-    assert sorted(built) == ["dpo", "dpo", "kto"]  # the experiments' blocks changed
+    # the DICE experiments' blocks changed (SeRA's beta is sera.beta's, not train.beta); DICE's
+    # DPO block at beta 0.2 is now SeRA-DPO's (sera.beta.sigmoid 0.2), which already passed
+    assert sorted(built) == ["dpo", "kto"]
 
 
 # --- fault 12: report targets ------------------------------------------------------------------

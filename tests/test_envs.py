@@ -55,6 +55,9 @@ RULE_ENVS = {
     "eval_summary": "analysis",
     "table": "analysis",
     "claims": "analysis",
+    "sera_noise": "analysis",
+    "sera_mix": "analysis",
+    "sera_offline_logps": "training",
     "figure": "analysis",
 }
 

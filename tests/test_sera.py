@@ -415,7 +415,8 @@ def test_the_schema_fills_the_sera_block_with_the_papers_values():
 
     config = shipped_config()
     validate(config, str(SCHEMA))
-    assert config["sera"] == {
+    # on the defaults block, which every experiment block is merged over
+    assert config["defaults"]["sera"] == {
         "selection_proportion": 0.7,  # Table 4
         "generated_proportion": None,  # SeRA: N_off + N_gen = N
         "ensemble_lambda": 0.3,
@@ -426,10 +427,14 @@ def test_the_schema_fills_the_sera_block_with_the_papers_values():
     }
     # a partial block keeps the other defaults
     config = shipped_config()
-    config["sera"] = {"beta": {"ipo": 0.5}, "sampling": {"n": 8}}
+    config["defaults"]["sera"] = {"beta": {"ipo": 0.5}, "sampling": {"n": 8}}
     validate(config, str(SCHEMA))
-    assert config["sera"]["beta"] == {"sigmoid": 0.2, "hinge": 0.2, "ipo": 0.5}
-    assert config["sera"]["sampling"] == {"n": 8, "temperature": 0.7, "top_p": 0.95}
+    assert config["defaults"]["sera"]["beta"] == {"sigmoid": 0.2, "hinge": 0.2, "ipo": 0.5}
+    assert config["defaults"]["sera"]["sampling"] == {"n": 8, "temperature": 0.7, "top_p": 0.95}
+    # an experiment's partial block gets no defaults of its own (they come from the merge)
+    config["experiments"]["x"] = {"method": "sera", "sera": {"noise_fraction": 0.2}}
+    validate(config, str(SCHEMA))
+    assert config["experiments"]["x"]["sera"] == {"noise_fraction": 0.2}
 
 
 @pytest.mark.parametrize(
@@ -445,15 +450,19 @@ def test_the_schema_fills_the_sera_block_with_the_papers_values():
         ({"selection": 0.7}, "selection"),
     ],
 )
-def test_the_schema_refuses_a_bad_sera_value_naming_it(block, named):
+@pytest.mark.parametrize("where", [("defaults",), ("experiments", "dice")])
+def test_the_schema_refuses_a_bad_sera_value_naming_it(block, named, where):
     config = shipped_config()
-    config["sera"] = block
+    parent = config
+    for key in where:
+        parent = parent[key]
+    parent["sera"] = block
     schema = yaml.safe_load(SCHEMA.read_text())
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
     # the error is inside the sera block and names the key (its path, or the message of an
     # unknown key)
     assert any(
-        list(e.absolute_path)[:1] == ["sera"]
+        list(e.absolute_path)[: len(where) + 1] == [*where, "sera"]
         and (named in e.absolute_path or repr(named) in e.message)
         for e in errors
     ), [(list(e.absolute_path), e.message) for e in errors]

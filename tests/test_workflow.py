@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -90,14 +91,21 @@ def dice_only(path: Path = REPO / "config.yaml") -> dict:
 def expected_jobs(cfg: dict) -> dict[str, int]:
     """What the dry run must plan, counted from the config with dicewf.config: each piece of
     work once, under the first experiment whose iteration has its key (dicewf.config.owners)."""
+    from snakemake.utils import validate
+
+    cfg = copy.deepcopy(cfg)  # the schema's defaults filled in, as the workflow sees it
+    validate(cfg, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     owners = wfconfig.owners(cfg)
     runs = {(o.run, t) for (_, t), o in owners.items()}  # the iterations trained
-    samplers, scorers, judges, searches = set(), set(), set(), 0
+    samplers, scorers, judges, searches, seras = set(), set(), set(), 0, 0
     for exp, t in runs:
         xp = wfconfig.experiment(cfg, exp)
-        if xp["mix"]["gamma"] >= 1:
+        if not wfconfig.generates_pairs(xp):
             continue  # offline pairs only: nothing sampled, scored or searched
-        searches += 1
+        if xp["method"] == "sera":
+            seras += 1  # SeRA: offline pairs scored and selected, no alpha search
+        else:
+            searches += 1
         samplers.add((owners[exp, t].samples, t))
         scored = (owners[exp, t].scores, t)
         (judges if xp["score"]["method"] == "judge" else scorers).add(scored)
@@ -105,7 +113,9 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
     bases = len(wfconfig.settings(cfg))
     return {
         "train": len(runs),
-        "mix": len(runs),
+        "mix": len(runs) - seras,
+        "sera_offline_logps": seras,
+        "sera_mix": seras,
         "eval": len(runs) + bases,
         "search_alpha": searches,
         "sample": shards * len(samplers),

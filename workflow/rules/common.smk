@@ -58,6 +58,9 @@ LAYOUT_PARAM = LAYOUT.to_dict()
 # config: 278 s against 440 s with two threads a job). `--set-threads RULE=N` changes one rule.
 MODEL_THREADS = 1
 EXPERIMENTS = list(RUNS)
+# the method of each experiment (`method:`): DICE's rules (search_alpha, mix) or SeRA's (sera.smk)
+SERA_EXPERIMENTS = [e for e in EXPERIMENTS if XP[e]["method"] == "sera"]
+DICE_EXPERIMENTS = [e for e in EXPERIMENTS if e not in SERA_EXPERIMENTS]
 # the score block's keys that filter responses before scoring or judging (dicewf.scoring.finished)
 RESPONSE_FILTERS = ("drop_truncated", "strip_whitespace", "min_chars", "max_chars")
 MODELS = cfg.evaluated_models(config, OWNERS)  # each trained policy evaluated once
@@ -172,6 +175,28 @@ def generated_pairs(w):
     if xp(w)["mix"]["gamma"] >= 1:
         return {}
     return {"pairs": f"results/{w.exp}/iter{w.iter}/pairs.parquet"}
+
+
+def sera_offline(w):
+    """SeRA's D_offline: the setting's, or its copy with labels swapped (sera.noise_fraction)."""
+    if xp(w)["sera"]["noise_fraction"] > 0:
+        return f"results/{w.exp}/data/offline_noisy.parquet"
+    return setting_offline(w)
+
+
+def setting_offline(w):
+    return cfg.base(config, RUNS[w.exp][0])["offline"]
+
+
+def sera_models(w):
+    """The models SeRA's iteration t scores D_offline under: pi_theta^(t-1) and its reference
+    (the score stage's pair), and for Eq. 7 (sera.ensemble_lambda > 0, t >= 2) pi_theta^(t-2)
+    and its reference; pi_theta^(0) is the start policy, trained from the SFT model."""
+    t = int(w.iter)
+    models = {"policy": policy_of(w.exp, t - 1), "ref": reference_of(w.exp, t - 1)}
+    if t >= 2 and xp(w)["sera"]["ensemble_lambda"] > 0:
+        models |= {"policy2": policy_of(w.exp, t - 2), "ref2": reference_of(w.exp, t - 2)}
+    return models
 
 
 @functools.cache
@@ -289,7 +314,7 @@ def all_targets():
             {
                 f"{cfg.iter_dir(OWNERS[e, t].samples, t)}/samples.parquet"
                 for e, t in cfg.iterations(config)
-                if XP[e]["mix"]["gamma"] < 1
+                if cfg.generates_pairs(XP[e])
             }
         )
     if "world" in config:  # the toy world's check that pi_theta^(0)'s implicit reward is useful

@@ -185,7 +185,7 @@ rule alpha_landscape:
 
 rule mix:
     """Algorithm 1 line 5: the training set, a share gamma of D_offline and the rest from
-    D(alpha*) (dicewf.mixing)."""
+    D(alpha*) (dicewf.mixing). SeRA's experiments mix in sera_mix (sera.smk)."""
     input:
         unpack(generated_pairs),
         offline=config["base"]["offline"],
@@ -193,6 +193,8 @@ rule mix:
         mixed=ensure("results/{exp}/iter{iter}/mixed.parquet", non_empty=True),
     log:
         "logs/{exp}/iter{iter}/mix.log",
+    wildcard_constraints:
+        exp=cfg.alternation(DICE_EXPERIMENTS),
     conda:
         "../../envs/analysis.yaml"
     resources:

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from . import hub
@@ -36,6 +38,8 @@ RESULTS = "results"
 
 # Keys of an experiment block (the rest of the merged block must come from defaults).
 EXPERIMENT_KEYS = (
+    "method",
+    "sera",
     "iterations",
     "reference",
     "sampling",
@@ -146,6 +150,20 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     if setting:
         defaults = deep_merge(defaults, (config["settings"][setting] or {}).get("defaults") or {})
     merged = deep_merge(defaults, block)
+    filled = schema_defaults()
+    method = merged.get("method", filled["method"])
+    if method == "sera":
+        # the schema's sera defaults under the block (a config not validated: a test's raw
+        # config.yaml; a validated one has them already)
+        merged = deep_merge(filled, merged)
+        _sera_block(logical, block, merged)
+    else:  # DICE reads no sera block; one set for it would be ignored
+        if "sera" in block:
+            raise ValueError(
+                f"experiments.{logical}: a sera block is set but method is {method!r}; set "
+                "method: sera, or remove the block"
+            )
+        merged.pop("sera", None)
     judge = (merged.get("score") or {}).get("judge")  # optional: score.method judge only
     if judge and judge["min_ratings"] > judge["sampling"]["n"]:
         raise ValueError(
@@ -153,6 +171,85 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
             f"score.judge.sampling.n ({judge['sampling']['n']}), the ratings per response"
         )
     return merged
+
+
+SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+# keys of the defaults block whose schema defaults experiment() fills in itself
+SCHEMA_FILLED = ("method", "sera")
+
+
+def _schema_default(node: Mapping[str, Any]) -> Any:
+    """What validation gives an absent key of schema ``node``: its default, with the defaults
+    of its properties filled in."""
+    out = copy.deepcopy(node.get("default"))
+    if isinstance(out, dict):
+        for key, sub in (node.get("properties") or {}).items():
+            if "default" in sub and key not in out:
+                out[key] = _schema_default(sub)
+    return out
+
+
+@functools.cache
+def _schema_filled() -> dict[str, Any]:
+    import yaml
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    properties: dict[str, Any] = {}
+    for part in schema["properties"]["defaults"]["allOf"]:
+        properties.update(part.get("properties") or {})
+    return {key: _schema_default(properties[key]) for key in SCHEMA_FILLED}
+
+
+def schema_defaults() -> dict[str, Any]:
+    """The schema's defaults of the defaults block's ``method`` and ``sera`` (read from the
+    schema, where they are set once)."""
+    return copy.deepcopy(_schema_filled())
+
+
+# keys of an experiment block that belong to DICE alone (SeRA selects and bootstraps by IRM)
+DICE_ONLY_KEYS = ("alpha", "mix")
+
+
+def _sera_block(logical: str, block: Mapping[str, Any], merged: dict[str, Any]) -> None:
+    """A SeRA experiment's resolved block, in place: its samples are drawn with the sera
+    block's decoding (sera.sampling merged over sampling) and it trains with the beta of its
+    loss from sera.beta (the IRM uses that beta too). What SeRA cannot run is refused, naming
+    the key: DICE's own keys in the experiment's block, train.beta set beside sera.beta, LLM-as-
+    a-Judge scores, KTO, SimPO's reward (library only)."""
+    where = f"experiments.{logical}"
+    own = [k for k in DICE_ONLY_KEYS if k in block]
+    if own:
+        raise ValueError(
+            f"{where}: {own} belong to DICE (method dice); a SeRA experiment selects and "
+            "bootstraps its pairs by IRM with the settings of its sera block"
+        )
+    if "beta" in (block.get("train") or {}):
+        raise ValueError(
+            f"{where}: train.beta is set, but a SeRA experiment trains with sera.beta.<loss_type>"
+            " (one place per value); set that instead"
+        )
+    sera = merged["sera"]
+    if merged["score"]["method"] != "implicit":
+        raise ValueError(
+            f"{where}: score.method {merged['score']['method']!r}; SeRA bootstraps pairs by the "
+            "implicit reward margin (score.method: implicit)"
+        )
+    if merged.get("trainer") not in (None, "dpo"):  # None: not validated yet (dpo)
+        raise ValueError(f"{where}: trainer {merged['trainer']!r}; SeRA trains with trainer dpo")
+    if sera["reward"] != "dpo":
+        raise ValueError(
+            f"{where}: sera.reward {sera['reward']!r} is in dicewf.sera only; the workflow "
+            "runs SeRA with the DPO reward (sera.reward: dpo)"
+        )
+    loss = merged["train"].get("loss_type", "sigmoid")
+    betas = sera["beta"]
+    if loss not in betas:
+        raise ValueError(
+            f"{where}: sera.beta has no beta for train.loss_type {loss!r} (have {sorted(betas)});"
+            f" add sera.beta.{loss}"
+        )
+    merged["train"]["beta"] = betas[loss]
+    merged["sampling"] = deep_merge(merged["sampling"], sera["sampling"])
 
 
 def resolved(config: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -241,7 +338,10 @@ def _key(*parts: Any) -> str:
 
 
 def generates_pairs(block: Mapping[str, Any]) -> bool:
-    """Whether an experiment samples, scores and searches alpha: mix.gamma < 1 (or unset)."""
+    """Whether an experiment samples and scores: SeRA always (its bootstrapped pairs), DICE
+    (which also searches alpha) where mix.gamma < 1 (or unset)."""
+    if block.get("method") == "sera":
+        return True
     gamma = (block.get("mix") or {}).get("gamma")
     return gamma is None or float(gamma) < 1
 
@@ -254,10 +354,14 @@ def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str
     for exp, (setting, _) in expanded(config).items():
         block = experiment(config, exp)
         generates = generates_pairs(block)
+        # SeRA reads no alpha or mix block (they stay in its resolved block, from defaults)
+        unused = DICE_ONLY_KEYS if block.get("method") == "sera" else ()
         settings_ = {
             k: v
             for k, v in block.items()
-            if k not in NOT_IN_RUN_KEY and (generates or k not in GENERATION_KEYS)
+            if k not in NOT_IN_RUN_KEY
+            and k not in unused
+            and (generates or k not in GENERATION_KEYS)
         }
         # the keys of pi_theta^(t) and pi_ref^(t), t = 0, 1, ...
         policy, reference = [_key("base policy", setting)], [_key("base reference", setting)]

@@ -74,8 +74,10 @@ def needs_fill(config: Mapping[str, Any], exp: str, t: int) -> bool:
     reference is not a scoring model)."""
     if not reuse_planned(config, exp):
         return False
-    gamma = cfg.experiment(config, exp)["mix"]["gamma"]
-    return gamma > 0 or reused_column(config, exp, t) is None
+    block = cfg.experiment(config, exp)
+    if block.get("method") == "sera":  # sera_mix puts them on every row, offline ones too
+        return reused_column(config, exp, t) is None
+    return block["mix"]["gamma"] > 0 or reused_column(config, exp, t) is None
 
 
 def encode_pairs(tokenizer, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]):
@@ -126,10 +128,6 @@ def fill(
     scored under ``reference`` with the tokenizer of ``tokenizer_path`` (the policy's, which
     the train job tokenizes with), tokenized as TRL does (:func:`encode_pairs`); the others
     keep theirs. NaN or infinite log-probabilities are an error naming the model."""
-    from transformers import AutoTokenizer
-
-    from .scoring import check_logprobs, load_model, sequence_logprobs
-
     out = pairs.copy()
     for column in COLUMNS:
         if column not in out.columns:
@@ -144,34 +142,78 @@ def fill(
     )
     if len(todo) == 0:
         return out
-    rows = out.iloc[todo]
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    chosen, rejected = encode_pairs(
-        tokenizer, rows["prompt"].tolist(), rows["chosen"].tolist(), rows["rejected"].tolist()
-    )
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model = load_model(reference, dtype)
-    logps = sequence_logprobs(
-        model,
-        chosen + rejected,
+    scored = pair_logps(
+        out.iloc[todo],
+        tokenizer_path,
+        {"ref": reference},
         max_tokens_per_batch=max_tokens_per_batch,
-        pad_token_id=pad,
+        dtype=dtype,
+        source=source,
         desc="reference log-probs",
     )
+    position = out.columns.get_loc
+    out.iloc[todo, position("ref_chosen_logps")] = scored["logp_ref_chosen"].to_numpy()
+    out.iloc[todo, position("ref_rejected_logps")] = scored["logp_ref_rejected"].to_numpy()
+    out.iloc[todo, position("ref_chosen_tokens")] = scored["len_tokens_chosen"].to_numpy()
+    out.iloc[todo, position("ref_rejected_tokens")] = scored["len_tokens_rejected"].to_numpy()
+    return out.astype(dict.fromkeys(TOKEN_COLUMNS, "int64"))
+
+
+def pair_logps(
+    pairs: pd.DataFrame,
+    tokenizer_path: str | os.PathLike,
+    models: Mapping[str, str | os.PathLike],
+    *,
+    max_tokens_per_batch: int = 8192,
+    dtype: str = "auto",
+    source: str = "<pairs>",
+    desc: str = "pair log-probs",
+) -> pd.DataFrame:
+    """log pi(chosen|prompt) and log pi(rejected|prompt) of every pair under each model, as TRL
+    tokenizes them (:func:`encode_pairs`, the tokenizer of ``tokenizer_path``: the policy's, which
+    the train job tokenizes with): columns ``logp_{name}_chosen`` / ``logp_{name}_rejected`` per
+    entry of ``models`` (name -> model folder) and the completion token counts
+    ``len_tokens_chosen`` / ``len_tokens_rejected``, indexed as ``pairs``. A folder named twice
+    is loaded and scored once. NaN or infinite log-probabilities are an error naming the model
+    and the pairs."""
+    from transformers import AutoTokenizer
+
+    from .scoring import check_logprobs, load_model, sequence_logprobs
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    chosen, rejected = encode_pairs(
+        tokenizer, pairs["prompt"].tolist(), pairs["chosen"].tolist(), pairs["rejected"].tolist()
+    )
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    n = len(pairs)
     ids = pd.DataFrame(
         {
-            "prompt_id": list(rows["prompt_id"]) * 2,
-            "sample_idx": ["chosen"] * len(rows) + ["rejected"] * len(rows),
+            "prompt_id": list(pairs["prompt_id"]) * 2,
+            "sample_idx": ["chosen"] * n + ["rejected"] * n,
         }
     )
-    check_logprobs(logps, ids, reference, source=str(source))
-    n = len(rows)
-    position = out.columns.get_loc
-    out.iloc[todo, position("ref_chosen_logps")] = logps[:n]
-    out.iloc[todo, position("ref_rejected_logps")] = logps[n:]
-    out.iloc[todo, position("ref_chosen_tokens")] = [e.n_response for e in chosen]
-    out.iloc[todo, position("ref_rejected_tokens")] = [e.n_response for e in rejected]
-    return out.astype(dict.fromkeys(TOKEN_COLUMNS, "int64"))
+    out = pd.DataFrame(index=pairs.index)
+    done: dict[str, np.ndarray] = {}
+    for name, path in models.items():
+        key = os.path.realpath(path)
+        if key not in done:
+            log.info("%s: scoring %d pairs under %s (%s)", source, n, path, name)
+            model = load_model(path, dtype)
+            logps = sequence_logprobs(
+                model,
+                chosen + rejected,
+                max_tokens_per_batch=max_tokens_per_batch,
+                pad_token_id=pad,
+                desc=desc,
+            )
+            del model
+            check_logprobs(logps, ids, path, source=str(source))
+            done[key] = logps
+        out[f"logp_{name}_chosen"] = done[key][:n]
+        out[f"logp_{name}_rejected"] = done[key][n:]
+    out["len_tokens_chosen"] = np.array([e.n_response for e in chosen], dtype=np.int64)
+    out["len_tokens_rejected"] = np.array([e.n_response for e in rejected], dtype=np.int64)
+    return out
 
 
 def live_reason(pairs: pd.DataFrame, tokenizer, trl_cfg, *, trainer: str, context: int | None):

@@ -45,9 +45,15 @@ REWARDS = ("dpo", "simpo")
 POLICY_LOGPS = ("logp_policy_chosen", "logp_policy_rejected")
 REF_LOGPS = ("logp_ref_chosen", "logp_ref_rejected")
 TOKENS = ("len_tokens_chosen", "len_tokens_rejected")
+# The same under the second (policy, reference) pair of Eq. 7: the policy before the previous
+# one and its reference (the workflow's offline log-probs, workflow/rules/sera.smk)
+POLICY2_LOGPS = ("logp_policy2_chosen", "logp_policy2_rejected")
+REF2_LOGPS = ("logp_ref2_chosen", "logp_ref2_rejected")
 # The margin column of bootstrap_pairs' output and the noise experiment's gold label
 IRM = "irm"
 SWAPPED = "label_swapped"
+# select_offline's columns: the IRM under the second pair, the margin selected by, the mask
+IRM_PREV2, MARGIN, SELECTED = "irm_prev2", "margin", "selected"
 # Columns whose sign flips when chosen and rejected swap (chosen minus rejected)
 ANTISYMMETRIC = ("len_diff", IRM)
 
@@ -479,3 +485,127 @@ def jaccard_matrix(selections: Mapping[str, Iterable[Hashable]]) -> pd.DataFrame
     return pd.DataFrame(
         [[jaccard(keys[r], keys[c]) for c in names] for r in names], index=names, columns=names
     )
+
+
+# --- one workflow iteration: D_offline selected, pairs bootstrapped, D_t mixed -------------------
+
+
+def select_offline(
+    pairs: pd.DataFrame,
+    beta: float,
+    proportion: float,
+    lam: float = 0.0,
+    *,
+    source: str = "<offline pairs>",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """IRM selection of scored offline pairs (Section 3.2) and its report.
+
+    ``pairs`` carry the log-probs of the previous policy and its reference (:data:`POLICY_LOGPS`,
+    :data:`REF_LOGPS`) and, for the Eq. 7 ensemble, of the policy before it and its reference
+    (:data:`POLICY2_LOGPS`, :data:`REF2_LOGPS`; without them lambda counts as 0). Returns every
+    pair with the columns ``irm`` (previous pair), ``irm_prev2`` (where scored), ``margin``
+    (:func:`ensemble_margin`) and ``selected`` (:func:`select_by_margin`: the round(proportion
+    x N) highest margins), and a report: the counts, the lowest selected margin, and the
+    selection's precision and recall (:func:`selection_quality`) against ``label_swapped``
+    (the noise experiment) and, where the pairs carry the gold judge's ``chosen_quality`` and
+    ``rejected_quality``, against the pairs whose chosen answer is the worse one.
+    """
+    irm = implicit_reward_margin(pairs, beta, source=source)
+    prev2 = None
+    if any(c in pairs.columns for c in POLICY2_LOGPS + REF2_LOGPS):
+        prev2 = implicit_reward_margin(
+            pairs, beta, policy=POLICY2_LOGPS, reference=REF2_LOGPS, source=source
+        )
+    margin = ensemble_margin(irm, prev2, lam)
+    _, mask = select_by_margin(pairs, margin, proportion, source=source)
+    out = pairs.copy()
+    out[IRM] = irm
+    if prev2 is not None:
+        out[IRM_PREV2] = prev2
+    out[MARGIN] = margin
+    out[SELECTED] = mask
+    report: dict[str, Any] = {
+        "n_pairs": len(out),
+        "n_selected": int(mask.sum()),
+        "selection_proportion": float(proportion),
+        "ensemble": prev2 is not None,
+        "ensemble_lambda": float(lam) if prev2 is not None else 0.0,
+        "beta": float(beta),
+        "lowest_selected_margin": float(margin[mask].min()) if mask.any() else None,
+    }
+    if SWAPPED in out.columns:
+        report["label_swapped"] = selection_quality(mask, out[SWAPPED])
+    if {"chosen_quality", "rejected_quality"} <= set(out.columns):
+        worse = out["chosen_quality"].to_numpy(dtype=float) < out["rejected_quality"].to_numpy(
+            dtype=float
+        )
+        report["gold_worse_chosen"] = selection_quality(mask, worse)
+    return out, report
+
+
+def with_reference_logps(pairs: pd.DataFrame, column: str, source: str = "<pairs>") -> pd.DataFrame:
+    """``pairs`` with the train reference's log-probs in :mod:`dicewf.reflogps`' columns
+    (``ref_chosen_logps``, ``ref_rejected_logps`` and the token counts ``ref_chosen_tokens``,
+    ``ref_rejected_tokens``), taken from ``{column}_chosen`` / ``{column}_rejected`` and
+    :data:`TOKENS`: ``column`` is the score stage's name of the train reference
+    (:func:`dicewf.reflogps.reused_column`: ``logp_policy`` where it is the previous policy)."""
+    chosen, rejected = f"{column}_chosen", f"{column}_rejected"
+    kinds = {chosen: "float", rejected: "float", TOKENS[0]: "int", TOKENS[1]: "int"}
+    check_frame(pairs, kinds, source, finite=(chosen, rejected), allow_empty=True)
+    out = pairs.copy()
+    out["ref_chosen_logps"] = pairs[chosen].astype(float)
+    out["ref_rejected_logps"] = pairs[rejected].astype(float)
+    out["ref_chosen_tokens"] = pairs[TOKENS[0]].astype("int64")
+    out["ref_rejected_tokens"] = pairs[TOKENS[1]].astype("int64")
+    return out
+
+
+def mix_iteration(
+    offline: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    proportion: float,
+    generated: float | None,
+    seed: int,
+    ref_logps: str | None = None,
+    offline_source: str = "<offline selection>",
+    scores_source: str = "<scores>",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """D_t of one SeRA iteration from :func:`select_offline`'s output and the score stage's
+    rewards of the sampled responses: the ``selected`` offline pairs and N_gen bootstrapped
+    pairs (:func:`sera_counts`, :func:`bootstrap_pairs`, :func:`mix_sera`), shuffled by ``seed``.
+
+    ``ref_logps``, the score stage's name of the train reference (``logp_policy`` where it is
+    the previous policy, :func:`dicewf.reflogps.reused_column`), puts its log-probs on every
+    row (:func:`with_reference_logps` for the offline ones, as DICE's pairs carry them for the
+    generated ones), so the train job runs no reference model; None carries none. Returns D_t
+    and the counts (N, N_off, N_gen, the bootstrapped candidates).
+    """
+    check_frame(offline, {SELECTED: "bool"}, offline_source)
+    n_offline, n_generated = sera_counts(len(offline), proportion, generated)
+    selected = offline[offline[SELECTED].to_numpy(dtype=bool)].reset_index(drop=True)
+    if len(selected) != n_offline:
+        raise ValueError(
+            f"{offline_source}: {len(selected)} pairs are selected, but a selection proportion "
+            f"of {proportion} keeps {n_offline} of {len(offline)}: the selection was made with "
+            "another proportion"
+        )
+    if ref_logps is not None:
+        selected = with_reference_logps(selected, ref_logps, offline_source)
+    boot = bootstrap_pairs(scores, count=n_generated, ref_logps=ref_logps, source=scores_source)
+    mixed = mix_sera(
+        selected,
+        boot,
+        n_generated,
+        seed,
+        offline_source=offline_source,
+        generated_source=scores_source,
+    )
+    counts = {
+        "n_offline_all": len(offline),
+        "n_offline": n_offline,
+        "n_generated": n_generated,
+        "n_candidates": int(boot.attrs["n_candidates"]),
+        "n_mixed": len(mixed),
+    }
+    return mixed, counts

@@ -1,0 +1,320 @@
+"""SeRA as configuration over the workflow's rules (`method: sera`, workflow/rules/sera.smk):
+the experiment block's resolution and sharing, the library functions behind the rules, the
+planned DAG, and a SeRA run end to end on the reduced toy world."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from dicewf import config as cfg
+from dicewf import mixing, reflogps, sera
+from dicewf.io import DatasetError
+from test_workflow import REPO, load, planned_jobs, snakemake, workdir
+
+
+def toy_config(**experiments) -> dict:
+    """The reduced toy world (.test/config.yaml) with these experiments alone, validated (the
+    schema's defaults filled in, as the workflow sees it)."""
+    from snakemake.utils import validate
+
+    config = load(REPO / ".test" / "config.yaml")
+    config["experiments"] = experiments
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    return config
+
+
+# --- the experiment block -----------------------------------------------------------------------
+
+
+def test_a_sera_experiment_takes_its_decoding_and_beta_from_the_sera_block():
+    config = toy_config(
+        dice={},
+        sera_dpo={"method": "sera"},
+        sera_ipo={"method": "sera", "train": {"loss_type": "ipo"}, "sera": {"sampling": {"n": 6}}},
+    )
+    dpo, ipo, dice = (cfg.experiment(config, e) for e in ("sera_dpo", "sera_ipo", "dice"))
+    # Appendix B.2's K, temperature and top_p over the experiment's sampling (max_tokens kept)
+    assert dpo["sampling"] == {"n": 4, "temperature": 0.7, "top_p": 0.95, "max_tokens": 24}
+    assert ipo["sampling"]["n"] == 6
+    # Table 4's beta of the loss; the rest of the train block as defaults has it
+    assert (dpo["train"]["beta"], ipo["train"]["beta"]) == (0.2, 1.0)
+    assert dpo["train"]["learning_rate"] == dice["train"]["learning_rate"]
+    # DICE is the default method and resolves without a sera block, as before
+    assert dice["method"] == "dice" and "sera" not in dice
+    assert dice["sampling"]["n"] == 4 and dice["sampling"]["temperature"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("block", "named"),
+    [
+        ({"method": "sera", "mix": {"gamma": 0.0}}, "['mix'] belong to DICE"),
+        ({"method": "sera", "alpha": {"fixed": 0.0}}, "['alpha'] belong to DICE"),
+        ({"method": "sera", "train": {"beta": 0.5}}, "sera.beta.<loss_type>"),
+        ({"method": "sera", "train": {"loss_type": "robust"}}, "add sera.beta.robust"),
+        ({"method": "sera", "score": {"method": "judge"}}, "score.method 'judge'"),
+        ({"method": "sera", "trainer": "kto", "train": {"loss_type": "kto"}}, "trainer 'kto'"),
+        ({"method": "sera", "sera": {"reward": "simpo"}}, "sera.reward 'simpo'"),
+        ({"sera": {"noise_fraction": 0.2}}, "method is 'dice'"),
+    ],
+)
+def test_what_sera_cannot_run_is_refused_naming_the_experiment_and_key(block, named):
+    config = toy_config(x=block)
+    with pytest.raises(ValueError, match="experiments.x") as err:
+        cfg.experiment(config, "x")
+    assert named in str(err.value)
+
+
+def test_sera_shares_samples_and_scores_with_dice_but_never_a_run():
+    # a DICE experiment with SeRA's decoding and beta: equal samples and scores, other pairs
+    same = {"sampling": {"n": 4, "temperature": 0.7, "top_p": 0.95}, "train": {"beta": 0.2}}
+    config = toy_config(
+        dice=same,
+        sera_a={"method": "sera", "description": "one"},
+        sera_b={"method": "sera", "description": "the same run"},
+        sera_noisy={"method": "sera", "sera": {"noise_fraction": 0.2}},
+    )
+    owners = cfg.owners(config)
+    assert owners["sera_a", 1] == cfg.Owners(samples="dice", scores="dice", run="sera_a")
+    assert owners["sera_b", 1].run == "sera_a" and owners["sera_b", 2].run == "sera_a"
+    # other offline data: its own run from iteration 1, its own samples from iteration 2
+    assert owners["sera_noisy", 1] == cfg.Owners("dice", "dice", "sera_noisy")
+    assert owners["sera_noisy", 2].samples == "sera_noisy"
+    # DICE's alpha and mix blocks do not split two equal SeRA runs
+    config["defaults"]["mix"]["gamma"] = 0.25
+    assert cfg.owners(config)["sera_b", 1].run == "sera_a"
+
+
+def test_every_sera_training_row_carries_the_train_references_logps():
+    config = toy_config(dice={}, sera_dpo={"method": "sera"})
+    for t in (1, 2):
+        # the train reference pi_theta^(t-1) is the score stage's policy: no ref_logps job
+        assert reflogps.reused_column(config, "sera_dpo", t) == "logp_policy"
+        assert not reflogps.needs_fill(config, "sera_dpo", t)
+    assert reflogps.needs_fill(config, "dice", 1)  # DICE's offline share is filled
+
+
+# --- the library behind sera_mix --------------------------------------------------------------
+
+
+def scored_offline(**extra) -> pd.DataFrame:
+    """Five offline pairs with log-probs under the previous policy and its reference."""
+    frame = pd.DataFrame(
+        {
+            "prompt_id": [f"id{i}" for i in range(5)],
+            "prompt": [f"p{i}" for i in range(5)],
+            "chosen": [f"c{i}" for i in range(5)],
+            "rejected": [f"r{i}" for i in range(5)],
+            # IRM / beta = (pc - rc) - (pr - rr): 3, -1, 2, 2, 0
+            "logp_policy_chosen": [-1.0, -5.0, -2.0, -3.0, -4.0],
+            "logp_policy_rejected": [-6.0, -4.0, -5.0, -5.0, -4.0],
+            "logp_ref_chosen": [-2.0, -4.0, -3.0, -3.0, -4.0],
+            "logp_ref_rejected": [-4.0, -4.0, -4.0, -3.0, -4.0],
+            "len_tokens_chosen": [3, 4, 5, 6, 7],
+            "len_tokens_rejected": [2, 2, 2, 2, 2],
+        }
+    )
+    return frame.assign(**extra)
+
+
+def test_select_offline_keeps_the_highest_margins_by_hand():
+    swapped = [False, True, False, False, True]
+    out, report = sera.select_offline(
+        scored_offline(label_swapped=swapped), beta=0.5, proportion=0.6, source="off.parquet"
+    )
+    np.testing.assert_allclose(out["irm"], [1.5, -0.5, 1.0, 1.0, 0.0])
+    assert out["margin"].tolist() == out["irm"].tolist()  # no second pair: lambda counts as 0
+    # round(0.6 x 5) = 3: margins 1.5, 1.0, 1.0 (the tie at 1.0 keeps both: they are 2nd, 3rd)
+    assert out["selected"].tolist() == [True, False, True, True, False]
+    assert report["n_selected"] == 3 and report["ensemble"] is False
+    assert report["ensemble_lambda"] == 0.0 and report["lowest_selected_margin"] == 1.0
+    # both swapped pairs dropped, and nothing else: precision 1, recall 1
+    assert report["label_swapped"]["precision"] == report["label_swapped"]["recall"] == 1.0
+    assert "irm_prev2" not in out.columns and "gold_worse_chosen" not in report
+
+
+def test_select_offline_mixes_the_second_pair_by_eq7_and_scores_gold_labels():
+    pairs = scored_offline(
+        # IRM / beta under the (t-2) pair: 0, 0, 0, 0, 10
+        logp_policy2_chosen=[0.0, 0.0, 0.0, 0.0, 10.0],
+        logp_policy2_rejected=0.0,
+        logp_ref2_chosen=0.0,
+        logp_ref2_rejected=0.0,
+        chosen_quality=[1.0, 0.0, 1.0, 0.0, 1.0],
+        rejected_quality=[0.0, 1.0, 0.0, 1.0, 0.0],
+    )
+    out, report = sera.select_offline(pairs, beta=1.0, proportion=0.4, lam=0.3)
+    np.testing.assert_allclose(out["irm_prev2"], [0, 0, 0, 0, 10])
+    # 0.3 x IRM(t-2) + 0.7 x IRM(t-1)
+    np.testing.assert_allclose(out["margin"], [2.1, -0.7, 1.4, 1.4, 3.0])
+    assert out["selected"].tolist() == [True, False, False, False, True]  # round(0.4 x 5) = 2
+    assert report["ensemble"] is True and report["ensemble_lambda"] == 0.3
+    # pairs 1 and 3 have the worse answer chosen: both dropped, with one of the three dropped
+    gold = report["gold_worse_chosen"]
+    assert (gold["recall"], gold["precision"], gold["n_dropped"]) == (1.0, 2 / 3, 3)
+
+
+def test_select_offline_names_the_file_of_a_missing_logp_column():
+    with pytest.raises(DatasetError, match=r"off\.parquet.*logp_ref_rejected"):
+        sera.select_offline(
+            scored_offline().drop(columns="logp_ref_rejected"), 1.0, 0.6, source="off.parquet"
+        )
+
+
+def scores_frame() -> pd.DataFrame:
+    """K = 3 scored responses for the five prompts, as the score stage writes them."""
+    rows = []
+    for pid in range(5):
+        for k, reward in enumerate([0.1 * pid, 1.0 + pid, -1.0]):
+            rows.append(
+                {
+                    "prompt_id": f"id{pid}",
+                    "prompt": f"p{pid}",
+                    "sample_idx": k,
+                    "response": f"s{pid}-{k}",
+                    "reward": reward,
+                    "logp_policy": -10.0 * pid - k,
+                    "logp_ref": -1.0,
+                    "len_chars": 5 + k,
+                    "len_tokens": 2 + k,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_mix_iteration_puts_the_train_references_logps_on_every_row():
+    selection, _ = sera.select_offline(scored_offline(), beta=1.0, proportion=0.6)
+    mixed, counts = sera.mix_iteration(
+        selection, scores_frame(), proportion=0.6, generated=None, seed=3, ref_logps="logp_policy"
+    )
+    # SeRA: N_off + N_gen = N = 5; the two bootstrapped pairs with the highest margins, each
+    # the best (sample 1) against the worst (sample 2) response of its prompt
+    assert counts == {
+        "n_offline_all": 5,
+        "n_offline": 3,
+        "n_generated": 2,
+        "n_candidates": 5,
+        "n_mixed": 5,
+    }
+    assert not reflogps.missing(mixed).any()
+    generated = mixed[mixed["source"] == "generated"].set_index("prompt_id").sort_index()
+    assert generated.index.tolist() == ["id3", "id4"]  # margins 1 + pid + 1 - 0: the largest pids
+    assert generated["chosen"].tolist() == ["s3-1", "s4-1"]
+    assert generated["ref_chosen_logps"].tolist() == [-31.0, -41.0]  # logp_policy of sample 1
+    assert generated["ref_rejected_tokens"].tolist() == [4, 4]
+    offline = mixed[mixed["source"] == "offline"].set_index("prompt_id").sort_index()
+    assert offline.index.tolist() == ["id0", "id2", "id3"]
+    assert offline["ref_chosen_logps"].tolist() == [-1.0, -2.0, -3.0]  # logp_policy_chosen
+    assert offline["ref_rejected_tokens"].tolist() == [2, 2, 2]
+    # the same inputs and seed give the same file; another iteration's seed shuffles otherwise
+    again, _ = sera.mix_iteration(
+        selection, scores_frame(), proportion=0.6, generated=None, seed=3, ref_logps="logp_policy"
+    )
+    pd.testing.assert_frame_equal(mixed, again)
+
+
+def test_mix_iteration_best_sera_and_a_stale_selection():
+    selection, _ = sera.select_offline(scored_offline(), beta=1.0, proportion=0.6)
+    mixed, counts = sera.mix_iteration(
+        selection, scores_frame(), proportion=0.6, generated=0.8, seed=0, ref_logps=None
+    )
+    assert (counts["n_offline"], counts["n_generated"], len(mixed)) == (3, 4, 7)
+    assert not set(mixing.REF_COLUMNS) & set(mixed.columns)  # nothing to carry
+    with pytest.raises(ValueError, match=r"sel\.parquet: 3 pairs are selected.*keeps 4"):
+        sera.mix_iteration(
+            selection,
+            scores_frame(),
+            proportion=0.8,
+            generated=None,
+            seed=0,
+            offline_source="sel.parquet",
+        )
+
+
+def test_pair_logps_scores_each_model_once_as_the_train_job_tokenizes(tiny_model, monkeypatch):
+    from dicewf import scoring
+    from test_training import PAIRS
+
+    loads, load = [], scoring.load_model
+    monkeypatch.setattr(scoring, "load_model", lambda p, d="auto": loads.append(p) or load(p, d))
+    # pi_theta^(t-1)'s reference is pi_theta^(t-2) under `reference: previous`: one folder, two
+    # roles, loaded and scored once
+    out = reflogps.pair_logps(PAIRS, tiny_model, {"policy": tiny_model, "ref": tiny_model})
+    assert loads == [tiny_model]
+    assert list(out.columns) == [
+        "logp_policy_chosen",
+        "logp_policy_rejected",
+        "logp_ref_chosen",
+        "logp_ref_rejected",
+        "len_tokens_chosen",
+        "len_tokens_rejected",
+    ]
+    np.testing.assert_array_equal(out["logp_policy_rejected"], out["logp_ref_rejected"])
+    # the values and token counts the ref_logps job gives the train job (TRL's tokenization)
+    filled = reflogps.fill(PAIRS, tiny_model, tiny_model)
+    np.testing.assert_allclose(out["logp_ref_chosen"], filled["ref_chosen_logps"], rtol=1e-6)
+    assert out["len_tokens_rejected"].tolist() == filled["ref_rejected_tokens"].tolist()
+
+
+# --- the DAG and a real run ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_dry_run_plans_seras_jobs_and_no_alpha_search_for_it(tmp_path):
+    config = load(REPO / ".test" / "config.yaml")
+    config["experiments"] = {
+        "dice": {"iterations": 1},
+        "sera_dpo": {"method": "sera", "iterations": 2, "sera": {"noise_fraction": 0.2}},
+        "sera_ipo": {"method": "sera", "iterations": 1, "train": {"loss_type": "ipo"}},
+    }
+    jobs = planned_jobs(workdir(tmp_path, config))
+    # three SeRA iterations: each scores D_offline and mixes; one noisy copy of D_offline
+    assert jobs["sera_offline_logps"] == jobs["sera_mix"] == 3
+    assert jobs["sera_noise"] == 1
+    # DICE's alpha search, mix and reference log-probs for DICE's one iteration alone
+    assert jobs["search_alpha"] == jobs["mix"] == jobs["ref_logps"] == 1
+    # SeRA's iteration 1 samples once (equal decoding), scored twice (beta 0.2 and 1.0)
+    assert jobs["sample"] == 1 + 2 and jobs["score"] == 1 + 2 + 1
+    assert jobs["train"] == 4 and jobs["eval"] == 4 + 1
+
+
+@pytest.mark.slow
+def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
+    config = load(REPO / ".test" / "config.yaml")
+    config["experiments"] = {
+        "sera_dpo": {"method": "sera", "iterations": 2, "sera": {"noise_fraction": 0.2}}
+    }
+    config["agreement"]["experiment"] = config["report"]["experiment"] = "sera_dpo"
+    cwd = workdir(tmp_path, config)
+    targets = [f"results/eval/sera_dpo-iter{t}/metrics.json" for t in (1, 2)]
+    snakemake("--cores", "2", *targets, cwd=cwd)
+    r = cwd / "results"
+    offline = pd.read_parquet(r / "toy" / "data" / "offline.parquet")
+    # the noisy copy: exactly round(0.2 N) labels swapped, as swap_labels draws them from the seed
+    noisy = pd.read_parquet(r / "sera_dpo" / "data" / "offline_noisy.parquet")
+    assert noisy["label_swapped"].sum() == round(0.2 * len(offline))
+    pd.testing.assert_frame_equal(noisy, sera.swap_labels(offline, 0.2, config["seed"]))
+    for t in (1, 2):
+        d = r / "sera_dpo" / f"iter{t}"
+        report = json.loads((d / "selection.json").read_text())
+        n_off = round(0.7 * len(offline))
+        assert (report["n_pairs"], report["n_selected"]) == (len(offline), n_off)
+        assert report["ensemble"] is (t == 2)  # Eq. 7 once pi_theta^(t-2) exists
+        assert report["label_swapped"]["n_bad"] == noisy["label_swapped"].sum()
+        assert 0 <= report["label_swapped"]["recall"] <= 1
+        selection = pd.read_parquet(d / "offline_selection.parquet")
+        assert selection["selected"].sum() == n_off
+        mixed = pd.read_parquet(d / "mixed.parquet")
+        assert mixed["source"].value_counts().to_dict() == {
+            "offline": n_off,
+            "generated": len(offline) - n_off,
+        }
+        assert not reflogps.missing(mixed).any()  # trained with no ref_logps job
+        assert not (d / "train_pairs.parquet").exists()
+        log = (cwd / "logs" / "sera_dpo" / f"iter{t}" / "train.log").read_text()
+        assert "no reference model is loaded" in log
+        metrics = json.loads((r / "eval" / f"sera_dpo-iter{t}" / "metrics.json").read_text())
+        # evaluated like DICE's models, on the trained policy of this iteration
+        assert 0 <= metrics["gold_quality"] <= 1 and metrics["policy"].endswith(f"iter{t}/policy")
