@@ -395,6 +395,8 @@ def test_every_output_exists_with_its_schema(e2e):
         "dice_kto-iter1",
         "dice_gamma0-iter1",
         "rdpo_lambda002-iter1",
+        "sera_dpo-iter1",  # SeRA (tests/test_sera_workflow.py checks its files)
+        "sera_dpo-iter2",
     ]
     assert sorted(p.name for p in (r / "eval").iterdir()) == sorted(models)
     for model in models:
