@@ -79,12 +79,32 @@ def test_sera_shares_samples_and_scores_with_dice_but_never_a_run():
     owners = cfg.owners(config)
     assert owners["sera_a", 1] == cfg.Owners(samples="dice", scores="dice", run="sera_a")
     assert owners["sera_b", 1].run == "sera_a" and owners["sera_b", 2].run == "sera_a"
-    # other offline data: its own run from iteration 1, its own samples from iteration 2
-    assert owners["sera_noisy", 1] == cfg.Owners("dice", "dice", "sera_noisy")
+    # noisy offline data: its own start policy, so its own samples, scores and run throughout
+    assert owners["sera_noisy", 1] == cfg.Owners("sera_noisy", "sera_noisy", "sera_noisy")
     assert owners["sera_noisy", 2].samples == "sera_noisy"
     # DICE's alpha and mix blocks do not split two equal SeRA runs
     config["defaults"]["mix"]["gamma"] = 0.25
     assert cfg.owners(config)["sera_b", 1].run == "sera_a"
+
+
+def test_a_noisy_sera_run_starts_from_its_own_policy_trained_on_the_noisy_pairs():
+    config = toy_config(
+        sera_dpo={"method": "sera"}, sera_noisy={"method": "sera", "sera": {"noise_fraction": 0.2}}
+    )
+    # pi_theta^(0) is DPO of the SFT model on D_offline: on the noisy copy for a noisy run
+    # (sera_start_policy), the setting's start policy for a clean one
+    own = "results/sera_noisy/iter0/policy"
+    assert cfg.policy_path(config, "sera_noisy", 0) == own
+    assert cfg.reference_path(config, "sera_noisy", 1) == own  # what iteration 1 trains against
+    assert cfg.reference_path(config, "sera_noisy", 0) == config["base"]["reference"]
+    assert cfg.policy_path(config, "sera_dpo", 0) == config["base"]["policy"]
+    assert cfg.trains_own_start(cfg.experiment(config, "sera_noisy"))
+    assert not cfg.trains_own_start(cfg.experiment(config, "sera_dpo"))
+    # it is trained with the start policy's recipe, which a config must then have
+    del config["start_policy"]
+    with pytest.raises(ValueError, match=r"experiments.sera_noisy.sera.noise_fraction: .*"):
+        cfg.experiment(config, "sera_noisy")
+    assert cfg.experiment(config, "sera_dpo")["method"] == "sera"
 
 
 def test_every_sera_training_row_carries_the_train_references_logps():
@@ -269,15 +289,21 @@ def test_a_dry_run_plans_seras_jobs_and_no_alpha_search_for_it(tmp_path):
         "sera_dpo": {"method": "sera", "iterations": 2, "sera": {"noise_fraction": 0.2}},
         "sera_ipo": {"method": "sera", "iterations": 1, "train": {"loss_type": "ipo"}},
     }
-    jobs = planned_jobs(workdir(tmp_path, config))
-    # three SeRA iterations: each scores D_offline and mixes; one noisy copy of D_offline
+    wd = workdir(tmp_path, config)
+    jobs = planned_jobs(wd)
+    # three SeRA iterations: each scores D_offline and mixes; one noisy copy of D_offline, and
+    # the noisy run's own pi_theta^(0) trained on it
     assert jobs["sera_offline_logps"] == jobs["sera_mix"] == 3
-    assert jobs["sera_noise"] == 1
+    assert jobs["sera_noise"] == jobs["sera_start_policy"] == 1
     # DICE's alpha search, mix and reference log-probs for DICE's one iteration alone
     assert jobs["search_alpha"] == jobs["mix"] == jobs["ref_logps"] == 1
-    # SeRA's iteration 1 samples once (equal decoding), scored twice (beta 0.2 and 1.0)
-    assert jobs["sample"] == 1 + 2 and jobs["score"] == 1 + 2 + 1
+    # clean SeRA-IPO samples from the shared start policy with its own decoding, the noisy
+    # SeRA-DPO from its own start policy: each of its iterations samples
+    assert jobs["sample"] == 1 + 1 + 2 and jobs["score"] == 1 + 1 + 2
     assert jobs["train"] == 4 and jobs["eval"] == 4 + 1
+    out = snakemake("-n", cwd=wd).stdout
+    start = out[out.index("rule sera_start_policy:") :].split("\n\n")[0]
+    assert "results/toy/models/sft" in start and "offline_noisy.parquet" in start, start
 
 
 @pytest.mark.slow
@@ -296,6 +322,10 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
     noisy = pd.read_parquet(r / "sera_dpo" / "data" / "offline_noisy.parquet")
     assert noisy["label_swapped"].sum() == round(0.2 * len(offline))
     pd.testing.assert_frame_equal(noisy, sera.swap_labels(offline, 0.2, config["seed"]))
+    # pi_theta^(0) of the noisy run: DPO of the SFT model on the noisy pairs
+    start = json.loads((r / "sera_dpo" / "iter0" / "train_metrics.json").read_text())
+    assert "rewards/accuracies" in start["final"]
+    assert (r / "sera_dpo" / "iter0" / "policy" / "model.safetensors").is_file()
     for t in (1, 2):
         d = r / "sera_dpo" / f"iter{t}"
         report = json.loads((d / "selection.json").read_text())

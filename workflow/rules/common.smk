@@ -60,6 +60,8 @@ MODEL_THREADS = 1
 EXPERIMENTS = list(RUNS)
 # the method of each experiment (`method:`): DICE's rules (search_alpha, mix) or SeRA's (sera.smk)
 SERA_EXPERIMENTS = [e for e in EXPERIMENTS if XP[e]["method"] == "sera"]
+# SeRA runs on noisy D_offline: each trains its own pi_theta^(0) on it (sera_start_policy)
+OWN_START = [e for e in SERA_EXPERIMENTS if cfg.trains_own_start(XP[e])]
 DICE_EXPERIMENTS = [e for e in EXPERIMENTS if e not in SERA_EXPERIMENTS]
 # the score block's keys that filter responses before scoring or judging (dicewf.scoring.finished)
 RESPONSE_FILTERS = ("drop_truncated", "strip_whitespace", "min_chars", "max_chars")
@@ -191,7 +193,8 @@ def setting_offline(w):
 def sera_models(w):
     """The models SeRA's iteration t scores D_offline under: pi_theta^(t-1) and its reference
     (the score stage's pair), and for Eq. 7 (sera.ensemble_lambda > 0, t >= 2) pi_theta^(t-2)
-    and its reference; pi_theta^(0) is the start policy, trained from the SFT model."""
+    and its reference; pi_theta^(0) is the start policy, trained from the SFT model (on the
+    noisy D_offline for a noisy run: sera_start_policy)."""
     t = int(w.iter)
     models = {"policy": policy_of(w.exp, t - 1), "ref": reference_of(w.exp, t - 1)}
     if t >= 2 and xp(w)["sera"]["ensemble_lambda"] > 0:

@@ -157,6 +157,12 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
         # config.yaml; a validated one has them already)
         merged = deep_merge(filled, merged)
         _sera_block(logical, block, merged)
+        if trains_own_start(merged) and not config.get("start_policy"):
+            raise ValueError(
+                f"experiments.{logical}.sera.noise_fraction: a run on noisy D_offline trains its "
+                "own pi_theta^(0) on that data with the start_policy block (DPOConfig fields), "
+                "which this config does not have; add one"
+            )
     else:  # DICE reads no sera block; one set for it would be ignored
         if "sera" in block:
             raise ValueError(
@@ -250,6 +256,15 @@ def _sera_block(logical: str, block: Mapping[str, Any], merged: dict[str, Any]) 
         )
     merged["train"]["beta"] = betas[loss]
     merged["sampling"] = deep_merge(merged["sampling"], sera["sampling"])
+
+
+def trains_own_start(block: Mapping[str, Any]) -> bool:
+    """Whether an experiment's resolved ``block`` starts from a pi_theta^(0) of its own rather
+    than the setting's base policy: a SeRA run on noisy D_offline (sera.noise_fraction > 0).
+    pi_theta^(0) is DPO from the SFT model on D_offline (the paper's t = 0), so on swapped labels
+    it is trained on them: a start policy that saw the clean labels would tell the swapped pairs
+    apart by what it was taught, not by what the noisy data lets it learn."""
+    return block.get("method") == "sera" and float(block["sera"]["noise_fraction"]) > 0
 
 
 def resolved(config: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -363,8 +378,10 @@ def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str
             and k not in unused
             and (generates or k not in GENERATION_KEYS)
         }
-        # the keys of pi_theta^(t) and pi_ref^(t), t = 0, 1, ...
-        policy, reference = [_key("base policy", setting)], [_key("base reference", setting)]
+        # the keys of pi_theta^(t) and pi_ref^(t), t = 0, 1, ...; a start policy of its own
+        # (trains_own_start) is the experiment's alone
+        start = ("own start policy", exp) if trains_own_start(block) else ("base policy", setting)
+        policy, reference = [_key(*start)], [_key("base reference", setting)]
         for t in range(1, int(block["iterations"]) + 1):
             reference.append(policy[reference_iteration(block, t)])  # reference_path's rule
             samples = _key("samples", setting, policy[t - 1], block.get("sampling"), seed)
@@ -462,12 +479,14 @@ def shared(config: Mapping[str, Any], exp: str, table: Mapping | None = None) ->
 
 
 def policy_path(config: Mapping[str, Any], exp: str, t: int, table: Mapping | None = None) -> str:
-    """pi_theta^(t) of experiment ``exp``: the base policy for t = 0, else the policy trained
-    by the iteration's owner (:func:`owners`; ``table``: that, when the caller has it)."""
+    """pi_theta^(t) of experiment ``exp``: the base policy for t = 0 (or the experiment's own,
+    :func:`trains_own_start`), else the policy trained by the iteration's owner (:func:`owners`; ``table``: that, when the caller has it)."""
     t = int(t)
     if t < 0:
         raise ValueError(f"iteration must be >= 0, got {t}")
     if t == 0:
+        if trains_own_start(experiment(config, exp)):
+            return f"{iter_dir(exp, 0)}/policy"  # the sera_start_policy rule's
         return hub.local_dir(base(config, locate(config, exp)[0])["policy"])
     return f"{iter_dir(run_owner(config, exp, t, table), t)}/policy"
 
