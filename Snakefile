@@ -31,6 +31,7 @@ if "world" in config:  # the embedded toy world; the paper configuration has non
 
 
 include: "workflow/rules/dice.smk"
+include: "workflow/rules/noise.smk"
 include: "workflow/rules/sera.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/agreement.smk"

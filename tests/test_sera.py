@@ -421,7 +421,6 @@ def test_the_schema_fills_the_sera_block_with_the_papers_values():
         "generated_proportion": None,  # SeRA: N_off + N_gen = N
         "ensemble_lambda": 0.3,
         "reward": "dpo",
-        "noise_fraction": 0.0,
         "sampling": {"n": 4, "temperature": 0.7, "top_p": 0.95},  # Appendix B.2
         "beta": {"sigmoid": 0.2, "hinge": 0.2, "ipo": 1.0},  # Table 4, TinyLlama
     }
@@ -432,9 +431,11 @@ def test_the_schema_fills_the_sera_block_with_the_papers_values():
     assert config["defaults"]["sera"]["beta"] == {"sigmoid": 0.2, "hinge": 0.2, "ipo": 0.5}
     assert config["defaults"]["sera"]["sampling"] == {"n": 8, "temperature": 0.7, "top_p": 0.95}
     # an experiment's partial block gets no defaults of its own (they come from the merge)
-    config["experiments"]["x"] = {"method": "sera", "sera": {"noise_fraction": 0.2}}
+    config["experiments"]["x"] = {"method": "sera", "sera": {"ensemble_lambda": 0.2}}
     validate(config, str(SCHEMA))
-    assert config["experiments"]["x"]["sera"] == {"noise_fraction": 0.2}
+    assert config["experiments"]["x"]["sera"] == {"ensemble_lambda": 0.2}
+    # the noise is the experiment's, for any method, 0 unless set
+    assert config["defaults"]["noise_fraction"] == 0.0
 
 
 @pytest.mark.parametrize(
@@ -443,7 +444,7 @@ def test_the_schema_fills_the_sera_block_with_the_papers_values():
         ({"selection_proportion": 0}, "selection_proportion"),
         ({"ensemble_lambda": 1.5}, "ensemble_lambda"),
         ({"generated_proportion": -0.1}, "generated_proportion"),
-        ({"noise_fraction": 2}, "noise_fraction"),
+        ({"noise_fraction": 0.2}, "noise_fraction"),  # an experiment's key, not sera's
         ({"reward": "orpo"}, "reward"),
         ({"beta": {"ipo": 0}}, "ipo"),
         ({"sampling": {"n": 1}}, "n"),

@@ -57,7 +57,7 @@ def test_a_sera_experiment_takes_its_decoding_and_beta_from_the_sera_block():
         ({"method": "sera", "score": {"method": "judge"}}, "score.method 'judge'"),
         ({"method": "sera", "trainer": "kto", "train": {"loss_type": "kto"}}, "trainer 'kto'"),
         ({"method": "sera", "sera": {"reward": "simpo"}}, "sera.reward 'simpo'"),
-        ({"sera": {"noise_fraction": 0.2}}, "method is 'dice'"),
+        ({"sera": {"ensemble_lambda": 0.2}}, "method is 'dice'"),
     ],
 )
 def test_what_sera_cannot_run_is_refused_naming_the_experiment_and_key(block, named):
@@ -74,7 +74,7 @@ def test_sera_shares_samples_and_scores_with_dice_but_never_a_run():
         dice=same,
         sera_a={"method": "sera", "description": "one"},
         sera_b={"method": "sera", "description": "the same run"},
-        sera_noisy={"method": "sera", "sera": {"noise_fraction": 0.2}},
+        sera_noisy={"method": "sera", "noise_fraction": 0.2},
     )
     owners = cfg.owners(config)
     assert owners["sera_a", 1] == cfg.Owners(samples="dice", scores="dice", run="sera_a")
@@ -89,10 +89,10 @@ def test_sera_shares_samples_and_scores_with_dice_but_never_a_run():
 
 def test_a_noisy_sera_run_starts_from_its_own_policy_trained_on_the_noisy_pairs():
     config = toy_config(
-        sera_dpo={"method": "sera"}, sera_noisy={"method": "sera", "sera": {"noise_fraction": 0.2}}
+        sera_dpo={"method": "sera"}, sera_noisy={"method": "sera", "noise_fraction": 0.2}
     )
     # pi_theta^(0) is DPO of the SFT model on D_offline: on the noisy copy for a noisy run
-    # (sera_start_policy), the setting's start policy for a clean one
+    # (noisy_start_policy), the setting's start policy for a clean one
     own = "results/sera_noisy/iter0/policy"
     assert cfg.policy_path(config, "sera_noisy", 0) == own
     assert cfg.reference_path(config, "sera_noisy", 1) == own  # what iteration 1 trains against
@@ -102,7 +102,7 @@ def test_a_noisy_sera_run_starts_from_its_own_policy_trained_on_the_noisy_pairs(
     assert not cfg.trains_own_start(cfg.experiment(config, "sera_dpo"))
     # it is trained with the start policy's recipe, which a config must then have
     del config["start_policy"]
-    with pytest.raises(ValueError, match=r"experiments.sera_noisy.sera.noise_fraction: .*"):
+    with pytest.raises(ValueError, match=r"experiments.sera_noisy.noise_fraction: .*"):
         cfg.experiment(config, "sera_noisy")
     assert cfg.experiment(config, "sera_dpo")["method"] == "sera"
 
@@ -286,7 +286,7 @@ def test_a_dry_run_plans_seras_jobs_and_no_alpha_search_for_it(tmp_path):
     config = load(REPO / ".test" / "config.yaml")
     config["experiments"] = {
         "dice": {"iterations": 1},
-        "sera_dpo": {"method": "sera", "iterations": 2, "sera": {"noise_fraction": 0.2}},
+        "sera_dpo": {"method": "sera", "iterations": 2, "noise_fraction": 0.2},
         "sera_ipo": {"method": "sera", "iterations": 1, "train": {"loss_type": "ipo"}},
     }
     wd = workdir(tmp_path, config)
@@ -294,7 +294,7 @@ def test_a_dry_run_plans_seras_jobs_and_no_alpha_search_for_it(tmp_path):
     # three SeRA iterations: each scores D_offline and mixes; one noisy copy of D_offline, and
     # the noisy run's own pi_theta^(0) trained on it
     assert jobs["sera_offline_logps"] == jobs["sera_mix"] == 3
-    assert jobs["sera_noise"] == jobs["sera_start_policy"] == 1
+    assert jobs["noisy_offline"] == jobs["noisy_start_policy"] == 1
     # DICE's alpha search, mix and reference log-probs for DICE's one iteration alone
     assert jobs["search_alpha"] == jobs["mix"] == jobs["ref_logps"] == 1
     # clean SeRA-IPO samples from the shared start policy with its own decoding, the noisy
@@ -302,7 +302,7 @@ def test_a_dry_run_plans_seras_jobs_and_no_alpha_search_for_it(tmp_path):
     assert jobs["sample"] == 1 + 1 + 2 and jobs["score"] == 1 + 1 + 2
     assert jobs["train"] == 4 and jobs["eval"] == 4 + 1
     out = snakemake("-n", cwd=wd).stdout
-    start = out[out.index("rule sera_start_policy:") :].split("\n\n")[0]
+    start = out[out.index("rule noisy_start_policy:") :].split("\n\n")[0]
     assert "results/toy/models/sft" in start and "offline_noisy.parquet" in start, start
 
 
@@ -310,11 +310,22 @@ def test_a_dry_run_plans_seras_jobs_and_no_alpha_search_for_it(tmp_path):
 def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
     config = load(REPO / ".test" / "config.yaml")
     config["experiments"] = {
-        "sera_dpo": {"method": "sera", "iterations": 2, "sera": {"noise_fraction": 0.2}}
+        "sera_dpo": {"method": "sera", "iterations": 2, "noise_fraction": 0.2},
+        # a DICE-method baseline on the same noisy data: rDPO (TRL's robust loss) on D_offline
+        "robust_dpo": {
+            "iterations": 1,
+            "noise_fraction": 0.2,
+            "mix": {"gamma": 1.0},
+            "train": {"loss_type": "robust", "label_smoothing": 0.2},
+        },
     }
     config["agreement"]["experiment"] = config["report"]["experiment"] = "sera_dpo"
     cwd = workdir(tmp_path, config)
-    targets = [f"results/eval/sera_dpo-iter{t}/metrics.json" for t in (1, 2)]
+    targets = [f"results/eval/{m}/metrics.json" for m in ("sera_dpo-iter1", "sera_dpo-iter2")]
+    targets += [
+        "results/eval/robust_dpo-iter1/metrics.json",
+        "results/eval/sera_dpo-iter0/metrics.json",
+    ]
     snakemake("--cores", "2", *targets, cwd=cwd)
     r = cwd / "results"
     offline = pd.read_parquet(r / "toy" / "data" / "offline.parquet")
@@ -348,3 +359,13 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
         metrics = json.loads((r / "eval" / f"sera_dpo-iter{t}" / "metrics.json").read_text())
         # evaluated like DICE's models, on the trained policy of this iteration
         assert 0 <= metrics["gold_quality"] <= 1 and metrics["policy"].endswith(f"iter{t}/policy")
+    # the baseline: every row from the noisy copy, from the shared noisy pi_theta^(0), against it
+    mixed = pd.read_parquet(r / "robust_dpo" / "iter1" / "mixed.parquet")
+    assert (mixed["source"] == "offline").all()
+    swapped = set(zip(noisy["prompt_id"], noisy["chosen"], strict=True))
+    assert set(zip(mixed["prompt_id"], mixed["chosen"], strict=True)) <= swapped
+    args = json.loads((r / "robust_dpo" / "iter1" / "train_args.json").read_text())
+    assert (args["loss_type"], args["label_smoothing"]) == ("robust", 0.2)
+    assert not (r / "robust_dpo" / "iter0").exists()  # sera_dpo's start policy, trained once
+    start = json.loads((r / "eval" / "sera_dpo-iter0" / "metrics.json").read_text())
+    assert start["policy"].endswith("sera_dpo/iter0/policy")

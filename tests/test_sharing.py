@@ -67,7 +67,32 @@ def test_the_policy_reference_and_evaluation_of_a_shared_iteration_are_the_owner
     assert owners["offline_dpo_newref-iter2"] == "offline_dpo_newref-iter2"
     evaluated = cfg.evaluated_models(config, table)
     assert "offline_dpo_newref-iter1" not in evaluated and "offline_dpo-iter1" in evaluated
-    assert len(evaluated) == len(cfg.model_names(config)) - 1
+    # one shared iteration, and the noisy runs' pi_theta^(0): one per noise level
+    baselines = ("iterative_dpo", "cdpo", "robust_dpo")
+    assert set(cfg.model_names(config)) - set(evaluated) == {"offline_dpo_newref-iter1"} | {
+        f"{b}_noise{k}-iter0" for b in baselines for k in (20, 40)
+    }
+
+
+def test_runs_with_equal_noise_share_one_start_policy_trained_on_the_noisy_pairs():
+    config = toy()
+    table = cfg.owners(config)
+    # the first noisy run of each level in config order trains it (noisy_start_policy)
+    for k in (20, 40):
+        own = f"results/sera_dpo_noise{k}/iter0/policy"
+        for exp in (f"sera_dpo_noise{k}", f"cdpo_noise{k}", f"robust_dpo_noise{k}"):
+            assert cfg.start_owner(config, exp) == f"sera_dpo_noise{k}"
+            assert cfg.policy_path(config, exp, 0) == own
+            assert cfg.reference_path(config, exp, 1) == own  # reference: previous
+    # a clean run starts from the setting's start policy; levels never share
+    assert cfg.policy_path(config, "dice", 0) == TOY["base"]["policy"]
+    assert table["cdpo_noise20", 1].run == "cdpo_noise20"
+    assert table["iterative_dpo_noise20", 1].run != table["iterative_dpo_noise40", 1].run
+    owners = cfg.model_owners(config, table)
+    assert owners["robust_dpo_noise40-iter0"] == "sera_dpo_noise40-iter0"
+    assert cfg.model_policy(config, "sera_dpo_noise40-iter0") == (
+        "results/sera_dpo_noise40/iter0/policy"
+    )
 
 
 def test_an_iteration_that_is_not_run_is_named():
@@ -174,7 +199,9 @@ def test_the_experiment_config_file_says_what_is_shared():
 
 def test_a_table_reads_a_shared_models_metrics_from_its_owners_file(tmp_path):
     layout = paper.Layout.from_config(toy())
-    assert layout.shared == {"offline_dpo_newref-iter1": "offline_dpo-iter1"}
+    assert layout.shared["offline_dpo_newref-iter1"] == "offline_dpo-iter1"
+    # the rest: noisy runs' pi_theta^(0) (test_runs_with_equal_noise_share_one_start_policy...)
+    assert {m for m in layout.shared if not m.endswith("-iter0")} == {"offline_dpo_newref-iter1"}
     paths = paper.input_paths("table1", layout)
     need = paper.needs("table1", layout)
     assert "results/eval/offline_dpo_newref-iter1/metrics.json" not in paths["metrics"]

@@ -60,8 +60,11 @@ MODEL_THREADS = 1
 EXPERIMENTS = list(RUNS)
 # the method of each experiment (`method:`): DICE's rules (search_alpha, mix) or SeRA's (sera.smk)
 SERA_EXPERIMENTS = [e for e in EXPERIMENTS if XP[e]["method"] == "sera"]
-# SeRA runs on noisy D_offline: each trains its own pi_theta^(0) on it (sera_start_policy)
-OWN_START = [e for e in SERA_EXPERIMENTS if cfg.trains_own_start(XP[e])]
+# runs on noisy D_offline start from their own pi_theta^(0), trained once per noise level
+# under the first such run's name (noisy_start_policy)
+START_OWNERS = sorted(
+    {cfg.start_owner(config, e) for e in EXPERIMENTS if cfg.trains_own_start(XP[e])}
+)
 DICE_EXPERIMENTS = [e for e in EXPERIMENTS if e not in SERA_EXPERIMENTS]
 # the score block's keys that filter responses before scoring or judging (dicewf.scoring.finished)
 RESPONSE_FILTERS = ("drop_truncated", "strip_whitespace", "min_chars", "max_chars")
@@ -179,9 +182,10 @@ def generated_pairs(w):
     return {"pairs": f"results/{w.exp}/iter{w.iter}/pairs.parquet"}
 
 
-def sera_offline(w):
-    """SeRA's D_offline: the setting's, or its copy with labels swapped (sera.noise_fraction)."""
-    if xp(w)["sera"]["noise_fraction"] > 0:
+def experiment_offline(w):
+    """An experiment's D_offline: the setting's, or its copy with labels swapped
+    (noise_fraction, rule noisy_offline)."""
+    if xp(w)["noise_fraction"] > 0:
         return f"results/{w.exp}/data/offline_noisy.parquet"
     return setting_offline(w)
 
@@ -194,7 +198,7 @@ def sera_models(w):
     """The models SeRA's iteration t scores D_offline under: pi_theta^(t-1) and its reference
     (the score stage's pair), and for Eq. 7 (sera.ensemble_lambda > 0, t >= 2) pi_theta^(t-2)
     and its reference; pi_theta^(0) is the start policy, trained from the SFT model (on the
-    noisy D_offline for a noisy run: sera_start_policy)."""
+    noisy D_offline for a noisy run: noisy_start_policy)."""
     t = int(w.iter)
     models = {"policy": policy_of(w.exp, t - 1), "ref": reference_of(w.exp, t - 1)}
     if t >= 2 and xp(w)["sera"]["ensemble_lambda"] > 0:

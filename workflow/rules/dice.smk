@@ -188,7 +188,7 @@ rule mix:
     D(alpha*) (dicewf.mixing). SeRA's experiments mix in sera_mix (sera.smk)."""
     input:
         unpack(generated_pairs),
-        offline=config["base"]["offline"],
+        offline=experiment_offline,
     output:
         mixed=ensure("results/{exp}/iter{iter}/mixed.parquet", non_empty=True),
     log:

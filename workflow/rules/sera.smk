@@ -5,59 +5,6 @@
 # selects by pi_theta^(t-1) against its own reference, the score stage's two models.
 
 
-rule sera_noise:
-    """Section 4.2's noisy preferences: D_offline with chosen and rejected swapped on a share
-    sera.noise_fraction of its pairs, drawn from the config's seed (dicewf.sera.swap_labels);
-    column label_swapped marks them. Selection and mixing read this copy."""
-    input:
-        offline=setting_offline,
-    output:
-        offline=ensure("results/{exp}/data/offline_noisy.parquet", non_empty=True),
-    log:
-        "logs/{exp}/sera_noise.log",
-    localrule: True
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        fraction=lambda w: xp(w)["sera"]["noise_fraction"],
-        seed=config["seed"],
-    script:
-        "../scripts/sera_noise.py"
-
-
-rule sera_start_policy:
-    """pi_theta^(0) of a SeRA run on noisy D_offline (dicewf.config.trains_own_start): DPO of
-    the setting's reference (the SFT model) on the noisy pairs with the start_policy block, the
-    recipe of the toy start policy, through the train rule's entry point (train_launch.py).
-    Selection at iteration 1 then scores the noisy pairs by a model that learnt from them, as
-    the paper's t = 0 model did (Section 4.2)."""
-    input:
-        model=lambda w: reference_of(w.exp, 0),
-        pairs="results/{exp}/data/offline_noisy.parquet",
-    output:
-        model=directory("results/{exp}/iter0/policy"),
-        metrics="results/{exp}/iter0/train_metrics.json",
-    log:
-        "logs/{exp}/iter0/sera_start_policy.log",
-    benchmark:
-        "results/benchmarks/{exp}/iter0/sera_start_policy.tsv"
-    wildcard_constraints:
-        exp=cfg.alternation(OWN_START),
-    conda:
-        "../../envs/training.yaml"
-    threads: MODEL_THREADS
-    resources:
-        gpu=1,
-        mem_mb=64000,
-        runtime=240,
-        cpus_per_task=8,
-    params:
-        args=config.get("start_policy"),
-        seed=config["seed"],
-    script:
-        "../scripts/train_launch.py"
-
-
 rule sera_offline_logps:
     """Section 3.2's scores: log pi(y|x) of every D_offline pair's chosen and rejected response
     under pi_theta^(t-1) and its reference (and, for Eq. 7, pi_theta^(t-2) and its reference),
@@ -65,7 +12,7 @@ rule sera_offline_logps:
     train reference: sera_mix hands its log-probs to training."""
     input:
         unpack(sera_models),
-        pairs=sera_offline,
+        pairs=experiment_offline,
     output:
         logps=ensure("results/{exp}/iter{iter}/offline_logps.parquet", non_empty=True),
     log:

@@ -40,6 +40,7 @@ RESULTS = "results"
 EXPERIMENT_KEYS = (
     "method",
     "sera",
+    "noise_fraction",
     "iterations",
     "reference",
     "sampling",
@@ -157,12 +158,6 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
         # config.yaml; a validated one has them already)
         merged = deep_merge(filled, merged)
         _sera_block(logical, block, merged)
-        if trains_own_start(merged) and not config.get("start_policy"):
-            raise ValueError(
-                f"experiments.{logical}.sera.noise_fraction: a run on noisy D_offline trains its "
-                "own pi_theta^(0) on that data with the start_policy block (DPOConfig fields), "
-                "which this config does not have; add one"
-            )
     else:  # DICE reads no sera block; one set for it would be ignored
         if "sera" in block:
             raise ValueError(
@@ -170,6 +165,12 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
                 "method: sera, or remove the block"
             )
         merged.pop("sera", None)
+    if trains_own_start(merged) and not config.get("start_policy"):
+        raise ValueError(
+            f"experiments.{logical}.noise_fraction: a run on noisy D_offline trains its own "
+            "pi_theta^(0) on that data with the start_policy block (DPOConfig fields), which "
+            "this config does not have; add one"
+        )
     judge = (merged.get("score") or {}).get("judge")  # optional: score.method judge only
     if judge and judge["min_ratings"] > judge["sampling"]["n"]:
         raise ValueError(
@@ -260,11 +261,23 @@ def _sera_block(logical: str, block: Mapping[str, Any], merged: dict[str, Any]) 
 
 def trains_own_start(block: Mapping[str, Any]) -> bool:
     """Whether an experiment's resolved ``block`` starts from a pi_theta^(0) of its own rather
-    than the setting's base policy: a SeRA run on noisy D_offline (sera.noise_fraction > 0).
+    than the setting's base policy: a run on noisy D_offline (noise_fraction > 0), any method.
     pi_theta^(0) is DPO from the SFT model on D_offline (the paper's t = 0), so on swapped labels
     it is trained on them: a start policy that saw the clean labels would tell the swapped pairs
     apart by what it was taught, not by what the noisy data lets it learn."""
-    return block.get("method") == "sera" and float(block["sera"]["noise_fraction"]) > 0
+    return float(block.get("noise_fraction") or 0) > 0
+
+
+def start_owner(config: Mapping[str, Any], exp: str) -> str:
+    """The experiment whose folder holds ``exp``'s own pi_theta^(0) (:func:`trains_own_start`):
+    the first in config order with the same setting and noise, since the noisy copy and the
+    recipe (start_policy, seed) are then the same."""
+    setting = locate(config, exp)[0]
+    noise = float(experiment(config, exp)["noise_fraction"])
+    for name, (other, _) in expanded(config).items():
+        if other == setting and float(experiment(config, name)["noise_fraction"]) == noise:
+            return name
+    raise KeyError(exp)  # unreachable: exp itself matches
 
 
 def resolved(config: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -380,7 +393,12 @@ def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str
         }
         # the keys of pi_theta^(t) and pi_ref^(t), t = 0, 1, ...; a start policy of its own
         # (trains_own_start) is the experiment's alone
-        start = ("own start policy", exp) if trains_own_start(block) else ("base policy", setting)
+        own = trains_own_start(block)
+        start = (
+            ("own start", setting, float(block["noise_fraction"]))
+            if own
+            else ("base policy", setting)
+        )
         policy, reference = [_key(*start)], [_key("base reference", setting)]
         for t in range(1, int(block["iterations"]) + 1):
             reference.append(policy[reference_iteration(block, t)])  # reference_path's rule
@@ -486,7 +504,7 @@ def policy_path(config: Mapping[str, Any], exp: str, t: int, table: Mapping | No
         raise ValueError(f"iteration must be >= 0, got {t}")
     if t == 0:
         if trains_own_start(experiment(config, exp)):
-            return f"{iter_dir(exp, 0)}/policy"  # the sera_start_policy rule's
+            return f"{iter_dir(start_owner(config, exp), 0)}/policy"  # rule noisy_start_policy
         return hub.local_dir(base(config, locate(config, exp)[0])["policy"])
     return f"{iter_dir(run_owner(config, exp, t, table), t)}/policy"
 
@@ -506,11 +524,14 @@ def reference_path(
 
 
 def model_names(config: Mapping[str, Any]) -> list[str]:
-    """Names of every model the tables may name: each setting's base model and
-    ``{exp}-iter{t}`` (one evaluated under another name where shared: :func:`model_owners`)."""
-    return [base_model(s) for s in settings(config)] + [
-        f"{e}-iter{t}" for e, t in iterations(config)
-    ]
+    """Names of every model the tables may name: each setting's base model, a noisy run's own
+    pi_theta^(0) ``{exp}-iter0``, and ``{exp}-iter{t}`` (one evaluated under another name where shared: :func:`model_owners`)."""
+    own = [f"{e}-iter0" for e in expanded(config) if trains_own_start(experiment(config, e))]
+    return (
+        [base_model(s) for s in settings(config)]
+        + own
+        + [f"{e}-iter{t}" for e, t in iterations(config)]
+    )
 
 
 def model_owners(config: Mapping[str, Any], table: Mapping | None = None) -> dict[str, str]:
@@ -518,6 +539,12 @@ def model_owners(config: Mapping[str, Any], table: Mapping | None = None) -> dic
     (:func:`owners`), itself when not shared."""
     table = owners(config) if table is None else table
     out = {base_model(s): base_model(s) for s in settings(config)}
+    # a noisy run's own pi_theta^(0) (the paper's DPO on the noisy data), once per noise level
+    out |= {
+        f"{e}-iter0": f"{start_owner(config, e)}-iter0"
+        for e in expanded(config)
+        if trains_own_start(experiment(config, e))
+    }
     out |= {f"{e}-iter{t}": f"{o.run}-iter{t}" for (e, t), o in table.items()}
     return out
 
