@@ -300,7 +300,8 @@ def test_a_dry_run_plans_seras_jobs_and_no_alpha_search_for_it(tmp_path):
     # clean SeRA-IPO samples from the shared start policy with its own decoding, the noisy
     # SeRA-DPO from its own start policy: each of its iterations samples
     assert jobs["sample"] == 1 + 1 + 2 and jobs["score"] == 1 + 1 + 2
-    assert jobs["train"] == 4 and jobs["eval"] == 4 + 1
+    # four policies, the base model and the noisy run's own pi_theta^(0) evaluated
+    assert jobs["train"] == 4 and jobs["eval"] == 4 + 1 + 1
     out = snakemake("-n", cwd=wd).stdout
     start = out[out.index("rule noisy_start_policy:") :].split("\n\n")[0]
     assert "results/toy/models/sft" in start and "offline_noisy.parquet" in start, start
