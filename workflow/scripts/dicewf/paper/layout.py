@@ -84,6 +84,9 @@ class Run:
     trainer: str
     length_penalty: float
     score_method: str
+    method: str = "dice"  # dice | sera
+    # a SeRA run's resolved sera block (selection and noise settings; dicewf.sera), else None
+    sera: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +137,8 @@ class Layout:
                 trainer=x["trainer"],
                 length_penalty=float(x["length_penalty"]),
                 score_method=x["score"]["method"],
+                method=x.get("method", "dice"),
+                sera=x.get("sera"),
             )
         sweep = rep["sweep_iteration"]
         if sweep != "best" and not (isinstance(sweep, int) and sweep >= 1):
