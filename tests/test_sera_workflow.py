@@ -289,6 +289,8 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
     config["agreement"]["experiment"] = config["report"]["experiment"] = "sera_dpo"
     cwd = workdir(tmp_path, config)
     targets = [f"results/eval/sera_dpo-iter{t}/metrics.json" for t in (1, 2)]
+    # SeRA's tables from the run's own files (docs/sera.md, Tables)
+    targets += ["results/tables/sera_table_noise.md", "results/tables/sera_table1.md"]
     snakemake("--cores", "2", *targets, cwd=cwd)
     r = cwd / "results"
     offline = pd.read_parquet(r / "toy" / "data" / "offline.parquet")
@@ -318,3 +320,15 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
         metrics = json.loads((r / "eval" / f"sera_dpo-iter{t}" / "metrics.json").read_text())
         # evaluated like DICE's models, on the trained policy of this iteration
         assert 0 <= metrics["gold_quality"] <= 1 and metrics["policy"].endswith(f"iter{t}/policy")
+    # the noise table: pi_theta^(0) and SeRA-DPO at 20% noise, its selection as selection.json
+    table = pd.read_csv(r / "tables" / "sera_table_noise.csv").set_index("Method")
+    first = json.loads((r / "sera_dpo" / "iter1" / "selection.json").read_text())
+    row = table.loc["SeRA-DPO Iter 1"]
+    assert (row["Noise (%)"], row["Swapped"]) == (20, noisy["label_swapped"].sum())
+    assert row["Swap recall"] == pytest.approx(first["label_swapped"]["recall"], abs=1e-4)
+    assert row["Gold-worse precision"] == pytest.approx(
+        first["gold_worse_chosen"]["precision"], abs=1e-4
+    )
+    assert "[" in (r / "tables" / "sera_table_noise.md").read_text()  # value [low, high]
+    rows = pd.read_csv(r / "tables" / "sera_table1.csv")["Method"].tolist()
+    assert rows == ["DPO (pi_theta^(0))", "SeRA-DPO Iter 1", "SeRA-DPO Iter 2"]
