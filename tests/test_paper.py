@@ -298,6 +298,7 @@ def test_the_registry_lists_every_target_once_and_the_paper_numbers_are_data():
         "table7",
         "table9",
         "table10",
+        *paper.SERA_TABLES,  # SeRA's tables on the same world (tests/test_paper_sera.py)
     )
     assert paper.FIGURES == ("figure1", "figure2", "figure3", "figure4", "figure5")
     printed = yaml.safe_load(
@@ -484,6 +485,7 @@ def test_needs_on_a_reduced_config_lists_only_what_is_configured():
         "alphas": [("dice", 1)],
         "landscapes": [],
         "length_diffs": [],
+        "selections": [],
         "agreement": False,
         "offline": [],
     }
@@ -525,6 +527,7 @@ def test_the_files_the_report_reads_are_named_once():
         paper.ALPHA,
         paper.LANDSCAPE,
         paper.LENGTH_DIFFS,
+        paper.SELECTION,
     ):
         assert f'"{template}"' not in rules
     assert paper.ALPHA.format(exp="zephyr_dice", iter=1) == "results/zephyr_dice/iter1/alpha.json"

@@ -327,6 +327,8 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
         "results/eval/robust_dpo-iter1/metrics.json",
         "results/eval/sera_dpo-iter0/metrics.json",
     ]
+    # SeRA's tables from the run's own files (docs/sera.md, Tables)
+    targets += ["results/tables/sera_table_noise.md", "results/tables/sera_table1.md"]
     snakemake("--cores", "2", *targets, cwd=cwd)
     r = cwd / "results"
     offline = pd.read_parquet(r / "toy" / "data" / "offline.parquet")
@@ -370,3 +372,15 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
     assert not (r / "robust_dpo" / "iter0").exists()  # sera_dpo's start policy, trained once
     start = json.loads((r / "eval" / "sera_dpo-iter0" / "metrics.json").read_text())
     assert start["policy"].endswith("sera_dpo/iter0/policy")
+    # the noise table: pi_theta^(0) and SeRA-DPO at 20% noise, its selection as selection.json
+    table = pd.read_csv(r / "tables" / "sera_table_noise.csv").set_index("Method")
+    first = json.loads((r / "sera_dpo" / "iter1" / "selection.json").read_text())
+    row = table.loc["SeRA-DPO Iter 1"]
+    assert (row["Noise (%)"], row["Swapped"]) == (20, noisy["label_swapped"].sum())
+    assert row["Swap recall"] == pytest.approx(first["label_swapped"]["recall"], abs=1e-4)
+    assert row["Gold-worse precision"] == pytest.approx(
+        first["gold_worse_chosen"]["precision"], abs=1e-4
+    )
+    assert "[" in (r / "tables" / "sera_table_noise.md").read_text()  # value [low, high]
+    rows = pd.read_csv(r / "tables" / "sera_table1.csv")["Method"].tolist()
+    assert rows == ["DPO (pi_theta^(0))", "SeRA-DPO Iter 1", "SeRA-DPO Iter 2"]

@@ -132,7 +132,8 @@ def test_dry_run_of_the_default_config_plans_the_whole_paper_matrix(tmp_path):
     assert {rule: jobs.get(rule, 0) for rule in want} == want
     # iteration 1 is sampled once for every experiment with the default sampling settings
     assert want["sample"] < want["search_alpha"]
-    assert jobs["table"] == 10 and jobs["figure"] == 5  # Tables 1-7, 9, 10, paper vs ours
+    # Tables 1-7, 9, 10, SeRA's Tables 1, 2, noise and DICE vs SeRA, paper vs ours
+    assert jobs["table"] == 14 and jobs["figure"] == 5
     for rule in (
         "toy_world",
         "toy_init_model",
@@ -167,7 +168,7 @@ def test_the_paper_config_plans_the_whole_matrix_offline(tmp_path):
     assert jobs["download_model"] == 5 and jobs["download_dataset"] == 3
     # D_offline, and the full preference set of Table 5's IntlRM
     assert jobs["prepare_ultrafeedback"] == jobs["prepare_ultrafeedback_all"] == 1
-    assert jobs["table"] == 10 and jobs["figure"] == 5
+    assert jobs["table"] == 14 and jobs["figure"] == 5
     assert "toy_world" not in jobs
 
 

@@ -45,7 +45,7 @@ rule sera_mix:
     output:
         mixed=ensure("results/{exp}/iter{iter}/mixed.parquet", non_empty=True),
         selection=ensure("results/{exp}/iter{iter}/offline_selection.parquet", non_empty=True),
-        report="results/{exp}/iter{iter}/selection.json",
+        report=paper.SELECTION,
     log:
         "logs/{exp}/iter{iter}/sera_mix.log",
     wildcard_constraints:

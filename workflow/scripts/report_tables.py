@@ -15,7 +15,9 @@ logs.to_file(snakemake.log[0])
 name = snakemake.params.table
 layout = paper.Layout.from_dict(snakemake.params.layout)
 data = paper.read_inputs(name, layout, snakemake.input)
-df = paper.build_table(name, layout, data["metrics"], data["alphas"], data["agreement"])
+df = paper.build_table(
+    name, layout, data["metrics"], data["alphas"], data["agreement"], data["selections"]
+)
 out = snakemake.output
 report.write_table(
     df, out.csv, out.md, caption=snakemake.params.caption, tex=out.tex, label=f"tab:{name}"

@@ -8,6 +8,8 @@ All free of models and GPUs: five modules and one registry.
   length-difference files, the agreement file, D_offline), their paths and reading them back;
 * :mod:`.tables` and :mod:`.figures`: Tables 1-7, 9, 10 (there is no Table 8: TRL 1.16 has no
   PPO trainer) and Figures 1-5;
+* :mod:`.sera_tables`: SeRA's tables on the same world (its Tables 1 and 2, the noise table,
+  DICE beside SeRA), with SeRA's printed numbers beside its Tables 1 and 2;
 * :mod:`.values`: the numbers the paper prints (``values.yaml``), which
   :func:`paper_vs_reproduced` sets beside every cell we produce;
 * :mod:`.claims`: the paper's qualitative claims (``claims.yaml``) and the claims table, each
@@ -27,10 +29,10 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import claims, figures, tables
+from . import claims, figures, sera_tables, tables
 from . import inputs as _inputs
 from .figures import alpha_axis, figure1_data, sweep_data
-from .inputs import AGREEMENT, ALPHA, LANDSCAPE, LENGTH_DIFFS, METRICS, metrics_path
+from .inputs import AGREEMENT, ALPHA, LANDSCAPE, LENGTH_DIFFS, METRICS, SELECTION, metrics_path
 from .layout import FIGURE1_BARS, TABLE1_ROWS, TABLE3_ROWS, TABLE4_ROWS, TABLE6_ROWS, Layout, Run
 from .layout import paper_setting as _paper_setting
 from .tables import Cell, alpha_label, arena_text, sweep_iterations, sweep_label
@@ -51,6 +53,8 @@ __all__ = [
     "PAPER",
     "PAPER_VALUES",
     "REGISTRY",
+    "SELECTION",
+    "SERA_TABLES",
     "TABLE1_ROWS",
     "TABLE3_ROWS",
     "TABLE4_ROWS",
@@ -87,17 +91,22 @@ class Target:
 
     ``needs(layout)`` -> a need (:mod:`.inputs`). ``build``: for a table,
     ``(layout, metrics, alphas, agreement) -> (DataFrame, cells)``; for a figure,
-    ``(layout, data, png, pdf, **settings)`` writing PNG and PDF.
+    ``(layout, data, png, pdf, **settings)`` writing PNG and PDF. ``reads``: further data of
+    :func:`read_inputs` a table's build takes as keywords (SeRA's ``selections``).
     """
 
     kind: str  # table | figure
     needs: Callable[[Layout], dict[str, Any]]
     build: Callable[..., Any]
+    reads: tuple[str, ...] = ()
 
 
 def _compared(layout: Layout) -> list[str]:
-    """The tables paper_vs_reproduced compares; with one setting Table 10 repeats Table 9."""
-    return [t for t in TABLES if t != "table10" or len(layout.settings) > 1]
+    """The tables paper_vs_reproduced compares; with one setting Table 10 repeats Table 9.
+    SeRA's tables set its paper's numbers beside their own rows."""
+    return [
+        t for t in TABLES if t not in SERA_TABLES and (t != "table10" or len(layout.settings) > 1)
+    ]
 
 
 def _paper_vs_reproduced_needs(layout: Layout) -> dict[str, Any]:
@@ -126,6 +135,13 @@ REGISTRY: dict[str, Target] = {
         functools.partial(_inputs.sweep_table, "table10"),
         functools.partial(tables.sweep_table, "table10"),
     ),
+    # SeRA on the toy world (dicewf.paper.sera_tables)
+    "sera_table1": Target("table", sera_tables.table1_needs, sera_tables.sera_table1),
+    "sera_table2": Target("table", sera_tables.table2_needs, sera_tables.sera_table2),
+    "sera_table_noise": Target(
+        "table", sera_tables.noise_needs, sera_tables.sera_noise, reads=("selections",)
+    ),
+    "dice_vs_sera": Target("table", sera_tables.dice_vs_sera_needs, sera_tables.dice_vs_sera),
     "paper_vs_reproduced": Target("comparison", _paper_vs_reproduced_needs, _paper_vs_reproduced),
     "figure1": Target("figure", _inputs.figure1, figures.figure1),
     "figure2": Target("figure", _inputs.figure2, figures.figure2),
@@ -142,6 +158,7 @@ REGISTRY: dict[str, Target] = {
     ),
 }
 TABLES = tuple(name for name, target in REGISTRY.items() if target.kind == "table")
+SERA_TABLES = ("sera_table1", "sera_table2", "sera_table_noise", "dice_vs_sera")
 FIGURES = tuple(name for name, target in REGISTRY.items() if target.kind == "figure")
 TARGETS = tuple(REGISTRY)  # the tables, paper_vs_reproduced, the figures
 
@@ -182,16 +199,20 @@ def build_table(
     metrics: Mapping[str, Mapping[str, Any]],
     alphas: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
     agreement: Mapping[str, Any] | None = None,
+    selections: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
-    """Table ``name`` (table1..table7, table9, table10, paper_vs_reproduced) in the paper's
-    layout.
+    """Table ``name`` (table1..table7, table9, table10, SeRA's tables, paper_vs_reproduced) in
+    the paper's layout.
 
     ``metrics``: {model: metrics.json}, ``alphas``: {(full name, iteration): alpha.json},
-    ``agreement``: agreement.json; each holding at least what :func:`needs` lists. Column
-    formats for Markdown/LaTeX are in ``df.attrs["floatfmt"]``.
+    ``agreement``: agreement.json, ``selections``: {(full name, iteration): selection.json};
+    each holding at least what :func:`needs` lists. Column formats for Markdown/LaTeX are in
+    ``df.attrs["floatfmt"]``.
     """
     target = _target(name, ("table", "comparison"))
-    return target.build(layout, metrics or {}, alphas or {}, agreement)[0]
+    extra = {"selections": selections or {}}
+    kwargs = {key: extra[key] for key in target.reads}
+    return target.build(layout, metrics or {}, alphas or {}, agreement, **kwargs)[0]
 
 
 _SWEEPS = ("table9", "table10")

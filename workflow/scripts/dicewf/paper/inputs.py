@@ -1,7 +1,8 @@
 """What each table and figure reads, and nothing more, and where those files are.
 
 A *need* is a dict: ``models`` (evaluated models: results/eval/{model}/metrics.json),
-``alphas``, ``landscapes`` and ``length_diffs`` (lists of (full name, iteration)), ``agreement``
+``alphas``, ``landscapes``, ``length_diffs`` and ``selections`` (SeRA's selection.json; lists of
+(full name, iteration)), ``agreement``
 (bool) and ``offline`` (D_offline paths). One function per target, each from the row plans of
 :mod:`.layout`; :func:`input_paths` turns a need into Snakemake's named inputs and
 :func:`read_inputs` reads them back. No pandas at import: the Snakefile calls these at start-up.
@@ -38,8 +39,14 @@ AGREEMENT = f"{cfg.RESULTS}/agreement/agreement.json"  # agreement.smk: agreemen
 _ITER = cfg.iter_dir("{exp}", "{iter}")  # dice.smk: search_alpha
 ALPHA, LANDSCAPE = f"{_ITER}/alpha.json", f"{_ITER}/landscape.parquet"
 LENGTH_DIFFS = f"{_ITER}/length_diffs.parquet"
-ITERATION_FILES = {"alphas": ALPHA, "landscapes": LANDSCAPE, "length_diffs": LENGTH_DIFFS}
-LISTS = ("models", "alphas", "landscapes", "length_diffs", "offline")
+SELECTION = f"{_ITER}/selection.json"  # sera.smk: sera_mix (SeRA's counts, precision, recall)
+ITERATION_FILES = {
+    "alphas": ALPHA,
+    "landscapes": LANDSCAPE,
+    "length_diffs": LENGTH_DIFFS,
+    "selections": SELECTION,
+}
+LISTS = ("models", "alphas", "landscapes", "length_diffs", "selections", "offline")
 
 
 def metrics_path(model: str) -> str:
@@ -169,7 +176,8 @@ def _as_list(value) -> list[str]:
 def read_inputs(name: str, needed: Mapping[str, Any], inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Read the files of :func:`input_paths` (``inputs``: name -> path(s), e.g. snakemake.input).
 
-    Returns ``metrics`` {model: dict}, ``alphas`` {(full, t): dict}, ``landscapes`` and
+    Returns ``metrics`` {model: dict}, ``alphas`` and ``selections`` {(full, t): dict},
+    ``landscapes`` and
     ``length_diffs`` {(full, t): DataFrame}, ``agreement`` (dict or None) and ``offline``
     (DataFrame or None), keyed as the need lists them.
     """
@@ -194,6 +202,7 @@ def read_inputs(name: str, needed: Mapping[str, Any], inputs: Mapping[str, Any])
     return {
         "metrics": {m: read_json(p) for m, p in paired(needed["models"], "metrics")},
         "alphas": {k: read_json(p) for k, p in paired(needed["alphas"], "alphas")},
+        "selections": {k: read_json(p) for k, p in paired(needed["selections"], "selections")},
         "landscapes": {k: frame(p) for k, p in paired(needed["landscapes"], "landscapes")},
         "length_diffs": {k: frame(p) for k, p in paired(needed["length_diffs"], "length_diffs")},
         "agreement": read_json(agreement[0]) if agreement else None,

@@ -84,6 +84,10 @@ class Run:
     trainer: str
     length_penalty: float
     score_method: str
+    method: str = "dice"  # dice | sera
+    # a SeRA run's resolved sera block (selection settings; dicewf.sera), else None
+    sera: dict[str, Any] | None = None
+    noise_fraction: float = 0.0  # the share of D_offline's labels swapped (either method)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +138,9 @@ class Layout:
                 trainer=x["trainer"],
                 length_penalty=float(x["length_penalty"]),
                 score_method=x["score"]["method"],
+                method=x.get("method", "dice"),
+                sera=x.get("sera"),
+                noise_fraction=float(x.get("noise_fraction") or 0.0),
             )
         sweep = rep["sweep_iteration"]
         if sweep != "best" and not (isinstance(sweep, int) and sweep >= 1):

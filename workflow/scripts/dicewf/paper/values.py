@@ -20,6 +20,7 @@ PAPER_VALUES: dict[str, dict[str, dict[str, dict[str, float]]]] = _DATA["tables"
 LEADERBOARD: tuple[tuple[str, float, float], ...] = tuple(
     (str(model), float(lc), float(wr)) for model, lc, wr in _DATA["leaderboard"]
 )
+SERA_VALUES: dict[str, dict[str, dict[str, dict[str, float]]]] = _DATA["sera"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,3 +46,9 @@ PAPER: tuple[PaperCell, ...] = tuple(
 def paper_value(table: str, setting: str, row: str, column: str) -> float | None:
     """The number the paper prints in a cell, or None where it prints none."""
     return PAPER_VALUES.get(table, {}).get(setting, {}).get(row, {}).get(column)
+
+
+def sera_paper_value(table: str, model: str, row: str, column: str) -> float | None:
+    """The number SeRA's paper prints in a cell of its Table 1 or 2 (``table``: sera_table1,
+    sera_table2), or None where it prints none."""
+    return SERA_VALUES.get(table, {}).get(model, {}).get(row, {}).get(column)
