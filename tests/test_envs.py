@@ -58,6 +58,8 @@ RULE_ENVS = {
     "sera_noise": "analysis",
     "sera_mix": "analysis",
     "sera_offline_logps": "training",
+    "sera_trained_logps": "training",
+    "sera_figure": "analysis",
     "figure": "analysis",
 }
 
