@@ -18,6 +18,7 @@ from dicewf import paper  # noqa: E402
 from dicewf import reflogps  # noqa: E402
 from dicewf import secrets  # noqa: E402
 from dicewf import seeds  # noqa: E402
+from dicewf.paper import sera_figures  # noqa: E402
 
 # first: a key in config is refused naming its path (the schema's errors would quote it)
 secrets.check(config)
@@ -51,6 +52,9 @@ LAYOUT = paper.Layout.from_config(config)  # which run fills which cell of the p
 # the layout as a param of the table and figure jobs (Figure 2's bins are that job's own param,
 # so a new bin count reruns Figure 2 alone)
 LAYOUT_PARAM = LAYOUT.to_dict()
+# SeRA's runs of the main setting, which fill its Figures 2-6 (sera_figures.smk)
+SERA_LAYOUT = sera_figures.SeraLayout.from_config(config, LAYOUT.shared)
+SERA_LAYOUT_PARAM = SERA_LAYOUT.to_dict()
 
 # CPU threads of every job that runs a model (sampling, scoring, training, evaluation; the job's
 # torch pool, dicewf.jobs.set_threads). One: a GPU job's work is on the GPU, and on a CPU the toy
@@ -298,6 +302,11 @@ def table_inputs(w):
 def figure_inputs(w):
     """Exactly the files a figure reads (dicewf.paper.needs)."""
     return paper.input_paths(w.figure, LAYOUT)
+
+
+def sera_figure_inputs(w):
+    """Exactly the files SeRA's Figure n reads (dicewf.paper.sera_figures.needs)."""
+    return sera_figures.input_paths(f"sera_figure{w.n}", SERA_LAYOUT)
 
 
 def all_targets():

@@ -1,11 +1,6 @@
 # SeRA's Figures 2-6 on the toy world (docs/sera.md#figures, dicewf.paper.sera_figures): which
 # SeRA run fills which point follows from its sera block; each figure reads only small files.
 
-from dicewf.paper import sera_figures  # noqa: E402
-
-SERA_LAYOUT = sera_figures.SeraLayout.from_config(config, LAYOUT.shared)
-SERA_LAYOUT_PARAM = SERA_LAYOUT.to_dict()
-
 
 rule sera_trained_logps:
     """Figure 3's learned implicit rewards: every D_offline pair (the experiment's, noisy where
@@ -41,7 +36,7 @@ rule sera_figure:
     """SeRA's Figure n (2-6) as PNG and PDF, from metrics.json, selection.json,
     offline_selection.parquet and trained_logps.parquet of the runs that fill it."""
     input:
-        unpack(lambda w: sera_figures.input_paths(f"sera_figure{w.n}", SERA_LAYOUT)),
+        unpack(sera_figure_inputs),
     output:
         png=report(
             "results/figures/sera_figure{n}.png",
