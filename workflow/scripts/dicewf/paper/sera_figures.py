@@ -449,20 +449,33 @@ def _bars(ax, frame, column: str, labels, title: str) -> None:
     ax.set_title(title, fontsize=9)
 
 
-def _lines(ax, frame, x: str, line: str, column: str = "lc", style: str = "-") -> None:
+def _lines(ax, frame, x: str, line: str, column: str = "lc") -> None:
+    """One line per value of column ``line`` (dotted for a selection-only line, as the paper
+    draws IRM selection alone in Figure 5a), error bars from the metric's interval."""
     from ..report import _error_bars
 
     for name, points in frame.sort_values(x).groupby(line, sort=False):
         errors = _error_bars(points[column], points[f"{column}_low"], points[f"{column}_high"])
         ax.errorbar(
-            points[x], points[column], yerr=errors, marker="o", capsize=3, ls=style, label=name
+            points[x],
+            points[column],
+            yerr=errors,
+            marker="o",
+            capsize=3,
+            ls=":" if "only" in str(name) else "-",
+            label=name,
         )
     if len(frame):
         ax.legend(fontsize=7)
 
 
 def _heatmap(ax, matrix, title: str) -> None:
-    image = ax.imshow(matrix.to_numpy(dtype=float), vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_title(title, fontsize=9)
+    if matrix.empty:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no configured runs", ha="center", va="center", transform=ax.transAxes)
+        return
+    ax.imshow(matrix.to_numpy(dtype=float), vmin=0.0, vmax=1.0, cmap="viridis")
     ax.set_xticks(range(len(matrix.columns)), matrix.columns, fontsize=8)
     ax.set_yticks(range(len(matrix.index)), matrix.index, fontsize=8)
     for i in range(len(matrix.index)):
@@ -477,8 +490,6 @@ def _heatmap(ax, matrix, title: str) -> None:
                 fontsize=7,
                 color="black" if v > 0.6 else "white",
             )
-    ax.set_title(title, fontsize=9)
-    return image
 
 
 def _empty(name: str, layout: SeraLayout, png, pdf, what: str) -> None:
