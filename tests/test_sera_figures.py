@@ -317,11 +317,14 @@ def test_each_figure_is_drawn_from_its_data_and_an_unfilled_one_says_so(layout, 
         },
     }
     for name in sf.FIGURES:
-        png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
-        sf.draw(name, layout, data[name], png, pdf)
-        assert png.stat().st_size > 1000 and pdf.exists(), name
-    frame = sf.draw("sera_figure3", layout, data["sera_figure3"], tmp_path / "f3.png")
-    assert list(frame["quality"]) == pytest.approx([frame["quality"][0]] * 4)
+        png = tmp_path / f"{name}.png"
+        drawn = sf.draw(
+            name, layout, data[name], png, tmp_path / "f.pdf" if name[-1] == "6" else None
+        )
+        assert png.stat().st_size > 1000, name
+        if name == "sera_figure3":  # the same scores for every criterion: equal correlations
+            assert list(drawn["quality"]) == pytest.approx([drawn["quality"][0]] * 4)
+    assert (tmp_path / "f.pdf").exists()
     empty = sf.SeraLayout(label="toy world", runs={})
     assert sf.draw("sera_figure2", empty, {}, tmp_path / "empty.png").empty
     with pytest.raises(KeyError, match="unknown SeRA figure"):
