@@ -36,6 +36,7 @@ include: "workflow/rules/sera.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/agreement.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/sera_figures.smk"
 
 
 rule all:

@@ -59,6 +59,8 @@ RULE_ENVS = {
     "noisy_start_policy": "training",
     "sera_mix": "analysis",
     "sera_offline_logps": "training",
+    "sera_trained_logps": "training",
+    "sera_figure": "analysis",
     "figure": "analysis",
 }
 

@@ -113,7 +113,7 @@ def test_each_sera_table_reads_exactly_its_rows_of_the_toy_matrix():
             for k in (20, 40)
             for m in (
                 f"sera_dpo_noise{k}-iter0",
-                f"iterative_dpo_noise{k}-iter1",
+                f"sera_none_noise{k}-iter1",
                 f"cdpo_noise{k}-iter1",
                 f"robust_dpo_noise{k}-iter1",
                 f"sera_dpo_noise{k}-iter1",

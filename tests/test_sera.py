@@ -417,6 +417,7 @@ def test_the_schema_fills_the_sera_block_with_the_papers_values():
     validate(config, str(SCHEMA))
     # on the defaults block, which every experiment block is merged over
     assert config["defaults"]["sera"] == {
+        "selection": "irm",  # Figure 2's criteria: SeRA's IRM
         "selection_proportion": 0.7,  # Table 4
         "generated_proportion": None,  # SeRA: N_off + N_gen = N
         "ensemble_lambda": 0.3,

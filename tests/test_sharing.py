@@ -20,6 +20,8 @@ RAW = yaml.safe_load((REPO / "config.yaml").read_text())
 TOY = validated(RAW)
 PAPER = validated(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
 TEST = validated(yaml.safe_load((REPO / ".test" / "config.yaml").read_text()))
+# config.yaml's SeRA lambda sweep (Figure 6): iteration 1 is sera_dpo's
+LAMBDA_SWEEP = ("sera_lambda0", "sera_lambda07")
 
 
 def toy(**change) -> dict:
@@ -48,7 +50,9 @@ def test_offline_dpo_with_and_without_a_new_reference_share_iteration_1_only():
 def test_the_shipped_configs_share_only_offline_dpo_newref_at_iteration_1(config):
     shared = {key: owner for key, owner in runs(config).items() if key[0] != owner}
     newref = [e for e in cfg.expanded(config) if e.endswith("offline_dpo_newref")]
-    assert shared == {(e, 1): e.replace("_newref", "") for e in newref}
+    # and SeRA's lambda sweep (Figure 6), whose iteration 1 does not read lambda
+    lambdas = {(e, 1): "sera_dpo" for e in LAMBDA_SWEEP} if config is TOY else {}
+    assert shared == {(e, 1): e.replace("_newref", "") for e in newref} | lambdas
     assert len(newref) == {id(TOY): 1, id(TEST): 0, id(PAPER): 2}[id(config)]
 
 
@@ -67,11 +71,12 @@ def test_the_policy_reference_and_evaluation_of_a_shared_iteration_are_the_owner
     assert owners["offline_dpo_newref-iter2"] == "offline_dpo_newref-iter2"
     evaluated = cfg.evaluated_models(config, table)
     assert "offline_dpo_newref-iter1" not in evaluated and "offline_dpo-iter1" in evaluated
-    # one shared iteration, and the noisy runs' pi_theta^(0): one per noise level
-    baselines = ("iterative_dpo", "cdpo", "robust_dpo")
+    # one shared iteration, the lambda sweep's first iteration, and the noisy runs' pi_theta^(0):
+    # one per noise level
+    baselines = ("cdpo", "robust_dpo", "sera_none")
     assert set(cfg.model_names(config)) - set(evaluated) == {"offline_dpo_newref-iter1"} | {
         f"{b}_noise{k}-iter0" for b in baselines for k in (20, 40)
-    }
+    } | {f"{e}-iter1" for e in LAMBDA_SWEEP}
 
 
 def test_runs_with_equal_noise_share_one_start_policy_trained_on_the_noisy_pairs():
@@ -87,7 +92,7 @@ def test_runs_with_equal_noise_share_one_start_policy_trained_on_the_noisy_pairs
     # a clean run starts from the setting's start policy; levels never share
     assert cfg.policy_path(config, "dice", 0) == TOY["base"]["policy"]
     assert table["cdpo_noise20", 1].run == "cdpo_noise20"
-    assert table["iterative_dpo_noise20", 1].run != table["iterative_dpo_noise40", 1].run
+    assert table["sera_none_noise20", 1].run != table["sera_none_noise40", 1].run
     owners = cfg.model_owners(config, table)
     assert owners["robust_dpo_noise40-iter0"] == "sera_dpo_noise40-iter0"
     assert cfg.model_policy(config, "sera_dpo_noise40-iter0") == (
@@ -175,7 +180,8 @@ def test_the_seed_and_the_iteration_are_in_every_key_the_description_in_none():
     assert cfg.keys(described) == base
     # two iterations never share, even where everything else is equal (a copy of DICE that
     # starts from pi_theta^(1) is not DICE's iteration 2)
-    assert len({parts[2] for parts in base.values()}) == len(base) - 1  # offline_dpo_newref-iter1
+    # offline_dpo_newref-iter1 and the lambda sweep's iteration 1 (sera_dpo's)
+    assert len({parts[2] for parts in base.values()}) == len(base) - 1 - len(LAMBDA_SWEEP)
 
 
 def test_experiments_of_two_settings_never_share():
@@ -199,9 +205,10 @@ def test_the_experiment_config_file_says_what_is_shared():
 
 def test_a_table_reads_a_shared_models_metrics_from_its_owners_file(tmp_path):
     layout = paper.Layout.from_config(toy())
-    assert layout.shared["offline_dpo_newref-iter1"] == "offline_dpo-iter1"
-    # the rest: noisy runs' pi_theta^(0) (test_runs_with_equal_noise_share_one_start_policy...)
-    assert {m for m in layout.shared if not m.endswith("-iter0")} == {"offline_dpo_newref-iter1"}
+    # besides: noisy runs' pi_theta^(0) (test_runs_with_equal_noise_share_one_start_policy...)
+    assert {m: o for m, o in layout.shared.items() if not m.endswith("-iter0")} == {
+        "offline_dpo_newref-iter1": "offline_dpo-iter1"
+    } | {f"{e}-iter1": "sera_dpo-iter1" for e in LAMBDA_SWEEP}
     paths = paper.input_paths("table1", layout)
     need = paper.needs("table1", layout)
     assert "results/eval/offline_dpo_newref-iter1/metrics.json" not in paths["metrics"]

@@ -249,7 +249,7 @@ REPORT_CHANGES = [
     },
     {"experiment": "dice_gamma0"},
 ]
-PLOT_JOBS = {"table", "figure", "alpha_landscape", "claims", "all"}
+PLOT_JOBS = {"table", "figure", "sera_figure", "alpha_landscape", "claims", "all"}
 
 
 def test_changing_a_report_setting_reruns_no_compute_job(tmp_path):

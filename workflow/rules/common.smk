@@ -18,6 +18,7 @@ from dicewf import paper  # noqa: E402
 from dicewf import reflogps  # noqa: E402
 from dicewf import secrets  # noqa: E402
 from dicewf import seeds  # noqa: E402
+from dicewf.paper import sera_figures  # noqa: E402
 
 # first: a key in config is refused naming its path (the schema's errors would quote it)
 secrets.check(config)
@@ -51,6 +52,9 @@ LAYOUT = paper.Layout.from_config(config)  # which run fills which cell of the p
 # the layout as a param of the table and figure jobs (Figure 2's bins are that job's own param,
 # so a new bin count reruns Figure 2 alone)
 LAYOUT_PARAM = LAYOUT.to_dict()
+# SeRA's runs of the main setting, which fill its Figures 2-6 (sera_figures.smk)
+SERA_LAYOUT = sera_figures.SeraLayout.from_config(config, LAYOUT.shared)
+SERA_LAYOUT_PARAM = SERA_LAYOUT.to_dict()
 
 # CPU threads of every job that runs a model (sampling, scoring, training, evaluation; the job's
 # torch pool, dicewf.jobs.set_threads). One: a GPU job's work is on the GPU, and on a CPU the toy
@@ -307,9 +311,16 @@ def figure_inputs(w):
     return paper.input_paths(w.figure, LAYOUT)
 
 
+def sera_figure_inputs(w):
+    """Exactly the files SeRA's Figure n reads (dicewf.paper.sera_figures.needs)."""
+    return sera_figures.input_paths(f"sera_figure{w.n}", SERA_LAYOUT)
+
+
 def all_targets():
     targets = [f"results/tables/{name}.md" for name in paper.TABLES + ("paper_vs_reproduced",)]
     targets += [f"results/figures/{name}.png" for name in paper.FIGURES]
+    # SeRA's Figures 2-6 (sera_figures.smk; a placeholder where no SeRA run fills one)
+    targets += [f"results/figures/sera_figure{n}.png" for n in range(2, 7)]
     if TOY_EVAL:  # the paper's claims, each with a verdict (per-prompt judgements: toy suite)
         targets.append("results/tables/claims.md")
     # every configured run is evaluated (once where runs are shared), also those no table shows

@@ -59,7 +59,12 @@ rule sera_mix:
     params:
         sera=lambda w: {
             k: xp(w)["sera"][k]
-            for k in ("selection_proportion", "generated_proportion", "ensemble_lambda")
+            for k in (
+                "selection",
+                "selection_proportion",
+                "generated_proportion",
+                "ensemble_lambda",
+            )
         },
         beta=lambda w: xp(w)["train"]["beta"],
         seed=config["seed"],

@@ -19,6 +19,7 @@ selection, report = select_offline(
     snakemake.params.beta,
     p["selection_proportion"],
     p["ensemble_lambda"],
+    selection=p["selection"],
     source=source,
 )
 mixed, counts = mix_iteration(
@@ -28,6 +29,7 @@ mixed, counts = mix_iteration(
     generated=p["generated_proportion"],
     seed=iteration_seed(snakemake.params.seed, snakemake.params.iteration),
     ref_logps=snakemake.params.ref_logps,
+    selection=p["selection"],
     offline_source=source,
     scores_source=snakemake.input.scores,
 )

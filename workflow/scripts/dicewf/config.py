@@ -374,6 +374,15 @@ def generates_pairs(block: Mapping[str, Any]) -> bool:
     return gamma is None or float(gamma) < 1
 
 
+def _unused_at(settings_: Mapping[str, Any], t: int) -> Mapping[str, Any]:
+    """An experiment's run settings without what iteration ``t`` does not read: SeRA's Eq. 7
+    lambda before iteration 2 (no pi_theta^(t-2) yet), so a lambda sweep shares iteration 1."""
+    sera = settings_.get("sera")
+    if t >= 2 or not isinstance(sera, Mapping) or "ensemble_lambda" not in sera:
+        return settings_
+    return {**settings_, "sera": {k: v for k, v in sera.items() if k != "ensemble_lambda"}}
+
+
 def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str]]:
     """Every (experiment, iteration) -> the keys of its samples, scores and run (digests of all
     each depends on), in config order: equal keys, equal work."""
@@ -418,7 +427,7 @@ def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str
                 policy[t - 1],
                 reference[t],  # what it trains against
                 scores if generates else None,
-                settings_,
+                _unused_at(settings_, t),
             )
             policy.append(run)
             out[(exp, t)] = (samples, scores, run)

@@ -56,6 +56,11 @@ SWAPPED = "label_swapped"
 IRM_PREV2, MARGIN, SELECTED = "irm_prev2", "margin", "selected"
 # Columns whose sign flips when chosen and rejected swap (chosen minus rejected)
 ANTISYMMETRIC = ("len_diff", IRM)
+# The offline selection's criteria (sera.selection; Figure 2): the IRM (SeRA), none (every pair
+# kept), the train reference's log-probability margin, an external score (the toy world's gold
+# quality: the columns the world writes on D_offline)
+SELECTIONS = ("irm", "none", "reference", "gold")
+QUALITY = ("chosen_quality", "rejected_quality")
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -487,7 +492,97 @@ def jaccard_matrix(selections: Mapping[str, Iterable[Hashable]]) -> pd.DataFrame
     )
 
 
+# --- Figure 3: what the learned implicit rewards follow -----------------------------------------
+
+
+def pearson_interval(x: Any, y: Any, level: float = 0.95) -> tuple[float, float, float]:
+    """Pearson's r of ``x`` and ``y`` with its Fisher-z interval at ``level``:
+    tanh(atanh(r) -+ z_q / sqrt(n - 3)). NaN (all three) with fewer than 4 points or a constant
+    side; the bounds are r itself where |r| = 1."""
+    from statistics import NormalDist
+
+    a, b = _finite(x, "x"), _finite(y, "y")
+    if len(a) != len(b):
+        raise ValueError(f"x has {len(a)} values and y {len(b)}: one pair per point")
+    if len(a) < 4 or a.std() == 0 or b.std() == 0:
+        return math.nan, math.nan, math.nan
+    r = float(np.clip(np.corrcoef(a, b)[0, 1], -1.0, 1.0))
+    if abs(r) == 1.0:
+        return r, r, r
+    half = NormalDist().inv_cdf(0.5 + level / 2) / math.sqrt(len(a) - 3)
+    z = math.atanh(r)
+    return r, math.tanh(z - half), math.tanh(z + half)
+
+
+def reward_correlations(
+    pairs: pd.DataFrame, beta: float, *, level: float = 0.95, source: str = "<pairs>"
+) -> dict[str, float | int]:
+    """How a trained model's implicit rewards relate to an external score and to length (Figure
+    3; Appendix C.4, Figure 11, for the margins).
+
+    ``pairs``: the offline pairs scored under the trained policy (:data:`POLICY_LOGPS`) and its
+    train reference (:data:`REF_LOGPS`), with the external score (:data:`QUALITY`: the toy
+    world's gold quality) and the texts ``chosen`` and ``rejected``. Per response (chosen and
+    rejected of every pair, 2N points) r = beta (log pi_theta - log pi_ref); returns Pearson's
+    correlation of r with the quality (``quality``) and with the length in characters
+    (``length``), and per pair of the IRM with the quality gap (``margin_quality``) and the
+    length difference (``margin_length``), each with its Fisher-z interval (``*_low``,
+    ``*_high``; :func:`pearson_interval`). The two responses of a pair share a prompt, so the
+    per-response interval is narrower than an independent sample's would be.
+    """
+    columns = (*POLICY_LOGPS, *REF_LOGPS, *QUALITY)
+    check_frame(pairs, dict.fromkeys(columns, "float"), source, finite=columns)
+    check_frame(pairs, "pairs", source)
+    rewards = [
+        np.asarray(implicit_reward(pairs[p], pairs[r], beta), dtype=float)
+        for p, r in zip(POLICY_LOGPS, REF_LOGPS, strict=True)
+    ]
+    quality = [pairs[c].to_numpy(dtype=float) for c in QUALITY]
+    length = [pairs[c].astype(str).str.len().to_numpy(dtype=float) for c in ("chosen", "rejected")]
+    out: dict[str, float | int] = {"n_pairs": len(pairs), "n_responses": 2 * len(pairs)}
+    series = {
+        "quality": (np.concatenate(rewards), np.concatenate(quality)),
+        "length": (np.concatenate(rewards), np.concatenate(length)),
+        "margin_quality": (rewards[0] - rewards[1], quality[0] - quality[1]),
+        "margin_length": (rewards[0] - rewards[1], length[0] - length[1]),
+    }
+    for name, (x, y) in series.items():
+        out[name], out[f"{name}_low"], out[f"{name}_high"] = pearson_interval(x, y, level)
+    return out
+
+
 # --- one workflow iteration: D_offline selected, pairs bootstrapped, D_t mixed -------------------
+
+
+def kept_share(selection: str, proportion: float) -> float:
+    """The share of D_offline a selection keeps: ``proportion``, or 1 for ``none``."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"sera.selection must be one of {SELECTIONS}, got {selection!r}")
+    return 1.0 if selection == "none" else float(proportion)
+
+
+def selection_margin(
+    pairs: pd.DataFrame, selection: str, irm: np.ndarray, source: str = "<offline pairs>"
+) -> np.ndarray:
+    """The per-pair score a selection ranks by (Figure 2's criteria, ``sera.selection``).
+
+    irm and none: ``irm`` itself (none keeps every pair, so its order does not matter);
+    reference: log pi_ref(y_w|x) - log pi_ref(y_l|x) under the train reference of the iteration,
+    pi_theta^(t-1) (the columns :data:`POLICY_LOGPS`; the paper's "log probability of the
+    reference model", Pattnaik et al. 2024); gold: the external score's margin,
+    chosen_quality - rejected_quality (the toy world's gold judge, on its D_offline). A column
+    the criterion needs that is missing or not finite is an error naming ``source``.
+    """
+    kept_share(selection, 1.0)  # the name checked
+    if selection in ("irm", "none"):
+        return np.asarray(irm, dtype=float)
+    columns = POLICY_LOGPS if selection == "reference" else QUALITY
+    try:
+        check_frame(pairs, dict.fromkeys(columns, "float"), source, finite=columns)
+    except DatasetError as e:
+        raise DatasetError(f"{e} (sera.selection: {selection} ranks by {list(columns)})") from None
+    chosen, rejected = columns
+    return pairs[chosen].to_numpy(dtype=float) - pairs[rejected].to_numpy(dtype=float)
 
 
 def select_offline(
@@ -496,6 +591,7 @@ def select_offline(
     proportion: float,
     lam: float = 0.0,
     *,
+    selection: str = "irm",
     source: str = "<offline pairs>",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """IRM selection of scored offline pairs (Section 3.2) and its report.
@@ -504,20 +600,24 @@ def select_offline(
     :data:`REF_LOGPS`) and, for the Eq. 7 ensemble, of the policy before it and its reference
     (:data:`POLICY2_LOGPS`, :data:`REF2_LOGPS`; without them lambda counts as 0). Returns every
     pair with the columns ``irm`` (previous pair), ``irm_prev2`` (where scored), ``margin``
-    (:func:`ensemble_margin`) and ``selected`` (:func:`select_by_margin`: the round(proportion
-    x N) highest margins), and a report: the counts, the lowest selected margin, and the
-    selection's precision and recall (:func:`selection_quality`) against ``label_swapped``
-    (the noise experiment) and, where the pairs carry the gold judge's ``chosen_quality`` and
-    ``rejected_quality``, against the pairs whose chosen answer is the worse one.
+    (what the selection ranks by: :func:`ensemble_margin` for ``selection`` irm, else
+    :func:`selection_margin`) and ``selected`` (:func:`select_by_margin`: the round(proportion
+    x N) highest margins; every pair for ``selection`` none), and a report: the criterion, the
+    counts, the lowest selected margin, and the selection's precision and recall
+    (:func:`selection_quality`) against ``label_swapped`` (the noise experiment) and, where the
+    pairs carry the gold judge's ``chosen_quality`` and ``rejected_quality``, against the pairs
+    whose chosen answer is the worse one.
     """
+    share = kept_share(selection, proportion)
     irm = implicit_reward_margin(pairs, beta, source=source)
     prev2 = None
     if any(c in pairs.columns for c in POLICY2_LOGPS + REF2_LOGPS):
         prev2 = implicit_reward_margin(
             pairs, beta, policy=POLICY2_LOGPS, reference=REF2_LOGPS, source=source
         )
-    margin = ensemble_margin(irm, prev2, lam)
-    _, mask = select_by_margin(pairs, margin, proportion, source=source)
+    ensemble = ensemble_margin(irm, prev2, lam)
+    margin = ensemble if selection == "irm" else selection_margin(pairs, selection, irm, source)
+    _, mask = select_by_margin(pairs, margin, share, source=source)
     out = pairs.copy()
     out[IRM] = irm
     if prev2 is not None:
@@ -525,20 +625,19 @@ def select_offline(
     out[MARGIN] = margin
     out[SELECTED] = mask
     report: dict[str, Any] = {
+        "selection": selection,
         "n_pairs": len(out),
         "n_selected": int(mask.sum()),
-        "selection_proportion": float(proportion),
-        "ensemble": prev2 is not None,
-        "ensemble_lambda": float(lam) if prev2 is not None else 0.0,
+        "selection_proportion": share,
+        "ensemble": prev2 is not None and selection == "irm",
+        "ensemble_lambda": float(lam) if prev2 is not None and selection == "irm" else 0.0,
         "beta": float(beta),
         "lowest_selected_margin": float(margin[mask].min()) if mask.any() else None,
     }
     if SWAPPED in out.columns:
         report["label_swapped"] = selection_quality(mask, out[SWAPPED])
-    if {"chosen_quality", "rejected_quality"} <= set(out.columns):
-        worse = out["chosen_quality"].to_numpy(dtype=float) < out["rejected_quality"].to_numpy(
-            dtype=float
-        )
+    if set(QUALITY) <= set(out.columns):
+        worse = out[QUALITY[0]].to_numpy(dtype=float) < out[QUALITY[1]].to_numpy(dtype=float)
         report["gold_worse_chosen"] = selection_quality(mask, worse)
     return out, report
 
@@ -568,6 +667,7 @@ def mix_iteration(
     generated: float | None,
     seed: int,
     ref_logps: str | None = None,
+    selection: str = "irm",
     offline_source: str = "<offline selection>",
     scores_source: str = "<scores>",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -579,9 +679,12 @@ def mix_iteration(
     the previous policy, :func:`dicewf.reflogps.reused_column`), puts its log-probs on every
     row (:func:`with_reference_logps` for the offline ones, as DICE's pairs carry them for the
     generated ones), so the train job runs no reference model; None carries none. Returns D_t
-    and the counts (N, N_off, N_gen, the bootstrapped candidates).
+    and the counts (N, N_off, N_gen, the bootstrapped candidates). ``selection`` none keeps
+    every offline pair (:func:`kept_share`: N_off = N, so SeRA's sum constraint leaves no
+    bootstrapped pair and only ``generated`` adds some).
     """
     check_frame(offline, {SELECTED: "bool"}, offline_source)
+    proportion = kept_share(selection, proportion)
     n_offline, n_generated = sera_counts(len(offline), proportion, generated)
     selected = offline[offline[SELECTED].to_numpy(dtype=bool)].reset_index(drop=True)
     if len(selected) != n_offline:

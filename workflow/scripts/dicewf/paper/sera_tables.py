@@ -33,7 +33,7 @@ ITERATIVE_DPO, ITERATIVE_IPO, ITERATIVE_SLIC = "iterative_dpo", "iterative_ipo",
 # and the paper's baselines on the noisy data (Tables 7-8; iterative DPO, cDPO, rDPO)
 SERA_NOISE = re.compile(r"sera_dpo(_noise\d+)?")
 NOISE_BASELINES = (
-    ("Iterative DPO", re.compile(r"iterative_dpo_noise\d+")),
+    ("Iterative DPO", re.compile(r"sera_none_noise\d+")),  # no selection, N_gen = 0
     ("cDPO", re.compile(r"cdpo_noise\d+")),
     ("rDPO", re.compile(r"robust_dpo_noise\d+")),
 )
@@ -105,10 +105,11 @@ def noise_rows(layout: Layout) -> list[tuple[float, str, str, tuple[str, int] | 
     by_noise: dict[float, str] = {}
     baselines: dict[float, list[tuple[str, str]]] = {}
     for full, run in layout.runs_of(s):
-        noise = round(run.noise_fraction, 6)
         if run.method == "sera" and SERA_NOISE.fullmatch(run.exp):
-            by_noise.setdefault(noise, full)
-        for label, pattern in NOISE_BASELINES:
+            by_noise.setdefault(round(run.noise_fraction, 6), full)
+    for label, pattern in NOISE_BASELINES:  # in this order at each level
+        for full, run in layout.runs_of(s):
+            noise = round(run.noise_fraction, 6)
             if noise > 0 and pattern.fullmatch(run.exp):
                 t = min(NOISE_ITERATION, run.iterations)
                 baselines.setdefault(noise, []).append((f"{label} Iter {t}", f"{full}-iter{t}"))
