@@ -3,6 +3,8 @@ al., 2024), the models its evaluation answers with, and the dry run of its targe
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from dicewf import config as wfconfig
 from dicewf import hub
@@ -131,3 +133,75 @@ def test_the_sft_models_answers_are_the_opponent_of_every_other_model(tmp_path):
     assert "results/eval/zephyr_sft/sera/vicuna/responses.parquet" in out
     assert "resources/hub/HuggingFaceH4--mistral-7b-sft-beta" in out
     assert "resources/benchmarks/vicuna.jsonl" in out
+
+
+@pytest.mark.slow  # a real Snakemake run (about 50 s here)
+def test_the_evaluation_rules_run_on_fake_benchmarks_and_a_fake_judge(tmp_path):
+    """The paper configuration's SeRA evaluation rules for real (fetch, prepare, judge,
+    summary), on the benchmarks' test doubles in their hub and GitHub layouts and an
+    OpenAI-compatible FakeChatServer: every grade [[7]], every verdict [[A]] (so each prompt
+    is a win in one order and a loss in the other: a tie). The answers of the two models are
+    given (generation needs a GPU model: not run here)."""
+    from dicewf import sera_eval
+    from fake_chat_server import FakeChatServer
+    from test_datasets import FakeAlpacaEval, FakeUltraFeedback
+    from test_sera_eval import fake_evol, fake_vicuna
+
+    hubdir = tmp_path / "resources" / "hub" / "datasets"
+    sources = {
+        "alpaca_eval": FakeAlpacaEval(hubdir / "tatsu-lab--alpaca_eval", n=3).root,
+        "ultrafeedback": FakeUltraFeedback(
+            hubdir / "HuggingFaceH4--ultrafeedback_binarized", n_good=2
+        ).root,
+        "vicuna": fake_vicuna(tmp_path / "github", n=2),
+        "evol_instruct": fake_evol(tmp_path / "github", n=2),
+    }
+    for model in ("zephyr_sft", "zephyr_base"):
+        for bench, source in sources.items():
+            prompts = sera_eval.prepare_benchmark(bench, source)
+            out = tmp_path / "results" / "eval" / model / "sera" / bench / "responses.parquet"
+            out.parent.mkdir(parents=True)
+            prompts[["prompt_id", "prompt"]].assign(
+                sample_idx=0, response=f"{model} says", finish_reason="stop", seed=0
+            ).to_parquet(out, index=False)
+
+    def judge(body):
+        single = body["messages"][0]["content"] == sera_eval.SINGLE_SYSTEM
+        return "Fine. Rating: [[7]]" if single else "A is better. [[A]]"
+
+    with FakeChatServer(judge) as server:
+        cfg = load(PAPER)
+        cfg["eval"]["sera"] |= {
+            "experiments": ["sera_dpo_mistral"],
+            "vicuna_url": sources["vicuna"].as_uri(),
+            "evol_instruct_url": sources["evol_instruct"].as_uri(),
+            "judge": {"model": "judge", "base_url": server.base_url, "api_key_env": None},
+        }
+        wd = workdir(tmp_path, cfg)
+        targets = [f"results/eval/{m}/sera/metrics.json" for m in ("zephyr_sft", "zephyr_base")]
+        env = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        allowed = ["sera_fetch_benchmark", "sera_prepare_benchmark", "sera_judge"]
+        snakemake(
+            "--cores",
+            "2",
+            "--allowed-rules",
+            *allowed,
+            "sera_eval_summary",
+            "--",
+            *targets,
+            cwd=wd,
+            env=env,
+        )
+        asked = len(server.requests)
+    base = json.loads((wd / targets[1]).read_text())
+    sft = json.loads((wd / targets[0]).read_text())
+    assert set(base) == set(sft) == set(sera_eval.BENCHMARKS)
+    # 3 + 2 + 2 + 1 prompts; the base model: a grade, both orders against the SFT model and,
+    # on AlpacaEval, against both references; the SFT model: a grade and the references
+    assert asked == 8 * 3 + 3 * 4 + 8 + 3 * 4
+    for bench, metrics in base.items():
+        assert metrics["single"] == {"score": 7.0, "n": metrics["single"]["n"], "unparsable": 0}
+        assert metrics["vs_sft"]["win_rate"] == 50.0 and metrics["vs_sft"]["ties"] > 0
+        assert "vs_sft" not in sft[bench]
+    assert set(base["alpaca_eval"]) >= {"vs_gpt4_turbo", "vs_text_davinci_003"}
+    assert (wd / "results/data/sera/vicuna.parquet").is_file()
