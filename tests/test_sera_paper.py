@@ -105,6 +105,17 @@ def test_an_unknown_evaluated_experiment_is_named(paper):
         wfconfig.sera_eval_models(cfg)
 
 
+def test_an_unknown_benchmark_is_refused_by_the_schema(paper):
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    cfg = dict(paper, eval=dict(paper["eval"], sera=dict(paper["eval"]["sera"])))
+    cfg["eval"]["sera"]["benchmarks"] = ["vicuna", "mt_bench"]
+    with pytest.raises(jsonschema.ValidationError, match="'mt_bench' is not one of"):
+        jsonschema.validate(cfg, schema)
+
+
 def test_the_sera_targets_dry_run_offline(tmp_path, paper):
     """`snakemake -n --configfile config/paper.yaml sera_paper`, the hub offline and HTTP(S)
     at a dead proxy: every SeRA run trained, each evaluated model answering all four benchmarks
