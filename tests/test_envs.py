@@ -58,6 +58,12 @@ RULE_ENVS = {
     "sera_noise": "analysis",
     "sera_mix": "analysis",
     "sera_offline_logps": "training",
+    # SeRA's paper-scale evaluation (workflow/rules/sera_eval.smk)
+    "sera_fetch_benchmark": "analysis",
+    "sera_prepare_benchmark": "analysis",
+    "sera_generate": "sampling",
+    "sera_judge": "analysis",
+    "sera_eval_summary": "analysis",
     "figure": "analysis",
 }
 
