@@ -34,6 +34,13 @@ include: "workflow/rules/dice.smk"
 include: "workflow/rules/noise.smk"
 include: "workflow/rules/sera.smk"
 include: "workflow/rules/eval.smk"
+
+
+if not TOY_EVAL and "sera" in config["eval"]:  # SeRA's paper-scale evaluation
+
+    include: "workflow/rules/sera_eval.smk"
+
+
 include: "workflow/rules/agreement.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/sera_figures.smk"

@@ -61,6 +61,12 @@ RULE_ENVS = {
     "sera_offline_logps": "training",
     "sera_trained_logps": "training",
     "sera_figure": "analysis",
+    # SeRA's paper-scale evaluation (workflow/rules/sera_eval.smk)
+    "sera_fetch_benchmark": "analysis",
+    "sera_prepare_benchmark": "analysis",
+    "sera_generate": "sampling",
+    "sera_judge": "analysis",
+    "sera_eval_summary": "analysis",
     "figure": "analysis",
 }
 

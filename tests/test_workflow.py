@@ -160,12 +160,17 @@ def test_the_paper_config_plans_the_whole_matrix_offline(tmp_path):
     models = want.pop("eval")  # the paper suite evaluates through other rules
     assert {rule: jobs.get(rule, 0) for rule in want} == want
     runs = wfconfig.iterations(cfg)
-    # both settings, every method, iteration and ablation, evaluated on both benchmarks
-    assert {s for e, _ in runs for s in [wfconfig.locate(cfg, e)[0]]} == {"zephyr", "llama3"}
+    # both settings, every method, iteration and ablation, evaluated on both benchmarks (and
+    # SeRA's TinyLlama setting, docs/sera.md#paper-scale)
+    assert {s for e, _ in runs for s in [wfconfig.locate(cfg, e)[0]]} == {
+        "zephyr",
+        "llama3",
+        "tinyllama",
+    }
     assert jobs["generate_benchmarks"] == models
     assert jobs["alpaca_eval_annotate"] == jobs["arena_hard_judge"] == models
-    # four base models and Table 5's published reward model (ERM-555k)
-    assert jobs["download_model"] == 5 and jobs["download_dataset"] == 3
+    # six base models (TinyLlama's two: SeRA) and Table 5's published reward model (ERM-555k)
+    assert jobs["download_model"] == 7 and jobs["download_dataset"] == 3
     # D_offline, and the full preference set of Table 5's IntlRM
     assert jobs["prepare_ultrafeedback"] == jobs["prepare_ultrafeedback_all"] == 1
     assert jobs["table"] == 14 and jobs["figure"] == 5

@@ -598,3 +598,50 @@ def alternation(names: list[str]) -> str:
     if not names:
         return "(?!)"
     return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+# SeRA's paper-scale evaluation (eval.sera; workflow/rules/sera_eval.smk)
+
+
+def sera_sft_model(setting: str) -> str:
+    """The evaluated name of a setting's SFT model, its base reference."""
+    return f"{setting}_sft" if setting else "sft"
+
+
+def _sera_eval_runs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(setting, full name) of every run of the experiments eval.sera.experiments lists."""
+    wanted = ((config.get("eval") or {}).get("sera") or {}).get("experiments") or []
+    logical = {name for _, name in expanded(config).values()}
+    unknown = [name for name in wanted if name not in logical]
+    if unknown:
+        raise KeyError(
+            f"eval.sera.experiments: unknown experiment(s) {unknown}; configured: {sorted(logical)}"
+        )
+    return [(s, full) for full, (s, name) in expanded(config).items() if name in wanted]
+
+
+def sera_eval_settings(config: Mapping[str, Any]) -> list[str]:
+    """The settings of eval.sera's experiments, in config order."""
+    return list(dict.fromkeys(s for s, _ in _sera_eval_runs(config)))
+
+
+def sera_eval_models(config: Mapping[str, Any], table: Mapping | None = None) -> list[str]:
+    """The models SeRA's evaluation answers with, each once: per setting of eval.sera's
+    experiments its SFT and base models, then each experiment's last iteration (under the name
+    it is evaluated as where runs are shared, :func:`model_owners`)."""
+    owners_of_model = model_owners(config, table)
+    out = []
+    for setting in sera_eval_settings(config):
+        out += [sera_sft_model(setting), base_model(setting)]
+    for _, full in _sera_eval_runs(config):
+        last = int(experiment(config, full)["iterations"])
+        out.append(owners_of_model[f"{full}-iter{last}"])
+    return list(dict.fromkeys(out))
+
+
+def model_setting(config: Mapping[str, Any], model: str) -> str:
+    """The setting of an evaluated model name (an SFT model's too)."""
+    for setting in settings(config):
+        if model == sera_sft_model(setting):
+            return setting
+    return _parse_model(config, model)[0]
