@@ -591,3 +591,523 @@ def test_blank_and_unreadable_cache_lines_are_skipped_the_bad_one_named_the_next
         assert sorted(replay.complete([_conv("a"), _conv("b")])) == ["echo: a", "echo: b"]
     assert f"{cache}:3: skipping an unreadable cache line" in caplog.messages
     assert f"judge cache {cache}: 2 recorded replies" in caplog.messages
+
+
+# --- ChatClient against ScriptedOpenAI (a test double of the openai package's client) ------------
+# (mutation benchmark, second pass: what each survivor of judge_client changed, asserted exactly)
+
+JUDGE_URL = "http://judge.test/v1"  # never contacted: requests go to the test double
+NAME = f"judge {MODEL!r} at {JUDGE_URL}"
+
+
+class ScriptedOpenAI:
+    """Test double of ``openai.OpenAI``: ``chat.completions.create`` records its keyword arguments
+    and answers with ``script(n, kwargs)`` (n: the call's index): a reply text, a completion, or an
+    exception, which it raises."""
+
+    def __init__(self, script):
+        from types import SimpleNamespace
+
+        self.script = script
+        self.calls: list[dict] = []
+        self._lock = threading.Lock()
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
+
+    def _create(self, **kwargs):
+        with self._lock:
+            self.calls.append(kwargs)
+            n = len(self.calls) - 1
+        answer = self.script(n, kwargs)
+        if isinstance(answer, BaseException):
+            raise answer
+        return _completion(answer) if isinstance(answer, str) else answer
+
+
+class _Usage:  # the openai package's usage model, as far as the client reads it
+    def __init__(self, **counts):
+        self.counts = counts
+
+    def model_dump(self):
+        return dict(self.counts)
+
+
+def _completion(text, finish_reason="stop", usage=None):
+    from types import SimpleNamespace
+
+    choice = SimpleNamespace(message=SimpleNamespace(content=text), finish_reason=finish_reason)
+    return SimpleNamespace(choices=[choice], usage=usage)
+
+
+def _server_error(message="boom"):
+    import httpx2  # the HTTP library of the installed openai package
+    import openai
+
+    request = httpx2.Request("POST", f"{JUDGE_URL}/chat/completions")
+    return openai.InternalServerError(
+        message, response=httpx2.Response(500, request=request), body=None
+    )
+
+
+def _scripted(script, **kwargs):
+    """A client whose requests go to a ScriptedOpenAI answering with ``script``."""
+    client = ChatClient(JUDGE_URL, MODEL, api_key_env=None, **kwargs)
+    client._client = ScriptedOpenAI(script)
+    return client, client._client
+
+
+def _reply(text):
+    return lambda n, kwargs: text
+
+
+@pytest.fixture
+def no_waiting(monkeypatch):
+    """Backoff sleeps recorded instead of slept; jitter factors 0.75, 1.25, 0.75, ... (the ends
+    of the jitter range, alternating)."""
+    from types import SimpleNamespace
+
+    from dicewf import judge_client
+
+    sleeps: list[float] = []
+    ends = []
+
+    def uniform(a, b):
+        ends.append((a, b))
+        return (a, b)[(len(ends) - 1) % 2]
+
+    monkeypatch.setattr(
+        judge_client, "time", SimpleNamespace(sleep=sleeps.append, monotonic=time.monotonic)
+    )
+    monkeypatch.setattr(judge_client, "random", SimpleNamespace(uniform=uniform))
+    return sleeps
+
+
+@pytest.fixture
+def ascii_locale():
+    """The process's LC_CTYPE set to C (ASCII as open()'s default encoding), then restored."""
+    import locale
+
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+
+
+def test_create_parameters_are_the_create_arguments_without_self():
+    from dicewf.judge_client import _create_parameters
+
+    names = _create_parameters()
+    assert "self" not in names
+    assert {"messages", "model", "top_p", "seed", "timeout"} <= names
+
+
+def test_the_schema_cache_and_export_are_utf8_whatever_the_locale(tmp_path, ascii_locale):
+    from dicewf.judge_client import _schema_defaults
+
+    schema = tmp_path / "schema.yaml"
+    schema.write_bytes(
+        "definitions:\n  chat_client:\n    properties:\n      a: {default: café}\n".encode()
+    )
+    assert _schema_defaults(schema) == {"a": "café"}
+    cache = tmp_path / "cache.jsonl"
+    client, _ = _scripted(_reply("très bien [[A>B]]"), cache=cache)
+    assert client.complete([_conv("é?")]) == ["très bien [[A>B]]"]
+    exported = client.export(tmp_path / "export.jsonl")
+    for path in (cache, exported):
+        assert "très bien" in path.read_bytes().decode("utf-8")
+    replay = ChatClient(None, MODEL, api_key_env=None, cache=cache, replay_only=True)
+    assert replay.complete([_conv("é?")]) == ["très bien [[A>B]]"]
+
+
+def test_request_keys_hash_the_compact_sorted_json_with_text_kept_as_utf8():
+    import hashlib
+
+    text = '{"messages":[{"content":"café","role":"user"}],"model":"m","params":{"t":0}}'
+    want = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert request_key("m", [{"role": "user", "content": "café"}], {"t": 0}) == want
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"model": ""}, "model must name the judge model"),
+        ({"concurrency": 0}, "concurrency must be >= 1, got 0"),
+        ({"max_retries": -1}, "max_retries must be >= 0, got -1"),
+        ({"timeout": 0}, "timeout must be > 0, got 0"),
+        ({"budget_s": 0}, "budget_s must be > 0, got 0"),
+        ({"progress_s": -1}, "progress_s must be > 0, got -1"),
+        ({"replay_only": True}, "replay_only needs a cache file to replay from"),
+    ],
+)
+def test_a_bad_constructor_argument_is_named_in_the_error(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{re.escape('ChatClient: ' + message)}$"):
+        ChatClient(None, **{"model": MODEL, **kwargs})
+
+
+def test_no_time_budget_is_allowed():
+    assert ChatClient(None, MODEL, budget_s=None).budget_s is None
+
+
+@pytest.mark.parametrize(
+    "name", ["messages", "model", "temperature", "max_tokens", "stream", "n", "timeout"]
+)
+def test_request_may_not_set_an_argument_the_client_fixes(name):
+    message = (
+        f"ChatClient: request may not set [{name!r}]; they are fixed or given as their own "
+        "arguments"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        ChatClient(None, MODEL, request={name: 1})
+
+
+def test_repr_shows_the_cache_path_or_none(tmp_path):
+    cache = tmp_path / "c.jsonl"
+    params = {"temperature": 0.0, "max_tokens": 4096}
+    assert repr(ChatClient(JUDGE_URL, MODEL, api_key_env=None, cache=cache)) == (
+        f"ChatClient(base_url={JUDGE_URL!r}, model={MODEL!r}, api_key_env=None, "
+        f"params={params!r}, cache={str(cache)!r}, replay_only=False)"
+    )
+    assert "cache=None, " in repr(ChatClient(JUDGE_URL, MODEL))
+
+
+def test_the_budget_error_says_how_far_the_batch_got_and_where_its_replies_are(tmp_path):
+    cache = tmp_path / "c.jsonl"
+    client = ChatClient(JUDGE_URL, MODEL, budget_s=2.5, cache=cache)
+    client._failed_attempts = 4
+    assert str(client._budget_error(3, 10)) == (
+        f"{NAME}: the time budget of 2.5 s (budget_s) ran out with 3 of 10 replies "
+        f"(4 failed attempts); the replies so far are kept in {cache}. Check the server, or "
+        "raise budget_s or timeout"
+    )
+    uncached = ChatClient(JUDGE_URL, MODEL, budget_s=60)
+    assert str(uncached._budget_error()) == (
+        f"{NAME}: the time budget of 60 s (budget_s) ran out (0 failed attempts); no cache "
+        "keeps the replies so far. Check the server, or raise budget_s or timeout"
+    )
+
+
+@pytest.mark.parametrize("base_url, where", [(None, "OpenAI's API"), (JUDGE_URL, JUDGE_URL)])
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_a_missing_key_names_the_variable_the_endpoint_and_the_fix(
+    monkeypatch, base_url, where, value
+):
+    if value is None:
+        monkeypatch.delenv("DICE_TEST_UNSET_KEY", raising=False)
+    else:
+        monkeypatch.setenv("DICE_TEST_UNSET_KEY", value)
+    client = ChatClient(base_url, MODEL, api_key_env="DICE_TEST_UNSET_KEY")
+    message = (
+        f"environment variable DICE_TEST_UNSET_KEY is not set (or empty); the judge {MODEL!r} "
+        f"at {where} needs an API key there. Set it, or set api_key_env: null for a local "
+        "server that needs no key."
+    )
+    with pytest.raises(MissingAPIKeyError, match=f"^{re.escape(message)}$"):
+        client._openai()
+
+
+def test_the_key_sent_is_redacted_even_after_its_variable_changes(monkeypatch):
+    secret = "sk-SENT-" + "3" * 24
+    monkeypatch.setenv("DICE_TEST_SECRET", secret)
+    client = ChatClient(JUDGE_URL, MODEL, api_key_env="DICE_TEST_SECRET")
+    client._openai()  # builds the openai client with the key: nothing is sent
+    monkeypatch.delenv("DICE_TEST_SECRET")
+    assert client._redact(f"you sent {secret}") == "you sent ***"
+
+
+def test_a_cache_recorded_with_the_key_is_redacted_when_replayed_and_exported(
+    tmp_path, monkeypatch
+):
+    secret = "sk-OLD-" + "9" * 24
+    monkeypatch.setenv("DICE_TEST_SECRET", secret)
+    conv = [{"role": "user", "content": f"my key is {secret}"}, {"role": "user", "content": "x"}]
+    cache = tmp_path / "old.jsonl"  # written by a tool that did not redact
+    client = ChatClient(None, MODEL, api_key_env="DICE_TEST_SECRET", cache=tmp_path / "none")
+    record = {"key": client.key(conv), "messages": conv, "response": f"echo {secret} [[A>B]]"}
+    cache.write_text(json.dumps(record) + "\n")
+    replay = ChatClient(None, MODEL, api_key_env="DICE_TEST_SECRET", cache=cache, replay_only=True)
+    (got,) = replay.complete_records([conv])
+    assert got["response"] == "echo *** [[A>B]]"
+    assert got["messages"] == [
+        {"role": "user", "content": "my key is ***"},
+        {"role": "user", "content": "x"},
+    ]
+    exported = replay.export(tmp_path / "export.jsonl")
+    assert secret not in exported.read_text() and "echo *** [[A>B]]" in exported.read_text()
+
+
+def test_a_request_sends_model_messages_parameters_and_timeout_and_records_the_reply():
+    def script(n, kwargs):
+        return _completion("[[A>B]]", finish_reason="length", usage=_Usage(total_tokens=9))
+
+    client, fake = _scripted(script, budget_s=None, timeout=7.0, request={"seed": 3})
+    conv = _conv("which?")
+    (record,) = client.complete_records([conv])
+    params = {"temperature": 0.0, "max_tokens": 4096, "seed": 3}
+    assert fake.calls == [{"model": MODEL, "messages": conv, "timeout": 7.0, **params}]
+    assert record == {
+        "key": request_key(MODEL, conv, params),
+        "model": MODEL,
+        "params": params,
+        "messages": conv,
+        "response": "[[A>B]]",
+        "finish_reason": "length",
+        "usage": {"total_tokens": 9},
+        "asks": 1,
+    }
+
+
+def test_a_batch_within_a_short_budget_succeeds_each_request_bounded_by_the_time_left():
+    client, fake = _scripted(_reply("ok"), budget_s=0.9, timeout=7.0)
+    assert client.complete([_conv("a"), _conv("b")]) == ["ok", "ok"]
+    assert all(0 < call["timeout"] <= 0.9 for call in fake.calls), fake.calls
+
+
+def test_no_request_is_sent_once_the_budget_has_run_out():
+    from dicewf.judge_client import BudgetError
+
+    client, fake = _scripted(_reply("ok"), budget_s=10)
+    client._deadline = time.monotonic() - 1
+    with pytest.raises(BudgetError, match="time budget of 10 s"):
+        client._request(client.key(_conv("x")), _conv("x"))
+    client._remaining = lambda: 0.0  # exactly no time left
+    with pytest.raises(BudgetError):
+        client._request(client.key(_conv("x")), _conv("x"))
+    assert fake.calls == []
+
+
+def test_retries_back_off_exponentially_with_jitter_up_to_the_cap_and_are_logged(
+    no_waiting, caplog
+):
+    caplog.set_level(logging.INFO, logger="dicewf.judge_client")
+
+    def script(n, kwargs):
+        return _server_error() if n < 3 else "ok"
+
+    client, fake = _scripted(script, budget_s=None, max_retries=3, backoff_s=0.4, max_backoff_s=1.0)
+    assert client.complete([_conv("x")]) == ["ok"]
+    assert len(fake.calls) == 4
+    # 0.4 * 0.75, 0.8 * 1.25, min(1.6, 1.0) * 0.75
+    assert no_waiting == pytest.approx([0.3, 1.0, 0.75])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"judge request to {JUDGE_URL} failed (InternalServerError: boom); retry {i}/3 in {d} s"
+        for i, d in ((1, "0.3"), (2, "1.0"), (3, "0.8"))
+    ]
+    (line,) = _progress_lines(caplog)  # the sleeps were not slept: about 0 s
+    assert re.fullmatch(f"{re.escape(NAME)}: 1/1 replies, 3 failed attempts, [01] s elapsed", line)
+
+
+def test_the_wait_before_a_retry_never_outlasts_the_budget(no_waiting):
+    client, _ = _scripted(lambda n, kwargs: _server_error(), budget_s=0.9, max_retries=1)
+    client.backoff_s = 10.0
+    with pytest.raises(JudgeError, match="after 2 attempts"):
+        client.complete([_conv("x")])
+    assert len(no_waiting) == 1 and 0.4 < no_waiting[0] <= 0.9, no_waiting
+
+
+def test_a_retry_is_abandoned_when_another_request_of_the_batch_failed(no_waiting):
+    client, fake = _scripted(lambda n, kwargs: _server_error(), max_retries=3)
+    client._stop.set()  # what _run does when a request of the batch fails
+    with pytest.raises(JudgeError, match=f"^{re.escape(NAME)}: request abandoned as another one"):
+        client._request(client.key(_conv("x")), _conv("x"))
+    assert len(fake.calls) == 1
+
+
+def test_an_unexpected_error_is_not_retried_and_is_named_without_an_attempt_count():
+    from dicewf.judge_client import _describe
+
+    client, fake = _scripted(lambda n, kwargs: RuntimeError("bug"), max_retries=3)
+    message = (
+        f"judge request to {MODEL!r} at {JUDGE_URL} failed (RuntimeError: bug); request ending "
+        f"with {_describe(_conv('x'))}"
+    )
+    with pytest.raises(JudgeError, match=f"^{re.escape(message)}$"):
+        client.complete([_conv("x")])
+    assert len(fake.calls) == 1
+    assert not ChatClient._transient(RuntimeError("bug"))
+    assert ChatClient._transient(_server_error())
+
+
+def test_a_replay_miss_names_the_model_the_request_its_key_and_the_cache(tmp_path):
+    cache = tmp_path / "c.jsonl"
+    client = ChatClient(None, MODEL, cache=cache, replay_only=True)
+    key = client.key(_conv("never asked"))
+    message = (
+        f"no recorded reply for the request to {MODEL!r} ending with 'never asked' "
+        f"(key {key[:12]}) in {cache}; replay_only is set, so nothing is sent"
+    )
+    with pytest.raises(ReplayMissError, match=f"^{re.escape(message)}$"):
+        client.complete([_conv("never asked")])
+
+
+def test_a_cached_reply_without_an_asks_count_counts_as_asked_once(tmp_path):
+    cache = tmp_path / "c.jsonl"
+    client, fake = _scripted(_reply("[[A>B]]"), cache=cache, max_retries=1)
+    conv = _conv("x")
+    old = {"key": client.key(conv), "messages": conv, "response": "no verdict", "valid": False}
+    cache.write_text(json.dumps(old) + "\n")  # recorded before asks were counted
+    client, fake = _scripted(_reply("[[A>B]]"), cache=cache, max_retries=1)
+    (record,) = client.complete_records([conv], valid=_has_verdict)
+    assert len(fake.calls) == 1  # asked once so far, max_retries 1: asked again
+    assert (record["response"], record["asks"], record["valid"]) == ("[[A>B]]", 2, True)
+
+
+def test_the_budget_stops_a_batch_whose_requests_are_still_in_flight(tmp_path):
+    from dicewf.judge_client import BudgetError
+
+    cache = tmp_path / "c.jsonl"
+    client = ChatClient(JUDGE_URL, MODEL, api_key_env=None, cache=cache, concurrency=2)
+    client.budget_s = 0.3  # the batch starts the clock
+
+    def in_flight(n, kwargs):  # a reply that comes once the client gives up on the batch
+        client._stop.wait(5)
+        return "late"
+
+    client._client = fake = ScriptedOpenAI(in_flight)
+    start = time.monotonic()
+    with pytest.raises(BudgetError) as err:
+        client.complete([_conv(f"q{i}") for i in range(3)])
+    assert time.monotonic() - start < 1.0  # not after a wait of 1 s or more
+    assert "ran out with 2 of 3 replies" in str(err.value)
+    assert len(fake.calls) == 2 and len(cache.read_text().splitlines()) == 2
+
+
+def test_a_failed_request_stops_the_batch_before_queued_requests_are_sent():
+    client, fake = _scripted(lambda n, kwargs: RuntimeError("bug"), concurrency=1)
+    with pytest.raises(JudgeError, match="RuntimeError: bug"):
+        client.complete([_conv(f"q{i}") for i in range(3)])
+    assert len(fake.calls) == 1
+
+
+def test_each_new_reply_is_cached_with_whether_it_holds_a_verdict(tmp_path):
+    cache = tmp_path / "c.jsonl"
+    client, _ = _scripted(
+        lambda n, kwargs: "[[A>B]]" if kwargs["messages"][-1]["content"] == "a" else "hmm",
+        cache=cache,
+    )
+    client.complete([_conv("a"), _conv("b")], valid=_has_verdict)
+    lines = {
+        json.loads(line)["response"]: json.loads(line) for line in cache.read_text().splitlines()
+    }
+    assert (lines["[[A>B]]"]["valid"], lines["hmm"]["valid"]) == (True, False)
+
+
+def test_progress_is_logged_once_for_a_batch_faster_than_progress_s(caplog):
+    caplog.set_level(logging.INFO, logger="dicewf.judge_client")
+    client, _ = _scripted(_reply("ok"), concurrency=1, progress_s=60, budget_s=3600)
+    client.complete([_conv(f"q{i}") for i in range(3)])
+    (line,) = _progress_lines(caplog)
+    pattern = r": 3/3 replies, 0 failed attempts, [01] s elapsed, budget left 3[56]\d\d s"
+    assert line.startswith(NAME) and re.fullmatch(pattern, line[len(NAME) :]), line
+
+
+def test_progress_gives_the_elapsed_time_and_no_negative_budget_left(caplog):
+    caplog.set_level(logging.INFO, logger="dicewf.judge_client")
+    client = ChatClient(JUDGE_URL, MODEL, api_key_env=None, budget_s=None)
+    client._started = time.monotonic() - 3.0  # no budget: no deadline
+    client._progress(0, 1)
+    now = time.monotonic()
+    client._started, client._deadline = now - 5.0, now - 1.0
+    client._progress(1, 4)
+    assert _progress_lines(caplog) == [
+        f"{NAME}: 0/1 replies, 0 failed attempts, 3 s elapsed",
+        f"{NAME}: 1/4 replies, 0 failed attempts, 5 s elapsed, budget left 0 s",
+    ]
+
+
+def test_the_batch_log_counts_requests_cache_hits_re_asks_and_replies_without_a_verdict(
+    tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="dicewf.judge_client")
+    cache = tmp_path / "c.jsonl"
+    client, _ = _scripted(_reply("[[A>B]]"), cache=cache, max_retries=1)
+    convs = {name: _conv(name) for name in ("a", "b1", "b2", "c1", "c2", "d")}
+    with open(cache, "w") as f:  # a: has a verdict; b: asked once; c: asked 1 + max_retries times
+        for name, response, asks in [
+            ("a", "[[A>B]]", 1),
+            ("b1", "?", 1),
+            ("b2", "?", 1),
+            ("c1", "?", 2),
+            ("c2", "?", 2),
+        ]:
+            key = client.key(convs[name])
+            rec = {"key": key, "messages": convs[name], "response": response, "asks": asks}
+            f.write(json.dumps(rec) + "\n")
+    client, fake = _scripted(_reply("still no verdict"), cache=cache, max_retries=1)
+    order = ["a", "a", "b1", "b2", "c1", "c2", "d"]
+    replies = client.complete([convs[n] for n in order], valid=_has_verdict)
+    assert replies == ["[[A>B]]"] * 2 + ["still no verdict"] * 2 + ["?"] * 2 + ["still no verdict"]
+    assert len(fake.calls) == 3
+    messages = [r.getMessage() for r in caplog.records if r.name == "dicewf.judge_client"]
+    assert f"judge cache {cache}: 5 recorded replies" in messages
+    assert (
+        f"{NAME}: 7 requests (6 distinct, 3 from cache, 3 to send of which 2 cached without a "
+        "verdict)" in messages
+    )
+    assert (
+        f"{NAME}: 2 cached replies without a verdict were asked 2 times already (max_retries); "
+        "replaying them" in messages
+    )
+    assert (
+        f'{NAME}: 5 of 6 distinct replies hold no verdict; they are cached as such ("valid": '
+        f"false) and asked again by a rerun (cache {cache})" in messages
+    )
+    caplog.clear()
+    uncached, _ = _scripted(_reply("?"))
+    uncached.complete([_conv("x")], valid=_has_verdict)
+    assert caplog.records[-1].getMessage() == (
+        f'{NAME}: 1 of 1 distinct replies hold no verdict; they are cached as such ("valid": '
+        "false) and asked again by a rerun"
+    )
+
+
+def test_from_config_merges_extra_keys_into_a_configured_request_and_names_the_bad_ones():
+    client = ChatClient.from_config(
+        {"base_url": None, "model": MODEL, "request": {"seed": 7}, "top_p": 0.9}
+    )
+    assert client.params == {"temperature": 0.0, "max_tokens": 4096, "seed": 7, "top_p": 0.9}
+    with pytest.raises(ValueError, match=re.escape("create argument(s) ['self']")):
+        ChatClient.from_config({"base_url": None, "model": MODEL, "self": 1})
+    message = (
+        "ChatClient: API keys are not read from configuration; put the key in an environment "
+        "variable and name it with api_key_env"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        ChatClient.from_config({"base_url": None, "model": MODEL, "api_key": "sk-in-config"})
+
+
+def test_cached_gives_the_record_of_a_conversation_once_it_was_answered():
+    client, _ = _scripted(_reply("[[A>B]]"))
+    assert client.cached(_conv("x")) is None
+    client.complete([_conv("x")])
+    assert client.cached(_conv("x"))["response"] == "[[A>B]]"
+    assert client.cached(_conv("y")) is None
+
+
+def test_a_job_that_sent_nothing_finishes_with_an_empty_declared_cache(tmp_path):
+    from dicewf.judge_client import finish_job, job_client, resume_file
+
+    out = tmp_path / "judge_cache.jsonl"
+    client = job_client(
+        {"base_url": None, "model": MODEL, "api_key_env": None}, out, temperature=0.5
+    )
+    assert client.params["temperature"] == 0.5  # overrides reach the client
+    assert client.complete([]) == []
+    finish_job(client, out)  # no resume file was written: nothing to remove
+    assert out.read_text() == "" and not resume_file(out).exists()
+
+
+def test_progress_lines_come_every_progress_s_not_more_often(caplog):
+    caplog.set_level(logging.INFO, logger="dicewf.judge_client")
+
+    def slow(n, kwargs):
+        time.sleep(0.3)
+        return "ok"
+
+    client, _ = _scripted(slow, concurrency=1, progress_s=0.2)
+    start = time.monotonic()
+    client.complete([_conv("a"), _conv("b")])  # about 0.6 s: 3 lines on time and the last
+    lines = _progress_lines(caplog)
+    assert 2 <= len(lines) <= (time.monotonic() - start) / 0.2 + 2, lines
+    assert "2/2 replies" in lines[-1]
