@@ -42,18 +42,29 @@ def tiny_model(tmp_path_factory, world):
     return root / "model"
 
 
+class _MiniModels(dict):
+    """{(backbone, role): folder}, each model built on first use (a SeRA test needs zephyr's
+    alone)."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, key):
+        from dicewf import miniworld
+
+        backbone, role = key
+        path = miniworld.build_model(backbone, self.root / f"{backbone}-{role}", role=role, seed=0)
+        self[key] = path
+        return path
+
+
 @pytest.fixture(scope="session")
 def mini_models(tmp_path_factory):
     """{(backbone, role): folder}: the tiny zephyr and Llama-3 models with the real tokenizers
-    (dicewf.miniworld), both roles, seed 0, built once per session (about a minute each)."""
-    from dicewf import miniworld
-
-    root = tmp_path_factory.mktemp("mini")
-    return {
-        (b, r): miniworld.build_model(b, root / f"{b}-{r}", role=r, seed=0)
-        for b in miniworld.BACKBONES
-        for r in miniworld.ROLES
-    }
+    (dicewf.miniworld), both roles, seed 0, each built once per session when first asked for
+    (about a minute each)."""
+    return _MiniModels(tmp_path_factory.mktemp("mini"))
 
 
 @pytest.fixture

@@ -201,8 +201,10 @@ def test_every_planned_job_ran_and_each_repository_came_from_the_hub(mini_run):
         "HuggingFaceH4/ultrafeedback_binarized": {
             "data/train_prefs-00000-of-00002.parquet",
             "data/train_prefs-00001-of-00002.parquet",
+            "data/test_prefs-00000-of-00001.parquet",  # SeRA's evaluation prompts
         },
-        "tatsu-lab/alpaca_eval": {"alpaca_eval_gpt4_baseline.json"},
+        # AlpacaEval 2's set and AlpacaEval 1's (SeRA's text_davinci_003 references)
+        "tatsu-lab/alpaca_eval": {"alpaca_eval_gpt4_baseline.json", "alpaca_eval.json"},
         "lmarena-ai/arena-hard-auto": {
             "data/arena-hard-v0.1/question.jsonl",
             "data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl",
