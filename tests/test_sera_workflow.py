@@ -378,6 +378,7 @@ def test_pair_logps_scores_each_model_once_as_the_train_job_tokenizes(tiny_model
 # --- the DAG and a real run ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eq7_and_dice_alpha_are_planned_only_where_they_apply(tmp_path):
     config = load(REPO / ".test" / "config.yaml")
     config["experiments"] = {
