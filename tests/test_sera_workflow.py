@@ -509,6 +509,22 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
             "generated": len(offline) - n_off,
         }
         assert not reflogps.missing(mixed).any()  # trained with no ref_logps job
+        # Eq. 7 for the bootstrapped pairs at iteration 2: the samples scored under
+        # pi_theta^(0) against the SFT model too, each prompt paired by lambda-mixed rewards
+        assert report["bootstrap_ensemble"] is (t == 2)
+        assert (d / "scores_prev2.parquet").exists() is (t == 2)
+        if t == 2:
+            scores = pd.read_parquet(d / "scores.parquet")
+            ensemble = sera.ensemble_rewards(
+                scores, pd.read_parquet(d / "scores_prev2.parquet"), 0.3
+            )
+            boot = sera.bootstrap_pairs(
+                ensemble, count=len(offline) - n_off, score="ensemble_reward"
+            )
+            generated = mixed[mixed["source"] == "generated"]
+            assert set(zip(generated["prompt_id"], generated["chosen"], strict=True)) == set(
+                zip(boot["prompt_id"], boot["chosen"], strict=True)
+            )
         assert not (d / "train_pairs.parquet").exists()
         log = (cwd / "logs" / "sera_dpo" / f"iter{t}" / "train.log").read_text()
         assert "no reference model is loaded" in log

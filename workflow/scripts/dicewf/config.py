@@ -409,7 +409,8 @@ def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str
     for exp, (setting, _) in expanded(config).items():
         block = experiment(config, exp)
         generates = generates_pairs(block)
-        # SeRA reads no alpha or mix block (they stay in its resolved block, from defaults)
+        # SeRA reads no mix block, and no alpha block but with sera.bootstrap dice_alpha (they
+        # stay in its resolved block, from defaults)
         unused = (
             tuple(k for k in DICE_ONLY_KEYS if k not in sera_reads(block))
             if block.get("method") == "sera"
