@@ -421,6 +421,7 @@ def test_the_schema_fills_the_sera_block_with_the_papers_values():
         "selection_proportion": 0.7,  # Table 4
         "generated_proportion": None,  # SeRA: N_off + N_gen = N
         "ensemble_lambda": 0.3,
+        "bootstrap": "implicit",  # alpha = 0; DICE's D(alpha*) as an option
         "reward": "dpo",
         "sampling": {"n": 4, "temperature": 0.7, "top_p": 0.95},  # Appendix B.2
         "beta": {"sigmoid": 0.2, "hinge": 0.2, "ipo": 1.0},  # Table 4, TinyLlama

@@ -5,6 +5,7 @@ planned DAG, and a SeRA run end to end on the reduced toy world."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -217,6 +218,9 @@ def test_mix_iteration_puts_the_train_references_logps_on_every_row():
         "n_generated": 2,
         "n_candidates": 5,
         "n_mixed": 5,
+        "bootstrap_ensemble": False,
+        "bootstrap_ensemble_lambda": 0.0,
+        "bootstrap": "implicit",
     }
     assert not reflogps.missing(mixed).any()
     generated = mixed[mixed["source"] == "generated"].set_index("prompt_id").sort_index()
@@ -253,6 +257,99 @@ def test_mix_iteration_best_sera_and_a_stale_selection():
         )
 
 
+def test_eq7_bootstraps_by_the_ensemble_of_the_two_policies_rewards_by_hand():
+    scores = scores_frame()  # r_(t-1) of prompt i: 0.1 i, 1 + i, -1 (samples 0, 1, 2)
+    # the same responses under the (t-2) pair, in another order: r_(t-2) of prompt i is
+    # 4 + i, 0, 0 for prompts 0-2 and 0, 0, 0 for prompts 3 and 4
+    prev2 = scores.assign(reward=0.0).iloc[::-1].reset_index(drop=True)
+    prev2.loc[(prev2["sample_idx"] == 0) & (prev2["prompt_id"] < "id3"), "reward"] += [6, 5, 4]
+    selection, _ = sera.select_offline(scored_offline(), beta=1.0, proportion=0.6)
+    mixed, counts = sera.mix_iteration(
+        selection,
+        scores,
+        proportion=0.6,
+        generated=1.0,  # all five bootstrapped pairs, ranked by margin
+        seed=0,
+        ref_logps="logp_policy",
+        scores_prev2=prev2,
+        lam=0.5,
+    )
+    assert (counts["bootstrap_ensemble"], counts["bootstrap_ensemble_lambda"]) == (True, 0.5)
+    generated = mixed[mixed["source"] == "generated"].set_index("prompt_id").sort_index()
+    # R = 0.5 r_(t-2) + 0.5 r_(t-1): prompt 0: 2, 0.5, -0.5; prompt 1: 2.55, 1, -0.5; prompt 2:
+    # 3.1, 1.5, -0.5, so sample 0 wins there (r_(t-1) alone picks sample 1); prompts 3 and 4:
+    # 0.15 i, (1 + i) / 2, -0.5, sample 1 against sample 2
+    assert generated["chosen"].tolist() == ["s0-0", "s1-0", "s2-0", "s3-1", "s4-1"]
+    assert generated["rejected"].tolist() == [f"s{i}-2" for i in range(5)]
+    # the train reference's log-probs are still those of the score stage's policy
+    assert generated["ref_chosen_logps"].tolist() == [0.0, -10.0, -20.0, -31.0, -41.0]
+    # lambda 0: the previous policy's rewards alone, as without the (t-2) scores
+    alone, _ = sera.mix_iteration(
+        selection, scores, proportion=0.6, generated=1.0, seed=0, scores_prev2=prev2, lam=0.0
+    )
+    assert set(alone.loc[alone["source"] == "generated", "chosen"]) == {f"s{i}-1" for i in range(5)}
+    # the kept pairs: the highest ensemble margins, 3.6 (prompt 2) and 3.05 (prompt 1)
+    boot = sera.bootstrap_pairs(
+        sera.ensemble_rewards(scores, prev2, 0.5), count=2, score="ensemble_reward"
+    )
+    assert boot["prompt_id"].tolist() == ["id1", "id2"]
+    np.testing.assert_allclose(boot["irm"], [3.05, 3.6])
+
+
+def test_eq7_refuses_scores_of_other_responses_naming_the_file():
+    scores = scores_frame()
+    with pytest.raises(DatasetError, match=r"prev2\.parquet: no reward for 1 response.*'id4', 2"):
+        sera.ensemble_rewards(
+            scores, scores.iloc[:-1], 0.3, source="s.parquet", source_prev2="prev2.parquet"
+        )
+    with pytest.raises(DatasetError, match=r"s\.parquet: no reward for 1 response.*'id9', 0"):
+        extra = pd.concat([scores, scores.iloc[:1].assign(prompt_id="id9")], ignore_index=True)
+        sera.ensemble_rewards(scores, extra, 0.3, source="s.parquet", source_prev2="prev2.parquet")
+    with pytest.raises(DatasetError, match=r"prev2\.parquet: .*'reward'"):
+        sera.ensemble_rewards(
+            scores, scores.assign(reward=np.nan), 0.3, source_prev2="prev2.parquet"
+        )
+
+
+def test_dice_alpha_bootstraps_from_dices_length_regularised_pairs_by_hand():
+    from dicewf import alpha
+
+    scores = scores_frame()  # reward of prompt i: 0.1 i, 1 + i, -1; 5, 6, 7 characters
+    # D(alpha) at 3 per character, as search_alpha writes it: shaped 0.1 i - 15, i - 17, -22,
+    # so sample 0 wins for prompts 0-2 and sample 1 for prompts 3 and 4 (sample 2 loses)
+    dice = alpha.build_pairs(scores, 3.0, score="reward", ref_logps="logp_policy")
+    selection, _ = sera.select_offline(scored_offline(), beta=1.0, proportion=0.6)
+    mixed, counts = sera.mix_iteration(
+        selection,
+        scores,
+        proportion=0.6,
+        generated=0.6,  # round(0.6 x 5) = 3 bootstrapped pairs
+        seed=0,
+        ref_logps="logp_policy",
+        candidates=dice,
+        candidates_source="pairs.parquet",
+    )
+    assert counts["bootstrap"] == "dice_alpha" and counts["n_candidates"] == 5
+    generated = mixed[mixed["source"] == "generated"].set_index("prompt_id").sort_index()
+    # margins by implicit reward: 1, 1.1, 1.2, 5, 6; the three highest kept. Bootstrapping at
+    # alpha = 0 would pair sample 1 of prompt 2 instead (its highest reward)
+    assert generated.index.tolist() == ["id2", "id3", "id4"]
+    assert generated["chosen"].tolist() == ["s2-0", "s3-1", "s4-1"]
+    assert generated["ref_chosen_logps"].tolist() == [-20.0, -31.0, -41.0]
+    implicit, _ = sera.mix_iteration(
+        selection, scores, proportion=0.6, generated=0.6, seed=0, ref_logps="logp_policy"
+    )
+    assert "s2-1" in set(implicit["chosen"]) and "s2-1" not in set(mixed["chosen"])
+    # pairs that are not the iteration's scored responses are refused, naming the file
+    with pytest.raises(DatasetError, match=r"pairs\.parquet: the chosen response of 1 pair.*9"):
+        sera.bootstrap_pairs(
+            scores,
+            count=1,
+            candidates=dice.assign(chosen_sample_idx=[9, 0, 0, 1, 1]),
+            candidates_source="pairs.parquet",
+        )
+
+
 def test_pair_logps_scores_each_model_once_as_the_train_job_tokenizes(tiny_model, monkeypatch):
     from dicewf import scoring
     from test_training import PAIRS
@@ -279,6 +376,62 @@ def test_pair_logps_scores_each_model_once_as_the_train_job_tokenizes(tiny_model
 
 
 # --- the DAG and a real run ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_eq7_and_dice_alpha_are_planned_only_where_they_apply(tmp_path):
+    config = load(REPO / ".test" / "config.yaml")
+    config["experiments"] = {
+        "dice": {"iterations": 1},
+        "sera_dpo": {"method": "sera", "iterations": 2},  # lambda 0.3 (the default)
+        "sera_l07": {"method": "sera", "iterations": 2, "sera": {"ensemble_lambda": 0.7}},
+        "sera_l0": {"method": "sera", "iterations": 2, "sera": {"ensemble_lambda": 0.0}},
+        "sera_alpha": {
+            "method": "sera",
+            "iterations": 1,
+            "sera": {"bootstrap": "dice_alpha"},
+            "alpha": {"fixed": 0.01},
+        },
+    }
+    out = snakemake("-n", cwd=workdir(tmp_path, config)).stdout
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out[out.index("Job stats") :], re.MULTILINE))
+    # the samples of iteration 2 scored under pi_theta^(0) against the SFT model, once: the
+    # lambda runs share the iteration's scores, and so these
+    assert stats["sera_scores_prev2"] == "1"
+    prev2 = out[out.index("rule sera_scores_prev2:") :].split("\n\n")[0]
+    assert "results/sera_dpo/iter2/scores.parquet, results/toy/models/start_policy, " in prev2
+    assert "results/toy/models/sft" in prev2 and "output: results/sera_dpo/iter2/" in prev2
+    mixes = {}
+    for block in out.split("rule sera_mix:")[1:]:
+        inputs = re.search(r"input: (.*)", block)[1]
+        mixes[re.search(r"output: results/(\w+/iter\d)/", block)[1]] = inputs
+    # Eq. 7 for the bootstrapped pairs where the offline selection mixes two pairs too: lambda
+    # > 0 and pi_theta^(t-2) there (iteration 2)
+    ensemble = {run for run, inputs in mixes.items() if "scores_prev2" in inputs}
+    assert ensemble == {"sera_dpo/iter2", "sera_l07/iter2"}, mixes
+    # DICE's D(alpha*) for the dice_alpha run alone (and DICE's own search)
+    assert stats["search_alpha"] == "2"
+    assert {run for run, inputs in mixes.items() if "pairs.parquet" in inputs} == {
+        "sera_alpha/iter1"
+    }
+    assert "results/sera_alpha/iter1/pairs.parquet" in mixes["sera_alpha/iter1"]
+
+
+def test_dice_alpha_reads_the_alpha_block_which_then_splits_runs():
+    alpha_run = {"method": "sera", "sera": {"bootstrap": "dice_alpha"}}
+    config = toy_config(
+        a=alpha_run,
+        b={**alpha_run, "alpha": {"fixed": 0.02}},
+        c={"method": "sera"},
+        d={"method": "sera", "sera": {"bootstrap": "implicit"}},
+    )
+    assert cfg.experiment(config, "b")["alpha"]["fixed"] == 0.02  # no longer refused
+    owners = cfg.owners(config)
+    # another alpha is another run; the bootstrap is part of the run; the default is implicit
+    assert owners["b", 1].run == "b" and owners["c", 1].run == "c"
+    assert owners["d", 1].run == "c" and owners["b", 1].scores == "a"
+    assert cfg.sera_ensembles(cfg.experiment(config, "c"), 2)
+    assert not cfg.sera_ensembles(cfg.experiment(config, "c"), 1)
 
 
 @pytest.mark.slow
@@ -356,6 +509,22 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
             "generated": len(offline) - n_off,
         }
         assert not reflogps.missing(mixed).any()  # trained with no ref_logps job
+        # Eq. 7 for the bootstrapped pairs at iteration 2: the samples scored under
+        # pi_theta^(0) against the SFT model too, each prompt paired by lambda-mixed rewards
+        assert report["bootstrap_ensemble"] is (t == 2)
+        assert (d / "scores_prev2.parquet").exists() is (t == 2)
+        if t == 2:
+            scores = pd.read_parquet(d / "scores.parquet")
+            ensemble = sera.ensemble_rewards(
+                scores, pd.read_parquet(d / "scores_prev2.parquet"), 0.3
+            )
+            boot = sera.bootstrap_pairs(
+                ensemble, count=len(offline) - n_off, score="ensemble_reward"
+            )
+            generated = mixed[mixed["source"] == "generated"]
+            assert set(zip(generated["prompt_id"], generated["chosen"], strict=True)) == set(
+                zip(boot["prompt_id"], boot["chosen"], strict=True)
+            )
         assert not (d / "train_pairs.parquet").exists()
         log = (cwd / "logs" / "sera_dpo" / f"iter{t}" / "train.log").read_text()
         assert "no reference model is loaded" in log

@@ -98,12 +98,16 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
     owners = wfconfig.owners(cfg)
     runs = {(o.run, t) for (_, t), o in owners.items()}  # the iterations trained
     samplers, scorers, judges, searches, seras = set(), set(), set(), 0, 0
+    prev2 = set()  # SeRA's samples scored under pi_theta^(t-2) for Eq. 7, shared as scores are
     for exp, t in runs:
         xp = wfconfig.experiment(cfg, exp)
         if not wfconfig.generates_pairs(xp):
             continue  # offline pairs only: nothing sampled, scored or searched
         if xp["method"] == "sera":
             seras += 1  # SeRA: offline pairs scored and selected, no alpha search
+            searches += xp["sera"]["bootstrap"] == "dice_alpha"  # but its pairs at DICE's alpha*
+            if wfconfig.sera_ensembles(xp, t):
+                prev2.add((owners[exp, t].scores, t))
         else:
             searches += 1
         samplers.add((owners[exp, t].samples, t))
@@ -116,6 +120,7 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
         "mix": len(runs) - seras,
         "sera_offline_logps": seras,
         "sera_mix": seras,
+        "sera_scores_prev2": len(prev2),
         "eval": len(runs) + bases,
         "search_alpha": searches,
         "sample": shards * len(samplers),

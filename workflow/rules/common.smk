@@ -205,9 +205,24 @@ def sera_models(w):
     noisy D_offline for a noisy run: noisy_start_policy)."""
     t = int(w.iter)
     models = {"policy": policy_of(w.exp, t - 1), "ref": reference_of(w.exp, t - 1)}
-    if t >= 2 and xp(w)["sera"]["ensemble_lambda"] > 0:
+    if cfg.sera_ensembles(xp(w), t):
         models |= {"policy2": policy_of(w.exp, t - 2), "ref2": reference_of(w.exp, t - 2)}
     return models
+
+
+def sera_bootstrap_inputs(w):
+    """What SeRA's bootstrapped pairs are built from besides the score stage's rewards: with
+    sera.bootstrap dice_alpha, the iteration's D(alpha*) (rule search_alpha); for
+    Eq. 7 (the condition of sera_models) the same samples scored under pi_theta^(t-2) and its
+    reference (rule sera_scores_prev2), shared as the scores are: the scores' key holds
+    pi_theta^(t-1)'s, and so the (t-2) pair's, whole history."""
+    t = int(w.iter)
+    inputs = {}
+    if cfg.sera_ensembles(xp(w), t):
+        inputs["scores_prev2"] = f"{cfg.iter_dir(scores_owner(w), t)}/scores_prev2.parquet"
+    if xp(w)["sera"]["bootstrap"] == "dice_alpha":  # DICE's D(alpha*) (rule search_alpha)
+        inputs["pairs"] = f"results/{w.exp}/iter{t}/pairs.parquet"
+    return inputs
 
 
 @functools.cache

@@ -33,13 +33,50 @@ rule sera_offline_logps:
         "../scripts/sera_offline_logps.py"
 
 
+rule sera_scores_prev2:
+    """Eq. 7 for the bootstrapped pairs: the iteration's scored samples (the score stage's
+    responses, filtered already) scored again with DICE's score stage (dicewf.scoring.score),
+    under pi_theta^(t-2) against its reference, so that sera_mix pairs each prompt's best and
+    worst response by lambda r_(t-2) + (1 - lambda) r_(t-1). Planned where the offline selection
+    mixes the two pairs too (sera.ensemble_lambda > 0, t >= 2: sera_bootstrap_inputs)."""
+    input:
+        scores=shared_scores,
+        policy=lambda w: policy_of(w.exp, int(w.iter) - 2),
+        reference=lambda w: reference_of(w.exp, int(w.iter) - 2),
+    output:
+        scores=ensure("results/{exp}/iter{iter}/scores_prev2.parquet", non_empty=True),
+    log:
+        "logs/{exp}/iter{iter}/sera_scores_prev2.log",
+    benchmark:
+        "results/benchmarks/{exp}/iter{iter}/sera_scores_prev2.tsv"
+    wildcard_constraints:
+        iter=r"[2-9]|[1-9]\d+",  # pi_theta^(t-2) exists
+    conda:
+        "../../envs/sampling.yaml"
+    threads: MODEL_THREADS
+    resources:
+        gpu=1,
+        mem_mb=64000,
+        runtime=120,
+        cpus_per_task=8,
+    params:
+        # the score rule's settings: the same beta, filters and backend
+        beta=lambda w: xp(w)["train"]["beta"],
+        score=lambda w: {k: v for k, v in xp(w)["score"].items() if k not in ("method", "judge")},
+        engine=lambda w: (config["sampler"]["vllm"] if xp(w)["score"]["backend"] == "vllm" else {}),
+    script:
+        "../scripts/sera_scores_prev2.py"
+
+
 rule sera_mix:
     """D_t (Sections 3.2-3.4): the offline pairs with the highest implicit reward margins (Eq. 7
-    ensemble), each prompt's best and worst sample by implicit reward (bootstrapped pairs, the
-    highest margins kept), mixed (dicewf.sera.select_offline, mix_iteration). Every row carries
+    ensemble), each prompt's best and worst sample by implicit reward (Eq. 7's ensemble of the
+    two policies' rewards where it applies: sera_scores_prev2; bootstrapped pairs, the highest
+    margins kept), mixed (dicewf.sera.select_offline, mix_iteration). Every row carries
     the train reference's log-probs, so no ref_logps job runs. selection.json holds the counts
     and, for noisy or gold-labelled offline pairs, the selection's precision and recall."""
     input:
+        unpack(sera_bootstrap_inputs),
         offline="results/{exp}/iter{iter}/offline_logps.parquet",
         scores=shared_scores,
     output:

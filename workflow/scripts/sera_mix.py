@@ -22,6 +22,10 @@ selection, report = select_offline(
     selection=p["selection"],
     source=source,
 )
+# the samples scored under pi_theta^(t-2) too: Eq. 7 for the bootstrapped pairs
+prev2 = snakemake.input.scores_prev2 if "scores_prev2" in snakemake.input.keys() else None
+# sera.bootstrap dice_alpha: search_alpha's D(alpha*) are the candidate pairs
+pairs = snakemake.input.pairs if "pairs" in snakemake.input.keys() else None
 mixed, counts = mix_iteration(
     selection,
     read_parquet(snakemake.input.scores, "rewards"),
@@ -30,8 +34,13 @@ mixed, counts = mix_iteration(
     seed=iteration_seed(snakemake.params.seed, snakemake.params.iteration),
     ref_logps=snakemake.params.ref_logps,
     selection=p["selection"],
+    scores_prev2=None if prev2 is None else read_parquet(prev2, "rewards"),
+    lam=p["ensemble_lambda"],
+    candidates=None if pairs is None else read_parquet(pairs, "pairs"),
     offline_source=source,
     scores_source=snakemake.input.scores,
+    scores_prev2_source=prev2 or "<scores prev2>",
+    candidates_source=pairs or "<pairs>",
 )
 write_parquet(selection, snakemake.output.selection)
 write_parquet(mixed, snakemake.output.mixed)

@@ -217,6 +217,12 @@ def schema_defaults() -> dict[str, Any]:
 DICE_ONLY_KEYS = ("alpha", "mix")
 
 
+def sera_reads(block: Mapping[str, Any]) -> tuple[str, ...]:
+    """DICE's keys a SeRA experiment's (merged) ``block`` reads: ``alpha`` where its pairs are
+    bootstrapped at DICE's alpha* (``sera.bootstrap: dice_alpha``), else none."""
+    return ("alpha",) if (block.get("sera") or {}).get("bootstrap") == "dice_alpha" else ()
+
+
 def _sera_block(logical: str, block: Mapping[str, Any], merged: dict[str, Any]) -> None:
     """A SeRA experiment's resolved block, in place: its samples are drawn with the sera
     block's decoding (sera.sampling merged over sampling) and it trains with the beta of its
@@ -224,7 +230,7 @@ def _sera_block(logical: str, block: Mapping[str, Any], merged: dict[str, Any]) 
     the key: DICE's own keys in the experiment's block, train.beta set beside sera.beta, LLM-as-
     a-Judge scores, KTO, SimPO's reward (library only)."""
     where = f"experiments.{logical}"
-    own = [k for k in DICE_ONLY_KEYS if k in block]
+    own = [k for k in DICE_ONLY_KEYS if k in block and k not in sera_reads(merged)]
     if own:
         raise ValueError(
             f"{where}: {own} belong to DICE (method dice); a SeRA experiment selects and "
@@ -374,6 +380,18 @@ def generates_pairs(block: Mapping[str, Any]) -> bool:
     return gamma is None or float(gamma) < 1
 
 
+def sera_ensembles(block: Mapping[str, Any], t: int) -> bool:
+    """Whether iteration ``t`` of an experiment's resolved ``block`` uses Eq. 7's ensemble, for
+    the offline selection and the bootstrapped pairs alike: a SeRA run with
+    ``sera.ensemble_lambda`` > 0 once pi_theta^(t-2) exists (t >= 2 in the workflow's
+    numbering, whose pi_theta^(0) is the paper's first model; docs/sera.md)."""
+    return (
+        block.get("method") == "sera"
+        and int(t) >= 2
+        and float(block["sera"]["ensemble_lambda"]) > 0
+    )
+
+
 def _unused_at(settings_: Mapping[str, Any], t: int) -> Mapping[str, Any]:
     """An experiment's run settings without what iteration ``t`` does not read: SeRA's Eq. 7
     lambda before iteration 2 (no pi_theta^(t-2) yet), so a lambda sweep shares iteration 1."""
@@ -391,8 +409,13 @@ def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str
     for exp, (setting, _) in expanded(config).items():
         block = experiment(config, exp)
         generates = generates_pairs(block)
-        # SeRA reads no alpha or mix block (they stay in its resolved block, from defaults)
-        unused = DICE_ONLY_KEYS if block.get("method") == "sera" else ()
+        # SeRA reads no mix block, and no alpha block but with sera.bootstrap dice_alpha (they
+        # stay in its resolved block, from defaults)
+        unused = (
+            tuple(k for k in DICE_ONLY_KEYS if k not in sera_reads(block))
+            if block.get("method") == "sera"
+            else ()
+        )
         settings_ = {
             k: v
             for k, v in block.items()

@@ -4,7 +4,8 @@ The pieces of one SeRA iteration t, as pure functions on frames and arrays (docs
 the method, each formula with its section of the paper, and what the paper leaves open):
 
 - :func:`implicit_reward_margin` - the IRM of preference pairs (Eq. 5; SimPO's reward, Eq. 17);
-- :func:`ensemble_margin` - Eq. 7, the IRM of the last two policies mixed by lambda;
+- :func:`ensemble_margin` - Eq. 7, the IRM of the last two policies mixed by lambda
+  (:func:`ensemble_rewards`: per sampled response, for the bootstrapped pairs);
 - :func:`select_by_margin` - IRM-based off-policy sample selection (Section 3.2): the offline
   pairs with the highest margins, a share ``proportion`` (Table 4: 0.7) of them;
 - :func:`bootstrap_pairs` - IRM-based preference bootstrapping (Section 3.3): per prompt the
@@ -33,7 +34,7 @@ import pandas as pd
 
 from dicewf import alpha
 from dicewf.io import SHOWN, DatasetError, check_frame
-from dicewf.mixing import _check_shared_ids, combine
+from dicewf.mixing import REF_COLUMNS, _check_shared_ids, combine
 from dicewf.rewards import implicit_reward, simpo_reward
 from dicewf.seeds import derive_seed
 
@@ -54,12 +55,19 @@ IRM = "irm"
 SWAPPED = "label_swapped"
 # select_offline's columns: the IRM under the second pair, the margin selected by, the mask
 IRM_PREV2, MARGIN, SELECTED = "irm_prev2", "margin", "selected"
+# ensemble_rewards' columns: a sampled response's implicit reward under the (t-2) pair, and
+# Eq. 7's mixture of the two per response, which bootstraps by where the ensemble applies
+REWARD_PREV2, ENSEMBLE_REWARD = "reward_prev2", "ensemble_reward"
+RESPONSE_KEY = ["prompt_id", "sample_idx"]
 # Columns whose sign flips when chosen and rejected swap (chosen minus rejected)
 ANTISYMMETRIC = ("len_diff", IRM)
 # The offline selection's criteria (sera.selection; Figure 2): the IRM (SeRA), none (every pair
 # kept), the train reference's log-probability margin, an external score (the toy world's gold
 # quality: the columns the world writes on D_offline)
 SELECTIONS = ("irm", "none", "reference", "gold")
+# How the bootstrapped pairs are built (sera.bootstrap): per prompt the best and worst response
+# by implicit reward (alpha = 0), or DICE's length-regularised D(alpha*) (search_alpha's pairs)
+BOOTSTRAPS = ("implicit", "dice_alpha")
 QUALITY = ("chosen_quality", "rejected_quality")
 
 
@@ -273,7 +281,9 @@ def bootstrap_pairs(
     min_responses: int = 2,
     length_unit: str = "chars",
     ref_logps: str | None = None,
+    candidates: pd.DataFrame | None = None,
     source: str = "<scores>",
+    candidates_source: str = "<pairs>",
 ) -> pd.DataFrame:
     """Bootstrapped pairs from K scored responses per prompt, the highest margins kept.
 
@@ -285,37 +295,108 @@ def bootstrap_pairs(
     ``irm`` is the margin, score(chosen) - score(rejected). Then :func:`select_by_margin` keeps
     a share ``proportion`` or ``count`` of them (exactly one), in prompt_id order. ``attrs``
     holds build_pairs' counts and ``n_candidates``, the pairs before the cut.
+
+    ``candidates`` (``sera.bootstrap: dice_alpha``) are per-prompt pairs built otherwise: DICE's
+    D(alpha*) of the search_alpha stage (:func:`dicewf.alpha.run_search`, the length-regularised
+    reward with alpha*, its reference log-probs carried already), from the same ``scores``.
+    Their margin is still score(chosen) - score(rejected), looked up by (prompt_id,
+    ``chosen_sample_idx`` / ``rejected_sample_idx``); a pair whose response ``scores`` lacks is an
+    error naming ``candidates_source``.
     """
     if (proportion is None) == (count is None):
         raise ValueError("give exactly one of proportion and count")
-    pairs = alpha.build_pairs(
-        scores,
-        0.0,
-        length_unit,
-        min_responses=min_responses,
-        source=source,
-        score=score,
-        ref_logps=ref_logps,
-    )
-    by_response = scores.set_index(["prompt_id", "sample_idx"])[score]
-    chosen = by_response.reindex(
-        pd.MultiIndex.from_arrays([pairs["prompt_id"], pairs["chosen_sample_idx"]])
-    )
-    rejected = by_response.reindex(
-        pd.MultiIndex.from_arrays([pairs["prompt_id"], pairs["rejected_sample_idx"]])
-    )
-    pairs[IRM] = chosen.to_numpy(dtype=float) - rejected.to_numpy(dtype=float)
+    if candidates is None:
+        pairs = alpha.build_pairs(
+            scores,
+            0.0,
+            length_unit,
+            min_responses=min_responses,
+            source=source,
+            score=score,
+            ref_logps=ref_logps,
+        )
+    else:
+        kinds = {"prompt_id": "str", "chosen_sample_idx": "int", "rejected_sample_idx": "int"}
+        check_frame(candidates, kinds, candidates_source, allow_empty=True)
+        check_frame(candidates, "pairs", candidates_source, allow_empty=True)
+        if ref_logps is not None:
+            ref = dict.fromkeys(REF_COLUMNS[:2], "float") | dict.fromkeys(REF_COLUMNS[2:], "int")
+            check_frame(candidates, ref, candidates_source, allow_empty=True)
+        pairs = candidates.reset_index(drop=True)
+    check_frame(scores, {score: "float"}, source, finite=(score,))
+    by_response = scores.set_index(RESPONSE_KEY)[score]
+    margins = []
+    for side in ("chosen", "rejected"):
+        keys = pd.MultiIndex.from_arrays([pairs["prompt_id"], pairs[f"{side}_sample_idx"]])
+        absent = ~keys.isin(by_response.index)
+        if absent.any():
+            raise DatasetError(
+                f"{candidates_source}: the {side} response of {int(absent.sum())} pair(s) is not "
+                f"in {source} (prompt_id, sample_idx) {keys[absent].tolist()[:SHOWN]}; the pairs "
+                "must come from the iteration's scores"
+            )
+        margins.append(by_response.reindex(keys).to_numpy(dtype=float))
+    pairs[IRM] = margins[0] - margins[1]
     if count is not None and count > len(pairs):
         raise ValueError(
             f"{source}: asked for {count} bootstrapped pairs but only {len(pairs)} prompt(s) "
-            f"give a pair ({pairs.attrs['n_degenerate']} with tied responses, "
-            f"{pairs.attrs['n_dropped']} with fewer than {min_responses} responses)"
+            f"give a pair ({pairs.attrs.get('n_degenerate', '?')} with tied responses, "
+            f"{pairs.attrs.get('n_dropped', '?')} with fewer than {min_responses} responses)"
         )
     attrs = dict(pairs.attrs, n_candidates=len(pairs))
     kept, _ = select_by_margin(pairs, IRM, proportion, count=count, source=source)
     kept.attrs.update(attrs)
     log.info("%s: kept %d of %d bootstrapped pairs by IRM", source, len(kept), len(pairs))
     return kept
+
+
+def ensemble_rewards(
+    scores: pd.DataFrame,
+    scores_prev2: pd.DataFrame,
+    lam: float,
+    *,
+    source: str = "<scores>",
+    source_prev2: str = "<scores prev2>",
+) -> pd.DataFrame:
+    """Eq. 7 per sampled response: ``scores`` with ``reward_prev2``, the implicit reward under
+    pi_theta^(t-2) against its reference (the ``reward`` of ``scores_prev2``: the same samples
+    scored under that pair), and ``ensemble_reward`` = lam r_(t-2)(y) + (1 - lam) r_(t-1)(y)
+    (:func:`ensemble_margin` on the rewards of ``scores``).
+
+    Eq. 7 is linear, so the margin of a pair of responses under the ensemble is
+    R(y_i) - R(y_j), and :func:`bootstrap_pairs` with ``score="ensemble_reward"`` gives each
+    prompt's max-margin pair. Responses are matched by (prompt_id, sample_idx): both frames
+    must hold the same responses, each once; a response missing from either, or a missing or
+    non-finite reward, is an error naming the file and the responses.
+    """
+    kinds = {"prompt_id": "str", "sample_idx": "int", "reward": "float"}
+    for frame, name in ((scores, source), (scores_prev2, source_prev2)):
+        check_frame(frame, kinds, name, finite=("reward",))
+        repeated = frame.duplicated(RESPONSE_KEY)
+        if repeated.any():
+            raise DatasetError(
+                f"{name}: repeated (prompt_id, sample_idx) at rows "
+                f"{frame.index[repeated].tolist()[:SHOWN]}"
+            )
+    prev2 = scores_prev2.set_index(RESPONSE_KEY)["reward"]
+    wanted = pd.MultiIndex.from_frame(scores[RESPONSE_KEY])
+    for keys, have, name, other in (
+        (wanted, prev2.index, source_prev2, source),
+        (prev2.index, wanted, source, source_prev2),
+    ):
+        absent = ~keys.isin(have)
+        if absent.any():
+            raise DatasetError(
+                f"{name}: no reward for {int(absent.sum())} response(s) of {other} "
+                f"(prompt_id, sample_idx) {keys[absent].tolist()[:SHOWN]}; Eq. 7 scores the "
+                "same samples under both (policy, reference) pairs"
+            )
+    out = scores.copy()
+    out[REWARD_PREV2] = prev2.reindex(wanted).to_numpy(dtype=float)
+    out[ENSEMBLE_REWARD] = ensemble_margin(
+        out["reward"].to_numpy(dtype=float), out[REWARD_PREV2].to_numpy(dtype=float), lam
+    )
+    return out
 
 
 # --- Section 4.1 / 5.1: the training set D_t ------------------------------------------------------
@@ -668,8 +749,13 @@ def mix_iteration(
     seed: int,
     ref_logps: str | None = None,
     selection: str = "irm",
+    scores_prev2: pd.DataFrame | None = None,
+    lam: float = 0.0,
+    candidates: pd.DataFrame | None = None,
     offline_source: str = "<offline selection>",
     scores_source: str = "<scores>",
+    scores_prev2_source: str = "<scores prev2>",
+    candidates_source: str = "<pairs>",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """D_t of one SeRA iteration from :func:`select_offline`'s output and the score stage's
     rewards of the sampled responses: the ``selected`` offline pairs and N_gen bootstrapped
@@ -681,7 +767,13 @@ def mix_iteration(
     generated ones), so the train job runs no reference model; None carries none. Returns D_t
     and the counts (N, N_off, N_gen, the bootstrapped candidates). ``selection`` none keeps
     every offline pair (:func:`kept_share`: N_off = N, so SeRA's sum constraint leaves no
-    bootstrapped pair and only ``generated`` adds some).
+    bootstrapped pair and only ``generated`` adds some). ``scores_prev2``, the same samples
+    scored under pi_theta^(t-2) and its reference, bootstraps by Eq. 7's ensemble with ``lam``
+    (:func:`ensemble_rewards`): best and worst response by lam r_(t-2) + (1 - lam) r_(t-1),
+    the margin ``irm`` theirs; None bootstraps by the previous policy's reward alone.
+    ``candidates``, DICE's D(alpha*) (``sera.bootstrap: dice_alpha``), are the per-prompt pairs
+    instead of each prompt's best and worst response (:func:`bootstrap_pairs`); the highest
+    margins are kept from them as from those.
     """
     check_frame(offline, {SELECTED: "bool"}, offline_source)
     proportion = kept_share(selection, proportion)
@@ -695,7 +787,21 @@ def mix_iteration(
         )
     if ref_logps is not None:
         selected = with_reference_logps(selected, ref_logps, offline_source)
-    boot = bootstrap_pairs(scores, count=n_generated, ref_logps=ref_logps, source=scores_source)
+    score = "reward"
+    if scores_prev2 is not None:
+        scores = ensemble_rewards(
+            scores, scores_prev2, lam, source=scores_source, source_prev2=scores_prev2_source
+        )
+        score = ENSEMBLE_REWARD
+    boot = bootstrap_pairs(
+        scores,
+        count=n_generated,
+        score=score,
+        ref_logps=ref_logps,
+        candidates=candidates,
+        source=scores_source,
+        candidates_source=candidates_source,
+    )
     mixed = mix_sera(
         selected,
         boot,
@@ -710,5 +816,9 @@ def mix_iteration(
         "n_generated": n_generated,
         "n_candidates": int(boot.attrs["n_candidates"]),
         "n_mixed": len(mixed),
+        # Eq. 7 on the bootstrapped pairs (the offline selection's is select_offline's report)
+        "bootstrap_ensemble": scores_prev2 is not None,
+        "bootstrap_ensemble_lambda": float(lam) if scores_prev2 is not None else 0.0,
+        "bootstrap": "implicit" if candidates is None else "dice_alpha",
     }
     return mixed, counts
