@@ -115,13 +115,20 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
         (judges if xp["score"]["method"] == "judge" else scorers).add(scored)
     shards = cfg["sharding"]["shards"]
     bases = len(wfconfig.settings(cfg))
+    # runs on noisy D_offline: one pi_theta^(0) per setting and noise level, trained and evaluated
+    starts = {
+        wfconfig.start_owner(cfg, e)
+        for e in wfconfig.expanded(cfg)
+        if wfconfig.trains_own_start(wfconfig.experiment(cfg, e))
+    }
     return {
+        "noisy_start_policy": len(starts),
         "train": len(runs),
         "mix": len(runs) - seras,
         "sera_offline_logps": seras,
         "sera_mix": seras,
         "sera_scores_prev2": len(prev2),
-        "eval": len(runs) + bases,
+        "eval": len(runs) + bases + len(starts),
         "search_alpha": searches,
         "sample": shards * len(samplers),
         "score": shards * len(scorers),
