@@ -414,6 +414,7 @@ def test_every_output_exists_with_its_schema(e2e):
         "dice_kto-iter1",
         "dice_gamma0-iter1",
         "rdpo_lambda002-iter1",
+        "sera_dpo-iter0",  # its own pi_theta^(0) on the noisy D_offline (noise_fraction 0.2)
         "sera_dpo-iter1",  # SeRA (tests/test_sera_workflow.py checks its files)
         "sera_dpo-iter2",
     ]
