@@ -301,6 +301,23 @@ def test_a_bad_claim_is_named_with_its_file_and_key(tmp_path):
         cl.load_claims(bad)
 
 
+def test_seras_claims_compare_its_runs_with_their_baselines_on_the_toy_matrix():
+    full = validated(TOY_CONFIG)
+    plans = {p.claim.claim: p.models for p in cl.plans(paper.Layout.from_config(full))}
+    assert plans["SeRA-DPO Iter 3 > Iterative DPO Iter 3 on LC"] == (
+        "sera_dpo-iter3",
+        "iterative_dpo-iter3",
+    )
+    assert plans["SeRA-DPO > rDPO on LC at 40% swapped labels"] == (
+        "sera_dpo_noise40-iter1",
+        "robust_dpo_noise40-iter1",
+    )
+    sera = [c for c in cl.CLAIMS if c.table.startswith("sera_")]
+    assert len(sera) == 6 and all(c.claim in plans for c in sera)
+    # a config without SeRA's runs leaves its claims out
+    assert not [p for p in cl.plans(toy_layout(EXPERIMENTS)) if p.claim.table.startswith("sera")]
+
+
 def test_the_claims_table_gives_each_claim_its_verdict():
     """Synthetic judgements with planted effects: DICE Iter 1 well above the base (holds),
     Offline DPO Iter 2 above Iter 1 although the paper says below (reversed), DICE Iter 2 equal
