@@ -59,6 +59,7 @@ RULE_ENVS = {
     "noisy_start_policy": "training",
     "sera_mix": "analysis",
     "sera_offline_logps": "training",
+    "sera_scores_prev2": "sampling",
     "sera_trained_logps": "training",
     "sera_figure": "analysis",
     # SeRA's paper-scale evaluation (workflow/rules/sera_eval.smk)
