@@ -106,8 +106,9 @@ rule sera_generate:
         sampling=seeded(SERA_EVAL["sampling"]),
         backend=config["sampler"]["backend"],
         engine=config["sampler"]["vllm"],
+        prompt_schema="prompts",  # SeRA's benchmark prompts (dicewf.io), not eval_prompts
     script:
-        "../scripts/sera_generate.py"
+        "../scripts/generate.py"
 
 
 rule sera_judge:

@@ -2,6 +2,8 @@
 
 Every input but ``policy`` is a benchmark's prompt set; all of them go through one generation
 run (one model load) and the answers are written per benchmark to the output of the same name.
+Used by DICE's `generate_benchmarks` and SeRA's `sera_generate` (its param ``prompt_schema``:
+the prompt sets' schema, ``eval_prompts`` where not given).
 """
 
 from typing import TYPE_CHECKING
@@ -16,10 +18,9 @@ if TYPE_CHECKING:
 logs.to_file(snakemake.log[0])
 jobs.set_threads(snakemake.threads)  # torch's pool: the job's threads, logged
 model_files.model_dir(snakemake.input.policy, f"input policy of rule {snakemake.rule}")
+schema = getattr(snakemake.params, "prompt_schema", "eval_prompts")
 sets = {
-    name: read_parquet(path, "eval_prompts")
-    for name, path in snakemake.input.items()
-    if name != "policy"
+    name: read_parquet(path, schema) for name, path in snakemake.input.items() if name != "policy"
 }
 answers = sample_sets(
     snakemake.input.policy,
