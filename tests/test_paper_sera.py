@@ -300,9 +300,18 @@ def test_paper_numbers_of_seras_tables_as_printed():
     assert paper.values.sera_paper_value("sera_table1", "Mistral", "ORPO", "AE G4") == 14.5
     assert paper.values.sera_paper_value("sera_table2", "Pythia", "SeRA-SLiC", "Evol SFT") == 71.1
     assert paper.values.sera_paper_value("sera_table1", "TinyLlama", "SFT", "AE SFT") is None
+    assert (
+        paper.values.sera_paper_value("sera_table9", "TinyLlama", "SeRA-SimPO", "AE G3.5") == 48.4
+    )
     rows = paper.values.SERA_VALUES
     assert [len(rows["sera_table1"][m]) for m in ("TinyLlama", "Pythia", "Mistral")] == [6, 6, 8]
     assert [len(rows["sera_table2"][m]) for m in ("TinyLlama", "Pythia")] == [7, 7]
+    assert list(rows["sera_table9"]["TinyLlama"]) == [
+        "SFT",
+        "SimPO",
+        "Iterative SimPO",
+        "SeRA-SimPO",
+    ]
 
 
 def test_report_tables_adapter_writes_the_noise_table_from_its_files(tmp_path):

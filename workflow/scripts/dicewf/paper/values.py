@@ -49,6 +49,6 @@ def paper_value(table: str, setting: str, row: str, column: str) -> float | None
 
 
 def sera_paper_value(table: str, model: str, row: str, column: str) -> float | None:
-    """The number SeRA's paper prints in a cell of its Table 1 or 2 (``table``: sera_table1,
-    sera_table2), or None where it prints none."""
+    """The number SeRA's paper prints in a cell of its Table 1, 2 or 9 (``table``: sera_table1,
+    sera_table2, sera_table9), or None where it prints none."""
     return SERA_VALUES.get(table, {}).get(model, {}).get(row, {}).get(column)
