@@ -295,20 +295,25 @@ def field_names(cls) -> set[str]:
 
 
 def test_training_keys_are_trl_fields(config):
-    from trl import DPOConfig, SFTConfig
+    from trl import DPOConfig, KTOConfig, SFTConfig
+    from trl.experimental.cpo import CPOConfig
 
     dpo, sft = field_names(DPOConfig), field_names(SFTConfig)
+    # an experiment's train block holds its trainer's config fields (the default trainer: dpo)
+    by_trainer = {"dpo": dpo, "kto": field_names(KTOConfig), "cpo": field_names(CPOConfig)}
     blocks = {
-        "defaults.train": config["defaults"].get("train", {}),
-        "start_policy": config["start_policy"],
+        "defaults.train": (config["defaults"].get("train", {}), dpo),
+        "start_policy": (config["start_policy"], dpo),
     }
     for name, block in config["experiments"].items():
-        blocks[f"experiments.{name}.train"] = (block or {}).get("train", {})
+        fields = by_trainer[(block or {}).get("trainer", "dpo")]
+        blocks[f"experiments.{name}.train"] = ((block or {}).get("train", {}), fields)
     ours = {GLOBAL_BATCH_KEY}  # removed before the TRL config is built (dicewf.batching)
-    for where, block in blocks.items():
-        assert set(block) - ours <= dpo, (
-            f"{where}: not DPOConfig fields: {sorted(set(block) - ours - dpo)}"
+    for where, (block, fields) in blocks.items():
+        assert set(block) - ours <= fields, (
+            f"{where}: not fields of its trainer's config: {sorted(set(block) - ours - fields)}"
         )
+    assert "simpo_gamma" in blocks["experiments.sera_simpo.train"][0]
     assert config["defaults"]["train"] and config["start_policy"]
     assert set(config["sft"]) - ours <= sft, sorted(set(config["sft"]) - ours - sft)
     assert config["sft"]

@@ -12,7 +12,7 @@ from dicewf import paper, report
 from dicewf.io import DatasetError, write_json
 from test_paper import TOY_CONFIG, run_adapter, validated
 
-SERA = ("sera_table1", "sera_table2", "sera_table_noise", "dice_vs_sera")
+SERA = ("sera_table1", "sera_table2", "sera_table9", "sera_table_noise", "dice_vs_sera")
 
 
 def toy_layout(**experiments) -> paper.Layout:
@@ -180,6 +180,18 @@ def test_sera_table2_pairs_each_loss_with_its_baseline():
     assert got["Paper row"].tolist() == ["Iterative IPO", "SeRA-IPO", "Iterative SLiC", "SeRA-SLiC"]
     assert got["TinyLlama AE Single (paper)"].tolist() == [5.98, 6.42, 6.41, 6.50]
     assert got["TinyLlama AE SFT (paper)"].tolist() == [56.5, 69.3, 70.6, 70.8]
+
+
+def test_sera_table9_sets_simpo_beside_the_papers_appendix_c3_rows():
+    df, metrics = build("sera_table9", toy_layout())
+    got = df.set_index("Method")
+    assert got.index.tolist() == ["Iterative SimPO Iter 1", "SeRA-SimPO Iter 1"]
+    assert got.loc["SeRA-SimPO Iter 1", "Gold"] == metrics["sera_simpo-iter1"]["gold_quality"]
+    assert got["Paper row"].tolist() == ["Iterative SimPO", "SeRA-SimPO"]
+    assert got["TinyLlama AE Single (paper)"].tolist() == [6.11, 6.51]
+    assert got["TinyLlama AE SFT (paper)"].tolist() == [62.3, 73.9]
+    # a matrix without SimPO runs gives a table without their rows
+    assert paper.needs("sera_table9", toy_layout(sera_dpo={"method": "sera"}))["models"] == []
 
 
 def test_noise_table_reports_each_methods_quality_and_the_selections_precision_and_recall():

@@ -422,15 +422,20 @@ def test_the_schema_fills_the_sera_block_with_the_papers_values():
         "generated_proportion": None,  # SeRA: N_off + N_gen = N
         "ensemble_lambda": 0.3,
         "bootstrap": "implicit",  # alpha = 0; DICE's D(alpha*) as an option
-        "reward": "dpo",
         "sampling": {"n": 4, "temperature": 0.7, "top_p": 0.95},  # Appendix B.2
-        "beta": {"sigmoid": 0.2, "hinge": 0.2, "ipo": 1.0},  # Table 4, TinyLlama
+        # Table 4, TinyLlama; SimPO's beta is not given (SimPO's own paper's 2.0)
+        "beta": {"sigmoid": 0.2, "hinge": 0.2, "ipo": 1.0, "simpo": 2.0},
     }
     # a partial block keeps the other defaults
     config = shipped_config()
     config["defaults"]["sera"] = {"beta": {"ipo": 0.5}, "sampling": {"n": 8}}
     validate(config, str(SCHEMA))
-    assert config["defaults"]["sera"]["beta"] == {"sigmoid": 0.2, "hinge": 0.2, "ipo": 0.5}
+    assert config["defaults"]["sera"]["beta"] == {
+        "sigmoid": 0.2,
+        "hinge": 0.2,
+        "ipo": 0.5,
+        "simpo": 2.0,
+    }
     assert config["defaults"]["sera"]["sampling"] == {"n": 8, "temperature": 0.7, "top_p": 0.95}
     # an experiment's partial block gets no defaults of its own (they come from the merge)
     config["experiments"]["x"] = {"method": "sera", "sera": {"ensemble_lambda": 0.2}}

@@ -48,6 +48,18 @@ def test_a_sera_experiment_takes_its_decoding_and_beta_from_the_sera_block():
     assert dice["sampling"]["n"] == 4 and dice["sampling"]["temperature"] == 1.0
 
 
+def test_a_simpo_sera_experiment_selects_by_simpos_reward_with_its_beta():
+    config = toy_config(
+        sera_simpo={"method": "sera", "trainer": "cpo", "train": {"loss_type": "simpo"}},
+        sera_dpo={"method": "sera"},
+    )
+    simpo, dpo = (cfg.experiment(config, e) for e in ("sera_simpo", "sera_dpo"))
+    assert simpo["train"]["beta"] == 2.0 and simpo["trainer"] == "cpo"
+    assert (cfg.sera_reward(simpo), cfg.sera_reward(dpo)) == ("simpo", "dpo")
+    # reference-free: no reference log-probs are carried for its training
+    assert not reflogps.reuse_planned(config, "sera_simpo")
+
+
 @pytest.mark.parametrize(
     ("block", "named"),
     [
@@ -57,7 +69,17 @@ def test_a_sera_experiment_takes_its_decoding_and_beta_from_the_sera_block():
         ({"method": "sera", "train": {"loss_type": "robust"}}, "add sera.beta.robust"),
         ({"method": "sera", "score": {"method": "judge"}}, "score.method 'judge'"),
         ({"method": "sera", "trainer": "kto", "train": {"loss_type": "kto"}}, "trainer 'kto'"),
-        ({"method": "sera", "sera": {"reward": "simpo"}}, "sera.reward 'simpo'"),
+        # CPO's own losses have no implicit reward SeRA could select by; SimPO's has
+        ({"method": "sera", "trainer": "cpo", "train": {"loss_type": "sigmoid"}}, "trainer 'cpo'"),
+        (
+            {
+                "method": "sera",
+                "trainer": "cpo",
+                "train": {"loss_type": "simpo"},
+                "sera": {"bootstrap": "dice_alpha"},
+            },
+            "sera.bootstrap dice_alpha with SimPO",
+        ),
         ({"sera": {"ensemble_lambda": 0.2}}, "method is 'dice'"),
     ],
 )
@@ -221,6 +243,7 @@ def test_mix_iteration_puts_the_train_references_logps_on_every_row():
         "bootstrap_ensemble": False,
         "bootstrap_ensemble_lambda": 0.0,
         "bootstrap": "implicit",
+        "bootstrap_reward": "dpo",
     }
     assert not reflogps.missing(mixed).any()
     generated = mixed[mixed["source"] == "generated"].set_index("prompt_id").sort_index()
@@ -237,6 +260,49 @@ def test_mix_iteration_puts_the_train_references_logps_on_every_row():
         selection, scores_frame(), proportion=0.6, generated=None, seed=3, ref_logps="logp_policy"
     )
     pd.testing.assert_frame_equal(mixed, again)
+
+
+def test_simpo_selects_and_bootstraps_by_the_length_normalised_reward_by_hand():
+    # no reference log-probs at all: SimPO's reward is beta / |y| log pi_theta
+    offline = scored_offline().drop(columns=["logp_ref_chosen", "logp_ref_rejected"])
+    out, report = sera.select_offline(offline, beta=0.5, proportion=0.4, reward="simpo")
+    # 0.5 x (pc / |yc| - pr / |yr|) = 0.5 x (-1/3 + 3, -5/4 + 2, -2/5 + 5/2, -3/6 + 5/2, -4/7 + 2)
+    np.testing.assert_allclose(out["irm"], [4 / 3, 0.375, 1.05, 1.0, 5 / 7])
+    assert out["selected"].tolist() == [True, False, True, False, False]
+    assert report["reward"] == "simpo"
+    # the samples: SimPO's reward of sample k of prompt p is -(10 p + k) / (2 + k), so from p = 1
+    # on the best response is sample 2 and the worst sample 0 (by DPO's reward: 1 and 2); the
+    # margins 0.5, 2, 4.5, 7, 9.5 keep prompts 3 and 4
+    mixed, counts = sera.mix_iteration(
+        out, scores_frame(), proportion=0.4, generated=0.4, seed=0, reward="simpo", beta=1.0
+    )
+    generated = mixed[mixed["source"] == "generated"].set_index("prompt_id").sort_index()
+    assert generated.index.tolist() == ["id3", "id4"]
+    assert generated["chosen"].tolist() == ["s3-2", "s4-2"]
+    assert generated["rejected"].tolist() == ["s3-0", "s4-0"]
+    np.testing.assert_allclose(generated["irm"], [7.0, 9.5])
+    assert counts["bootstrap_reward"] == "simpo"
+    assert not set(mixing.REF_COLUMNS) & set(mixed.columns)  # reference-free: nothing carried
+
+
+def test_simpos_reward_names_the_file_of_a_bad_token_count_and_refuses_dices_pairs():
+    bad = scores_frame().assign(len_tokens=0)
+    with pytest.raises(DatasetError, match=r"scores\.parquet.*len_tokens.*below 1"):
+        sera.response_rewards(bad, "simpo", 1.0, "scores.parquet")
+    pd.testing.assert_frame_equal(sera.response_rewards(bad, "dpo", 1.0), bad)  # as it is
+    selection, _ = sera.select_offline(scored_offline(), beta=1.0, proportion=0.6)
+    with pytest.raises(ValueError, match=r"pairs\.parquet: DICE's pairs.*'simpo'"):
+        sera.mix_iteration(
+            selection,
+            scores_frame(),
+            proportion=0.6,
+            generated=None,
+            seed=0,
+            candidates=pd.DataFrame(),
+            candidates_source="pairs.parquet",
+            reward="simpo",
+            beta=1.0,
+        )
 
 
 def test_mix_iteration_best_sera_and_a_stale_selection():
@@ -472,6 +538,20 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
             "mix": {"gamma": 1.0},
             "train": {"loss_type": "robust", "label_smoothing": 0.2},
         },
+        # SeRA-SimPO (Appendix C.3): reference-free, by SimPO's reward; SeRA at DICE's alpha*
+        "sera_simpo": {
+            "method": "sera",
+            "iterations": 1,
+            "noise_fraction": 0.2,
+            "trainer": "cpo",
+            "train": {"loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": 1.0},
+        },
+        "sera_dice_alpha": {
+            "method": "sera",
+            "iterations": 1,
+            "noise_fraction": 0.2,
+            "sera": {"bootstrap": "dice_alpha"},
+        },
     }
     config["agreement"]["experiment"] = config["report"]["experiment"] = "sera_dpo"
     cwd = workdir(tmp_path, config)
@@ -479,6 +559,8 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
     targets += [
         "results/eval/robust_dpo-iter1/metrics.json",
         "results/eval/sera_dpo-iter0/metrics.json",
+        "results/eval/sera_simpo-iter1/metrics.json",
+        "results/eval/sera_dice_alpha-iter1/metrics.json",
     ]
     # SeRA's tables from the run's own files (docs/sera.md, Tables)
     targets += ["results/tables/sera_table_noise.md", "results/tables/sera_table1.md"]
@@ -538,6 +620,40 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
     assert set(zip(mixed["prompt_id"], mixed["chosen"], strict=True)) <= swapped
     args = json.loads((r / "robust_dpo" / "iter1" / "train_args.json").read_text())
     assert (args["loss_type"], args["label_smoothing"]) == ("robust", 0.2)
+
+    # SeRA-SimPO: D_offline selected and the samples paired by SimPO's reward (beta 2.0, no
+    # reference), trained by CPOTrainer with no reference model
+    d = r / "sera_simpo" / "iter1"
+    report = json.loads((d / "selection.json").read_text())
+    assert (report["reward"], report["bootstrap_reward"], report["beta"]) == ("simpo", "simpo", 2.0)
+    by_hand, _ = sera.select_offline(
+        pd.read_parquet(d / "offline_logps.parquet"), 2.0, 0.7, reward="simpo"
+    )
+    selection = pd.read_parquet(d / "offline_selection.parquet")
+    assert selection["selected"].tolist() == by_hand["selected"].tolist()
+    scores = sera.response_rewards(pd.read_parquet(d / "scores.parquet"), "simpo", 2.0)
+    boot = sera.bootstrap_pairs(scores, count=report["n_generated"])
+    mixed = pd.read_parquet(d / "mixed.parquet")
+    generated = mixed[mixed["source"] == "generated"]
+    assert set(zip(generated["prompt_id"], generated["chosen"], generated["rejected"])) == set(
+        zip(boot["prompt_id"], boot["chosen"], boot["rejected"])
+    )
+    args = json.loads((d / "train_args.json").read_text())
+    assert (args["loss_type"], args["cpo_alpha"], args["beta"]) == ("simpo", 0.0, 2.0)
+    log = (cwd / "logs" / "sera_simpo" / "iter1" / "train.log").read_text()
+    assert "reference model: none" in log
+    assert "rewards/accuracies" in json.loads((d / "train_metrics.json").read_text())["final"]
+
+    # SeRA at DICE's alpha*: its bootstrapped pairs are pairs of search_alpha's D(alpha*)
+    d = r / "sera_dice_alpha" / "iter1"
+    assert json.loads((d / "selection.json").read_text())["bootstrap"] == "dice_alpha"
+    dice_pairs = pd.read_parquet(d / "pairs.parquet")
+    mixed = pd.read_parquet(d / "mixed.parquet")
+    generated = mixed[mixed["source"] == "generated"]
+    assert len(generated) == len(offline) - round(0.7 * len(offline))
+    assert set(zip(generated["prompt_id"], generated["chosen"], generated["rejected"])) <= set(
+        zip(dice_pairs["prompt_id"], dice_pairs["chosen"], dice_pairs["rejected"])
+    )
     assert not (r / "robust_dpo" / "iter0").exists()  # sera_dpo's start policy, trained once
     start = json.loads((r / "eval" / "sera_dpo-iter0" / "metrics.json").read_text())
     assert start["policy"].endswith("sera_dpo/iter0/policy")

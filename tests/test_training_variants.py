@@ -1,4 +1,5 @@
-"""Training variants of the paper's ablations: KTO (Table 3) and length-regularised DPO (Table 7).
+"""Training variants of the paper's ablations: KTO (Table 3) and length-regularised DPO (Table 7),
+and SeRA's reference-free SimPO (its Appendix C.3; TRL's CPOTrainer).
 
 Both go through :func:`dicewf.training.train_dpo` (``trainer=``, ``length_penalty=``) and its
 checkpoint/resume code path, and through the entry point ``train_launch.py``'s ``--trainer`` and
@@ -159,6 +160,74 @@ def test_kto_config_fields_are_checked_by_trl(tiny_model, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+# --- SimPO: CPOTrainer, reference-free ------------------------------------------------------------
+
+SIMPO = {**ARGS, "beta": 2.0, "loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": 0.4}
+
+
+def simpo_loss(lp_w, n_w, lp_l, n_l, beta: float, gamma: float) -> float:
+    """Meng et al. (2024), Eq. 6: mean of -log sigmoid(beta/|y_w| log pi(y_w|x) - beta/|y_l| log
+    pi(y_l|x) - gamma)."""
+    z = beta * (lp_w / n_w - lp_l / n_l) - gamma
+    return float(np.mean(np.logaddexp(0.0, -z)))
+
+
+def test_cpo_config_fields_and_loss_types_are_checked_before_any_model_loads(tiny_model, tmp_path):
+    with pytest.raises(TypeError, match="simpo_gama"):
+        training.train_dpo(
+            tiny_model, PAIRS, tmp_path / "p", {**SIMPO, "simpo_gama": 1.0}, seed=0, trainer="cpo"
+        )
+    # DPO's robust loss, say from a shared train block, is not one of CPOConfig's
+    with pytest.raises(ValueError, match=r"trainer='cpo' takes a CPOConfig loss_type.*'robust'"):
+        training.train_dpo(
+            tiny_model,
+            PAIRS,
+            tmp_path / "p",
+            {**SIMPO, "loss_type": "robust"},
+            seed=0,
+            trainer="cpo",
+        )
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_simpo_trains_on_the_length_normalised_margin_with_no_reference_model(
+    tiny_model, other_model, tmp_path, monkeypatch
+):
+    from transformers import AutoModelForCausalLM
+
+    loaded = []
+    original = AutoModelForCausalLM.from_pretrained.__func__
+
+    def recording(cls, path, *args, **kwargs):
+        loaded.append(Path(path))
+        return original(cls, path, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(recording))
+    metrics = tmp_path / "metrics.json"
+    training.train_dpo(
+        tiny_model,
+        PAIRS,
+        tmp_path / "policy",
+        {**SIMPO, "max_steps": 2, "per_device_train_batch_size": len(PAIRS)},
+        seed=0,
+        ref=other_model,  # ignored: SimPO has no reference
+        trainer="cpo",
+        metrics_path=metrics,
+    )
+    assert loaded == [Path(tiny_model)]
+    monkeypatch.undo()
+    first, second = [e for e in json.loads(metrics.read_text())["log_history"] if "loss" in e]
+    lp_w, n_w = logps(tiny_model, PAIRS, "chosen")
+    lp_l, n_l = logps(tiny_model, PAIRS, "rejected")
+    # the whole batch at step 1: the loss of the untrained policy, by Eq. 6 on our own scores
+    assert first["loss"] == pytest.approx(simpo_loss(lp_w, n_w, lp_l, n_l, 2.0, 0.4), rel=1e-5)
+    # a DPO-style reward against other_model would give another loss, as would unnormalised ones
+    assert first["loss"] != pytest.approx(simpo_loss(lp_w, 1, lp_l, 1, 2.0, 0.4), rel=1e-3)
+    assert second["loss"] < first["loss"]  # and it trains
+    assert (tmp_path / "policy" / "model.safetensors").is_file()
+
+
 # --- length-regularised DPO --------------------------------------------------------------------
 
 
@@ -166,6 +235,7 @@ def test_kto_config_fields_are_checked_by_trl(tiny_model, tmp_path):
     "trainer, extra, lam, match",
     [
         ("kto", {}, 0.1, "does not apply to trainer='kto'"),
+        ("cpo", {"loss_type": "simpo"}, 0.1, "does not apply to trainer='cpo'"),
         ("dpo", {"loss_type": "ipo"}, 0.1, r"sigmoid loss only.*\['ipo'\]"),
         ("dpo", {"loss_type": ["sigmoid", "sft"]}, 0.1, r"sigmoid loss only.*\['sigmoid', 'sft'\]"),
         ("dpo", {"f_divergence_type": "js_divergence"}, 0.1, "reverse_kl"),

@@ -5,7 +5,7 @@
 
 rule table:
     """A table of the paper (table1..table10, paper_vs_reproduced) or of SeRA (sera_table1,
-    sera_table2, sera_table_noise, dice_vs_sera) as CSV, Markdown and LaTeX."""
+    sera_table2, sera_table9, sera_table_noise, dice_vs_sera) as CSV, Markdown and LaTeX."""
     input:
         unpack(table_inputs),
     output:

@@ -104,6 +104,8 @@ rule sera_mix:
             )
         },
         beta=lambda w: xp(w)["train"]["beta"],
+        # DPO's implicit reward, or SimPO's where the experiment trains with it (trainer cpo)
+        reward=lambda w: cfg.sera_reward(xp(w)),
         seed=config["seed"],
         iteration=lambda w: int(w.iter),  # the shuffle is drawn anew each iteration
         # the scores column holding log pi_ref^(t), also put on the offline pairs

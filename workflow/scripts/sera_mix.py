@@ -20,6 +20,7 @@ selection, report = select_offline(
     p["selection_proportion"],
     p["ensemble_lambda"],
     selection=p["selection"],
+    reward=snakemake.params.reward,
     source=source,
 )
 # the samples scored under pi_theta^(t-2) too: Eq. 7 for the bootstrapped pairs
@@ -37,6 +38,8 @@ mixed, counts = mix_iteration(
     scores_prev2=None if prev2 is None else read_parquet(prev2, "rewards"),
     lam=p["ensemble_lambda"],
     candidates=None if pairs is None else read_parquet(pairs, "pairs"),
+    reward=snakemake.params.reward,
+    beta=snakemake.params.beta,
     offline_source=source,
     scores_source=snakemake.input.scores,
     scores_prev2_source=prev2 or "<scores prev2>",

@@ -228,7 +228,7 @@ def _sera_block(logical: str, block: Mapping[str, Any], merged: dict[str, Any]) 
     block's decoding (sera.sampling merged over sampling) and it trains with the beta of its
     loss from sera.beta (the IRM uses that beta too). What SeRA cannot run is refused, naming
     the key: DICE's own keys in the experiment's block, train.beta set beside sera.beta, LLM-as-
-    a-Judge scores, KTO, SimPO's reward (library only)."""
+    a-Judge scores, KTO, CPO's losses other than SimPO, DICE's alpha* with SimPO's reward."""
     where = f"experiments.{logical}"
     own = [k for k in DICE_ONLY_KEYS if k in block and k not in sera_reads(merged)]
     if own:
@@ -247,14 +247,18 @@ def _sera_block(logical: str, block: Mapping[str, Any], merged: dict[str, Any]) 
             f"{where}: score.method {merged['score']['method']!r}; SeRA bootstraps pairs by the "
             "implicit reward margin (score.method: implicit)"
         )
-    if merged.get("trainer") not in (None, "dpo"):  # None: not validated yet (dpo)
-        raise ValueError(f"{where}: trainer {merged['trainer']!r}; SeRA trains with trainer dpo")
-    if sera["reward"] != "dpo":
-        raise ValueError(
-            f"{where}: sera.reward {sera['reward']!r} is in dicewf.sera only; the workflow "
-            "runs SeRA with the DPO reward (sera.reward: dpo)"
-        )
     loss = merged["train"].get("loss_type", "sigmoid")
+    trainer = merged.get("trainer") or "dpo"  # None: not validated yet (dpo)
+    if trainer not in ("dpo", "cpo") or (trainer == "cpo" and loss != "simpo"):
+        raise ValueError(
+            f"{where}: trainer {trainer!r} with train.loss_type {loss!r}; SeRA trains with "
+            "trainer dpo (its implicit reward) or trainer cpo with loss_type simpo (SimPO's)"
+        )
+    if sera_reward(merged) == "simpo" and sera["bootstrap"] == "dice_alpha":
+        raise ValueError(
+            f"{where}: sera.bootstrap dice_alpha with SimPO (trainer cpo); DICE's alpha* "
+            "regularises the DPO implicit reward: use sera.bootstrap implicit"
+        )
     betas = sera["beta"]
     if loss not in betas:
         raise ValueError(
@@ -263,6 +267,13 @@ def _sera_block(logical: str, block: Mapping[str, Any], merged: dict[str, Any]) 
         )
     merged["train"]["beta"] = betas[loss]
     merged["sampling"] = deep_merge(merged["sampling"], sera["sampling"])
+
+
+def sera_reward(block: Mapping[str, Any]) -> str:
+    """The implicit reward a SeRA experiment's (merged) ``block`` selects and bootstraps by
+    (:data:`dicewf.sera.REWARDS`): SimPO's length-normalised one where it trains with SimPO
+    (trainer cpo, the reference-free CPOTrainer), else DPO's."""
+    return "simpo" if block.get("trainer") == "cpo" else "dpo"
 
 
 def trains_own_start(block: Mapping[str, Any]) -> bool:

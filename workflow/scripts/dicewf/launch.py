@@ -6,9 +6,10 @@ GPU, ``accelerate launch`` with one process per GPU for more; :func:`dicewf.jobs
 and ``toy_start_policy`` (pi_theta^(0) of the toy world, Snakemake's ``script:``). As in TRL's
 and alignment-handbook's scripts, TRL's own ``TrlParser`` parses the arguments into two
 dataclasses, ours (:class:`TrainArguments`) and the TRL config class (``DPOConfig``, or
-``KTOConfig`` with ``--trainer kto``), from the command line and a YAML/JSON file given with ``--config`` (the
-``train`` rule passes the ``train_args.json`` that its ``train_args`` job writes, so no
-hyperparameter is on the recorded command line); the command line wins over the file. A field
+``KTOConfig`` with ``--trainer kto``, ``CPOConfig`` with ``--trainer cpo``), from the command
+line and a YAML/JSON file given with ``--config`` (the ``train`` rule passes the
+``train_args.json`` that its ``train_args`` job writes, so no hyperparameter is on the recorded
+command line); the command line wins over the file. A field
 that neither dataclass has is an error naming the file; a secret is refused
 (:mod:`dicewf.secrets`).
 
@@ -71,7 +72,8 @@ class TrainArguments:
         metadata={
             "choices": list(TRAINERS),
             "help": "dpo: TRL DPOTrainer, any loss_type (sigmoid, ipo, hinge, ...); kto: TRL "
-            "KTOTrainer on the unpaired pairs (the TRL fields are then KTOConfig's)",
+            "KTOTrainer on the unpaired pairs (the TRL fields are then KTOConfig's); cpo: TRL "
+            "CPOTrainer, reference-free (CPOConfig's fields; loss_type simpo is SimPO)",
         },
     )
     length_penalty: float = dataclasses.field(

@@ -673,9 +673,13 @@ def select_offline(
     lam: float = 0.0,
     *,
     selection: str = "irm",
+    reward: str = "dpo",
     source: str = "<offline pairs>",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """IRM selection of scored offline pairs (Section 3.2) and its report.
+
+    ``reward`` is the implicit reward of the margins (:func:`implicit_reward_margin`: dpo, or
+    simpo, which reads the policies' log-probs and :data:`TOKENS` alone).
 
     ``pairs`` carry the log-probs of the previous policy and its reference (:data:`POLICY_LOGPS`,
     :data:`REF_LOGPS`) and, for the Eq. 7 ensemble, of the policy before it and its reference
@@ -690,11 +694,11 @@ def select_offline(
     whose chosen answer is the worse one.
     """
     share = kept_share(selection, proportion)
-    irm = implicit_reward_margin(pairs, beta, source=source)
+    irm = implicit_reward_margin(pairs, beta, reward=reward, source=source)
     prev2 = None
     if any(c in pairs.columns for c in POLICY2_LOGPS + REF2_LOGPS):
         prev2 = implicit_reward_margin(
-            pairs, beta, policy=POLICY2_LOGPS, reference=REF2_LOGPS, source=source
+            pairs, beta, reward=reward, policy=POLICY2_LOGPS, reference=REF2_LOGPS, source=source
         )
     ensemble = ensemble_margin(irm, prev2, lam)
     margin = ensemble if selection == "irm" else selection_margin(pairs, selection, irm, source)
@@ -713,6 +717,7 @@ def select_offline(
         "ensemble": prev2 is not None and selection == "irm",
         "ensemble_lambda": float(lam) if prev2 is not None and selection == "irm" else 0.0,
         "beta": float(beta),
+        "reward": reward,
         "lowest_selected_margin": float(margin[mask].min()) if mask.any() else None,
     }
     if SWAPPED in out.columns:
@@ -721,6 +726,29 @@ def select_offline(
         worse = out[QUALITY[0]].to_numpy(dtype=float) < out[QUALITY[1]].to_numpy(dtype=float)
         report["gold_worse_chosen"] = selection_quality(mask, worse)
     return out, report
+
+
+def response_rewards(
+    scores: pd.DataFrame, reward: str, beta: float, source: str = "<scores>"
+) -> pd.DataFrame:
+    """The score stage's ``scores`` with ``reward`` holding the implicit reward the IRM takes:
+    dpo - the score stage's beta * (log pi_theta - log pi_ref), as it is; simpo - SimPO's
+    beta / |y| * log pi_theta (Eq. 17) from ``logp_policy`` and ``len_tokens``. A missing or
+    non-finite column, or a token count below 1, is an error naming ``source``."""
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+    if reward == "dpo":
+        return scores
+    check_frame(
+        scores, {"logp_policy": "float", "len_tokens": "int"}, source, finite=("logp_policy",)
+    )
+    short = scores["len_tokens"].to_numpy() < 1
+    if short.any():
+        raise DatasetError(
+            f"{source}: column 'len_tokens' holds token counts below 1 at rows "
+            f"{scores.index[short].tolist()[:SHOWN]}; SimPO's reward divides by them"
+        )
+    return scores.assign(reward=simpo_reward(scores["logp_policy"], scores["len_tokens"], beta))
 
 
 def with_reference_logps(pairs: pd.DataFrame, column: str, source: str = "<pairs>") -> pd.DataFrame:
@@ -752,6 +780,8 @@ def mix_iteration(
     scores_prev2: pd.DataFrame | None = None,
     lam: float = 0.0,
     candidates: pd.DataFrame | None = None,
+    reward: str = "dpo",
+    beta: float | None = None,
     offline_source: str = "<offline selection>",
     scores_source: str = "<scores>",
     scores_prev2_source: str = "<scores prev2>",
@@ -773,9 +803,22 @@ def mix_iteration(
     the margin ``irm`` theirs; None bootstraps by the previous policy's reward alone.
     ``candidates``, DICE's D(alpha*) (``sera.bootstrap: dice_alpha``), are the per-prompt pairs
     instead of each prompt's best and worst response (:func:`bootstrap_pairs`); the highest
-    margins are kept from them as from those.
+    margins are kept from them as from those. ``reward`` simpo bootstraps by SimPO's reward with
+    ``beta`` (:func:`response_rewards`; not with ``candidates``, which DICE built by the DPO
+    reward).
     """
     check_frame(offline, {SELECTED: "bool"}, offline_source)
+    if reward != "dpo":
+        if candidates is not None:
+            raise ValueError(
+                f"{candidates_source}: DICE's pairs are built by the DPO implicit reward; "
+                f"they cannot be bootstrapped by {reward!r}'s"
+            )
+        if beta is None:
+            raise ValueError(f"reward {reward!r} needs the beta of its reward")
+        scores = response_rewards(scores, reward, beta, scores_source)
+        if scores_prev2 is not None:
+            scores_prev2 = response_rewards(scores_prev2, reward, beta, scores_prev2_source)
     proportion = kept_share(selection, proportion)
     n_offline, n_generated = sera_counts(len(offline), proportion, generated)
     selected = offline[offline[SELECTED].to_numpy(dtype=bool)].reset_index(drop=True)
@@ -820,5 +863,6 @@ def mix_iteration(
         "bootstrap_ensemble": scores_prev2 is not None,
         "bootstrap_ensemble_lambda": float(lam) if scores_prev2 is not None else 0.0,
         "bootstrap": "implicit" if candidates is None else "dice_alpha",
+        "bootstrap_reward": reward,
     }
     return mixed, counts

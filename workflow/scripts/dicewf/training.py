@@ -31,6 +31,10 @@ atomic outputs, metrics JSON); :func:`train_dpo` picks them with two arguments:
   each (prompt, chosen, rejected) row gives (prompt, chosen, desirable) and (prompt, rejected,
   undesirable). ``args`` then holds ``KTOConfig`` fields (``beta``, ``desirable_weight``, ...).
   IPO and hinge are ``DPOConfig`` loss types of the default ``trainer="dpo"``.
+- ``trainer="cpo"``: TRL's ``CPOTrainer`` (``trl.experimental.cpo``), whose ``args`` are
+  ``CPOConfig`` fields; ``loss_type: simpo`` with ``cpo_alpha: 0`` is SimPO (Meng et al. 2024;
+  SeRA's Appendix C.3): the length-normalised margin ``beta/|y| log pi(y|x)`` minus
+  ``simpo_gamma``, no reference model.
 - ``length_penalty=lambda > 0``: length-regularised DPO (R-DPO, Park et al. 2024, "Disentangling
   length from quality in DPO"), :class:`dicewf.rdpo.LengthRegularisedDPOTrainer`. Zero is plain
   DPO through the unchanged ``DPOTrainer``.
@@ -65,9 +69,11 @@ from .secrets import check as check_secrets
 
 log = logging.getLogger(__name__)
 
-# preference trainers of :func:`train_dpo`: "dpo" (DPOTrainer, any DPOConfig loss_type) and
-# "kto" (KTOTrainer on the unpaired form of the pairs)
-TRAINERS = ("dpo", "kto")
+# preference trainers of :func:`train_dpo`: "dpo" (DPOTrainer, any DPOConfig loss_type), "kto"
+# (KTOTrainer on the unpaired form of the pairs) and "cpo" (CPOTrainer, reference-free: SimPO)
+TRAINERS = ("dpo", "kto", "cpo")
+# trainers that train against a reference model (CPOTrainer's losses have none)
+REFERENCED = ("dpo", "kto")
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 DEMO_COLUMNS = ("prompt", "completion")
 
@@ -198,17 +204,19 @@ def train_dpo(
     trainer: str = "dpo",
     length_penalty: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Preference training of ``policy`` on ``pairs``: DPO-family (any TRL ``loss_type``) or KTO.
+    """Preference training of ``policy`` on ``pairs``: DPO-family (any TRL ``loss_type``), KTO or
+    CPO/SimPO.
 
     The reference model is ``ref`` when given, else a frozen copy of the initial policy
-    (Algorithm 1 line 6: pi_theta^(t-1) is both the initialisation and the reference). Where
+    (Algorithm 1 line 6: pi_theta^(t-1) is both the initialisation and the reference); the
+    reference-free ``trainer="cpo"`` loads none and ignores ``ref``. Where
     ``pairs`` carry their reference log-probs (``ref_chosen_logps`` / ``ref_rejected_logps`` with
     the token counts they cover, :mod:`dicewf.reflogps`) and all of them are what TRL would
     compute, TRL takes them from the data and no reference model is loaded; else the reference
     model runs, and the log says why (:func:`reference_logps_usable`).
 
-    ``trainer`` is ``"dpo"`` (``args`` are ``DPOConfig`` fields) or ``"kto"`` (``KTOConfig``
-    fields; the pairs are unpaired, see :func:`unpaired`). ``length_penalty`` > 0 trains
+    ``trainer`` is ``"dpo"`` (``args`` are ``DPOConfig`` fields), ``"kto"`` (``KTOConfig``
+    fields; the pairs are unpaired, see :func:`unpaired`) or ``"cpo"`` (``CPOConfig`` fields). ``length_penalty`` > 0 trains
     length-regularised DPO (:class:`dicewf.rdpo.LengthRegularisedDPOTrainer`; DPO with the
     sigmoid loss only).
 
@@ -228,7 +236,13 @@ def train_dpo(
         args, trainer=trainer, length_penalty=length_penalty, output_dir=ckpt_dir, seed=seed
     )
     trainer_cls = _trl_classes(trainer, length_penalty)[1]
-    reuse = reference_logps_usable(policy, pairs, cfg, trainer=trainer, source=source)
+    referenced = trainer in REFERENCED
+    if not referenced:
+        log.info("reference model: none (trainer %r is reference-free)", trainer)
+        ref = None
+    reuse = referenced and reference_logps_usable(
+        policy, pairs, cfg, trainer=trainer, source=source
+    )
     if reuse:  # TRL's precompute path, fed from the pairs: no reference model is loaded
         cfg.precompute_ref_log_probs = True
         trainer_cls = reflogps.precomputed_trainer(trainer_cls)
@@ -248,16 +262,16 @@ def train_dpo(
     def build():
         tokenizer = AutoTokenizer.from_pretrained(policy)
         model = AutoModelForCausalLM.from_pretrained(policy)
-        ref_model = (
-            None
-            if reuse
-            else AutoModelForCausalLM.from_pretrained(ref if ref is not None else policy)
-        )
+        extra: dict[str, Any] = {"length_penalty": length_penalty} if length_penalty else {}
+        if referenced:  # the reference model, unless its log-probs come with the pairs
+            extra["ref_model"] = (
+                None
+                if reuse
+                else AutoModelForCausalLM.from_pretrained(ref if ref is not None else policy)
+            )
         data = preference_dataset(tokenizer, pairs, trainer=trainer, seed=seed, ref_logps=reuse)
-        extra = {"length_penalty": length_penalty} if length_penalty else {}
         built = trainer_cls(
             model=model,
-            ref_model=ref_model,
             args=cfg,
             train_dataset=data,
             processing_class=for_trl(tokenizer),
@@ -309,8 +323,8 @@ def preference_config(
     processes: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """(TRL config, its fields) of a preference training block, checked as :func:`train_dpo`
-    checks it: :func:`trl_config` with ``DPOConfig`` or ``KTOConfig``, then the loss type and the
-    length penalty. Creates nothing in ``output_dir``; also the start-up check of every train
+    checks it: :func:`trl_config` with ``DPOConfig``, ``KTOConfig`` or ``CPOConfig``, then the loss
+    type and the length penalty. Creates nothing in ``output_dir``; also the start-up check of every train
     block (:mod:`dicewf.checks`).
     """
     if trainer not in TRAINERS:
@@ -329,7 +343,7 @@ def preference_config(
         _check_dpo_loss(cfg)
         check_length_penalty(cfg, length_penalty)
     else:
-        _check_kto_loss(cfg)
+        _check_loss_choice(cfg, trainer)
     return cfg, trl_args
 
 
@@ -390,15 +404,19 @@ def reference_logps_usable(
 
 def trl_config_class(trainer: str, length_penalty: float) -> type:
     """The TRL config class of a preference trainer (without importing the trainer)."""
+    if trainer != "dpo" and length_penalty:
+        raise ValueError(
+            f"length_penalty ({length_penalty}) is a term of the DPO loss (length-regularised "
+            f"DPO); it does not apply to trainer={trainer!r}"
+        )
     if trainer == "kto":
-        if length_penalty:
-            raise ValueError(
-                f"length_penalty ({length_penalty}) is a term of the DPO loss (length-regularised "
-                "DPO); it does not apply to trainer='kto'"
-            )
         from trl import KTOConfig
 
         return KTOConfig
+    if trainer == "cpo":
+        from trl.experimental.cpo import CPOConfig
+
+        return CPOConfig
     from trl import DPOConfig
 
     return DPOConfig
@@ -435,21 +453,26 @@ def _trl_classes(trainer: str, length_penalty: float) -> tuple[type, type]:
         from trl import KTOTrainer
 
         return config_cls, KTOTrainer
+    if trainer == "cpo":
+        from trl.experimental.cpo import CPOTrainer
+
+        return config_cls, CPOTrainer
     from trl import DPOTrainer
 
     return config_cls, (length_regularised_dpo_trainer() if length_penalty else DPOTrainer)
 
 
-def _check_kto_loss(cfg) -> None:
-    """KTOConfig does not check ``loss_type`` itself, and KTOTrainer fails only at its first
-    step on a DPO loss type (e.g. ``sigmoid`` inherited from a shared train block)."""
+def _check_loss_choice(cfg, trainer: str) -> None:
+    """KTOConfig and CPOConfig do not check ``loss_type`` themselves (their field lists the
+    choices), and their trainers fail only at the first step on another trainer's loss type
+    (e.g. ``robust`` inherited from a shared train block)."""
     import dataclasses
 
     choices = next(f for f in dataclasses.fields(cfg) if f.name == "loss_type").metadata["choices"]
     if cfg.loss_type not in choices:
         raise ValueError(
-            f"trainer='kto' takes a KTOConfig loss_type ({', '.join(choices)}), got "
-            f"{cfg.loss_type!r}: set loss_type: kto in the train block"
+            f"trainer={trainer!r} takes a {type(cfg).__name__} loss_type ({', '.join(choices)}), "
+            f"got {cfg.loss_type!r}: set loss_type in the train block"
         )
 
 

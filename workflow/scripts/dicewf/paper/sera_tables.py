@@ -1,4 +1,4 @@
-"""SeRA's tables on the toy world (docs/sera.md, "Tables"): its Tables 1 and 2, the noise table
+"""SeRA's tables on the toy world (docs/sera.md, "Tables"): its Tables 1, 2 and 9, the noise table
 (Section 4.2, Figure 4's runs) and DICE beside SeRA, from the same metric files as DICE's tables
 and SeRA's selection.json.
 
@@ -6,7 +6,7 @@ Which experiment fills which row is written once, in the block below; a row whos
 not configured is left out, as in :mod:`.tables`. Each table has a row plan (used by both the
 need and the builder), a need (:mod:`.inputs`) and a builder ``(layout, metrics, alphas,
 agreement, selections) -> (DataFrame, cells)``. The SeRA paper's numbers (``values.yaml``,
-``sera:``) for its TinyLlama rows are set beside ours in Tables 1 and 2: the paper's metrics are
+``sera:``) for its TinyLlama rows are set beside ours in Tables 1, 2 and 9: the paper's metrics are
 Claude 3 grades and win rates on AlpacaEval, the toy world's the gold judge's, so the columns sit
 side by side and are not subtracted. No pandas at import.
 """
@@ -26,6 +26,7 @@ from .values import sera_paper_value
 # --- which experiment fills which row (logical experiment names) ------------------------------
 
 SERA_DPO, SERA_IPO, SERA_SLIC = "sera_dpo", "sera_ipo", "sera_hinge"
+SERA_SIMPO, ITERATIVE_SIMPO = "sera_simpo", "iterative_simpo"  # Table 9: SimPO (trainer cpo)
 BEST_SERA_DPO = "best_sera_dpo"  # best-SeRA (sera.generated_proportion set): optional row
 # the iterative baselines: D_offline every iteration, reference pi_theta^(t-1), SeRA's beta
 ITERATIVE_DPO, ITERATIVE_IPO, ITERATIVE_SLIC = "iterative_dpo", "iterative_ipo", "iterative_hinge"
@@ -55,6 +56,12 @@ SERA_TABLE2 = (
     ("SeRA-IPO", SERA_IPO, "SeRA-IPO"),
     ("Iterative SLiC", ITERATIVE_SLIC, "Iterative SLiC"),
     ("SeRA-SLiC", SERA_SLIC, "SeRA-SLiC"),
+)
+# Appendix C.3 (SimPO, reference-free): at iteration 1 the paper's SimPO and Iterative SimPO are
+# one model here, as IPO's are
+SERA_TABLE9 = (
+    ("Iterative SimPO", ITERATIVE_SIMPO, "Iterative SimPO"),
+    ("SeRA-SimPO", SERA_SIMPO, "SeRA-SimPO"),
 )
 # (method label, experiment) of DICE beside SeRA, every configured iteration
 DICE_VS_SERA = (
@@ -135,6 +142,10 @@ def table2_needs(layout: Layout) -> dict[str, Any]:
     return need(models=[m for _, m, _ in method_rows(layout, SERA_TABLE2)])
 
 
+def table9_needs(layout: Layout) -> dict[str, Any]:
+    return need(models=[m for _, m, _ in method_rows(layout, SERA_TABLE9)])
+
+
 def noise_needs(layout: Layout) -> dict[str, Any]:
     rows = noise_rows(layout)
     return need(models=[m for *_, m, _ in rows], selections=[k for *_, k in rows if k])
@@ -154,7 +165,7 @@ def _measured_row(row: dict, metrics, model: str, s: str, label: str) -> list[Ce
 
 
 def _paper_table(name: str, spec, layout: Layout, metrics):
-    """SeRA's Table 1 or 2: our rows with the paper's TinyLlama row and numbers beside them."""
+    """SeRA's Table 1, 2 or 9: our rows with the paper's TinyLlama row and numbers beside them."""
     s, rows, cells = layout.main, [], []
     paper = [f"{PAPER_MODEL} {col} (paper)" for col, _ in PAPER_COLUMNS]
     for label, model, printed in method_rows(layout, spec):
@@ -182,6 +193,10 @@ def sera_table1(layout, metrics, alphas, agreement, selections=None):
 
 def sera_table2(layout, metrics, alphas, agreement, selections=None):
     return _paper_table("sera_table2", SERA_TABLE2, layout, metrics)
+
+
+def sera_table9(layout, metrics, alphas, agreement, selections=None):
+    return _paper_table("sera_table9", SERA_TABLE9, layout, metrics)
 
 
 # selection.json -> the noise table's selection columns: (column, report key, quality key)
