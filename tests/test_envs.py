@@ -68,6 +68,7 @@ RULE_ENVS = {
     "sera_generate": "sampling",
     "sera_judge": "analysis",
     "sera_eval_summary": "analysis",
+    "sera_paper_table": "analysis",
     "figure": "analysis",
 }
 

@@ -126,6 +126,9 @@ def test_the_sera_targets_dry_run_offline(tmp_path, paper):
     assert jobs["sera_generate"] == len(models) == 14
     assert jobs["sera_judge"] == 4 * len(models) and jobs["sera_eval_summary"] == len(models)
     assert jobs["sera_prepare_benchmark"] == 4 and jobs["sera_fetch_benchmark"] == 2
+    # SeRA's Tables 1 and 2 from those metrics (Table 9 has no SimPO run configured)
+    assert jobs["sera_paper_table"] == 2
+    assert sum(jobs.values()) == 227  # docs/sera.md
     # every iteration of the ten runs: 8 SeRA iterations (each selecting and mixing), 8
     # iterative ones and 2 plain ones, each plain run sharing its iteration 1 with the
     # iterative run of its loss (both train from pi_theta^(0) with pi_theta^(0) as reference)

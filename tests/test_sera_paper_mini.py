@@ -168,6 +168,7 @@ def test_every_planned_sera_job_ran_for_the_zephyr_setting_alone(sera_mini_run):
     n = len(models())
     assert (jobs["sera_generate"], jobs["sera_judge"], jobs["sera_eval_summary"]) == (n, 4 * n, n)
     assert not [r for r in jobs if r.startswith(("toy_", "arena", "alpaca_eval"))], jobs
+    assert jobs["sera_paper_table"] == 1, jobs  # Table 1 (Mistral); Table 2 has no run here
     assert not (sera_mini_run.wd / "config.yaml").exists()
     print(f"wall time of the run: {sera_mini_run.seconds:.0f} s")
 
@@ -243,3 +244,27 @@ def test_the_sera_evaluation_is_what_the_planted_judge_answered(sera_mini_run):
     assert " with vllm" in log
     # the API key in the environment was never sent (api_key_env: null)
     assert {r["headers"].get("authorization") for r in sera_mini_run.requests} == {"Bearer EMPTY"}
+
+
+@pytest.mark.slow
+def test_seras_table1_shows_each_models_metrics_beside_the_papers(sera_mini_run):
+    """sera_paper builds SeRA's Table 1 with the Mistral rows of the one evaluated run: each
+    cell is the metric it comes from, the paper's number beside it."""
+    wd = sera_mini_run.wd
+    table = pd.read_csv(wd / "results" / "tables" / "sera_paper_table1.csv")
+    assert list(table["Method"]) == ["SFT", "DPO", "SeRA-DPO"]
+    assert list(table["Model"]) == models()
+    assert set(table["Base model"]) == {"Mistral"}
+    for _, row in table.iterrows():
+        metrics = json.loads(
+            (wd / "results" / "eval" / row["Model"] / "sera" / "metrics.json").read_text()
+        )
+        assert row["AE Single"] == metrics["alpaca_eval"]["single"]["score"] == 7.0
+        assert row["UF Single"] == metrics["ultrafeedback"]["single"]["score"]
+        assert row["AE G4"] == metrics["alpaca_eval"]["vs_gpt4_turbo"]["win_rate"] == 0.0
+        if row["Method"] != "SFT":
+            assert row["Vicuna SFT"] == metrics["vicuna"]["vs_sft"]["win_rate"] == 50.0
+    sera = table.set_index("Method").loc["SeRA-DPO"]
+    assert (sera["AE Single (paper)"], sera["AE SFT (paper)"]) == (8.38, 86.9)
+    md = (wd / "results" / "tables" / "sera_paper_table1.md").read_text()
+    assert md.startswith("SeRA Table 1 (paper scale)")

@@ -19,6 +19,7 @@ from dicewf import reflogps  # noqa: E402
 from dicewf import secrets  # noqa: E402
 from dicewf import seeds  # noqa: E402
 from dicewf.paper import sera_figures  # noqa: E402
+from dicewf.paper import sera_paper_tables  # noqa: E402
 
 # first: a key in config is refused naming its path (the schema's errors would quote it)
 secrets.check(config)

@@ -3,12 +3,17 @@
 # eval.sera.experiments, and the base and SFT models of their settings) to AlpacaEval's 805,
 # Vicuna's 80, Evol-Instruct's 218 and UltraFeedback's test prompts, graded 1-10 and compared
 # pairwise with the SFT model's answers (and AlpacaEval's references) by an OpenAI-compatible
-# judge. results/eval/{model}/sera/metrics.json holds a model's metrics on every benchmark.
+# judge. results/eval/{model}/sera/metrics.json holds a model's metrics on every benchmark;
+# SeRA's Tables 1, 2 and 9 (results/tables/sera_paper_table{1,2,9}) set them beside the paper's.
 
 SERA_EVAL = config["eval"]["sera"]
 SERA_BENCHES = SERA_EVAL["benchmarks"]
 SERA_SFT = {cfg.sera_sft_model(s): s for s in cfg.sera_eval_settings(config)}
 SERA_MODELS = cfg.sera_eval_models(config, OWNERS)
+# SeRA's Tables 1, 2 and 9 from these metrics: each table's rows (dicewf.paper.sera_paper_tables);
+# `sera_paper` builds those with a row
+SERA_PAPER_ROWS = {t: sera_paper_tables.rows(t, config, OWNERS) for t in sera_paper_tables.TABLES}
+SERA_PAPER_TABLES = [t for t, rows in SERA_PAPER_ROWS.items() if rows]
 
 
 def sera_eval_policy(w):
@@ -38,6 +43,11 @@ def sera_judge_inputs(w):
         sft = cfg.sera_sft_model(cfg.model_setting(config, w.model))
         inputs["sft"] = f"results/eval/{sft}/sera/{w.sbench}/responses.parquet"
     return inputs
+
+
+def sera_paper_table_inputs(w):
+    """The metrics of every model the table's rows show."""
+    return sera_paper_tables.input_paths(SERA_PAPER_ROWS[w.sptable])
 
 
 rule sera_fetch_benchmark:
@@ -154,8 +164,41 @@ rule sera_eval_summary:
         "../scripts/sera_eval_summary.py"
 
 
+rule sera_paper_table:
+    """SeRA's Table 1, 2 or 9 at paper scale, each cell beside the paper's number
+    (dicewf.paper.sera_paper_tables), as CSV, Markdown and LaTeX."""
+    input:
+        metrics=sera_paper_table_inputs,
+    output:
+        csv="results/tables/{sptable}.csv",
+        md=report(
+            "results/tables/{sptable}.md",
+            caption="../report/caption.rst",
+            category="Paper",
+            subcategory="SeRA tables",
+            labels={"name": "{sptable}"},
+        ),
+        tex="results/tables/{sptable}.tex",
+    log:
+        "logs/report/{sptable}.log",
+    wildcard_constraints:
+        sptable=cfg.alternation(list(sera_paper_tables.TABLES)),
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        table="{sptable}",
+        rows=lambda w: SERA_PAPER_ROWS[w.sptable],
+        benchmarks=SERA_BENCHES,
+        caption=lambda w: caption_of(w.sptable),
+    script:
+        "../scripts/report_sera_paper_table.py"
+
+
 rule sera_paper:
-    """Every SeRA evaluation of the config: `snakemake --configfile config/paper.yaml sera_paper`."""
+    """Every SeRA evaluation of the config and the tables with a row:
+    `snakemake --configfile config/paper.yaml sera_paper`."""
     input:
         [f"results/eval/{m}/sera/metrics.json" for m in SERA_MODELS],
+        [f"results/tables/{t}.md" for t in SERA_PAPER_TABLES],
     localrule: True

@@ -659,17 +659,25 @@ def sera_eval_settings(config: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(s for s, _ in _sera_eval_runs(config)))
 
 
+def sera_evaluated_runs(config: Mapping[str, Any], table: Mapping | None = None) -> dict[str, str]:
+    """Every run of eval.sera's experiments (full name) -> the model its last iteration is
+    evaluated as (the owner's name where runs are shared, :func:`model_owners`)."""
+    owners_of_model = model_owners(config, table)
+    out = {}
+    for _, full in _sera_eval_runs(config):
+        last = int(experiment(config, full)["iterations"])
+        out[full] = owners_of_model[f"{full}-iter{last}"]
+    return out
+
+
 def sera_eval_models(config: Mapping[str, Any], table: Mapping | None = None) -> list[str]:
     """The models SeRA's evaluation answers with, each once: per setting of eval.sera's
     experiments its SFT and base models, then each experiment's last iteration (under the name
     it is evaluated as where runs are shared, :func:`model_owners`)."""
-    owners_of_model = model_owners(config, table)
     out = []
     for setting in sera_eval_settings(config):
         out += [sera_sft_model(setting), base_model(setting)]
-    for _, full in _sera_eval_runs(config):
-        last = int(experiment(config, full)["iterations"])
-        out.append(owners_of_model[f"{full}-iter{last}"])
+    out += sera_evaluated_runs(config, table).values()
     return list(dict.fromkeys(out))
 
 
