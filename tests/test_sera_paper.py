@@ -21,6 +21,9 @@ SERA_EXPERIMENTS = {
         "plain_hinge",
         "iterative_hinge",
         "sera_hinge",
+        "plain_simpo",
+        "iterative_simpo",
+        "sera_simpo",
     ],
     "zephyr": ["sera_dpo_mistral", "iterative_dpo_mistral"],
 }
@@ -60,6 +63,10 @@ def test_the_sera_settings_name_the_papers_models_by_hub_id(paper):
         ("tinyllama_plain_hinge", "dice", "hinge", 0.2, 1, "fixed", 1.0),
         ("tinyllama_iterative_hinge", "dice", "hinge", 0.2, 2, "previous", 1.0),
         ("tinyllama_sera_hinge", "sera", "hinge", 0.2, 2, "previous", None),
+        # Table 9 (Appendix C.3): beta 2.0 is ours (the paper gives none)
+        ("tinyllama_plain_simpo", "dice", "simpo", 2.0, 1, "previous", 1.0),
+        ("tinyllama_iterative_simpo", "dice", "simpo", 2.0, 2, "previous", 1.0),
+        ("tinyllama_sera_simpo", "sera", "simpo", 2.0, 2, "previous", None),
         ("zephyr_sera_dpo_mistral", "sera", "sigmoid", 0.01, 2, "previous", None),
         ("zephyr_iterative_dpo_mistral", "dice", "sigmoid", 0.01, 2, "previous", 1.0),
     ],
@@ -71,6 +78,12 @@ def test_table4_hyperparameters(paper, run, method, loss, beta, iterations, refe
     # one epoch per iteration, an effective batch of 16 (8 x 2 on TinyLlama, 4 x 4 on Mistral)
     assert xp["train"]["num_train_epochs"] == 1 and xp["train"]["max_steps"] == -1
     assert xp["train"]["global_batch_size"] == 16
+    # SimPO: TRL's CPOTrainer without its NLL term (cpo_alpha 0), no reference model
+    simpo = loss == "simpo"
+    assert xp["trainer"] == ("cpo" if simpo else "dpo")
+    assert (xp["train"].get("cpo_alpha"), xp["train"].get("simpo_gamma")) == (
+        (0.0, 1.0) if simpo else (None, None)
+    )
     if method == "sera":  # K = 4 at T 0.7, top_p 0.95 (Appendix B.2); selection 0.7
         assert {k: xp["sampling"][k] for k in ("n", "temperature", "top_p")} == {
             "n": 4,
@@ -123,16 +136,17 @@ def test_the_sera_targets_dry_run_offline(tmp_path, paper):
     dead = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
     jobs = planned_jobs(tmp_path, "sera_paper", "--configfile", str(PAPER), env=dead)
     models = wfconfig.sera_eval_models(paper)
-    assert jobs["sera_generate"] == len(models) == 14
+    assert jobs["sera_generate"] == len(models) == 17
     assert jobs["sera_judge"] == 4 * len(models) and jobs["sera_eval_summary"] == len(models)
     assert jobs["sera_prepare_benchmark"] == 4 and jobs["sera_fetch_benchmark"] == 2
-    # SeRA's Tables 1 and 2 from those metrics (Table 9 has no SimPO run configured)
-    assert jobs["sera_paper_table"] == 2
-    assert sum(jobs.values()) == 227  # docs/sera.md
-    # every iteration of the ten runs: 8 SeRA iterations (each selecting and mixing), 8
-    # iterative ones and 2 plain ones, each plain run sharing its iteration 1 with the
-    # iterative run of its loss (both train from pi_theta^(0) with pi_theta^(0) as reference)
-    assert jobs["train"] == 8 + 8 and jobs["sera_mix"] == jobs["sera_offline_logps"] == 8
+    # SeRA's Tables 1, 2 and 9 from those metrics
+    assert jobs["sera_paper_table"] == 3
+    assert sum(jobs.values()) == 275  # docs/sera.md
+    # every iteration of the 13 runs: 10 SeRA iterations (each selecting and mixing), 10
+    # iterative ones and 3 plain ones, each plain run sharing its iteration 1 with the
+    # iterative run of its loss (both train from pi_theta^(0) with pi_theta^(0) as reference;
+    # SimPO has none)
+    assert jobs["train"] == 10 + 10 and jobs["sera_mix"] == jobs["sera_offline_logps"] == 10
     assert "search_alpha" not in jobs  # the baselines mix D_offline only (gamma 1)
     # the four hub models of both settings; UltraFeedback and AlpacaEval
     assert jobs["download_model"] == 4 and jobs["download_dataset"] == 2

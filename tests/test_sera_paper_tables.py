@@ -29,32 +29,16 @@ def paper():
     return validated(load(PAPER))
 
 
-SIMPO = {  # Table 9's runs, by name; their own beta keeps them from sharing the DPO runs' work
-    "plain_simpo": {
-        "settings": ["tinyllama"],
-        "iterations": 1,
-        "reference": "fixed",
-        "train": {"beta": 2.0},
-    },
-    "iterative_simpo": {
-        "settings": ["tinyllama"],
-        "iterations": 2,
-        "mix": {"gamma": 1.0},
-        "train": {"beta": 2.0},
-    },
-    "sera_simpo": {
-        "settings": ["tinyllama"],
-        "method": "sera",
-        "iterations": 2,
-        "sera": {"beta": {"sigmoid": 2.0}},
-    },
-}
+SIMPO = ("plain_simpo", "iterative_simpo", "sera_simpo")  # Table 9's runs (trainer cpo)
 
 
-def with_simpo(paper: dict) -> dict:
+def without_simpo(paper: dict) -> dict:
     cfg = copy.deepcopy(paper)
-    cfg["experiments"] |= SIMPO
-    cfg["eval"]["sera"]["experiments"] += list(SIMPO)
+    for name in SIMPO:
+        del cfg["experiments"][name]
+    cfg["eval"]["sera"]["experiments"] = [
+        e for e in cfg["eval"]["sera"]["experiments"] if e not in SIMPO
+    ]
     return validated(cfg)
 
 
@@ -88,8 +72,10 @@ def test_table2_rows_of_the_paper_config(paper):
 
 
 def test_table9_has_rows_once_its_simpo_runs_are_configured(paper):
-    assert spt.rows("sera_paper_table9", paper) == []  # no SimPO run: no row, not even SFT
-    assert plan(spt.rows("sera_paper_table9", with_simpo(paper))) == [
+    # no SimPO run: no row, not even SFT
+    assert spt.rows("sera_paper_table9", without_simpo(paper)) == []
+    # plain SimPO is iterative SimPO's first iteration (one run), evaluated under its name
+    assert plan(spt.rows("sera_paper_table9", paper)) == [
         ("TinyLlama", "SFT", "tinyllama_sft"),
         ("TinyLlama", "SimPO", "tinyllama_plain_simpo-iter1"),
         ("TinyLlama", "Iterative SimPO", "tinyllama_iterative_simpo-iter2"),
@@ -218,13 +204,15 @@ def test_a_metrics_file_without_a_block_is_named(tmp_path):
 
 
 def test_the_sera_paper_targets_include_the_tables_with_a_row(tmp_path, paper):
-    """The dry run of sera_paper plans Tables 1 and 2 (Table 9 has no run yet), each reading
-    the metrics of exactly its rows' models."""
-    wd = workdir(tmp_path, paper)
-    out = snakemake("-n", "sera_paper", cwd=wd).stdout
+    """The dry run of sera_paper plans Tables 1, 2 and 9, and without SimPO runs no Table 9; each
+    reads the metrics of exactly its rows' models."""
+    out = snakemake("-n", "sera_paper", cwd=workdir(tmp_path / "simpo", paper)).stdout
+    for n in (1, 2, 9):
+        assert f"results/tables/sera_paper_table{n}.md" in out
+    out = snakemake("-n", "sera_paper", cwd=workdir(tmp_path / "none", without_simpo(paper))).stdout
     assert "results/tables/sera_paper_table1.md" in out
-    assert "results/tables/sera_paper_table2.md" in out
     assert "sera_paper_table9" not in out
+    wd = workdir(tmp_path, paper)
     out = snakemake("-n", "results/tables/sera_paper_table2.csv", "--forceall", cwd=wd).stdout
     want = {spt.metrics_path(m) for m in spt.models(spt.rows("sera_paper_table2", paper))}
     job = out.split("rule sera_paper_table:")[1].split("rule ")[0]
