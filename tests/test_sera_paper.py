@@ -141,12 +141,15 @@ def test_the_sera_targets_dry_run_offline(tmp_path, paper):
     assert jobs["sera_prepare_benchmark"] == 4 and jobs["sera_fetch_benchmark"] == 2
     # SeRA's Tables 1, 2 and 9 from those metrics
     assert jobs["sera_paper_table"] == 3
-    assert sum(jobs.values()) == 275  # docs/sera.md
+    assert sum(jobs.values()) == 272  # docs/sera.md
     # every iteration of the 13 runs: 10 SeRA iterations (each selecting and mixing), 10
     # iterative ones and 3 plain ones, each plain run sharing its iteration 1 with the
     # iterative run of its loss (both train from pi_theta^(0) with pi_theta^(0) as reference;
     # SimPO has none)
-    assert jobs["train"] == 10 + 10 and jobs["sera_mix"] == jobs["sera_offline_logps"] == 10
+    assert jobs["train"] == 10 + 10 and jobs["sera_mix"] == 10
+    # D_offline's log-probs once per (models, noise): the four TinyLlama SeRA runs share their
+    # iteration 1 (pi_theta^(0) against the SFT model); iteration 2 scores each run's own policy
+    assert jobs["sera_offline_logps"] == 1 + 4 + 1 + 1  # tinyllama 1 + 4, zephyr 1 + 1
     assert "search_alpha" not in jobs  # the baselines mix D_offline only (gamma 1)
     # the four hub models of both settings; UltraFeedback and AlpacaEval
     assert jobs["download_model"] == 4 and jobs["download_dataset"] == 2

@@ -100,14 +100,46 @@ def test_sera_shares_samples_and_scores_with_dice_but_never_a_run():
         sera_noisy={"method": "sera", "noise_fraction": 0.2},
     )
     owners = cfg.owners(config)
-    assert owners["sera_a", 1] == cfg.Owners(samples="dice", scores="dice", run="sera_a")
+    assert owners["sera_a", 1] == cfg.Owners(
+        samples="dice", scores="dice", run="sera_a", offline="sera_a"
+    )
     assert owners["sera_b", 1].run == "sera_a" and owners["sera_b", 2].run == "sera_a"
     # noisy offline data: its own start policy, so its own samples, scores and run throughout
-    assert owners["sera_noisy", 1] == cfg.Owners("sera_noisy", "sera_noisy", "sera_noisy")
+    assert owners["sera_noisy", 1] == cfg.Owners(*["sera_noisy"] * 4)
     assert owners["sera_noisy", 2].samples == "sera_noisy"
     # DICE's alpha and mix blocks do not split two equal SeRA runs
     config["defaults"]["mix"]["gamma"] = 0.25
     assert cfg.owners(config)["sera_b", 1].run == "sera_a"
+
+
+def test_runs_scoring_the_same_offline_pairs_under_the_same_models_share_one_job():
+    config = toy_config(
+        sera_dpo={"method": "sera", "iterations": 2},
+        sera_ipo={"method": "sera", "train": {"loss_type": "ipo"}},  # another beta and run
+        sera_lam={"method": "sera", "iterations": 2, "sera": {"ensemble_lambda": 0.7}},
+        sera_lam0={"method": "sera", "iterations": 2, "sera": {"ensemble_lambda": 0.0}},
+        sera_bf16={"method": "sera", "score": {"dtype": "bfloat16"}},
+        sera_n20={"method": "sera", "noise_fraction": 0.2},
+        sera_n20b={"method": "sera", "noise_fraction": 0.2, "train": {"loss_type": "ipo"}},
+        sera_n40={"method": "sera", "noise_fraction": 0.4},
+        dice={},
+    )
+    owners = cfg.owners(config)
+    offline = {e: owners[e, 1].offline for e in ("sera_ipo", "sera_lam", "sera_lam0", "dice")}
+    # iteration 1: D_offline under pi_theta^(0) and the SFT model, whatever the loss or lambda
+    assert offline == {"sera_ipo": "sera_dpo", "sera_lam": "sera_dpo", "sera_lam0": "sera_dpo"} | {
+        "dice": "dice"  # DICE scores no D_offline: its own run's
+    }
+    # iteration 2: the same pi_theta^(1) (lambda only enters at 2); with lambda > 0 Eq. 7
+    # scores under the pair before too, whatever lambda (0.3, 0.7), and with 0 it does not
+    assert owners["sera_lam", 2].run == "sera_lam" and owners["sera_lam", 2].offline == "sera_dpo"
+    assert owners["sera_lam0", 2].offline == "sera_lam0"
+    # other scoring settings, other noise: their own; the same noise: one copy, one job
+    assert owners["sera_bf16", 1].offline == "sera_bf16"
+    assert owners["sera_n20b", 1].offline == "sera_n20"
+    assert owners["sera_n40", 1].offline == "sera_n40"
+    assert cfg.shared(config, "sera_ipo")["iter1"]["offline"] == "sera_dpo"
+    assert "offline" not in cfg.shared(config, "dice").get("iter1", {})
 
 
 def test_a_noisy_sera_run_starts_from_its_own_policy_trained_on_the_noisy_pairs():
@@ -626,8 +658,15 @@ def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
     d = r / "sera_simpo" / "iter1"
     report = json.loads((d / "selection.json").read_text())
     assert (report["reward"], report["bootstrap_reward"], report["beta"]) == ("simpo", "simpo", 2.0)
+    # D_offline under the same noisy pi_theta^(0) and SFT model: sera_dpo's one scoring job
+    assert not (d / "offline_logps.parquet").exists()
+    assert not (r / "sera_dice_alpha" / "iter1" / "offline_logps.parquet").exists()
+    assert not (r / "sera_simpo" / "data").exists()  # and its one noisy copy
     by_hand, _ = sera.select_offline(
-        pd.read_parquet(d / "offline_logps.parquet"), 2.0, 0.7, reward="simpo"
+        pd.read_parquet(r / "sera_dpo" / "iter1" / "offline_logps.parquet"),
+        2.0,
+        0.7,
+        reward="simpo",
     )
     selection = pd.read_parquet(d / "offline_selection.parquet")
     assert selection["selected"].tolist() == by_hand["selected"].tolist()

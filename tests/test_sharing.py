@@ -52,10 +52,11 @@ def test_the_shipped_configs_share_only_offline_dpo_newref_at_iteration_1(config
     newref = [e for e in cfg.expanded(config) if e.endswith("offline_dpo_newref")]
     # and SeRA's lambda sweep (Figure 6), whose iteration 1 does not read lambda
     lambdas = {(e, 1): "sera_dpo" for e in LAMBDA_SWEEP} if config is TOY else {}
-    # and, at paper scale, SeRA's iterative IPO and SLiC baselines, whose iteration 1 is the
-    # plain run's (the same start, reference, data and loss)
+    # and, at paper scale, SeRA's iterative IPO, SLiC and SimPO baselines, whose iteration 1 is
+    # the plain run's (the same start, reference, data and loss)
     plain = {
-        (f"tinyllama_iterative_{loss}", 1): f"tinyllama_plain_{loss}" for loss in ("ipo", "hinge")
+        (f"tinyllama_iterative_{loss}", 1): f"tinyllama_plain_{loss}"
+        for loss in ("ipo", "hinge", "simpo")
     }
     baselines = plain if config is PAPER else {}
     assert shared == {(e, 1): e.replace("_newref", "") for e in newref} | lambdas | baselines

@@ -99,6 +99,7 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
     runs = {(o.run, t) for (_, t), o in owners.items()}  # the iterations trained
     samplers, scorers, judges, searches, seras = set(), set(), set(), 0, 0
     prev2 = set()  # SeRA's samples scored under pi_theta^(t-2) for Eq. 7, shared as scores are
+    offline = set()  # SeRA's D_offline log-probs, once per data, models and scoring settings
     for exp, t in runs:
         xp = wfconfig.experiment(cfg, exp)
         if not wfconfig.generates_pairs(xp):
@@ -108,6 +109,7 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
             searches += xp["sera"]["bootstrap"] == "dice_alpha"  # but its pairs at DICE's alpha*
             if wfconfig.sera_ensembles(xp, t):
                 prev2.add((owners[exp, t].scores, t))
+            offline.add((owners[exp, t].offline, t))
         else:
             searches += 1
         samplers.add((owners[exp, t].samples, t))
@@ -123,9 +125,10 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
     }
     return {
         "noisy_start_policy": len(starts),
+        "noisy_offline": len(starts),  # one noisy copy per setting and noise level
         "train": len(runs),
         "mix": len(runs) - seras,
-        "sera_offline_logps": seras,
+        "sera_offline_logps": len(offline),
         "sera_mix": seras,
         "sera_scores_prev2": len(prev2),
         "eval": len(runs) + bases + len(starts),
@@ -144,8 +147,8 @@ def test_dry_run_of_the_default_config_plans_the_whole_paper_matrix(tmp_path):
     assert {rule: jobs.get(rule, 0) for rule in want} == want
     # iteration 1 is sampled once for every experiment with the default sampling settings
     assert want["sample"] < want["search_alpha"]
-    # Tables 1-7, 9, 10, SeRA's Tables 1, 2, noise and DICE vs SeRA, paper vs ours
-    assert jobs["table"] == 14 and jobs["figure"] == 5
+    # Tables 1-7, 9, 10, SeRA's Tables 1, 2, 9, noise and DICE vs SeRA, paper vs ours
+    assert jobs["table"] == 15 and jobs["figure"] == 5
     for rule in (
         "toy_world",
         "toy_init_model",

@@ -190,8 +190,8 @@ def generated_pairs(w):
 def experiment_offline(w):
     """An experiment's D_offline: the setting's, or its copy with labels swapped
     (noise_fraction, rule noisy_offline)."""
-    if xp(w)["noise_fraction"] > 0:
-        return f"results/{w.exp}/data/offline_noisy.parquet"
+    if xp(w)["noise_fraction"] > 0:  # one copy per setting and noise (dicewf.config.start_owner)
+        return f"results/{cfg.start_owner(config, w.exp)}/data/offline_noisy.parquet"
     return setting_offline(w)
 
 
@@ -267,6 +267,14 @@ def shard_scores(kind):
         return gather.split(pattern)
 
     return paths
+
+
+def offline_logps(w):
+    """SeRA's log-probs of D_offline at iteration t: shared by the runs that score the same
+    D_offline under the same models (dicewf.config.Owners.offline), e.g. every SeRA run's
+    first iteration on the clean data."""
+    owner = cfg.owners_of(config, w.exp, w.iter, OWNERS).offline
+    return f"{cfg.iter_dir(owner, w.iter)}/offline_logps.parquet"
 
 
 def shared_scores(w):

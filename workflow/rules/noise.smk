@@ -5,8 +5,9 @@
 rule noisy_offline:
     """SeRA's noisy preferences (Section 4.2), for any method: D_offline with chosen and
     rejected swapped on a share noise_fraction of its pairs, drawn from the config's seed
-    (dicewf.sera.swap_labels); column label_swapped marks them. The run's pi_theta^(0), its
-    mixing (DICE) or selection (SeRA) read this copy."""
+    (dicewf.sera.swap_labels); column label_swapped marks them. One copy per setting and noise
+    level, in the folder of its first experiment (dicewf.config.start_owner): the runs' own
+    pi_theta^(0), their mixing (DICE) or selection (SeRA) read it."""
     input:
         offline=setting_offline,
     output:
@@ -32,7 +33,7 @@ rule noisy_start_policy:
     4.2); evaluated as {exp}-iter0, it is the paper's DPO on the noisy data."""
     input:
         model=lambda w: reference_of(w.exp, 0),
-        pairs="results/{exp}/data/offline_noisy.parquet",
+        pairs=experiment_offline,
     output:
         model=directory("results/{exp}/iter0/policy"),
         metrics="results/{exp}/iter0/train_metrics.json",

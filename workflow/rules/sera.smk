@@ -77,7 +77,7 @@ rule sera_mix:
     and, for noisy or gold-labelled offline pairs, the selection's precision and recall."""
     input:
         unpack(sera_bootstrap_inputs),
-        offline="results/{exp}/iter{iter}/offline_logps.parquet",
+        offline=offline_logps,
         scores=shared_scores,
     output:
         mixed=ensure("results/{exp}/iter{iter}/mixed.parquet", non_empty=True),

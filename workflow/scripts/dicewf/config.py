@@ -351,6 +351,8 @@ def reference_iteration(block: Mapping[str, Any], t: int) -> int:
 NOT_IN_RUN_KEY = ("description", "iterations", "reference")
 # keys that only shape the generated pairs D(alpha*): out of the key where gamma >= 1 (none made)
 GENERATION_KEYS = ("sampling", "score", "alpha")
+# the score block's keys that SeRA's scoring of D_offline reads (rule sera_offline_logps)
+OFFLINE_SCORE_KEYS = ("max_tokens_per_batch", "dtype")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,11 +363,14 @@ class Owners:
     ``scores``: their rewards (also equal scoring settings, beta and scoring reference);
     ``run``: the rest of the iteration, search_alpha, mix, train and the trained policy's
     evaluation (also every other setting of the iteration, its start policy and its training
-    reference equal)."""
+    reference equal); ``offline``: SeRA's log-probs of D_offline (rule sera_offline_logps:
+    the same D_offline, clean or with the same noise, scored under the same models with the
+    same scoring settings; a DICE run's is its run owner, unused)."""
 
     samples: str
     scores: str
     run: str
+    offline: str
 
 
 def _canonical(value: Any) -> Any:
@@ -412,9 +417,9 @@ def _unused_at(settings_: Mapping[str, Any], t: int) -> Mapping[str, Any]:
     return {**settings_, "sera": {k: v for k, v in sera.items() if k != "ensemble_lambda"}}
 
 
-def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str]]:
-    """Every (experiment, iteration) -> the keys of its samples, scores and run (digests of all
-    each depends on), in config order: equal keys, equal work."""
+def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str, str]]:
+    """Every (experiment, iteration) -> the keys of its samples, scores, run and offline
+    log-probs (digests of all each depends on), in config order: equal keys, equal work."""
     out = {}
     seed = config.get("seed")
     for exp, (setting, _) in expanded(config).items():
@@ -464,7 +469,22 @@ def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str
                 _unused_at(settings_, t),
             )
             policy.append(run)
-            out[(exp, t)] = (samples, scores, run)
+            offline = run  # DICE scores no D_offline of its own
+            if block.get("method") == "sera":
+                # D_offline (the setting's, with the same noise drawn from the same seed) under
+                # pi_theta^(t-1) and its reference, and for Eq. 7 the pair before them
+                older = (policy[t - 2], reference[t - 2]) if sera_ensembles(block, t) else None
+                offline = _key(
+                    "offline logps",
+                    setting,
+                    seed,
+                    float(block["noise_fraction"]),
+                    policy[t - 1],
+                    reference[t - 1],
+                    older,
+                    {k: (block.get("score") or {}).get(k) for k in OFFLINE_SCORE_KEYS},
+                )
+            out[(exp, t)] = (samples, scores, run, offline)
     return out
 
 
@@ -531,6 +551,8 @@ def shared(config: Mapping[str, Any], exp: str, table: Mapping | None = None) ->
         if e != exp:
             continue
         parts = dataclasses.asdict(o)
+        if experiment(config, exp).get("method") != "sera":  # no D_offline log-probs of its own
+            del parts["offline"]
         if not generates:  # nothing sampled or scored: only the run can be shared
             parts = {"run": o.run}
         theirs = {part: owner for part, owner in parts.items() if owner != exp}
