@@ -135,34 +135,29 @@ def test_kto_trains_on_the_unpaired_pairs_with_chat_rendered_prompts(
     assert steps[-1]["loss"] != pytest.approx(0.5, abs=1e-6)  # and it trains
 
 
-def test_kto_config_fields_are_checked_by_trl(tiny_model, tmp_path):
-    with pytest.raises(TypeError, match="desirable_wieght"):
-        training.train_dpo(
-            tiny_model,
-            PAIRS,
-            tmp_path / "p",
-            {**ARGS, "desirable_wieght": 2.0},
-            seed=0,
-            trainer="kto",
-        )
-    # a DPO loss type (say from a shared train block) is named before any model is loaded
-    with pytest.raises(ValueError, match="KTOConfig loss_type.*'sigmoid'"):
-        training.train_dpo(
-            tiny_model,
-            PAIRS,
-            tmp_path / "p",
-            {**ARGS, "loss_type": "sigmoid"},
-            seed=0,
-            trainer="kto",
-        )
-    with pytest.raises(ValueError, match="trainer must be one of"):
-        training.train_dpo(tiny_model, PAIRS, tmp_path / "p", ARGS, seed=0, trainer="orpo")
-    assert not list(tmp_path.iterdir())
-
-
-# --- SimPO: CPOTrainer, reference-free ------------------------------------------------------------
+# --- CPO/SimPO: CPOTrainer, reference-free ------------------------------------------------------
 
 SIMPO = {**ARGS, "beta": 2.0, "loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": 0.4}
+
+
+@pytest.mark.parametrize(
+    "trainer, args, error, match",
+    [
+        ("kto", {**ARGS, "desirable_wieght": 2.0}, TypeError, "desirable_wieght"),
+        # a DPO loss type (say from a shared train block) is named before any model is loaded
+        ("kto", {**ARGS, "loss_type": "sigmoid"}, ValueError, "KTOConfig loss_type.*'sigmoid'"),
+        ("cpo", {**SIMPO, "simpo_gama": 1.0}, TypeError, "simpo_gama"),
+        # DPO's robust loss, say from a shared train block, is not one of CPOConfig's
+        ("cpo", {**SIMPO, "loss_type": "robust"}, ValueError, "'cpo' takes a CPOConfig.*'robust'"),
+        ("orpo", ARGS, ValueError, "trainer must be one of"),
+    ],
+)
+def test_trainer_config_fields_and_loss_types_are_checked_by_trl_before_any_model_loads(
+    tiny_model, tmp_path, trainer, args, error, match
+):
+    with pytest.raises(error, match=match):
+        training.train_dpo(tiny_model, PAIRS, tmp_path / "p", args, seed=0, trainer=trainer)
+    assert not list(tmp_path.iterdir())
 
 
 def simpo_loss(lp_w, n_w, lp_l, n_l, beta: float, gamma: float) -> float:
@@ -170,24 +165,6 @@ def simpo_loss(lp_w, n_w, lp_l, n_l, beta: float, gamma: float) -> float:
     pi(y_l|x) - gamma)."""
     z = beta * (lp_w / n_w - lp_l / n_l) - gamma
     return float(np.mean(np.logaddexp(0.0, -z)))
-
-
-def test_cpo_config_fields_and_loss_types_are_checked_before_any_model_loads(tiny_model, tmp_path):
-    with pytest.raises(TypeError, match="simpo_gama"):
-        training.train_dpo(
-            tiny_model, PAIRS, tmp_path / "p", {**SIMPO, "simpo_gama": 1.0}, seed=0, trainer="cpo"
-        )
-    # DPO's robust loss, say from a shared train block, is not one of CPOConfig's
-    with pytest.raises(ValueError, match=r"trainer='cpo' takes a CPOConfig loss_type.*'robust'"):
-        training.train_dpo(
-            tiny_model,
-            PAIRS,
-            tmp_path / "p",
-            {**SIMPO, "loss_type": "robust"},
-            seed=0,
-            trainer="cpo",
-        )
-    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow

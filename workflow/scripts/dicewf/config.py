@@ -478,7 +478,7 @@ def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str
                     "offline logps",
                     setting,
                     seed,
-                    float(block["noise_fraction"]),
+                    float(block.get("noise_fraction") or 0),  # as trains_own_start reads it
                     policy[t - 1],
                     reference[t - 1],
                     older,
