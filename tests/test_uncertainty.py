@@ -312,8 +312,12 @@ def test_seras_claims_compare_its_runs_with_their_baselines_on_the_toy_matrix():
         "sera_dpo_noise40-iter1",
         "robust_dpo_noise40-iter1",
     )
+    assert plans["SeRA-SimPO > Iterative SimPO on LC"] == (
+        "sera_simpo-iter1",
+        "iterative_simpo-iter1",
+    )
     sera = [c for c in cl.CLAIMS if c.table.startswith("sera_")]
-    assert len(sera) == 6 and all(c.claim in plans for c in sera)
+    assert len(sera) == 7 and all(c.claim in plans for c in sera)
     # a config without SeRA's runs leaves its claims out
     assert not [p for p in cl.plans(toy_layout(EXPERIMENTS)) if p.claim.table.startswith("sera")]
 
