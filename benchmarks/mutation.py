@@ -46,6 +46,8 @@ MODULES = {
     "config": ["test_config.py", "test_sharing.py"],
     "judge_client": ["test_judge_client.py"],
     "llm_judge": ["test_llm_judge.py"],
+    "rewards": ["test_rewards.py"],
+    "reflogps": ["test_ref_reuse.py"],
     "scoring": ["test_scoring.py"],
     "checkpoints": ["test_training.py"],
     "training": ["test_training.py", "test_training_variants.py"],
@@ -87,6 +89,7 @@ def scratch_project(module: str, where: Path) -> Path:
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     shutil.copytree(ROOT / "workflow" / "schemas", where / "workflow" / "schemas")
+    shutil.copytree(ROOT / "workflow" / "prompts", where / "workflow" / "prompts")  # llm_judge's
     shutil.copytree(ROOT / "workflow" / "schemas", where / "schemas")
     shutil.copytree(ROOT / "config", where / "config")
     shutil.copy2(ROOT / "config.yaml", where / "config.yaml")
@@ -159,7 +162,16 @@ def run(module: str, max_children: int, keep: bool, reuse: Path | None = None) -
             names = sorted(n for n, s in statuses(reuse).items() if s in SURVIVED)
         else:
             scratch_project(module, where)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        # mutmut forks each mutant's test run from a process that ran the tests once; torch's
+        # OpenMP thread pool does not survive a fork, so a child that computes with torch
+        # hangs until mutmut's CPU limit and counts as a timeout (killed): one thread, no pool
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
         done = subprocess.run(
             [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names],
             cwd=where,

@@ -55,6 +55,15 @@ def test_the_toy_template_fits_the_toy_context(tiny_model):
     assert len(tok(bare, add_special_tokens=False)["input_ids"]) <= 25
 
 
+def test_a_template_without_placeholders_is_refused_naming_both():
+    with pytest.raises(ValueError) as err:
+        llm_judge.check_template("Rate this answer.")
+    assert str(err.value) == (
+        "<template>: judge template lacks the placeholder(s) {instruction}, {response}; it "
+        "needs both {instruction} and {response}"
+    )
+
+
 def test_templates_need_both_placeholders(tmp_path):
     bad = tmp_path / "judge.txt"
     bad.write_text("Rate this: {response}\nScore:")
@@ -122,6 +131,12 @@ PARSE_CASES = [
     ("50% of the answer is right", math.nan),
     # nothing
     ("I cannot evaluate this response.", math.nan),
+    # a "Score:" on another scale is skipped, not the end of the search: the last good one wins
+    ("Score: 3/6", math.nan),
+    ("Score: 2/10, corrected Score: 4 after 1 more look", 4.0),
+    # a scale run into a number ("0-4.5" then "4.5"): the number after it still stands alone
+    ("0-4.54.5", 4.5),
+    (math.nan, math.nan),  # a missing judgement read back from parquet
     ("Score: N/A", math.nan),
     ("", math.nan),
     (None, math.nan),
@@ -152,6 +167,7 @@ class FakeJudgeSampler:
                 "spec": dict(spec),
                 "backend": backend,
                 "engine": engine,
+                "source": source,
             }
         )
         return pd.DataFrame(
@@ -310,6 +326,7 @@ def test_the_policy_judges_with_vllm_on_cpu(tiny_model):
         ([2.5], 1, 2.5),  # one rating: that rating
         ([math.nan], 1, math.nan),
         ([0.0, 0.0, math.nan], 2, 0.0),  # zero is a rating
+        ([4.0, None, 2.0], 2, 3.0),  # None (a null read back) is no rating
     ],
 )
 def test_the_reward_is_the_mean_of_at_least_min_ratings_parsed(ratings, min_ratings, expected):
@@ -403,19 +420,26 @@ def test_judge_prompts_over_max_prompt_tokens_are_dropped(tiny_model, monkeypatc
         len(t)
         for t in sampling.prompt_token_ids(AutoTokenizer.from_pretrained(tiny_model), rendered)
     ]
-    limit = sorted(lengths)[2]
+    limit = min(lengths)
     with caplog.at_level("INFO", logger="dicewf.llm_judge"):
         out = llm_judge.judge(
             tiny_model, SAMPLES, TOY_TEMPLATE, {"temperature": 0.0}, max_prompt_tokens=limit
         )
     expected = [i for i, n in enumerate(lengths) if n <= limit]
-    assert 0 < len(expected) < len(SAMPLES)
+    assert 0 < len(expected) < len(SAMPLES) - len(expected)  # the dropped ones outnumber
     assert out["response"].tolist() == SAMPLES["response"].iloc[expected].tolist()
+    assert out.index.tolist() == list(range(len(expected)))
     assert fake.calls[0]["prompts"]["prompt"].tolist() == [rendered[i] for i in expected]
     assert (
         f"dropping {len(SAMPLES) - len(expected)} responses whose judge prompt has more "
         f"than {limit} tokens, of 6"
-    ) in caplog.text
+    ) in caplog.messages
+    # columns a pandas reset_index() left in the samples ("index", then "level_0") pass by
+    stray = SAMPLES.assign(index=range(6), level_0=range(6))
+    out = llm_judge.judge(
+        tiny_model, stray, TOY_TEMPLATE, {"temperature": 0.0}, max_prompt_tokens=limit
+    )
+    assert out["response"].tolist() == SAMPLES["response"].iloc[expected].tolist()
     with pytest.raises(ValueError, match="every judge prompt has more than 1 tokens"):
         llm_judge.judge(
             tiny_model, SAMPLES, TOY_TEMPLATE, {"temperature": 0.0}, max_prompt_tokens=1
@@ -460,3 +484,121 @@ def test_each_rating_has_its_own_reproducible_seed_and_one_rating_is_the_old_jud
     for reward, text in zip(one["reward"], one["judgement"]):
         expected = llm_judge.parse_score(text)
         assert (math.isnan(reward) and math.isnan(expected)) or reward == expected
+
+
+JUDGE_SCORES_FRAME = pd.DataFrame(
+    {
+        "prompt_id": ["p0", "p0", "p1", "p1"],
+        "prompt": ["What is 1 plus 2?"] * 2 + ["Reverse the word kabo."] * 2,
+        "sample_idx": [0, 1, 0, 1],
+        "response": ["3", "4", "obak", "kabo"],
+        "finish_reason": ["stop"] * 4,
+        "reward": [4.0, math.nan, 2.5, math.nan],
+        "len_chars": [1, 1, 4, 4],
+        "len_tokens": [2, 2, 3, 3],
+        "judgement": ["Score: 4", "no idea", "Score: 2.5", "hmm"],
+    }
+)
+
+
+def test_parsed_keeps_the_rated_rows_numbered_afresh_and_logs_how_many(caplog):
+    with caplog.at_level("INFO", logger="dicewf.llm_judge"):
+        kept = llm_judge.parsed(JUDGE_SCORES_FRAME, "judge.parquet")
+    expected = JUDGE_SCORES_FRAME.iloc[[0, 2]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, expected)  # same columns, index 0, 1
+    assert "judge.parquet: 2 of 4 responses are rated" in caplog.messages
+    with caplog.at_level("INFO", logger="dicewf.llm_judge"):
+        llm_judge.parsed(JUDGE_SCORES_FRAME)
+    assert caplog.messages[-1] == "<judge_scores>: 2 of 4 responses are rated"
+
+
+def test_parsed_names_the_source_of_a_bad_frame():
+    with pytest.raises(DatasetError, match=r"^judge\.parquet: missing column\(s\) \['judgement'\]"):
+        llm_judge.parsed(JUDGE_SCORES_FRAME.drop(columns="judgement"), "judge.parquet")
+
+
+def test_request_ids_carry_the_rating_after_the_first():
+    assert llm_judge.request_id("p0", 3) == "p0#3"  # one rating: the id it always was
+    assert llm_judge.request_id("p0", 3, 0) == "p0#3"
+    assert llm_judge.request_id("p0", 3, 2) == "p0#3#2"
+
+
+def test_by_default_the_judge_uses_auto_and_judges_responses_as_written(tiny_model, monkeypatch):
+    fake = FakeJudgeSampler({f"{p}#{k}": "Score: 3" for p in ("p0", "p1", "p2") for k in (0, 1)})
+    monkeypatch.setattr(sampling, "sample", fake)
+    samples = SAMPLES.assign(response=["", " The answer is 3. ", "obak", "It is obak", "ZU", "zu"])
+    out = llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, {"temperature": 0.0})
+    (call,) = fake.calls
+    assert call["backend"] == "auto" and call["source"] == "<samples>"
+    # no whitespace stripped, no minimum length: the empty response is judged too
+    assert out["response"].tolist() == samples["response"].tolist()
+    llm_judge.judge(tiny_model, samples, TOY_TEMPLATE, {"temperature": 0.0}, source="s.parquet")
+    assert fake.calls[1]["source"] == "s.parquet"
+    with pytest.raises(DatasetError, match=r"^<samples>: missing column"):
+        llm_judge.judge("unused", SAMPLES.drop(columns="response"), TOY_TEMPLATE, {})
+
+
+def test_judge_errors_name_the_source_and_the_repeated_rows():
+    with pytest.raises(ValueError, match="greedy decoding .* set n to 1, not 2"):
+        llm_judge.judge("unused", SAMPLES, TOY_TEMPLATE, {"n": 2, "temperature": 0.0})
+    truncated = SAMPLES.assign(finish_reason="length")
+    with pytest.raises(ValueError, match=r"^s\.parquet: no response left to judge "):
+        llm_judge.judge("unused", truncated, TOY_TEMPLATE, {}, source="s.parquet")
+    # the same (prompt_id, sample_idx) with another response is a repeat too
+    other = SAMPLES.iloc[:1].assign(response="another answer")
+    repeated = pd.concat([SAMPLES, other], ignore_index=True)
+    with pytest.raises(ValueError, match=r"repeated \(prompt_id, sample_idx\) at rows \[6\]"):
+        llm_judge.judge("unused", repeated, TOY_TEMPLATE, {})
+    many = pd.concat([SAMPLES, SAMPLES], ignore_index=True)  # rows 6-11 repeat 0-5
+    with pytest.raises(ValueError, match=r"at rows \[6, 7, 8, 9, 10\]$"):
+        llm_judge.judge("unused", many, TOY_TEMPLATE, {})
+
+
+def test_judgements_out_of_request_order_are_an_error(tiny_model, monkeypatch):
+    fake = FakeJudgeSampler({f"{p}#{k}": "Score: 3" for p in ("p0", "p1", "p2") for k in (0, 1)})
+
+    def shuffled(*args, **kwargs):
+        return fake(*args, **kwargs).iloc[::-1].reset_index(drop=True)
+
+    monkeypatch.setattr(sampling, "sample", shuffled)
+    with pytest.raises(RuntimeError) as err:
+        llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {"temperature": 0.0})
+    assert str(err.value) == "the sampler returned judgements out of request order"
+
+
+def test_judgements_are_kept_verbatim_even_with_trailing_nul_characters(tiny_model, monkeypatch):
+    judgements = {f"{p}#{k}": "Score: 3" for p in ("p0", "p1", "p2") for k in (0, 1)}
+    judgements["p0#0"] = "Score: 4\x00\x00"
+    monkeypatch.setattr(sampling, "sample", FakeJudgeSampler(judgements))
+    out = llm_judge.judge(tiny_model, SAMPLES, TOY_TEMPLATE, {"temperature": 0.0})
+    assert out["judgement"].iloc[0] == "Score: 4\x00\x00"
+    assert out["judgements"].iloc[0] == ["Score: 4\x00\x00"]
+    assert out["reward"].iloc[0] == 4.0
+
+
+def test_the_judge_logs_exact_rating_and_reward_counts(tiny_model, monkeypatch, caplog):
+    fake = FakeJudgeSampler(
+        {
+            "p0#0": "Score: 4",
+            "p0#0#1": "Score: 5",
+            "p0#0#2": "Score: 5",  # mean 4.666...: 4.67 at two decimals
+            "p0#1": "hmm",
+            "p0#1#1": "no idea",
+            "p0#1#2": "nothing",
+            "p1#0": "Score: 2",
+            "p1#0#1": "Score: 2",
+            "p1#0#2": "pass",
+        }
+    )
+    monkeypatch.setattr(sampling, "sample", fake)
+    params = {"n": 3, "temperature": 0.2}
+    with caplog.at_level("INFO", logger="dicewf.llm_judge"):
+        out = llm_judge.judge(tiny_model, SAMPLES.iloc[:3], TOY_TEMPLATE, params, min_ratings=2)
+    assert out["n_rated"].tolist() == [3, 0, 2] and out["n_rated"].dtype == "int64"
+    # 5 of 9 parsed: 55.6%; one response each with 0, 2 and 3 parsed ratings
+    assert caplog.messages[-3:] == [
+        "parsed a rating from 5 of 9 judgements (55.6%); ratings parsed per response (of 3): "
+        "{0: 1, 2: 1, 3: 1}",
+        "rated 2 of 3 responses (at least 2 parsed ratings); 1 unrated drop out",
+        "reward counts: {2.0: 1, 4.67: 1, nan: 1}",
+    ]

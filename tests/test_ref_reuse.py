@@ -334,3 +334,223 @@ def test_length_regularised_dpo_shifts_the_reused_log_probs_as_the_live_ones(
         reused = losses("reused", filled)
     assert "no reference model is loaded" in caplog.text
     np.testing.assert_allclose(reused, losses("live", PAIRS), rtol=1e-5, atol=1e-6)
+
+
+# --- mutation testing: what the tests above leave open -----------------------------------------
+
+
+def test_a_sera_experiment_needs_no_job_for_its_offline_rows():
+    import yaml
+    from test_paper import validated
+    from test_workflow import REPO
+
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    config = validated({**raw, "reuse_ref_logps": True})
+    assert config["defaults"]["mix"]["gamma"] > 0  # DICE would need the job for its offline share
+    # sera_mix carries the log-probs on every row, offline ones too
+    assert not reflogps.needs_fill(config, "sera_dpo", 2)
+    assert reflogps.needs_fill(config, "dice", 2)
+
+
+def test_missing_marks_every_row_when_a_column_is_absent():
+    got = reflogps.missing(PAIRS)
+    assert got.dtype == bool and got.tolist() == [True] * 4
+
+
+def test_missing_reads_nullable_columns_and_unparsable_values_as_missing():
+    values = {
+        "ref_chosen_logps": pd.array([-1.0, None, -3.0, -4.0], dtype="Float64"),
+        "ref_rejected_logps": pd.Series([-2.0, -2.0, "n/a", -5.0], dtype=object),
+        "ref_chosen_tokens": pd.array([3, 3, 3, None], dtype="Int64"),
+        "ref_rejected_tokens": pd.array([4, 4, 4, 4], dtype="Int64"),
+    }
+    assert reflogps.missing(PAIRS.assign(**values)).tolist() == [False, True, True, True]
+
+
+def test_encode_pairs_appends_no_second_turn_end_to_a_rejected_completion(tiny_model):
+    from dicewf.chat import turn_end_token
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    end = turn_end_token(tokenizer)
+    prompts, chosen = PAIRS["prompt"].tolist(), PAIRS["chosen"].tolist()
+    plain = reflogps.encode_pairs(tokenizer, prompts, chosen, PAIRS["rejected"].tolist())
+    ended = reflogps.encode_pairs(tokenizer, prompts, chosen, [r + end for r in PAIRS["rejected"]])
+    assert [e.input_ids for e in ended[1]] == [e.input_ids for e in plain[1]]
+    with pytest.raises(ValueError, match="zip"):  # one completion short: an error, not a drop
+        reflogps.encode_pairs(tokenizer, prompts, chosen, PAIRS["rejected"].tolist()[:3])
+
+
+class _Spy:
+    """Records the keyword arguments of a dicewf.scoring function and calls it (test double)."""
+
+    def __init__(self, func, nan_at=None):
+        self.func, self.nan_at, self.calls = func, nan_at, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        out = self.func(*args, **kwargs)
+        if self.nan_at is not None:
+            out = out.copy()
+            out[self.nan_at] = np.nan
+        return out
+
+
+def test_fill_scores_the_rows_without_log_probs_under_the_reference(
+    tiny_model, monkeypatch, caplog
+):
+    from dicewf import scoring
+
+    full = reflogps.fill(PAIRS, tiny_model, tiny_model)
+    assert full[list(reflogps.TOKEN_COLUMNS)].dtypes.eq("int64").all()
+    one_left = full.copy()
+    one_left.loc[2, "ref_chosen_logps"] = np.nan  # one row to score: scored, not skipped
+    loads, batches = _Spy(scoring.load_model), _Spy(scoring.sequence_logprobs)
+    monkeypatch.setattr(scoring, "load_model", loads)
+    monkeypatch.setattr(scoring, "sequence_logprobs", batches)
+    with caplog.at_level(logging.INFO, logger="dicewf.reflogps"):
+        again = reflogps.fill(one_left, tiny_model, tiny_model)
+    pd.testing.assert_frame_equal(again, full, rtol=1e-6)
+    assert caplog.messages == [
+        f"<pairs>: 1 of 4 pairs lack reference log-probs; scoring them under {tiny_model}",
+        f"<pairs>: scoring 1 pairs under {tiny_model} (ref)",
+    ]
+    # the defaults: the checkpoint's own dtype, 8,192 tokens a batch, named in the progress bar
+    assert loads.calls[0][0] == (tiny_model, "auto")
+    kwargs = batches.calls[0][1]
+    assert kwargs["max_tokens_per_batch"] == 8192 and kwargs["desc"] == "reference log-probs"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dicewf.reflogps"):
+        reflogps.fill(
+            one_left, tiny_model, tiny_model, max_tokens_per_batch=64, dtype="float32", source="m"
+        )
+    assert loads.calls[1][0] == (tiny_model, "float32")
+    assert batches.calls[1][1]["max_tokens_per_batch"] == 64
+    assert caplog.messages[1] == f"m: scoring 1 pairs under {tiny_model} (ref)"
+
+
+def test_pair_logps_keeps_the_index_and_scores_each_model(tiny_model, monkeypatch, caplog):
+    from dicewf import scoring
+
+    pairs = PAIRS.set_axis([10, 11, 12, 13])
+    loads, batches = _Spy(scoring.load_model), _Spy(scoring.sequence_logprobs)
+    monkeypatch.setattr(scoring, "load_model", loads)
+    monkeypatch.setattr(scoring, "sequence_logprobs", batches)
+    with caplog.at_level(logging.INFO, logger="dicewf.reflogps"):
+        out = reflogps.pair_logps(pairs, tiny_model, {"a": tiny_model, "b": tiny_model})
+    assert out.index.tolist() == [10, 11, 12, 13]
+    assert len(batches.calls) == 1  # one folder named twice: scored once
+    assert caplog.messages == [f"<pairs>: scoring 4 pairs under {tiny_model} (a)"]
+    assert loads.calls[0][0] == (tiny_model, "auto")
+    kwargs = batches.calls[0][1]
+    assert kwargs["desc"] == "pair log-probs" and kwargs["max_tokens_per_batch"] == 8192
+    assert out["logp_a_chosen"].tolist() == out["logp_b_chosen"].tolist()
+
+
+def test_pair_logps_pads_with_eos_when_the_tokenizer_has_no_pad_token(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+    padded = reflogps.pair_logps(PAIRS, tiny_model, {"ref": tiny_model})
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(tmp_path / "no_pad")
+    assert AutoTokenizer.from_pretrained(tmp_path / "no_pad").pad_token_id is None
+    eos = reflogps.pair_logps(PAIRS, tmp_path / "no_pad", {"ref": tiny_model})
+    pd.testing.assert_frame_equal(eos, padded, rtol=1e-5)
+
+
+def test_pair_logps_scores_two_folders_apart(tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    other = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    other.save_pretrained(tmp_path / "other")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "other")
+    out = reflogps.pair_logps(PAIRS, tiny_model, {"a": tiny_model, "b": tmp_path / "other"})
+    assert (out["logp_a_chosen"] - out["logp_b_chosen"]).abs().min() > 1e-3
+
+
+def test_a_nan_log_prob_is_an_error_naming_the_model_and_the_pair(tiny_model, monkeypatch):
+    from dicewf import scoring
+
+    # sequences are chosen 0-3 then rejected 0-3: index 5 is pair b's rejected completion
+    real = scoring.sequence_logprobs
+    monkeypatch.setattr(scoring, "sequence_logprobs", _Spy(real, nan_at=5))
+    with pytest.raises(ValueError) as err:
+        reflogps.pair_logps(PAIRS, tiny_model, {"ref": tiny_model}, source="mixed.parquet")
+    assert str(err.value).startswith(
+        f"mixed.parquet: model {tiny_model} gives NaN or infinite log-probabilities for 1 of 8 "
+        "responses, e.g. (prompt_id, sample_idx) [('b', 'rejected')]"
+    )
+    monkeypatch.setattr(scoring, "sequence_logprobs", _Spy(real, nan_at=1))
+    with pytest.raises(ValueError, match=r"^<pairs>: .* \[\('b', 'chosen'\)\]"):
+        reflogps.pair_logps(PAIRS, tiny_model, {"ref": tiny_model})
+
+
+def test_live_reasons_are_said_in_full(tiny_model, tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    filled = reflogps.fill(PAIRS, tiny_model, tiny_model)
+    longest = max(
+        len(e.input_ids)
+        for side in reflogps.encode_pairs(
+            tokenizer, PAIRS["prompt"], PAIRS["chosen"], PAIRS["rejected"]
+        )
+        for e in side
+    )
+    # a config object without ld_alpha or sync_ref_model (an older TRL) needs no live reference
+    bare = SimpleNamespace(max_length=longest)
+    assert reflogps.live_reason(filled, tokenizer, bare, trainer="dpo", context=longest) is None
+    why = reflogps.live_reason(filled, tokenizer, bare, trainer="dpo", context=longest - 1)
+    assert why == (
+        f"a sequence of {longest} tokens exceeds the model's context ({longest - 1}): TRL "
+        "truncates it, the log-probs cover it whole"
+    )
+    ld = SimpleNamespace(max_length=longest, ld_alpha=0.5)
+    assert reflogps.live_reason(filled, tokenizer, ld, trainer="dpo", context=None) == (
+        "ld_alpha=0.5 weighs the reference's tokens otherwise"
+    )
+    sync = SimpleNamespace(max_length=longest, sync_ref_model=True)
+    assert reflogps.live_reason(filled, tokenizer, sync, trainer="dpo", context=None) == (
+        "sync_ref_model updates the reference during training"
+    )
+    assert reflogps.live_reason(PAIRS, tokenizer, bare, trainer="dpo", context=None) == (
+        "the pairs carry no reference log-probs"
+    )
+    many = pd.concat([filled] * 2, ignore_index=True).assign(prompt_id=list("abcdefgh"))
+    lacking = many.assign(ref_chosen_logps=np.nan)
+    assert reflogps.live_reason(lacking, tokenizer, bare, trainer="dpo", context=None) == (
+        "8 of 8 pairs lack reference log-probs, e.g. prompt ids ['a', 'b', 'c', 'd', 'e']"
+    )
+    other = many.assign(ref_chosen_tokens=many["ref_chosen_tokens"] + 1)
+    assert reflogps.live_reason(other, tokenizer, bare, trainer="dpo", context=None) == (
+        "8 of 8 pairs were scored on other completion tokens than TRL tokenizes (another "
+        "tokenizer, or the prompt/completion boundary), e.g. prompt ids ['a', 'b', 'c', 'd', 'e']"
+    )
+
+
+def test_the_precomputed_trainer_takes_the_dataset_as_it_is():
+    from types import SimpleNamespace
+
+    class Base:
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            raise AssertionError("the base class would run the reference model")
+
+    cls = reflogps.precomputed_trainer(Base)
+    assert cls.__name__ == cls.__qualname__ == "BaseWithPrecomputedReference"
+    assert issubclass(cls, Base)
+    data = SimpleNamespace(column_names=["prompt", "ref_chosen_logps", "ref_rejected_logps"])
+    assert cls()._precompute_ref_logps(data, "train", 8) is data
+    without = SimpleNamespace(column_names=["prompt", "ref_chosen_logps"])
+    with pytest.raises(ValueError) as err:
+        cls()._precompute_ref_logps(without, "eval", 8)
+    assert (
+        str(err.value) == "eval dataset: no column(s) ['ref_rejected_logps'] to take log-probs from"
+    )
