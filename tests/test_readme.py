@@ -237,3 +237,18 @@ def importlib_missing(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is None
+
+
+def test_the_mutation_table_is_what_the_benchmark_prints():
+    """README's table of mutation scores is the output of the command it names,
+    `python benchmarks/mutation.py --table` (the figures of benchmarks/results/mutation.json)."""
+    printed = subprocess.run(
+        [sys.executable, "benchmarks/mutation.py", "--table"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    readme = (REPO / "README.md").read_text()
+    assert "`python benchmarks/mutation.py --table`" in readme
+    assert printed.startswith("| module |") and printed in readme
