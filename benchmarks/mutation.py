@@ -43,7 +43,7 @@ MODULES = {
     "sharding": ["test_sharding.py"],
     "io": ["test_io.py"],
     "lcwinrate": ["test_lcwinrate.py"],
-    "config": ["test_config.py", "test_sharing.py"],
+    "config": ["test_config.py", "test_sharing.py", "test_sera_workflow.py"],
     "judge_client": ["test_judge_client.py"],
     "llm_judge": ["test_llm_judge.py"],
     "rewards": ["test_rewards.py"],
@@ -53,6 +53,8 @@ MODULES = {
     "training": ["test_training.py", "test_training_variants.py"],
     "alpha": ["test_alpha.py"],
     "arena": ["test_arena.py"],
+    "sera": ["test_sera.py", "test_sera_workflow.py", "test_sera_figures.py"],
+    "sera_eval": ["test_sera_eval.py"],
 }
 KILLED = {"killed", "timeout"}
 SURVIVED = {"survived", "no tests"}

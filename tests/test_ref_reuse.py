@@ -408,6 +408,7 @@ def test_fill_scores_the_rows_without_log_probs_under_the_reference(
     loads, batches = _Spy(scoring.load_model), _Spy(scoring.sequence_logprobs)
     monkeypatch.setattr(scoring, "load_model", loads)
     monkeypatch.setattr(scoring, "sequence_logprobs", batches)
+    caplog.clear()  # the first fill's lines, recorded where an earlier test left INFO enabled
     with caplog.at_level(logging.INFO, logger="dicewf.reflogps"):
         again = reflogps.fill(one_left, tiny_model, tiny_model)
     pd.testing.assert_frame_equal(again, full, rtol=1e-6)
