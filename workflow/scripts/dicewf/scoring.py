@@ -81,7 +81,7 @@ def encode(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[
 
 
 # Rows of logits turned into float32 at a time: 2**26 elements (256 MiB in float32), i.e. 523 rows
-# for Llama-3's 128,256-token vocabulary, 2,048 for Mistral's 32,000
+# for Llama-3's 128,256-token vocabulary, 2,097 for Mistral's 32,000
 CHUNK_ELEMENTS = 2**26
 
 # Causal LMs whose logits are exactly ``lm_head(model.model(...).last_hidden_state)`` (no logit
