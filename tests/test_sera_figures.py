@@ -346,6 +346,7 @@ def test_read_inputs_keys_each_file_by_run_and_iteration(layout, tmp_path):
 # --- the workflow ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a Snakemake dry run, as every test that starts Snakemake
 def test_figure3_plans_one_trained_logps_job_per_criterion(tmp_path):
     jobs = planned_jobs(
         workdir(tmp_path, load(REPO / "config.yaml")), "results/figures/sera_figure3.png"
