@@ -129,6 +129,7 @@ def test_an_unknown_benchmark_is_refused_by_the_schema(paper):
         jsonschema.validate(cfg, schema)
 
 
+@pytest.mark.slow  # starts Snakemake
 def test_the_sera_targets_dry_run_offline(tmp_path, paper):
     """`snakemake -n --configfile config/paper.yaml sera_paper`, the hub offline and HTTP(S)
     at a dead proxy: every SeRA run trained, each evaluated model answering all four benchmarks
@@ -156,6 +157,7 @@ def test_the_sera_targets_dry_run_offline(tmp_path, paper):
     assert not [rule for rule in jobs if rule.startswith(("toy_", "arena", "alpaca_eval"))]
 
 
+@pytest.mark.slow  # starts Snakemake
 def test_the_sft_models_answers_are_the_opponent_of_every_other_model(tmp_path):
     wd = workdir(tmp_path, load(PAPER))
     out = snakemake(

@@ -203,6 +203,7 @@ def test_a_metrics_file_without_a_block_is_named(tmp_path):
         spt.read_metrics(MISTRAL_ROWS, paths[:2])
 
 
+@pytest.mark.slow  # starts Snakemake
 def test_the_sera_paper_targets_include_the_tables_with_a_row(tmp_path, paper):
     """The dry run of sera_paper plans Tables 1, 2 and 9, and without SimPO runs no Table 9; each
     reads the metrics of exactly its rows' models."""
@@ -219,6 +220,7 @@ def test_the_sera_paper_targets_include_the_tables_with_a_row(tmp_path, paper):
     assert {p for p in want if p in job} == want and "sera_dpo" not in job
 
 
+@pytest.mark.slow  # starts Snakemake
 def test_the_rule_writes_the_table_from_the_metrics_files(tmp_path, paper):
     """rule sera_paper_table for real on the fake metrics files (nothing upstream runs)."""
     cfg = copy.deepcopy(paper)
