@@ -840,3 +840,216 @@ def test_each_settings_base_model_is_evaluated_under_its_own_name():
     owners = cfg.model_owners(config)
     assert owners["zephyr_base"] == "zephyr_base" and owners["mistral_base"] == "mistral_base"
     assert "base" not in owners
+
+
+# --- SeRA's evaluation names, generates_pairs, _schema_default, SeRA's refusals ----------------
+
+
+def sera_eval_config(wanted: list[str]) -> dict:
+    """two_settings() with eval.sera.experiments set (dice_kto: zephyr only, 1 iteration;
+    dice_gamma050: llama3 only, 2 iterations; dice: both settings, 2 iterations)."""
+    return two_settings() | {"eval": {"sera": {"experiments": wanted}}}
+
+
+def test_sera_sft_model_is_prefixed_by_the_setting_and_plain_sft_without_one():
+    assert cfg.sera_sft_model("zephyr") == "zephyr_sft"
+    assert cfg.sera_sft_model("") == "sft"
+
+
+def test_sera_eval_settings_are_the_settings_of_the_listed_experiments_in_config_order():
+    assert cfg.sera_eval_settings(sera_eval_config(["dice_gamma050"])) == ["llama3"]
+    assert cfg.sera_eval_settings(sera_eval_config(["dice_kto"])) == ["zephyr"]
+    assert cfg.sera_eval_settings(sera_eval_config(["dice_gamma050", "dice"])) == [
+        "zephyr",
+        "llama3",
+    ]
+    assert cfg.sera_eval_settings(two_settings()) == []  # no eval block: nothing evaluated
+    assert cfg.sera_eval_settings(two_settings() | {"eval": {"sera": {}}}) == []
+
+
+def test_sera_evaluated_runs_map_each_run_to_its_last_iterations_model():
+    config = sera_eval_config(["dice_kto", "dice_gamma050"])
+    assert cfg.sera_evaluated_runs(config) == {
+        "zephyr_dice_kto": "zephyr_dice_kto-iter1",
+        "llama3_dice_gamma050": "llama3_dice_gamma050-iter2",
+    }
+    assert cfg.sera_evaluated_runs(two_settings()) == {}
+
+
+def test_sera_evaluated_runs_name_a_shared_run_by_its_owner():
+    # two experiments with equal settings share every run: the second is evaluated as the first
+    config = small_config()
+    config["experiments"] = {"a": {}, "b": {}}
+    config["eval"] = {"sera": {"experiments": ["b"]}}
+    assert cfg.sera_evaluated_runs(config) == {"b": "a-iter2"}
+    assert cfg.sera_eval_models(config) == ["sft", "base", "a-iter2"]
+
+
+def test_sera_eval_models_are_sft_and_base_per_setting_then_each_runs_last_model_once():
+    config = sera_eval_config(["dice_kto", "dice_gamma050", "dice"])
+    assert cfg.sera_eval_models(config) == [
+        "zephyr_sft",
+        "zephyr_base",
+        "llama3_sft",
+        "llama3_base",
+        "zephyr_dice-iter2",
+        "zephyr_dice_kto-iter1",
+        "llama3_dice-iter2",
+        "llama3_dice_gamma050-iter2",
+    ]
+    assert cfg.sera_eval_models(two_settings()) == []
+
+
+def test_an_unknown_sera_eval_experiment_is_named_with_the_configured_ones():
+    with pytest.raises(KeyError) as err:
+        cfg.sera_eval_models(sera_eval_config(["dice", "nope", "zephyr_dice"]))
+    assert err.value.args[0] == (
+        "eval.sera.experiments: unknown experiment(s) ['nope', 'zephyr_dice']; configured: "
+        "['dice', 'dice_gamma050', 'dice_kto', 'judge']"
+    )
+
+
+def test_model_setting_reads_sft_base_and_run_names():
+    config = two_settings()
+    assert cfg.model_setting(config, "zephyr_sft") == "zephyr"
+    assert cfg.model_setting(config, "llama3_sft") == "llama3"
+    assert cfg.model_setting(config, "llama3_base") == "llama3"
+    assert cfg.model_setting(config, "zephyr_dice_kto-iter1") == "zephyr"
+    assert cfg.model_setting(config, "llama3_dice-iter2") == "llama3"
+    assert cfg.model_setting(small_config(), "dice-iter1") == ""
+    with pytest.raises(ValueError, match="model name 'zephyr_sftx'"):
+        cfg.model_setting(config, "zephyr_sftx")
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ({"method": "sera", "mix": {"gamma": 1.0}}, True),  # SeRA always
+        ({"method": "dice", "mix": {"gamma": 1.0}}, False),  # iterative DPO on D_offline only
+        ({"mix": {"gamma": 1}}, False),
+        ({"mix": {"gamma": "1.0"}}, False),
+        ({"mix": {"gamma": 0.5}}, True),
+        ({"mix": {"gamma": 0.0}}, True),
+        ({"mix": {"gamma": None}}, True),
+        ({"mix": {}}, True),
+        ({"mix": None}, True),
+        ({}, True),
+    ],
+)
+def test_generates_pairs_unless_dice_mixes_gamma_one(block, expected):
+    assert cfg.generates_pairs(block) is expected
+
+
+def test_schema_default_fills_property_defaults_recursively_without_overriding():
+    node = {
+        "default": {"a": 1},
+        "properties": {
+            "a": {"default": 2},  # the node's own default wins
+            "b": {"default": {}, "properties": {"c": {"default": 3}, "d": {"type": "int"}}},
+            "e": {"type": "string"},  # no default: stays absent
+            "f": {"default": None},
+        },
+    }
+    assert cfg._schema_default(node) == {"a": 1, "b": {"c": 3}, "f": None}
+    assert node["default"] == {"a": 1}  # a copy: the schema is not changed
+    assert cfg._schema_default({"default": 0.5, "properties": {"x": {"default": 1}}}) == 0.5
+    assert cfg._schema_default({"type": "object"}) is None
+    assert cfg._schema_default({"default": {"k": [1]}}) == {"k": [1]}
+
+
+def test_schema_default_returns_a_deep_copy():
+    inner = {"k": [1]}
+    node = {"default": {"inner": inner}}
+    out = cfg._schema_default(node)
+    out["inner"]["k"].append(2)
+    assert inner == {"k": [1]}
+
+
+def test_schema_defaults_are_a_deep_copy_each_call():
+    first = cfg.schema_defaults()
+    first["sera"]["beta"]["sigmoid"] = 99.0
+    first["sera"]["sampling"]["n"] = 99
+    again = cfg.schema_defaults()
+    assert again["sera"]["beta"]["sigmoid"] == 0.2  # the schema's sera.beta.sigmoid
+    assert again["sera"]["sampling"]["n"] == 4  # the schema's sera.sampling.n
+
+
+def sera_config(**block) -> dict:
+    """One SeRA experiment "s" over minimal defaults (score by implicit reward)."""
+    return {
+        "base": dict(BASE),
+        "defaults": {
+            "iterations": 1,
+            "reference": "previous",
+            "sampling": {"n": 8, "temperature": 1.0},
+            "score": {"method": "implicit"},
+            "train": {"learning_rate": 5e-5},
+        },
+        "experiments": {"s": {"method": "sera", **block}},
+    }
+
+
+def test_a_sera_experiment_without_loss_type_trains_with_the_sigmoid_beta():
+    block = cfg.experiment(sera_config(sera={"beta": {"sigmoid": 0.05, "ipo": 0.5}}), "s")
+    assert block["train"]["beta"] == 0.05
+    # the schema's sera.beta.sigmoid (0.2) where the config sets no sera block
+    assert cfg.experiment(sera_config(), "s")["train"]["beta"] == 0.2
+
+
+def test_sera_refusals_are_whole_messages():
+    cases = [
+        (
+            sera_config(mix={"gamma": 0.5}),
+            "experiments.s: ['mix'] belong to DICE (method dice); a SeRA experiment selects and "
+            "bootstraps its pairs by IRM with the settings of its sera block",
+        ),
+        (
+            sera_config(train={"beta": 0.1}),
+            "experiments.s: train.beta is set, but a SeRA experiment trains with "
+            "sera.beta.<loss_type> (one place per value); set that instead",
+        ),
+        (
+            sera_config(score={"method": "judge"}),
+            "experiments.s: score.method 'judge'; SeRA bootstraps pairs by the implicit reward "
+            "margin (score.method: implicit)",
+        ),
+        (
+            sera_config(trainer="kto"),
+            "experiments.s: trainer 'kto' with train.loss_type 'sigmoid'; SeRA trains with "
+            "trainer dpo (its implicit reward) or trainer cpo with loss_type simpo (SimPO's)",
+        ),
+        (
+            sera_config(
+                trainer="cpo", train={"loss_type": "simpo"}, sera={"bootstrap": "dice_alpha"}
+            ),
+            "experiments.s: sera.bootstrap dice_alpha with SimPO (trainer cpo); DICE's alpha* "
+            "regularises the DPO implicit reward: use sera.bootstrap implicit",
+        ),
+    ]
+    for config, message in cases:
+        with pytest.raises(ValueError) as err:
+            cfg.experiment(config, "s")
+        assert str(err.value) == message
+
+
+def test_a_sera_block_on_a_dice_experiment_is_refused_naming_the_default_method():
+    config = small_config()
+    config["experiments"]["dice"] = {"sera": {"bootstrap": "implicit"}}
+    with pytest.raises(ValueError) as err:
+        cfg.experiment(config, "dice")
+    assert str(err.value) == (
+        "experiments.dice: a sera block is set but method is 'dice'; set method: sera, or "
+        "remove the block"
+    )
+
+
+def test_a_noisy_run_without_a_start_policy_block_is_refused_with_the_whole_message():
+    config = small_config()
+    config["experiments"]["dice"] = {"noise_fraction": 0.2}
+    with pytest.raises(ValueError) as err:
+        cfg.experiment(config, "dice")
+    assert str(err.value) == (
+        "experiments.dice.noise_fraction: a run on noisy D_offline trains its own pi_theta^(0) "
+        "on that data with the start_policy block (DPOConfig fields), which this config does "
+        "not have; add one"
+    )
