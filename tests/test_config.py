@@ -1053,3 +1053,18 @@ def test_a_noisy_run_without_a_start_policy_block_is_refused_with_the_whole_mess
         "on that data with the start_policy block (DPOConfig fields), which this config does "
         "not have; add one"
     )
+
+
+def test_sera_offline_logps_are_not_shared_by_runs_whose_policies_differ():
+    # fixed reference: both runs score D_offline against pi_theta^(0), but from iteration 2 on
+    # under different policies (their learning rates differ), so the offline log-probs differ
+    config = sera_config(reference="fixed", iterations=2)
+    config["experiments"]["s2"] = {
+        "method": "sera",
+        "reference": "fixed",
+        "iterations": 2,
+        "train": {"learning_rate": 1e-6},
+    }
+    k = cfg.keys(config)
+    assert k[("s", 1)][3] == k[("s2", 1)][3]  # same pi_theta^(0) and reference
+    assert k[("s", 2)][3] != k[("s2", 2)][3]
