@@ -320,6 +320,27 @@ def test_at_most_five_offending_rows_are_listed():
         check_frame(df, {"reward": "float"}, finite=("reward",))
 
 
+@pytest.mark.parametrize(
+    ("kind", "values"),
+    [
+        ("bool", pd.array([True, None, False], dtype="boolean")),
+        ("int", pd.array([1, None, 3], dtype="Int64")),
+    ],
+)
+def test_a_missing_value_in_a_nullable_bool_or_int_column_is_named_with_its_row(kind, values):
+    df = pd.DataFrame({"label": values})
+    with pytest.raises(
+        DatasetError, match=r"^p.parquet: column 'label' has missing values at rows \[1\]$"
+    ):
+        check_frame(df, {"label": kind}, "p.parquet")
+    assert check_frame(df.dropna(), {"label": kind}) is not None
+
+
+def test_a_float_column_may_hold_nan_unless_it_must_be_finite():
+    df = pd.DataFrame({"reward": [0.5, float("nan")]})
+    assert check_frame(df, {"reward": "float"}) is df
+
+
 def test_a_non_numeric_value_in_a_finite_column_is_named_as_not_finite():
     df = pd.DataFrame({"reward": ["1.5", "high"]})
     with pytest.raises(

@@ -118,6 +118,7 @@ def test_runs_scoring_the_same_offline_pairs_under_the_same_models_share_one_job
         sera_ipo={"method": "sera", "train": {"loss_type": "ipo"}},  # another beta and run
         sera_lam={"method": "sera", "iterations": 2, "sera": {"ensemble_lambda": 0.7}},
         sera_lam0={"method": "sera", "iterations": 2, "sera": {"ensemble_lambda": 0.0}},
+        sera_fixed={"method": "sera", "iterations": 2, "reference": "fixed"},
         sera_bf16={"method": "sera", "score": {"dtype": "bfloat16"}},
         sera_n20={"method": "sera", "noise_fraction": 0.2},
         sera_n20b={"method": "sera", "noise_fraction": 0.2, "train": {"loss_type": "ipo"}},
@@ -134,6 +135,12 @@ def test_runs_scoring_the_same_offline_pairs_under_the_same_models_share_one_job
     # scores under the pair before too, whatever lambda (0.3, 0.7), and with 0 it does not
     assert owners["sera_lam", 2].run == "sera_lam" and owners["sera_lam", 2].offline == "sera_dpo"
     assert owners["sera_lam0", 2].offline == "sera_lam0"
+    # Eq. 7's older pair is pi_theta^(0) and the SFT reference, whatever trains at iteration 2:
+    # a fixed reference trains another pi_theta^(2) but scores D_offline under the same models
+    assert (
+        owners["sera_fixed", 2].run == "sera_fixed"
+        and owners["sera_fixed", 2].offline == "sera_dpo"
+    )
     # other scoring settings, other noise: their own; the same noise: one copy, one job
     assert owners["sera_bf16", 1].offline == "sera_bf16"
     assert owners["sera_n20b", 1].offline == "sera_n20"

@@ -128,7 +128,8 @@ def check_frame(
             raise DatasetError(
                 f"{source}: column {col!r} should hold {kind} values, found dtype {df[col].dtype}"
             )
-        if kind == "str" and df[col].isna().any():
+        # nullable dtypes (pandas' "boolean", "Int64", Arrow's) pass _kind_ok with NA in them
+        if kind != "float" and df[col].isna().any():
             rows = df.index[df[col].isna()].tolist()[:5]
             raise DatasetError(f"{source}: column {col!r} has missing values at rows {rows}")
     for col in finite:
