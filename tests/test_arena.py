@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from pathlib import Path
@@ -57,6 +58,13 @@ def test_model_outcome_follows_the_models_position(verdict, position, expected):
     assert arena.model_outcome(verdict, position) == expected
 
 
+def test_model_outcome_rejects_unknown_verdicts_and_positions():
+    with pytest.raises(ValueError, match=r"^unknown verdict 'A>>>B'; expected one of \('A>>B', "):
+        arena.model_outcome("A>>>B", "A")
+    with pytest.raises(ValueError, match="^model_position must be 'A' or 'B', got 'a'$"):
+        arena.model_outcome("A>B", "a")
+
+
 @pytest.mark.parametrize(
     "p, as_a, as_b",
     [
@@ -81,8 +89,19 @@ def test_verdict_from_probability_thresholds(p, as_a, as_b):
 
 
 def test_verdict_from_probability_rejects_non_probabilities():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"probability must be in \[0, 1\], got 1.2"):
         arena.verdict_from_probability(1.2)
+    with pytest.raises(ValueError, match="model_position must be 'A' or 'B', got 'C'"):
+        arena.verdict_from_probability(0.5, "C")
+
+
+def test_verdict_from_probability_writes_the_model_as_a_by_default():
+    assert arena.verdict_from_probability(0.95) == "A>>B"
+    assert arena.verdict_from_probability(0.05) == "B>>A"
+
+
+def test_a_non_comparison_label_does_not_hide_a_later_verdict():
+    assert arena.parse_verdict("Not [[A>A]]; my final verdict is [[B>A]]") == "B>A"
 
 
 # --------------------------------------------------------------------------- score
@@ -192,6 +211,92 @@ def test_score_needs_some_verdict():
         arena.score(_judgments([("q1", "A", None)]))
 
 
+def test_score_checks_its_arguments_and_defaults_to_100_resamples_seed_0():
+    j = _judgments([("q1", "A", "A>B"), ("q2", "B", "A>B"), ("q3", "A", "A=B")])
+    with pytest.raises(ValueError, match="^n_bootstrap must be >= 1, got 0$"):
+        arena.score(j, n_bootstrap=0)
+    with pytest.raises(ValueError, match="^unit must be 'question' or 'battle', got 'game'$"):
+        arena.score(j, unit="game")
+    with pytest.raises(DatasetError, match="^judgments: no game has a verdict; nothing to score$"):
+        arena.score(j.assign(verdict=None))
+    out = arena.score(j)
+    assert (out["n_bootstrap"], out["seed"], out["unit"]) == (100, 0, "question")
+    assert out == arena.score(j, n_bootstrap=100, seed=0, unit="question")
+    one = arena.score(j, n_bootstrap=1, unit="battle")  # a single resample: a point interval
+    assert one["arena_ci_low"] == one["arena_ci_high"] and one["unit"] == "battle"
+
+
+def test_bradley_terry_needs_a_positive_total_weight():
+    assert arena.bradley_terry([1.0], [1]) == 1.0
+    with pytest.raises(ValueError, match="^no battles to fit$"):
+        arena.bradley_terry([1.0, 0.0], [0, 0])
+
+
+def test_battle_bootstrap_matches_the_exact_resampling_distribution():
+    # 2 unit battles, won and lost: resampling 2 of 2 gives a mean of 0, 0.5 or 1
+    j = _judgments([("q1", "B", "B>A"), ("q2", "A", "B>A")])
+    out = arena.score(j, n_bootstrap=4000, seed=0, unit="battle")
+    assert (out["arena_ci_low"], out["arena_score"], out["arena_ci_high"]) == (0.0, 50.0, 100.0)
+
+
+@pytest.mark.parametrize("unit", ["question", "battle"])
+def test_the_intervals_are_percentiles_of_the_seeded_resamples(unit):
+    """The documented procedure replayed: draws from numpy.random.default_rng(seed), the
+    2.5th/97.5th percentiles of the resampled scores and length-controlled refits (the length
+    scale fixed at the full sample's weighted std)."""
+    rng = np.random.default_rng(11)
+    n = 15  # questions, one game each, in order
+    verdicts = rng.choice(arena.VERDICTS, size=n)
+    positions = rng.choice(["A", "B"], size=n)
+    len_model, len_base = rng.integers(1, 900, size=n), rng.integers(1, 900, size=n)
+    j = pd.DataFrame(
+        {
+            "prompt_id": [f"q{i:02d}" for i in range(n)],
+            "model_position": positions,
+            "verdict": verdicts,
+            "len_model": len_model,
+            "len_baseline": len_base,
+        }
+    )
+    pairs = [arena.model_outcome(v, p) for v, p in zip(verdicts, positions)]
+    y = np.array([o for o, _ in pairs])
+    w = np.array([k for _, k in pairs], dtype=float)
+    f = arena.length_feature(len_model, len_base)
+    scale = np.repeat(f, w.astype(int)).std()
+    draws_rng = np.random.default_rng(4)
+    if unit == "question":
+        draws = draws_rng.integers(0, n, size=(200, n))
+        counts = [np.bincount(d, minlength=n) for d in draws]
+    else:
+        owner = np.repeat(np.arange(n), w.astype(int))  # the weight-expanded battles
+        draws = draws_rng.integers(0, owner.size, size=(200, owner.size))
+        counts = [np.bincount(owner[d], minlength=n) / w for d in draws]
+    boot = [(c * w * y).sum() / (c * w).sum() for c in counts]
+    lc_boot = [arena.length_controlled(y, c * w, f, scale=scale)[0] for c in counts]
+    out = arena.score(j, n_bootstrap=200, seed=4, unit=unit)
+    expected = {
+        "arena_ci_low": np.percentile(boot, 2.5),
+        "arena_ci_high": np.percentile(boot, 97.5),
+        "arena_lc_score": arena.length_controlled(y, w, f, scale=scale)[0],
+        "arena_lc_ci_low": np.percentile(lc_boot, 2.5),
+        "arena_lc_ci_high": np.percentile(lc_boot, 97.5),
+    }
+    assert {k: out[k] for k in expected} == pytest.approx(
+        {k: 100 * v for k, v in expected.items()}, abs=1e-9
+    )
+
+
+def test_score_names_the_judgments_missing_columns():
+    j = _judgments([("q1", "A", "A>B")])
+    with pytest.raises(DatasetError, match=r"^judgments: missing column\(s\) \['model_position'\]"):
+        arena.score(j.drop(columns=["model_position"]))
+    with pytest.raises(
+        DatasetError,
+        match=r"^judgments: missing column 'verdict'; found \['prompt_id', 'model_position'\]$",
+    ):
+        arena.score(j.drop(columns=["verdict"]))
+
+
 # --------------------------------------------------------------------------- judging
 QUESTIONS = pd.DataFrame(
     {
@@ -233,12 +338,19 @@ def fake_arena_judge(body):
     return f"Assessment of question {q}.\n\nFinal verdict: [[{label}]]"
 
 
-def test_judge_plays_both_orders_and_follows_up_once(tmp_path):
+def test_judge_plays_both_orders_and_follows_up_once(tmp_path, caplog):
+    caplog.clear()
     with FakeChatServer(fake_arena_judge) as server:
         client = ChatClient(
             server.base_url, "judge", api_key_env=None, cache=tmp_path / "cache.jsonl"
         )
-        judgments = arena.judge(QUESTIONS, RESPONSES, QUESTIONS, client)
+        with caplog.at_level(logging.WARNING, logger="dicewf.arena"):
+            judgments = arena.judge(QUESTIONS, RESPONSES, QUESTIONS, client)
+    # q4's two games have no verdict: named with the judge's cache, not an error
+    assert [r.getMessage() for r in caplog.records if r.name == "dicewf.arena"] == [
+        f"{client.name} gave no verdict in 2 of 8 games (4 questions, 1 follow-ups); its replies are in "
+        f"{tmp_path / 'cache.jsonl'}: they count as no battle; a rerun asks them again"
+    ]
     j = judgments.set_index(["prompt_id", "game"])
     assert len(judgments) == 8
     assert j.loc[("q1", 1), "verdict"] == "B>>A" and j.loc[("q1", 2), "verdict"] == "A>>B"
@@ -260,7 +372,19 @@ def test_judge_plays_both_orders_and_follows_up_once(tmp_path):
     # 8 first attempts + follow-ups for q2 and q4 (2 games each)
     assert len(server.requests) == 12
     follow = [r["body"]["messages"] for r in server.requests if len(r["body"]["messages"]) > 2]
-    assert all(m[-1]["content"] == arena.FOLLOW_UP and m[-2]["role"] == "assistant" for m in follow)
+    thinking = "Let me think about both answers carefully."
+    assert all(
+        m[-1] == {"role": "user", "content": arena.FOLLOW_UP}
+        and m[-2] == {"role": "assistant", "content": thinking}
+        for m in follow
+    )
+    # the judgment is the whole conversation's replies; the reason is the last reply's
+    assert j.loc[("q1", 1), "judgment"] == "Assessment of question 1.\n\nFinal verdict: [[B>>A]]"
+    assert j.loc[("q2", 1), "judgment"] == (
+        f"{thinking}\n\nAssessment of question 2.\n\nFinal verdict: [[B>A]]"
+    )
+    assert j.loc[("q4", 2), "judgment"] == f"{thinking}\n\n{thinking}"
+    assert (judgments["finish_reason"] == "stop").all()
 
     out = arena.score(judgments, n_bootstrap=50, seed=0)
     # q1: 2 strong wins (w 3+3), q2: 2 wins, q3: 2 losses, q4: none -> 8 / 10
@@ -281,10 +405,28 @@ def test_judge_plays_both_orders_and_follows_up_once(tmp_path):
 def test_judge_and_score_reports_lengths_and_judge(tmp_path):
     with FakeChatServer(fake_arena_judge) as server:
         client = ChatClient(server.base_url, "judge", api_key_env=None)
-        _judgments, metrics = arena.judge_and_score(QUESTIONS, RESPONSES, client, n_bootstrap=20)
+        judgments, metrics = arena.judge_and_score(
+            QUESTIONS, RESPONSES, client, judge_kwargs={"system_prompt": "SYS"}
+        )
+    assert {r["body"]["messages"][0]["content"] for r in server.requests} == {"SYS"}
     assert metrics["arena_score"] == pytest.approx(80.0)
     assert metrics["mean_len_model"] == len("MODEL answer 1")
+    assert metrics["mean_len_baseline"] == len("BASELINE answer 1")
     assert metrics["judge_model"] == "judge"
+    # the score's defaults: 100 resamples drawn with seed 0
+    assert (metrics["n_bootstrap"], metrics["seed"]) == (100, 0)
+    extra = {"mean_len_model", "mean_len_baseline", "judge_model"}
+    assert {k: v for k, v in metrics.items() if k not in extra} == arena.score(judgments)
+
+
+def test_a_cached_verdict_is_replayed_not_asked_again(tmp_path):
+    cache = tmp_path / "cache.jsonl"
+    for run in range(2):
+        with FakeChatServer(lambda body: "Final verdict: [[A=B]]") as server:
+            client = ChatClient(server.base_url, "judge", api_key_env=None, cache=cache)
+            judgments = arena.judge(QUESTIONS[:1], RESPONSES, QUESTIONS, client)
+        assert len(server.requests) == (2 if run == 0 else 0)
+        assert (judgments["verdict"] == "A=B").all()
 
 
 def test_judge_accepts_the_benchmarks_prompt_at_run_time():
@@ -304,11 +446,16 @@ def test_judge_accepts_the_benchmarks_prompt_at_run_time():
             system_prompt="SYS",
             prompt_template="Q={question}|A={answer_a}|B={answer_b}",
         )
-    assert {m[0]["content"] for m in seen} == {"SYS"}
-    assert {m[1]["content"] for m in seen} == {
-        "Q=Question 1: explain topic 1.|A=BASELINE answer 1|B=MODEL answer 1",
-        "Q=Question 1: explain topic 1.|A=MODEL answer 1|B=BASELINE answer 1",
-    }
+    assert sorted(seen, key=str) == [
+        [
+            {"role": "system", "content": "SYS"},
+            {"role": "user", "content": f"Q=Question 1: explain topic 1.|A={a}|B={b}"},
+        ]
+        for a, b in (
+            ("BASELINE answer 1", "MODEL answer 1"),
+            ("MODEL answer 1", "BASELINE answer 1"),
+        )
+    ]
 
 
 def test_an_ambiguous_judgment_is_not_followed_up_and_not_counted():
@@ -337,6 +484,15 @@ def test_a_judge_without_verdicts_is_named_and_a_rerun_asks_it_again(tmp_path):
     message = str(err.value)
     assert "'judge'" in message and broken.base_url in message and str(cache) in message
     assert "no verdict in 8 of 8 games" in message
+    assert message.endswith("a rerun asks these games again")
+    # without a cache, no file is named
+    with FakeChatServer(lambda body: "No idea.") as broken:
+        client = ChatClient(broken.base_url, "judge", api_key_env=None)
+        with pytest.raises(JudgeError) as err:
+            arena.judge(QUESTIONS[:1], RESPONSES, QUESTIONS, client)
+    assert re.search(
+        r"no verdict in 2 of 2 games \(1 questions, 1 follow-ups\)\. Check", str(err.value)
+    )
     with FakeChatServer(fake_arena_judge) as fixed:  # the rerun asks again, not replays
         client = ChatClient(fixed.base_url, "judge", api_key_env=None, cache=cache)
         judgments = arena.judge(QUESTIONS, RESPONSES, QUESTIONS, client)
@@ -351,6 +507,42 @@ def test_judge_needs_exactly_one_response_per_question():
     doubled = pd.concat([RESPONSES, RESPONSES.iloc[:1]])
     with pytest.raises(DatasetError, match=r"more than one row for prompt_id \['q4'\]"):
         arena.judge(QUESTIONS, doubled, QUESTIONS, client)
+
+
+def test_judge_names_the_frame_that_lacks_a_column():
+    client = ChatClient(None, "judge", api_key_env=None)
+    for name, frame, column in (
+        ("questions", QUESTIONS, "prompt"),
+        ("responses", RESPONSES, "response"),
+        ("baseline", QUESTIONS, "reference"),
+    ):
+        frames = {"questions": QUESTIONS, "responses": RESPONSES, "baseline": QUESTIONS}
+        frames[name] = frame.drop(columns=[column])
+        with pytest.raises(DatasetError, match=rf"^{name}: missing column\(s\) \['{column}'\]"):
+            arena.judge(frames["questions"], frames["responses"], frames["baseline"], client)
+
+
+def test_judge_names_the_frame_with_duplicate_or_missing_answers():
+    client = ChatClient(None, "judge", api_key_env=None)
+    doubled = pd.concat([QUESTIONS, QUESTIONS.iloc[1:2]])
+    with pytest.raises(DatasetError, match=r"^questions: more than one row for prompt_id \['q2'\]"):
+        arena.judge(doubled, RESPONSES, QUESTIONS, client)
+    with pytest.raises(DatasetError, match=r"^baseline: more than one row for prompt_id \['q2'\]"):
+        arena.judge(QUESTIONS, RESPONSES, doubled, client)
+    with pytest.raises(DatasetError, match=r"^baseline: no answer for prompt_id \['q3'\] \(1 of 4"):
+        arena.judge(QUESTIONS, RESPONSES, QUESTIONS[QUESTIONS["prompt_id"] != "q3"], client)
+    # at most five ids are named, and the count
+    ids = [f"q{i}" for i in range(7)]
+    many = pd.DataFrame({"prompt_id": ids, "prompt": ids, "reference": ids, "response": ids})
+    first5 = re.escape(str(ids[:5]))
+    with pytest.raises(
+        DatasetError, match=rf"^responses: more than one row for prompt_id {first5} \(6 in all\)"
+    ):
+        arena.judge(many, pd.concat([many, many.iloc[:6]]), many, client)
+    with pytest.raises(
+        DatasetError, match=rf"^responses: no answer for prompt_id {first5} \(6 of 7 questions\)"
+    ):
+        arena.judge(many, many.iloc[6:], many, client)
 
 
 def test_snakemake_adapter_writes_judgments_and_metrics(tmp_path, restore_logging):
@@ -382,7 +574,7 @@ def test_snakemake_adapter_writes_judgments_and_metrics(tmp_path, restore_loggin
                 fromdict={
                     "judge": {"base_url": server.base_url, "model": "judge", "api_key_env": None},
                     "n_bootstrap": 20,
-                    "seed": 0,
+                    "seed": 3,
                 }
             ),
             log=[str(tmp_path / "log" / "arena.log")],
@@ -391,6 +583,7 @@ def test_snakemake_adapter_writes_judgments_and_metrics(tmp_path, restore_loggin
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert metrics["arena_score"] == pytest.approx(80.0)
     assert metrics["n"] == 3 and metrics["judge_model"] == "judge"
+    assert (metrics["n_bootstrap"], metrics["seed"]) == (20, 3)  # the rule's params
     assert len(read_parquet(tmp_path / "out" / "judgments.parquet")) == 8
     log = (tmp_path / "log" / "arena.log").read_text()
     assert f"judge 'judge' at {server.base_url}: 8 requests" in log
@@ -488,6 +681,97 @@ def test_length_control_is_only_reported_with_lengths():
     )
     with pytest.raises(DatasetError, match="len_model/len_baseline.*q3"):
         arena.score(j.assign(len_model=np.where(j["prompt_id"] == "q3", np.nan, j["len_model"])))
+    # only the questions with a negative length are named; an empty answer (0) is fine
+    negative = j["prompt_id"].isin(["q3", "q4", "q5"])  # 6 games: the first 5 are named
+    with pytest.raises(
+        DatasetError,
+        match=r"len_model/len_baseline for prompt_id \['q3', 'q3', 'q4', 'q4', 'q5'\]$",
+    ):
+        arena.score(j.assign(len_baseline=np.where(negative, -1, j["len_baseline"])))
+    empty = arena.score(j.assign(len_model=np.where(j["prompt_id"] == "q3", 0, j["len_model"])))
+    assert empty["arena_lc_score"] > 0
+
+
+def test_judgments_from_probabilities_lay_out_both_games_per_question():
+    j = arena.judgments_from_probabilities([7, "b"], [0.95, 0.2], [0.5, 0.65])
+    assert j.to_dict("records") == [
+        {"prompt_id": "7", "game": 1, "model_position": "B", "verdict": "B>>A", "p_model": 0.95},
+        {"prompt_id": "7", "game": 2, "model_position": "A", "verdict": "A=B", "p_model": 0.5},
+        {"prompt_id": "b", "game": 1, "model_position": "B", "verdict": "A>B", "p_model": 0.2},
+        {"prompt_id": "b", "game": 2, "model_position": "A", "verdict": "A>B", "p_model": 0.65},
+    ]
+
+
+def test_judgments_from_probabilities_reject_mismatched_lengths():
+    with pytest.raises(
+        ValueError, match="^prompt_ids, p_game1 and p_game2 must have the same length$"
+    ):
+        arena.judgments_from_probabilities(["a", "b"], [0.5, 0.5], [0.5])
+    with pytest.raises(ValueError, match="^give both len_model and len_baseline, or neither$"):
+        arena.judgments_from_probabilities(["a"], [0.5], len_baseline=[1])
+    with pytest.raises(
+        ValueError, match="^len_model and len_baseline must have one length per prompt_id$"
+    ):
+        arena.judgments_from_probabilities(["a", "b"], [0.5, 0.5], len_model=[1], len_baseline=[2])
+    # one length too many for the model is not silently dropped
+    with pytest.raises(ValueError, match="zip"):
+        arena.judgments_from_probabilities(
+            ["a", "b"], [0.5, 0.5], len_model=[1, 2, 3], len_baseline=[4, 5]
+        )
+
+
+def test_length_feature_is_the_normalised_length_difference():
+    # (10 - 30) / (10 + 30 + 1), (5 - 0) / (5 + 0 + 1)
+    np.testing.assert_allclose(arena.length_feature([10, 5], [30, 0]), [-20 / 41, 5 / 6])
+
+
+def test_length_controlled_checks_its_inputs():
+    y, w, f = np.array([1.0, 0.0]), np.array([1.0, 1.0]), np.array([0.1, -0.1])
+    with pytest.raises(ValueError, match=r"differ in shape: \(2,\), \(2,\), \(1,\)"):
+        arena.length_controlled(y, w, f[:1])
+    with pytest.raises(ValueError, match="^no battles to fit$"):
+        arena.length_controlled(y, np.zeros(2), f)
+    with pytest.raises(ValueError, match=r"^reg must be > 0 \(an unpenalised .*, got 0$"):
+        arena.length_controlled(y, w, f, reg=0)
+
+
+def test_length_controlled_fits_a_single_battle():
+    # one win, no length difference: the penalised optimum of d alone, 2 * (1 - sigmoid(d)) =
+    # d / (2 * log(10) ** 2), is a win rate above one half
+    p, coef = arena.length_controlled([1.0], [1.0], [0.0])
+    d = math.log(p / (1 - p))
+    assert 2 * (1 - p) == pytest.approx(d / (2 * math.log(10) ** 2))
+    assert 0.5 < p < 1 and coef == 0.0
+
+
+def test_length_controlled_scales_the_feature_by_its_weighted_std():
+    rng = np.random.default_rng(5)
+    y = rng.choice([0.0, 0.5, 1.0], size=40)
+    w = rng.choice([1.0, 3.0], size=40)
+    f = rng.uniform(-0.5, 0.9, size=40)
+    expanded_std = np.repeat(f, w.astype(int)).std()  # the std over weight-expanded battles
+    assert arena.length_controlled(y, w, f) == pytest.approx(
+        arena.length_controlled(y, w, f, scale=expanded_std), abs=1e-12
+    )
+    # a constant feature (all lengths in the same ratio) has no spread: it is left unscaled
+    const = np.full(40, 0.25)
+    fit = arena.length_controlled(y, w, const)
+    assert all(map(math.isfinite, fit))
+    assert fit == pytest.approx(arena.length_controlled(y, w, const, scale=1.0), abs=1e-12)
+    # equal lengths everywhere: the plain Bradley-Terry rate, shrunk slightly by the penalty
+    zero = arena.length_controlled(y, w, np.zeros(40))
+    assert zero[1] == 0.0 and zero[0] == pytest.approx(arena.bradley_terry(y, w), abs=0.01)
+
+
+def test_length_controlled_converges_like_newtons_method():
+    rng = np.random.default_rng(6)
+    y = rng.choice([0.0, 0.5, 1.0], size=200, p=[0.2, 0.2, 0.6])
+    w = rng.choice([1.0, 3.0], size=200)
+    f = rng.uniform(-0.5, 0.9, size=200)
+    # quadratic convergence: a handful of steps reach the optimum to machine precision
+    assert arena.length_controlled(y, w, f, max_iter=6) == pytest.approx(
+        arena.length_controlled(y, w, f), abs=1e-12
+    )
 
 
 def test_judgments_from_probabilities_carry_the_lengths():
