@@ -776,7 +776,7 @@ def test_accelerate_use_cpu_forces_the_cpu_where_a_gpu_is_seen(monkeypatch, flag
 
 
 def test_device_args_refuse_a_secret(no_cuda):
-    with pytest.raises(Exception, match="training arguments"):
+    with pytest.raises(Exception, match=r"^training arguments: refusing 1 secret\(s\)"):
         training.device_args({"hub_token": "hf_" + "a" * 34})
 
 
@@ -850,6 +850,21 @@ def test_preference_config_names_an_unknown_trainer_and_lists_a_single_loss_type
         )
 
 
+def test_preference_config_defaults_to_plain_dpo_seed_0_and_names_the_train_block(
+    no_cuda, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    # no length penalty by default: a loss type other than sigmoid is allowed
+    cfg, _ = training.preference_config({"loss_type": "ipo"}, output_dir=tmp_path)
+    assert type(cfg).__name__ == "DPOConfig" and cfg.loss_type == ["ipo"] and cfg.seed == 0
+    with pytest.raises(ValueError, match=r"^train\.global_batch_size \(8\) needs train\."):
+        training.preference_config({"global_batch_size": 8}, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="does not apply to trainer='kto'"):
+        training.preference_config({"beta": 0.1}, trainer="kto", length_penalty=0.1, output_dir="o")
+    with pytest.raises(ValueError, match="does not apply to trainer='cpo'"):
+        training._trl_classes("cpo", 0.1)
+
+
 def test_an_unknown_dpo_loss_type_is_named_with_the_known_ones(no_cuda, tmp_path):
     known = training._dpo_loss_types()
     assert {"sigmoid", "hinge", "ipo", "robust"} <= set(known)
@@ -905,6 +920,11 @@ class FakeTok:
         self.path = path
 
 
+def fake_render(tok, prompts):
+    """render_prompts' test double: each prompt marked with the tokenizer's path."""
+    return [f"{tok.path}<{p}>" for p in prompts]
+
+
 class RecordingTrainer:
     def __init__(self, **kwargs):
         self.kwargs = kwargs
@@ -927,9 +947,14 @@ def fake_run(monkeypatch, no_cuda):
     monkeypatch.setattr(training, "train_resumable", record_run)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", FakeTok)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda p: ("m", p))
-    monkeypatch.setattr(training, "render_prompts", lambda tok, ps: [f"<{p}>" for p in ps])
+    monkeypatch.setattr(training, "render_prompts", fake_render)
     monkeypatch.setattr(training, "for_trl", lambda tok: ("for_trl", tok.path))
-    monkeypatch.setattr(training, "_trl_classes", lambda t, lam: (None, RecordingTrainer))
+    # the trainer class records the (trainer, length_penalty) it was asked for
+    monkeypatch.setattr(
+        training,
+        "_trl_classes",
+        lambda t, lam: (None, type("RecordingTrainer", (RecordingTrainer,), {"asked": (t, lam)})),
+    )
     monkeypatch.setattr(trl, "SFTTrainer", RecordingTrainer, raising=False)
     return runs
 
@@ -963,14 +988,16 @@ def test_train_dpo_hands_the_run_to_train_resumable(fake_run, tmp_path, caplog):
     assert kwargs["model"] == ("m", "org/policy") and kwargs["ref_model"] == ("m", "org/policy")
     assert kwargs["args"] is run["cfg"] and kwargs["processing_class"] == ("for_trl", "org/policy")
     assert kwargs["train_dataset"].to_dict() == {
-        "prompt": [f"<{p}>" for p in PAIRS["prompt"]],
+        "prompt": fake_render(FakeTok("org/policy"), PAIRS["prompt"]),
         "chosen": PAIRS["chosen"].tolist(),
         "rejected": PAIRS["rejected"].tolist(),
     }
-    assert run["tokenizer"].path == "org/policy"
+    assert run["tokenizer"].path == "org/policy" and run["trainer"].asked == ("dpo", 0.0)
     assert caplog.messages == [
         "reference log-probs: the live reference model computes them (none given)"
     ]
+    with pytest.raises(DatasetError, match=r"^<pairs>: missing column\(s\) \['rejected'\]"):
+        training.train_dpo("org/policy", PAIRS.drop(columns="rejected"), "p", ARGS, seed=0)
 
 
 def test_train_dpo_loads_the_given_reference_and_passes_the_length_penalty(fake_run, tmp_path):
@@ -987,7 +1014,7 @@ def test_train_dpo_loads_the_given_reference_and_passes_the_length_penalty(fake_
     (run,) = fake_run
     assert run["ckpt_dir"] == tmp_path / "elsewhere" and run["metrics_path"] is None
     assert run["trainer"].kwargs["ref_model"] == ("m", "org/ref")
-    assert run["trainer"].kwargs["length_penalty"] == 0.1
+    assert run["trainer"].kwargs["length_penalty"] == 0.1 and run["trainer"].asked == ("dpo", 0.1)
     assert (run["fingerprint"]["ref"], run["fingerprint"]["length_penalty"]) == ("org/ref", 0.1)
 
 
@@ -1008,6 +1035,7 @@ def test_train_dpo_of_a_reference_free_trainer_loads_no_reference(fake_run, tmp_
         "ref_model" not in run["trainer"].kwargs and "length_penalty" not in run["trainer"].kwargs
     )
     assert run["fingerprint"]["ref"] is None and run["fingerprint"]["trainer"] == "cpo"
+    assert run["trainer"].asked == ("cpo", 0.0)
     assert caplog.messages == ["reference model: none (trainer 'cpo' is reference-free)"]
 
 
@@ -1015,7 +1043,7 @@ def test_train_dpo_of_kto_trains_on_the_unpaired_pairs(fake_run, tmp_path):
     training.train_dpo("org/policy", PAIRS, tmp_path / "p", {"beta": 0.1}, seed=3, trainer="kto")
     (run,) = fake_run
     data = run["trainer"].kwargs["train_dataset"].to_pandas()
-    rendered = PAIRS.assign(prompt=[f"<{p}>" for p in PAIRS["prompt"]])
+    rendered = PAIRS.assign(prompt=fake_render(FakeTok("org/policy"), PAIRS["prompt"]))
     pd.testing.assert_frame_equal(data, training.unpaired(rendered, seed=3))
     assert run["trainer"].kwargs["ref_model"] == ("m", "org/policy")
 
@@ -1026,14 +1054,14 @@ def test_train_dpo_takes_usable_reference_log_probs_from_the_pairs(fake_run, tmp
     seen = []
 
     def usable(policy, pairs, cfg, *, trainer, source):
-        seen.append((policy, len(pairs), trainer, source))
+        seen.append((policy, len(pairs), cfg, trainer, source))
         return True
 
     monkeypatch.setattr(training, "reference_logps_usable", usable)
     pairs = PAIRS.assign(**{c: [float(i) for i in range(4)] for c in reflogps.COLUMNS})
     training.train_dpo("org/policy", pairs, tmp_path / "p", ARGS, seed=0, source="x.parquet")
     (run,) = fake_run
-    assert seen == [("org/policy", 4, "dpo", "x.parquet")]
+    assert seen == [("org/policy", 4, run["cfg"], "dpo", "x.parquet")]
     assert run["cfg"].precompute_ref_log_probs is True
     kwargs = run["trainer"].kwargs
     assert kwargs["ref_model"] is None
@@ -1068,7 +1096,7 @@ def test_train_sft_hands_the_run_to_train_resumable(fake_run, tmp_path):
     assert kwargs["model"] == ("m", "org/base") and kwargs["args"] is run["cfg"]
     assert kwargs["processing_class"] == ("for_trl", "org/base")
     assert kwargs["train_dataset"].to_dict() == {
-        "prompt": [f"<{p}>" for p in demos["prompt"]],
+        "prompt": fake_render(FakeTok("org/base"), demos["prompt"]),
         "completion": demos["completion"].tolist(),
     }
     assert run["tokenizer"].path == "org/base"
@@ -1082,6 +1110,10 @@ def test_train_sft_hands_the_run_to_train_resumable(fake_run, tmp_path):
         checkpoint_dir=tmp_path / "c",
     )
     assert (fake_run[1]["ckpt_dir"], fake_run[1]["metrics_path"]) == (tmp_path / "c", "m.json")
+    with pytest.raises(ValueError, match=r"^sft\.global_batch_size \(8\) needs sft\."):
+        training.train_sft("org/base", demos, tmp_path / "s", {"global_batch_size": 8}, seed=4)
+    with pytest.raises(DatasetError, match=r"^<demos>: missing column\(s\) \['completion'\]"):
+        training.train_sft("org/base", demos[["prompt"]], tmp_path / "s", args, seed=4)
     with pytest.raises(DatasetError, match="demos.parquet.*completion"):
         training.train_sft(
             "org/base", demos[["prompt"]], tmp_path / "s", args, seed=4, source="demos.parquet"
@@ -1112,7 +1144,8 @@ def test_reference_log_probs_are_reused_unless_a_reason_says_otherwise(monkeypat
 
     calls = []
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", FakeTok)
-    monkeypatch.setattr(chat, "context_limits", lambda p, tok: {"a": 512, "b": 128, "c": 256})
+    limits = {("pol", "pol"): {"a": 512, "b": 128, "c": 256}}
+    monkeypatch.setattr(chat, "context_limits", lambda p, tok: limits[p, tok.path])
 
     def live_reason(pairs, tokenizer, cfg, *, trainer, context):
         calls.append((len(pairs), tokenizer.path, cfg, trainer, context))
@@ -1151,14 +1184,38 @@ def test_without_a_context_limit_the_reuse_check_gets_none(monkeypatch):
 def test_the_preference_dataset_renders_prompts_and_adds_the_reference_columns(monkeypatch):
     from dicewf import reflogps
 
-    monkeypatch.setattr(training, "render_prompts", lambda tok, ps: [f"<{p}>" for p in ps])
+    monkeypatch.setattr(training, "render_prompts", fake_render)
+    tok = FakeTok("t")
     pairs = PAIRS.assign(extra=1, **{c: [float(i) for i in range(4)] for c in reflogps.COLUMNS})
-    plain = training.preference_dataset(None, pairs)
+    plain = training.preference_dataset(tok, pairs)
     assert plain.column_names == ["prompt", "chosen", "rejected"]
-    assert plain["prompt"] == [f"<{p}>" for p in PAIRS["prompt"]]
-    with_ref = training.preference_dataset(None, pairs, ref_logps=True)
+    assert plain["prompt"] == fake_render(tok, PAIRS["prompt"])
+    with_ref = training.preference_dataset(tok, pairs, ref_logps=True)
     assert with_ref.column_names == ["prompt", "chosen", "rejected", *reflogps.REF_COLUMNS]
     assert with_ref[reflogps.REF_COLUMNS[0]] == [0.0, 1.0, 2.0, 3.0]
-    kto = training.preference_dataset(None, PAIRS, trainer="kto", seed=1).to_pandas()
-    rendered = PAIRS.assign(prompt=[f"<{p}>" for p in PAIRS["prompt"]])
-    pd.testing.assert_frame_equal(kto, training.unpaired(rendered, seed=1))
+    rendered = PAIRS.assign(prompt=fake_render(tok, PAIRS["prompt"]))
+    for seed in (0, 1):
+        kto = training.preference_dataset(tok, PAIRS, trainer="kto", seed=seed).to_pandas()
+        pd.testing.assert_frame_equal(kto, training.unpaired(rendered, seed=seed))
+    kto = training.preference_dataset(tok, PAIRS, trainer="kto").to_pandas()  # seed 0
+    pd.testing.assert_frame_equal(kto, training.unpaired(rendered, seed=0))
+
+
+def test_preference_fingerprint_holds_each_part_of_the_run(tmp_path):
+    fp = training.preference_fingerprint(
+        "org/policy", "org/ref", PAIRS, {"beta": 0.1, "save_steps": 2}, seed=3, world_size=2
+    )
+    assert fp == {
+        "policy": "org/policy",
+        "ref": "org/ref",
+        "pairs": checkpoints.frame_fingerprint(PAIRS, ["prompt", "chosen", "rejected"]),
+        "seed": 3,
+        "world_size": 2,
+        "trainer": "dpo",
+        "length_penalty": 0.0,
+        "args": {"beta": 0.1},
+    }
+    (tmp_path / "w.bin").write_text("w")
+    assert training.preference_fingerprint(tmp_path, None, PAIRS, {}, seed=0, world_size=1)[
+        "policy"
+    ] == checkpoints.model_fingerprint(tmp_path)
