@@ -36,7 +36,9 @@ PACKAGE = ROOT / "workflow" / "scripts" / "dicewf"
 TESTS = ROOT / "tests"
 EQUIVALENT = Path(__file__).with_name("mutation_equivalent.json")
 # module -> its unit test files (the fast ones: slow tests are deselected); "training" and
-# "checkpoints" are the training helpers (fingerprints, configs, unpaired data, checkpoints)
+# "checkpoints" are the training helpers (fingerprints, configs, unpaired data, checkpoints):
+# every function of both is mutated, train_resumable, train_dpo and train_sft included, which the
+# fast tests run with test doubles for TRL's trainers and the models (no training)
 MODULES = {
     "mixing": ["test_mixing.py"],
     "agreement": ["test_agreement.py"],
