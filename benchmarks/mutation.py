@@ -50,7 +50,7 @@ MODULES = {
     "llm_judge": ["test_llm_judge.py"],
     "rewards": ["test_rewards.py"],
     "reflogps": ["test_ref_reuse.py"],
-    "scoring": ["test_scoring.py"],
+    "scoring": ["test_scoring.py", "test_scoring_memory.py"],
     "checkpoints": ["test_training.py"],
     "training": ["test_training.py", "test_training_variants.py"],
     "alpha": ["test_alpha.py"],
@@ -263,9 +263,6 @@ def main() -> None:
         parser.error(f"unknown module(s) {unknown}; choose from {list(MODULES)}")
     if args.reuse and len(args.modules) != 1:
         parser.error("--reuse takes the one module whose scratch project it is")
-    # earlier figures of the modules not run now are kept
-    data = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results = data.get("results", [])
     print(
         f"{'module':<12} {'mutants':>7} {'killed':>7} {'survived':>8} {'equiv.':>6} "
         f"{'other':>6} {'raw':>6} {'score':>6}"
@@ -280,7 +277,10 @@ def main() -> None:
         if r["other"]:
             print(f"             other statuses: {r['statuses']}", flush=True)
         r["commit"] = _commit()
-        results = [old for old in results if old["module"] != module] + [r]
+        # read now, not at the start: the figures of other modules, kept, may have been written
+        # meanwhile by another run of this script (one module an hour is common)
+        data = json.loads(args.out.read_text()) if args.out.exists() else {}
+        results = [old for old in data.get("results", []) if old["module"] != module] + [r]
         data.update(mutmut=_mutmut_version(), results=results)
         args.out.parent.mkdir(parents=True, exist_ok=True)  # after each module: kept if stopped
         args.out.write_text(json.dumps(data, indent=2) + "\n")
