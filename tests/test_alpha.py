@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from dicewf.alpha import (
 )
 from dicewf.io import DatasetError, write_json, write_parquet
 from dicewf.seeds import with_seed
+from test_bad_input import ALPHA
 
 REPO = Path(__file__).resolve().parents[1]
 BETA = 0.5  # reward = BETA * logratio in make_scores
@@ -379,21 +381,16 @@ def test_log_ratio_and_reward_scales_give_the_same_pairs():
     )
 
 
+def alpha_params(**overrides) -> dict:
+    """An experiment's alpha block (exact search on [0, 0.2], test_bad_input's) with ``overrides``."""
+    return {**ALPHA, **overrides}
+
+
 def test_judge_ratings_are_shaped_on_the_reward_and_unrated_rows_dropped():
     judged = HAND.drop(columns=["logratio", "beta"])
     judged.loc[len(judged)] = {**judged.iloc[4].to_dict(), "sample_idx": 9, "reward": np.nan}
     assert score_column(judged) == "reward" and score_column(HAND) == "logratio"
-    params = {
-        "method": "exact",
-        "bounds": [0.0, 0.1],
-        "length_unit": "chars",
-        "grid_step": 0.01,
-        "n_calls": 10,
-        "min_responses": 2,
-        "seed": 0,
-        "fixed": 0.0,
-        "scale": 1.0,
-    }
+    params = alpha_params(bounds=[0.0, 0.1], fixed=0.0)
     out = run_search(judged, params)
     r = out.result
     assert (r["method"], r["alpha"], r["alpha_searched"]) == ("fixed", 0.0, None)
@@ -406,17 +403,7 @@ def test_judge_ratings_are_shaped_on_the_reward_and_unrated_rows_dropped():
 
 
 def test_scale_multiplies_alpha_star_and_the_landscape_centres_on_alpha_star():
-    params = {
-        "method": "exact",
-        "bounds": [0.0, 0.2],
-        "length_unit": "chars",
-        "grid_step": 0.01,
-        "n_calls": 10,
-        "min_responses": 2,
-        "seed": 0,
-        "fixed": None,
-        "scale": 2.0,
-    }
+    params = alpha_params(scale=2.0)
     out = run_search(HAND, params)
     r = out.result
     assert r["alpha_searched"] == 0.025 and r["alpha"] == 0.05
@@ -429,34 +416,14 @@ def test_scale_multiplies_alpha_star_and_the_landscape_centres_on_alpha_star():
 def test_mixed_betas_are_refused():
     scores = HAND.copy()
     scores.loc[0, "beta"] = 0.1
-    params = {
-        "method": "exact",
-        "bounds": [0.0, 0.2],
-        "length_unit": "chars",
-        "grid_step": 0.01,
-        "n_calls": 10,
-        "min_responses": 2,
-        "seed": 0,
-        "fixed": None,
-        "scale": 1.0,
-    }
+    params = alpha_params()
     with pytest.raises(DatasetError, match=r"scores.parquet: column 'beta' holds 2"):
         run_search(scores, params, source="scores.parquet")
 
 
 def test_a_box_below_alpha_star_is_reported(caplog):
     scores = random_scores(0, bias=0.02)
-    params = {
-        "method": "exact",
-        "bounds": [0.0, 0.005],
-        "length_unit": "chars",
-        "grid_step": 0.001,
-        "n_calls": 10,
-        "min_responses": 2,
-        "seed": 0,
-        "fixed": None,
-        "scale": 1.0,
-    }
+    params = alpha_params(bounds=[0.0, 0.005], grid_step=0.001)
     with caplog.at_level(logging.WARNING, logger="dicewf.alpha"):
         out = run_search(scores, params, source="s.parquet")
     assert out.result["zero_gap_in_bounds"] is False
@@ -579,3 +546,498 @@ def test_figure4_landscape_is_its_own_job_from_the_cached_scores(tmp_path):
     assert (land["alpha"].iloc[0], land["alpha"].iloc[-1]) == tuple(params["bounds"])
     at_star = land.loc[land["alpha"] == out.result["alpha_searched"], "objective"].iloc[0]
     assert at_star == pytest.approx(out.result["objective"])
+
+
+# --- edge cases pinned for the mutation benchmark (benchmarks/mutation.py alpha) ----------------
+
+
+def test_landscape_grid_places_points_by_the_hand_computed_density():
+    # box [2, 4], centre 3: window [2.8, 3.2]; density 0.5 / 2 outside, 0.25 + 0.5 / 0.4 = 1.5
+    # inside, so the cdf is 0, 0.2, 0.8, 1 at 2, 2.8, 3.2, 4: quantiles 0.25 / 0.75 fall inside
+    grid = landscape_grid(2.0, 4.0, 3.0, 5)
+    assert grid.tolist() == pytest.approx([2.0, 2.8 + 0.4 / 12, 3.0, 3.2 - 0.4 / 12, 4.0])
+    # box [0, 2], centre 0.1: the window [-0.1, 0.3] is clipped to [0, 0.3]; density
+    # 0.25 + 0.5 / 0.3 there, cdf 0.575 at 0.3; the point nearest 0.1 becomes 0.1
+    grid = landscape_grid(0.0, 2.0, 0.1, 5)
+    assert grid.tolist() == pytest.approx([0.0, 0.1, 0.5 / 0.575 * 0.3, 1.0, 2.0])
+    # 201 points on [2, 4]: quantiles 0.2 ... 0.8 (121 of them) land in the window
+    grid = landscape_grid(2.0, 4.0, 3.0, 201)
+    assert ((grid >= 2.8 - 1e-12) & (grid <= 3.2 + 1e-12)).sum() == 121
+
+
+def test_landscape_grid_with_few_points_or_an_empty_box_is_evenly_spaced():
+    assert landscape_grid(0.0, 0.1, 0.023, 1).tolist() == [0.0]
+    assert landscape_grid(0.0, 0.1, 0.023, 2).tolist() == [0.0, 0.1]  # centre replaces nothing
+    # three points already follow the density: the middle quantile (0.0275) becomes alpha*
+    assert landscape_grid(0.0, 0.1, 0.023, 3).tolist() == [0.0, 0.023, 0.1]
+    assert landscape_grid(0.1, 0.1, 0.1, 5).tolist() == [0.1] * 5
+    with pytest.raises(ValueError, match=r"^landscape points must be at least 1, got 0$"):
+        landscape_grid(0.0, 0.1, 0.0, 0)
+
+
+def test_figure4_landscape_names_its_source_in_errors():
+    result = {"alpha_searched": None, "alpha": 0.05}
+    broken = HAND.copy()
+    broken.loc[4, "logratio"] = np.nan
+    with pytest.raises(DatasetError, match=r"^<scores>: 1 of 9 implicit rewards"):
+        figure4_landscape(broken, result, alpha_params(), points=5)
+    with pytest.raises(DatasetError, match=r"^s\.parquet: 1 of 9 implicit rewards"):
+        figure4_landscape(broken, result, alpha_params(), points=5, source="s.parquet")
+    negative = HAND.copy()
+    negative.loc[4, "len_chars"] = -1
+    with pytest.raises(DatasetError, match=r"^s\.parquet: column 'len_chars' has negative"):
+        figure4_landscape(negative, result, alpha_params(), points=5, source="s.parquet")
+
+
+def test_figure4_landscape_follows_the_alpha_block_and_centres_on_the_used_alpha():
+    params = alpha_params(length_unit="tokens", min_responses=3, fixed=0.05)
+    result = {"alpha_searched": None, "alpha": 0.05}  # a fixed alpha: nothing was searched
+    land = figure4_landscape(HAND, result, params, points=7)
+    assert 0.05 in land["alpha"].tolist()
+    expected = [objective(HAND, a, "tokens", min_responses=3) for a in land["alpha"]]
+    assert land["objective"].tolist() == expected
+    # with min_responses 2 and chars (b counts, other lengths) the values differ
+    assert expected != [objective(HAND, a) for a in land["alpha"]]
+    searched = figure4_landscape(HAND, {"alpha_searched": 0.03, "alpha": 0.06}, params, points=7)
+    assert 0.03 in searched["alpha"].tolist() and 0.06 not in searched["alpha"].tolist()
+
+
+def test_mixed_betas_message_lists_the_first_five():
+    scores = make_scores([("a", k, float(k), 10 + k) for k in range(7)])
+    scores["beta"] = [float(k + 1) for k in range(7)]
+    with pytest.raises(DatasetError) as caught:
+        run_search(scores, alpha_params(), source="s.parquet")
+    fives = ", ".join(f"np.float64({k + 1}.0)" for k in range(5))
+    assert str(caught.value) == (
+        f"s.parquet: column 'beta' holds 7 distinct values ([{fives}]); one scoring run has one beta"
+    )
+
+
+def test_non_finite_implicit_rewards_are_refused_naming_rows_and_prompts():
+    scores = HAND.copy()
+    scores.loc[[4, 7], "logratio"] = [np.nan, np.inf]  # the reward column stays finite
+    scores.loc[0, "reward"] = -np.inf
+    with pytest.raises(DatasetError) as caught:
+        run_search(scores, alpha_params(), source="s.parquet")
+    assert str(caught.value) == (
+        "s.parquet: 3 of 9 implicit rewards (logratio/reward) are NaN or infinite, at rows "
+        "[0, 4, 7] (prompt ids ['c', 'a']): a NaN log-probability means a broken policy or "
+        "reference model; rescore with working models"
+    )
+
+
+def _na_in_nullable_floats(scores):
+    scores["logratio"] = scores["logratio"].astype("Float64")
+    scores.loc[4, "logratio"] = pd.NA
+
+
+def _unparsable_text(scores):
+    scores["logratio"] = scores["logratio"].astype(object)
+    scores.loc[4, "logratio"] = "n/a"
+
+
+def _nan_without_prompt_ids(scores):
+    scores.loc[4, "logratio"] = np.nan
+    del scores["prompt_id"]
+
+
+@pytest.mark.parametrize(
+    "spoil,ids",
+    [
+        (_na_in_nullable_floats, "['a']"),
+        (_unparsable_text, "['a']"),
+        (_nan_without_prompt_ids, "[]"),
+    ],
+)
+def test_missing_or_unparsable_implicit_rewards_are_refused(spoil, ids):
+    scores = HAND.copy()
+    spoil(scores)
+    with pytest.raises(DatasetError) as caught:
+        run_search(scores, alpha_params(), source="s.parquet")
+    assert str(caught.value).startswith(
+        f"s.parquet: 1 of 9 implicit rewards (logratio/reward) are NaN or infinite, at rows [4] "
+        f"(prompt ids {ids}): "
+    )
+
+
+def test_run_search_result_on_the_hand_case_holds_every_figure():
+    out = run_search(HAND, alpha_params())
+    result = dict(out.result)
+    assert isinstance(result.pop("seconds"), float)
+    # pieces of (0, 0.2): (0, 0.05), (0.05, 0.1), (0.1, 0.2), plus lo: 4 evaluations; at 0.025
+    # a: 20 - 10 and c: 50 - 10 (mean 25), at 0: a: 30 - 10 and c: 50 - 10 (mean 30)
+    assert result == {
+        "alpha": 0.025,
+        "alpha_searched": 0.025,
+        "objective": 50 / 3,
+        "objective_alpha0": 20.0,
+        "method": "exact",
+        "n_prompts": 3,
+        "n_evaluations": 4,
+        "n_dropped": 1,
+        "n_prompts_dropped": 1,
+        "length_unit": "chars",
+        "score": "logratio",
+        "beta": BETA,
+        "alpha_reward": BETA * 0.025,
+        "scale": 1.0,
+        "bounds": [0.0, 0.2],
+        "zero_gap_in_bounds": True,
+        "n_pairs": 2,
+        "n_degenerate": 1,
+        "mean_len_diff": 25.0,
+        "mean_len_diff_alpha0": 30.0,
+        "n_unrated": 0,
+    }
+    expected = pd.DataFrame(
+        {
+            "dataset": ["D(0)", "D(0)", "D(alpha*)", "D(alpha*)"],
+            "prompt_id": ["a", "c", "a", "c"],
+            "len_diff": np.array([20, 40, 10, 40], dtype="int64"),
+        }
+    )
+    pd.testing.assert_frame_equal(out.length_diffs, expected, check_dtype=False)
+    assert out.length_diffs["len_diff"].dtype == "int64"
+    assert out.pairs["chosen_sample_idx"].tolist() == [2, 0]
+
+
+def test_a_fixed_alpha_that_breaks_every_tie_of_d0_reports_nulls_not_nan():
+    # at alpha = 0 both responses score 1.0 (D(0) is empty); at 0.01 the shorter one wins
+    scores = make_scores([("a", 0, 1.0, 10), ("a", 1, 1.0, 20)])
+    out = run_search(scores, alpha_params(fixed=0.01))
+    assert out.result == {
+        "method": "fixed",
+        "alpha_searched": None,
+        "alpha": 0.01,
+        "score": "logratio",
+        "beta": BETA,
+        "alpha_reward": BETA * 0.01,
+        "scale": 1.0,
+        "bounds": [0.0, 0.2],
+        "length_unit": "chars",
+        "objective": 10.0,
+        "objective_alpha0": 0.0,
+        "zero_gap_in_bounds": True,  # the mean is 0 at lo
+        "n_pairs": 1,
+        "n_degenerate": 0,
+        "n_prompts_dropped": 0,
+        "mean_len_diff": -10.0,
+        "mean_len_diff_alpha0": None,
+        "n_unrated": 0,
+    }
+    assert out.length_diffs.to_dict("list") == {
+        "dataset": ["D(alpha*)"],
+        "prompt_id": ["a"],
+        "len_diff": [-10],
+    }
+
+
+def test_no_preference_pair_at_all_is_refused_with_the_counts():
+    scores = make_scores([("a", 0, 1.0, 10), ("a", 1, 1.0, 10), ("d", 0, 1.0, 5)])
+    with pytest.raises(ValueError) as caught:
+        run_search(scores, alpha_params(fixed=0.01))
+    assert str(caught.value) == (
+        "<scores>: no preference pair at alpha = 0.01: the responses of all 1 prompt(s) with at "
+        "least 2 responses tie on the shaped 'logratio' (winner and loser score the same; 1 "
+        "prompt(s) had too few responses), so D(alpha) would be empty. Check the scores: rewards "
+        "that all tie usually mean identical policy and reference models, or identical responses"
+    )
+
+
+def test_a_box_that_keeps_the_sign_is_warned_about_unless_alpha_is_fixed(caplog):
+    # HAND's mean length difference is 60 / 3 at 0 and 50 / 3 on (0, 0.05): one sign on [0, 0.04]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dicewf.alpha"):
+        out = run_search(HAND, alpha_params(bounds=[0.0, 0.04]), source="s.parquet")
+    assert out.result["zero_gap_in_bounds"] is False
+    assert caplog.messages == [
+        "s.parquet: the mean length difference is 20 at alpha = 0 and 16.67 at 0.04: it keeps "
+        "its sign over the bounds, so alpha* may lie outside them"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dicewf.alpha"):
+        fixed = run_search(HAND, alpha_params(bounds=[0.0, 0.04], fixed=0.03))
+    assert fixed.result["zero_gap_in_bounds"] is False and caplog.messages == []
+
+
+def test_unrated_judge_rows_are_logged_and_left_out(caplog):
+    judged = HAND.drop(columns=["logratio", "beta"])
+    judged.loc[[0, 3], "reward"] = np.nan  # c/0 and b/0
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dicewf.alpha"):
+        out = run_search(judged, alpha_params(fixed=0.0), source="j.parquet")
+    assert caplog.messages == ["j.parquet: 2 of 9 responses have no reward (unparsed rating)"]
+    r = out.result
+    # b and d have one rated response left; c's two left tie (degenerate): only a's pair is left
+    assert (r["n_unrated"], r["n_pairs"], r["n_degenerate"], r["n_prompts_dropped"]) == (2, 1, 1, 2)
+    assert out.pairs[["prompt_id", "chosen_sample_idx"]].values.tolist() == [["a", 1]]
+
+
+def test_build_pairs_carries_the_reused_reference_log_probs_of_chosen_and_rejected():
+    scores = HAND.copy()
+    scores["ref_lp"] = -100.0 - scores["sample_idx"] - 10 * (scores["prompt_id"] == "c")
+    pairs = build_pairs(scores, 0.0, ref_logps="ref_lp")
+    # a: a/1 over a/0; c: c/0 over c/1 (see test_hand_case_pairs_follow_tie_rule)
+    assert pairs["ref_chosen_logps"].tolist() == [-101.0, -110.0]
+    assert pairs["ref_rejected_logps"].tolist() == [-100.0, -111.0]
+    assert pairs["ref_chosen_tokens"].tolist() == [30 // 4, 50 // 4]
+    assert pairs["ref_rejected_tokens"].tolist() == [10 // 4, 10 // 4]
+    assert pairs["ref_chosen_logps"].dtype == "float64"
+    assert pairs["ref_rejected_logps"].dtype == "float64"
+    assert pairs["ref_chosen_tokens"].dtype == "int64"
+    assert pairs["ref_rejected_tokens"].dtype == "int64"
+    assert "ref_chosen_logps" not in build_pairs(scores, 0.0).columns
+    with pytest.raises(DatasetError, match=r"^s\.parquet: missing column\(s\) \['ref_other'\]"):
+        build_pairs(scores, 0.0, ref_logps="ref_other", source="s.parquet")
+    scores["len_tokens"] = scores["len_tokens"] + 0.5
+    with pytest.raises(DatasetError, match=r"^s\.parquet: column 'len_tokens' should hold int"):
+        build_pairs(scores, 0.0, ref_logps="ref_lp", source="s.parquet")
+
+
+def test_defaults_are_chars_logratio_two_responses_and_the_box_up_to_a_tenth():
+    # at 0.03 on the log-ratio a: 20 - 10 and c: 50 - 10 (+50 over 3 prompts, b counting 0); on
+    # the reward column (half the log-ratio) a: 20 - 30 and c: 10 - 50 (-50)
+    assert landscape(HAND, [0.03])["mean_len_diff"].tolist() == [50 / 3]
+    assert objective(HAND, 0.03) == 50 / 3
+    pairs = build_pairs(HAND, 0.03)
+    assert pairs.attrs == {
+        "n_degenerate": 1,
+        "n_dropped": 1,
+        "length_unit": "chars",
+        "score": "logratio",
+    }
+    assert pairs["chosen_sample_idx"].tolist() == [2, 0]
+    exact = search_alpha(HAND)  # pieces (0, 0.05) and (0.05, 0.1), plus lo
+    assert (exact.method, exact.alpha, exact.n_evaluations) == ("exact", 0.025, 3)
+    assert (exact.length_unit, exact.score, exact.n_prompts) == ("chars", "logratio", 3)
+    grid = search_alpha(HAND, "grid")  # 0, 0.001, ..., 0.1; at 0.05 c ties (10 / 3)
+    assert (grid.n_evaluations, grid.alpha, grid.objective) == (101, 0.05, 10 / 3)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: objective(s, 0.0),
+        lambda s: build_pairs(s, 0.0),
+        lambda s: landscape(s, [0.0]),
+        lambda s: search_alpha(s),
+    ],
+)
+def test_bad_scores_are_named_with_the_default_source(call):
+    negative = HAND.copy()
+    negative.loc[[4, 7], "len_chars"] = [-1, -2]
+    with pytest.raises(DatasetError) as caught:
+        call(negative)
+    assert str(caught.value) == "<scores>: column 'len_chars' has negative lengths at rows [4, 7]"
+    repeated = pd.concat([HAND, HAND.iloc[[2, 5]]], ignore_index=True)
+    with pytest.raises(DatasetError) as caught:
+        call(repeated)
+    assert str(caught.value) == "<scores>: repeated (prompt_id, sample_idx) at rows [9, 10]"
+    with pytest.raises(DatasetError, match=r"^<scores>: column 'logratio' has NaN"):
+        call(HAND.assign(logratio=np.nan))
+
+
+def test_too_few_responses_everywhere_is_refused_with_the_counts():
+    with pytest.raises(ValueError) as caught:
+        objective(HAND, 0.0, min_responses=4, source="s.parquet")
+    assert str(caught.value) == (
+        "s.parquet: no prompt has at least 4 responses (4 prompt(s) dropped); cannot build "
+        "preference pairs"
+    )
+    with pytest.raises(ValueError, match=r"^min_responses must be at least 1, got 0$"):
+        eligible(HAND, min_responses=0)
+    kept, dropped = eligible(HAND, min_responses=1)
+    assert (len(kept), dropped) == (9, 0)
+
+
+def test_judge_ratings_ignore_a_beta_column_and_leftover_index_columns():
+    # judge scores with a leftover beta column and the "index" and "level_0" columns that two
+    # reset_index() calls leave: ratings carry no beta, and the rows are renumbered in place
+    judged = HAND.drop(columns=["logratio"]).assign(index=range(9), level_0=range(9))
+    judged.loc[3, "reward"] = np.nan  # b/0: b is left with one response
+    r = run_search(judged, alpha_params(fixed=0.0)).result
+    assert (r["score"], r["beta"], r["alpha_reward"]) == ("reward", None, None)
+    assert (r["n_unrated"], r["n_pairs"], r["n_prompts_dropped"]) == (1, 2, 2)
+
+
+def test_run_search_passes_grid_step_n_calls_and_seed_on():
+    grid = run_search(HAND, alpha_params(method="grid", grid_step=0.03)).result
+    assert (grid["method"], grid["n_evaluations"], grid["alpha_searched"]) == ("grid", 7, 0.03)
+    gp = run_search(HAND, alpha_params(method="gp", n_calls=2, seed=1)).result
+    seeded = search_alpha(HAND, "gp", (0.0, 0.2), n_calls=2, seed=1)
+    assert (gp["method"], gp["n_evaluations"], gp["alpha_searched"]) == ("gp", 2, seeded.alpha)
+    assert search_alpha(HAND, "gp", (0.0, 0.2), n_calls=2, seed=0).alpha != seeded.alpha
+
+
+def test_run_search_uses_the_blocks_length_unit_min_responses_and_ref_logps():
+    # tokens (len_chars // 4), a: (1, 2) (2, 7) (2, 5), c: (3, 12) (1, 2) (1, 2); b dropped
+    # (min 3): at 0 a: 7 - 2, c: 12 - 2; on (0, 0.2) a: 5 - 2 (the tie breaks), c: 12 - 2
+    scores = HAND.assign(ref_lp=-1.0)
+    params = alpha_params(length_unit="tokens", min_responses=3)
+    out = run_search(scores, params, ref_logps="ref_lp")
+    r = out.result
+    assert (r["alpha_searched"], r["objective"], r["objective_alpha0"]) == (0.1, 6.5, 7.5)
+    assert (r["n_prompts"], r["n_evaluations"], r["n_prompts_dropped"]) == (2, 2, 2)
+    assert out.length_diffs["len_diff"].tolist() == [5, 10, 3, 10]
+    assert out.pairs["ref_chosen_logps"].tolist() == [-1.0, -1.0]
+
+
+def test_zero_gap_in_bounds_counts_a_zero_at_either_end_and_only_a_sign_change():
+    # one prompt, crossing at 0.1: +10 below, 0 exactly at 0.1 (a tie), -10 above
+    crossing = make_scores([("a", 0, 0.0, 10), ("a", 1, 1.0, 20)])
+    assert run_search(crossing, alpha_params(bounds=[0.0, 0.1])).result["zero_gap_in_bounds"]
+    # two prompts: a prefers its longer response by 1 up to alpha = 1, b's lengths are equal;
+    # the mean is +0.5 at both ends of [0, 0.5] (a product of 0.25): no zero in between
+    one_sign = make_scores(
+        [("a", 0, 0.0, 10), ("a", 1, 1.0, 11), ("b", 0, 1.0, 5), ("b", 1, 0.0, 5)]
+    )
+    result = run_search(one_sign, alpha_params(bounds=[0.0, 0.5])).result
+    assert result["zero_gap_in_bounds"] is False and result["mean_len_diff_alpha0"] == 0.5
+
+
+def test_grid_reaches_hi_despite_rounding_and_evaluates_it_exactly():
+    # the responses tie (objective 0) exactly at alpha = 3 / 10 = 0.3 and nowhere else; in
+    # floating point 0.3 / 0.1 = 2.9999999999999996 and 0 + 3 * 0.1 = 0.30000000000000004
+    scores = make_scores([("a", 0, 0.0, 10), ("a", 1, 3.0, 20)])
+    result = search_alpha(scores, "grid", (0.0, 0.3), grid_step=0.1)
+    assert (result.alpha, result.objective, result.n_evaluations) == (0.3, 0.0, 4)
+    # on [0.2, 0.3]: 0.09999999999999998 / 0.05 = 1.9999999999999996, yet 3 points
+    result = search_alpha(scores, "grid", (0.2, 0.3), grid_step=0.05)
+    assert (result.alpha, result.objective, result.n_evaluations) == (0.3, 0.0, 3)
+    with pytest.raises(ValueError, match=r"^grid_step must be positive, got -0.1$"):
+        search_alpha(scores, "grid", (0.0, 0.3), grid_step=-0.1)
+
+
+def test_gp_search_hands_the_box_budget_and_seed_to_skopt(monkeypatch):
+    import warnings
+
+    import skopt
+
+    calls = {}
+
+    def fake_gp_minimize(func, dimensions, **kwargs):
+        calls.update(kwargs, dimensions=dimensions, value=func([0.075]))
+        warnings.warn("The objective has been evaluated at point [0.075] before", UserWarning)
+        warnings.warn("the GP fit did not converge", UserWarning)
+        return SimpleNamespace(x=[0.075], fun=calls["value"], func_vals=[1.0, 2.0, 3.0])
+
+    monkeypatch.setattr(skopt, "gp_minimize", fake_gp_minimize)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = search_alpha(HAND, "gp", (0.0, 0.2), n_calls=12, seed=7)
+    # skopt's repeated-point warning is silenced, other warnings are not
+    assert [str(w.message) for w in caught] == ["the GP fit did not converge"]
+    assert calls == {
+        "dimensions": [(0.0, 0.2)],
+        "n_calls": 12,
+        "n_initial_points": 10,
+        "random_state": 7,
+        "value": objective(HAND, 0.075),
+    }
+    assert (result.alpha, result.objective, result.n_evaluations) == (0.075, 50 / 3, 3)
+    with pytest.warns(UserWarning, match="did not converge"):
+        search_alpha(HAND, "gp", (0.0, 0.2), n_calls=4)
+    assert (calls["n_calls"], calls["n_initial_points"], calls["random_state"]) == (4, 4, 0)
+    with pytest.warns(UserWarning, match="did not converge"):
+        search_alpha(HAND, "gp")  # the defaults: 30 calls on [0, 0.1]
+    assert (calls["n_calls"], calls["n_initial_points"], calls["dimensions"]) == (
+        30,
+        10,
+        [(0.0, 0.1)],
+    )
+
+
+def test_landscape_of_integer_alphas_is_a_float_column():
+    frame = landscape(HAND, [0, 1])
+    assert frame["alpha"].dtype == "float64" and frame["alpha"].tolist() == [0.0, 1.0]
+    assert frame["mean_len_diff"].tolist() == [20.0, -20.0]  # 60 / 3 and -60 / 3
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("bounds", [(1.0, 3.0), (0.05, 0.4)])
+def test_exact_matches_brute_force_on_boxes_away_from_zero(seed, bounds):
+    scores = random_tied_scores(seed + 10, n_prompts=20)
+    result = search_alpha(scores, "exact", bounds=bounds)
+    alpha, value = brute_force(scores, *bounds)
+    assert (result.alpha, result.objective) == pytest.approx((alpha, value), abs=1e-12)
+
+
+def test_exact_follows_every_winner_change_of_the_widest_prompt():
+    # a's winner falls 40 -> 30 -> 20 -> 10 at 0.1, 0.2, 0.3 (all four lines on the envelope)
+    # and its loser rises 10 -> 40 at 0.2; b is +26 throughout: sums 56, 46, 6, -4 on the
+    # pieces of (0, 0.4), so alpha* is the midpoint of the last piece
+    lines = {"a": [(6.0, 40), (5.0, 30), (3.0, 20), (0.0, 10)], "b": [(20.0, 36), (0.0, 10)]}
+    scores = make_scores(
+        [(p, k, r, length) for p, rows in lines.items() for k, (r, length) in enumerate(rows)]
+    )
+    result = search_alpha(scores, bounds=(0.0, 0.4))
+    assert (result.alpha, result.objective, result.n_evaluations) == (0.35, 2.0, 5)
+
+
+def test_exact_search_raises_no_floating_point_warning():
+    import warnings
+
+    scores = random_tied_scores(1)  # equal lengths and repeated lines: 0 / 0 and x / 0 inside
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = search_alpha(scores, bounds=(0.0, 2.0))
+    assert result.objective == pytest.approx(brute_force(scores, 0.0, 2.0)[1], abs=1e-12)
+
+
+def test_a_crossing_that_rounds_onto_lo_is_no_breakpoint():
+    # a's lines cross at (0.4 - 0) / (5 - 1) = 0.1 = lo exactly, yet in floating point at 0.1
+    # the longer one still scores higher (-0.09999999999999998 > -0.1): at lo a counts +4, just
+    # above it -4; b counts +2 throughout. lo gives (4 + 2) / 2 = 3, (0.1, 0.5) gives 1.
+    scores = make_scores([("a", 0, 0.0, 1), ("a", 1, 0.4, 5), ("b", 0, 2.0, 12), ("b", 1, 0.0, 10)])
+    assert (objective(scores, 0.1), objective(scores, 0.3)) == (3.0, 1.0)
+    result = search_alpha(scores, bounds=(0.1, 0.5))
+    assert (result.alpha, result.objective, result.n_evaluations) == (0.3, 1.0, 2)
+
+
+@pytest.mark.parametrize("method", ["exact", "grid", "gp"])
+def test_an_empty_box_is_one_evaluation_at_lo(method):
+    result = search_alpha(HAND, method, bounds=(0.05, 0.05))  # at 0.05 c's responses tie
+    assert (result.alpha, result.objective, result.n_evaluations) == (0.05, 10 / 3, 1)
+    assert result.method == method
+
+
+def test_search_seconds_lie_within_the_call():
+    import time
+
+    before = time.perf_counter()
+    result = search_alpha(HAND, bounds=(0.0, 0.2))
+    assert 0.0 <= result.seconds <= time.perf_counter() - before
+
+
+def test_eligible_names_the_default_source():
+    with pytest.raises(DatasetError, match=r"^<scores>: missing column\(s\) \['prompt_id'\]"):
+        eligible(pd.DataFrame({"sample_idx": [0, 1]}))
+
+
+def test_an_empty_response_of_length_zero_is_allowed():
+    scores = make_scores([("a", 0, 1.0, 0), ("a", 1, 0.0, 10)])
+    assert objective(scores, 0.0) == 10.0  # the empty response wins: 0 - 10
+    assert build_pairs(scores, 0.0)["len_diff"].tolist() == [-10]
+
+
+def test_a_prompt_id_with_two_prompt_texts_is_refused():
+    scores = HAND.copy()
+    scores.loc[4, "prompt"] = "another prompt"  # a/0
+    with pytest.raises(DatasetError, match=r"^s\.parquet: 1 prompt_id value\(s\) carry more"):
+        objective(scores, 0.0, source="s.parquet")
+
+
+def test_bad_rows_are_named_up_to_five_and_repeats_go_by_prompt_and_sample_only():
+    scores = make_scores([("a", k, float(k), 10 + k) for k in range(8)])
+    negative = scores.assign(len_chars=-1)
+    with pytest.raises(DatasetError) as caught:
+        objective(negative, 0.0, source="s.parquet")
+    assert str(caught.value) == (
+        "s.parquet: column 'len_chars' has negative lengths at rows [0, 1, 2, 3, 4]"
+    )
+    repeated = pd.concat([scores, scores.assign(response="other")], ignore_index=True)
+    with pytest.raises(DatasetError) as caught:
+        objective(repeated, 0.0, source="s.parquet")
+    assert str(caught.value) == (
+        "s.parquet: repeated (prompt_id, sample_idx) at rows [8, 9, 10, 11, 12]"
+    )
