@@ -40,8 +40,10 @@ lint: env
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 
+# pytest-xdist: one worker a core (the imports of torch, transformers and TRL are a worker's
+# fixed cost, so more workers than cores only add to it)
 test-fast: env
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n $(CORES)
 
 dag: env
 	$(VENV)/bin/snakemake --rulegraph | dot -Tpng > rulegraph.png
