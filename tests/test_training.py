@@ -327,6 +327,12 @@ class FakeTrainer:
 
 
 class FakeTokenizer:
+    """A tokenizer's test double: the path it was loaded from (AutoTokenizer.from_pretrained's
+    stand-in, for the chat helpers that training imports) and a save that writes a file."""
+
+    def __init__(self, path="org/tokenizer"):
+        self.path = path
+
     def save_pretrained(self, path):
         (Path(path) / "tokenizer.json").write_text("{}")
 
@@ -913,13 +919,6 @@ def test_trl_classes_of_each_trainer(no_cuda):
         training.trl_config_class("kto", 0.1)
 
 
-class FakeTok:
-    """A tokenizer for the chat helpers that training imports (monkeypatched)."""
-
-    def __init__(self, path):
-        self.path = path
-
-
 def fake_render(tok, prompts):
     """render_prompts' test double: each prompt marked with the tokenizer's path."""
     return [f"{tok.path}<{p}>" for p in prompts]
@@ -945,7 +944,7 @@ def fake_run(monkeypatch, no_cuda):
         return ["history"]
 
     monkeypatch.setattr(training, "train_resumable", record_run)
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", FakeTok)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", FakeTokenizer)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda p: ("m", p))
     monkeypatch.setattr(training, "render_prompts", fake_render)
     monkeypatch.setattr(training, "for_trl", lambda tok: ("for_trl", tok.path))
@@ -988,7 +987,7 @@ def test_train_dpo_hands_the_run_to_train_resumable(fake_run, tmp_path, caplog):
     assert kwargs["model"] == ("m", "org/policy") and kwargs["ref_model"] == ("m", "org/policy")
     assert kwargs["args"] is run["cfg"] and kwargs["processing_class"] == ("for_trl", "org/policy")
     assert kwargs["train_dataset"].to_dict() == {
-        "prompt": fake_render(FakeTok("org/policy"), PAIRS["prompt"]),
+        "prompt": fake_render(FakeTokenizer("org/policy"), PAIRS["prompt"]),
         "chosen": PAIRS["chosen"].tolist(),
         "rejected": PAIRS["rejected"].tolist(),
     }
@@ -1043,7 +1042,7 @@ def test_train_dpo_of_kto_trains_on_the_unpaired_pairs(fake_run, tmp_path):
     training.train_dpo("org/policy", PAIRS, tmp_path / "p", {"beta": 0.1}, seed=3, trainer="kto")
     (run,) = fake_run
     data = run["trainer"].kwargs["train_dataset"].to_pandas()
-    rendered = PAIRS.assign(prompt=fake_render(FakeTok("org/policy"), PAIRS["prompt"]))
+    rendered = PAIRS.assign(prompt=fake_render(FakeTokenizer("org/policy"), PAIRS["prompt"]))
     pd.testing.assert_frame_equal(data, training.unpaired(rendered, seed=3))
     assert run["trainer"].kwargs["ref_model"] == ("m", "org/policy")
 
@@ -1096,7 +1095,7 @@ def test_train_sft_hands_the_run_to_train_resumable(fake_run, tmp_path):
     assert kwargs["model"] == ("m", "org/base") and kwargs["args"] is run["cfg"]
     assert kwargs["processing_class"] == ("for_trl", "org/base")
     assert kwargs["train_dataset"].to_dict() == {
-        "prompt": fake_render(FakeTok("org/base"), demos["prompt"]),
+        "prompt": fake_render(FakeTokenizer("org/base"), demos["prompt"]),
         "completion": demos["completion"].tolist(),
     }
     assert run["tokenizer"].path == "org/base"
@@ -1143,7 +1142,7 @@ def test_reference_log_probs_are_reused_unless_a_reason_says_otherwise(monkeypat
     from dicewf import chat, reflogps
 
     calls = []
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", FakeTok)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", FakeTokenizer)
     limits = {("pol", "pol"): {"a": 512, "b": 128, "c": 256}}
     monkeypatch.setattr(chat, "context_limits", lambda p, tok: limits[p, tok.path])
 
@@ -1173,7 +1172,7 @@ def test_without_a_context_limit_the_reuse_check_gets_none(monkeypatch):
     from dicewf import chat, reflogps
 
     contexts = []
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", FakeTok)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", FakeTokenizer)
     monkeypatch.setattr(chat, "context_limits", lambda p, tok: {})
     monkeypatch.setattr(reflogps, "live_reason", lambda *a, context, **k: contexts.append(context))
     pairs = PAIRS.assign(**dict.fromkeys(reflogps.COLUMNS, 1.0))
@@ -1185,7 +1184,7 @@ def test_the_preference_dataset_renders_prompts_and_adds_the_reference_columns(m
     from dicewf import reflogps
 
     monkeypatch.setattr(training, "render_prompts", fake_render)
-    tok = FakeTok("t")
+    tok = FakeTokenizer("t")
     pairs = PAIRS.assign(extra=1, **{c: [float(i) for i in range(4)] for c in reflogps.COLUMNS})
     plain = training.preference_dataset(tok, pairs)
     assert plain.column_names == ["prompt", "chosen", "rejected"]
