@@ -37,6 +37,14 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['rule']:<24} {r['jobs']:>5} {r['total']:>8.0f} {share:>6.1%} "
             f"{r['mean']:>7.1f} {r['max']:>7.1f}"
         )
+    rep = run["replicates"]
+    if rep["jobs"]:
+        print(
+            f"\nreplicates {', '.join(map(str, rep['replicates']))}: {rep['jobs']} jobs, "
+            f"{rep['job_time_s']:.0f} s of job time ({rep['share']:.0%} of all; about "
+            f"{rep['job_time_s'] / run['parallelism'] / 60:.0f} min of wall at this run's "
+            "parallelism)"
+        )
     print("\ncritical path:")
     for step in run["critical_path"]:
         print(f"  {step['seconds']:>7.1f} s  {step['rule']:<20} {step['output']}")

@@ -125,3 +125,25 @@ def test_the_benchmark_reads_a_real_snakemake_run(tmp_path):
 def test_a_job_whose_end_is_recorded_before_its_start_took_no_time():
     job = jobtimes.Job("train_args", ("a.json",), (), 10.0, 9.99999)
     assert job.seconds == 0.0
+
+
+def test_the_replicates_cost_is_the_time_of_their_jobs_alone():
+    def job(output, seconds):
+        return jobtimes.Job("train", (output,), (), 0.0, seconds)
+
+    jobs = [
+        job("results/dice/iter1/policy", 10.0),
+        job("results/dice_rep2/iter1/policy", 20.0),
+        job("results/eval/dice_rep3-iter2/metrics.json", 5.0),
+        job("results/benchmarks/offline_dpo_rep2/iter1/train.tsv", 5.0),
+        job("results/toy/models/sft", 40.0),  # shared by every replicate
+        job("results/dice_report/iter1/policy", 20.0),  # a name that only starts like one
+    ]
+    assert [jobtimes.replicate_of(j) for j in jobs] == [1, 2, 3, 2, 1, 1]
+    assert jobtimes.replicate_cost(jobs) == {
+        "jobs": 3,
+        "job_time_s": 30.0,
+        "share": 0.3,
+        "replicates": [2, 3],
+    }
+    assert jobtimes.summary(jobs)["replicates"]["jobs"] == 3

@@ -298,6 +298,7 @@ def test_the_registry_lists_every_target_once_and_the_paper_numbers_are_data():
         "table7",
         "table9",
         "table10",
+        "replicates",  # experiments run more than once, side by side (issue 13)
         *paper.SERA_TABLES,  # SeRA's tables on the same world (tests/test_paper_sera.py)
     )
     assert paper.FIGURES == ("figure1", "figure2", "figure3", "figure4", "figure5")

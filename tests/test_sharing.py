@@ -49,7 +49,9 @@ def test_offline_dpo_with_and_without_a_new_reference_share_iteration_1_only():
 @pytest.mark.parametrize("config", [TOY, TEST, PAPER], ids=["toy", "test", "paper"])
 def test_the_shipped_configs_share_only_offline_dpo_newref_at_iteration_1(config):
     shared = {key: owner for key, owner in runs(config).items() if key[0] != owner}
-    newref = [e for e in cfg.expanded(config) if e.endswith("offline_dpo_newref")]
+    # each replicate's (replicates: 3 in config.yaml) with the same replicate's Offline DPO
+    replicates = cfg.replicates(config)
+    newref = [e for e in replicates if replicates[e][0].endswith("offline_dpo_newref")]
     # and SeRA's lambda sweep (Figure 6), whose iteration 1 does not read lambda
     lambdas = {(e, 1): "sera_dpo" for e in LAMBDA_SWEEP} if config is TOY else {}
     # and, at paper scale, SeRA's iterative IPO, SLiC and SimPO baselines, whose iteration 1 is
@@ -60,7 +62,7 @@ def test_the_shipped_configs_share_only_offline_dpo_newref_at_iteration_1(config
     }
     baselines = plain if config is PAPER else {}
     assert shared == {(e, 1): e.replace("_newref", "") for e in newref} | lambdas | baselines
-    assert len(newref) == {id(TOY): 1, id(TEST): 0, id(PAPER): 2}[id(config)]
+    assert len(newref) == {id(TOY): 3, id(TEST): 0, id(PAPER): 2}[id(config)]
 
 
 def test_the_policy_reference_and_evaluation_of_a_shared_iteration_are_the_owners():
@@ -81,7 +83,8 @@ def test_the_policy_reference_and_evaluation_of_a_shared_iteration_are_the_owner
     # one shared iteration, the lambda sweep's first iteration, and the noisy runs' pi_theta^(0):
     # one per noise level
     baselines = ("cdpo", "robust_dpo", "sera_none")
-    assert set(cfg.model_names(config)) - set(evaluated) == {"offline_dpo_newref-iter1"} | {
+    newref = {"offline_dpo_newref-iter1"} | {f"offline_dpo_newref_rep{r}-iter1" for r in (2, 3)}
+    assert set(cfg.model_names(config)) - set(evaluated) == newref | {
         f"{b}_noise{k}-iter0" for b in baselines for k in (20, 40)
     } | {f"{e}-iter1" for e in LAMBDA_SWEEP}
 
@@ -187,8 +190,9 @@ def test_the_seed_and_the_iteration_are_in_every_key_the_description_in_none():
     assert cfg.keys(described) == base
     # two iterations never share, even where everything else is equal (a copy of DICE that
     # starts from pi_theta^(1) is not DICE's iteration 2)
-    # offline_dpo_newref-iter1 and the lambda sweep's iteration 1 (sera_dpo's)
-    assert len({parts[2] for parts in base.values()}) == len(base) - 1 - len(LAMBDA_SWEEP)
+    # offline_dpo_newref-iter1 (in each of its 3 replicates) and the lambda sweep's iteration 1
+    # (sera_dpo's)
+    assert len({parts[2] for parts in base.values()}) == len(base) - 3 - len(LAMBDA_SWEEP)
 
 
 def test_experiments_of_two_settings_never_share():
@@ -214,7 +218,7 @@ def test_a_table_reads_a_shared_models_metrics_from_its_owners_file(tmp_path):
     layout = paper.Layout.from_config(toy())
     # besides: noisy runs' pi_theta^(0) (test_runs_with_equal_noise_share_one_start_policy...)
     assert {m: o for m, o in layout.shared.items() if not m.endswith("-iter0")} == {
-        "offline_dpo_newref-iter1": "offline_dpo-iter1"
+        f"offline_dpo_newref{r}-iter1": f"offline_dpo{r}-iter1" for r in ("", "_rep2", "_rep3")
     } | {f"{e}-iter1": "sera_dpo-iter1" for e in LAMBDA_SWEEP}
     paths = paper.input_paths("table1", layout)
     need = paper.needs("table1", layout)
@@ -267,8 +271,10 @@ def test_the_toy_dag_trains_and_evaluates_a_shared_iteration_once(tmp_path):
     table1 = re.search(r"input: (.*)\n    output: results/tables/table1.csv", out)[1]
     assert table1.count("results/eval/offline_dpo-iter1/metrics.json") == 2
     assert "offline_dpo_newref-iter1" not in table1
-    # the shared run's config says so
-    assert len(planned(out, "experiment_config")) == len(RAW["experiments"])
+    # the shared run's config says so: one file per experiment run, each replicate's too
+    runs = sum(block.get("replicates", 1) for block in RAW["experiments"].values())
+    assert runs > len(RAW["experiments"])
+    assert len(planned(out, "experiment_config")) == runs
 
 
 @pytest.mark.slow

@@ -147,8 +147,8 @@ def test_dry_run_of_the_default_config_plans_the_whole_paper_matrix(tmp_path):
     assert {rule: jobs.get(rule, 0) for rule in want} == want
     # iteration 1 is sampled once for every experiment with the default sampling settings
     assert want["sample"] < want["search_alpha"]
-    # Tables 1-7, 9, 10, SeRA's Tables 1, 2, 9, noise and DICE vs SeRA, paper vs ours
-    assert jobs["table"] == 15 and jobs["figure"] == 5
+    # Tables 1-7, 9, 10, replicates, SeRA's Tables 1, 2, 9, noise and DICE vs SeRA, paper vs ours
+    assert jobs["table"] == 16 and jobs["figure"] == 5
     for rule in (
         "toy_world",
         "toy_init_model",
@@ -188,8 +188,9 @@ def test_the_paper_config_plans_the_whole_matrix_offline(tmp_path):
     assert jobs["download_model"] == 7 and jobs["download_dataset"] == 3
     # D_offline, and the full preference set of Table 5's IntlRM
     assert jobs["prepare_ultrafeedback"] == jobs["prepare_ultrafeedback_all"] == 1
-    # DICE's tables and figures; SeRA's toy tables and figures read the toy suite's gold labels
-    assert jobs["table"] == 10 and jobs["figure"] == 5 and "sera_figure" not in jobs
+    # DICE's tables (and replicates: none here) and figures; SeRA's toy tables and figures read
+    # the toy suite's gold labels
+    assert jobs["table"] == 11 and jobs["figure"] == 5 and "sera_figure" not in jobs
     assert "toy_world" not in jobs
 
 
@@ -289,7 +290,8 @@ def test_changing_a_report_setting_reruns_no_compute_job(tmp_path):
 def test_each_experiment_writes_every_value_it_runs_with(tmp_path):
     cfg = load(REPO / ".test" / "config.yaml")
     cwd = workdir(tmp_path, cfg)
-    assert planned_jobs(cwd).get("experiment_config") == len(cfg["experiments"])
+    # one file per experiment run: offline_dpo's second replicate (replicates: 2) has its own
+    assert planned_jobs(cwd).get("experiment_config") == len(cfg["experiments"]) + 1
     snakemake("--cores", "1", "results/dice_kto/config.yaml", cwd=cwd)
     written = load(cwd / "results" / "dice_kto" / "config.yaml")
     assert written["experiment"] == "dice_kto" and written["seed"] == cfg["seed"]
@@ -413,6 +415,7 @@ def test_every_output_exists_with_its_schema(e2e):
         "dice-iter1",
         "dice-iter2",
         "offline_dpo-iter1",
+        "offline_dpo_rep2-iter1",  # its second replicate (replicates: 2)
         "judge-iter1",
         "dice_kto-iter1",
         "dice_gamma0-iter1",

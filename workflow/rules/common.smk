@@ -128,6 +128,21 @@ def seeded(block, after="max_tokens"):
     return seeds.with_seed(block, config["seed"], after)
 
 
+# each experiment run's seed: the config's, or a replicate's own (dicewf.config.run_seed)
+SEEDS = {_name: cfg.run_seed(config, _name) for _name in RUNS}
+
+
+def run_seed(w):
+    """The seed of the job's experiment run (a replicate has its own)."""
+    return SEEDS[w.exp]
+
+
+def run_seeded(w, block, after="max_tokens"):
+    """``block`` with the job's experiment-run seed (:func:`run_seed`) where :func:`seeded`
+    puts the config's: sampling, ratings, the alpha search and mixing vary by replicate."""
+    return seeds.with_seed(block, run_seed(w), after)
+
+
 def xp(wildcards):
     """The resolved settings of the job's experiment."""
     return XP[wildcards.exp]

@@ -26,7 +26,7 @@ rule sample:
         runtime=240,
         cpus_per_task=8,
     params:
-        sampling=lambda w: seeded(xp(w)["sampling"]),
+        sampling=lambda w: run_seeded(w, xp(w)["sampling"]),
         backend=config["sampler"]["backend"],
         engine=config["sampler"]["vllm"],
     script:
@@ -95,7 +95,7 @@ rule judge:
         runtime=240,
         cpus_per_task=8,
     params:
-        sampling=lambda w: seeded(xp(w)["score"]["judge"]["sampling"]),
+        sampling=lambda w: run_seeded(w, xp(w)["score"]["judge"]["sampling"]),
         min_ratings=lambda w: xp(w)["score"]["judge"]["min_ratings"],
         max_prompt_tokens=lambda w: xp(w)["score"]["judge"]["max_prompt_tokens"],
         filters=lambda w: {k: xp(w)["score"][k] for k in RESPONSE_FILTERS},
@@ -155,7 +155,7 @@ rule search_alpha:
         runtime=30,
         cpus_per_task=1,
     params:
-        alpha=lambda w: seeded(xp(w)["alpha"], after="min_responses"),
+        alpha=lambda w: run_seeded(w, xp(w)["alpha"], after="min_responses"),
         # the scores column holding log pi_ref^(t), carried into the pairs (dicewf.reflogps)
         ref_logps=reused_ref_column,
     script:
@@ -177,7 +177,7 @@ rule alpha_landscape:
     conda:
         "../../envs/analysis.yaml"
     params:
-        alpha=lambda w: seeded(xp(w)["alpha"], after="min_responses"),
+        alpha=lambda w: run_seeded(w, xp(w)["alpha"], after="min_responses"),
         points=config["report"]["figure4"]["points"],
     script:
         "../scripts/alpha_landscape.py"
@@ -202,7 +202,7 @@ rule mix:
         runtime=10,
         cpus_per_task=1,
     params:
-        mix=lambda w: seeded(xp(w)["mix"], after="n_pairs"),
+        mix=lambda w: run_seeded(w, xp(w)["mix"], after="n_pairs"),
         iteration=lambda w: int(w.iter),  # the split is drawn anew each iteration
     script:
         "../scripts/mix.py"
@@ -307,7 +307,7 @@ rule train:
         runtime=480,
         cpus_per_task=16,
     params:
-        seed=config["seed"],
+        seed=run_seed,
         # input.code is Snakemake's cached copy of the script, away from its dicewf package
         scripts=str(Path(workflow.basedir) / "workflow" / "scripts"),
         # `python` (gpu <= 1) or `accelerate launch` with one process per GPU; derived from

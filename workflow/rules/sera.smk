@@ -106,7 +106,7 @@ rule sera_mix:
         beta=lambda w: xp(w)["train"]["beta"],
         # DPO's implicit reward, or SimPO's where the experiment trains with it (trainer cpo)
         reward=lambda w: cfg.sera_reward(xp(w)),
-        seed=config["seed"],
+        seed=run_seed,
         iteration=lambda w: int(w.iter),  # the shuffle is drawn anew each iteration
         # the scores column holding log pi_ref^(t), also put on the offline pairs
         ref_logps=reused_ref_column,

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hub
+from .seeds import derive_seed
 
 RESULTS = "results"
 
@@ -52,8 +53,11 @@ EXPERIMENT_KEYS = (
     "length_penalty",
     "description",
 )
-# Keys of an experiment block that are not settings of the experiment itself.
-PLACEMENT_KEYS = ("settings",)
+# Keys of an experiment block that are not settings of the experiment itself: where it runs and
+# how many times (replicates, :func:`expanded`; also a key of ``defaults``).
+PLACEMENT_KEYS = ("settings", "replicates")
+# replicate r >= 2 of experiment ``{full}`` runs as ``{full}{REPLICATE}{r}``
+REPLICATE = "_rep"
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,9 +104,52 @@ def base_model(setting: str) -> str:
 
 
 def expanded(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
-    """Every experiment run: full name -> (setting, experiment name), in config order."""
+    """Every experiment run: full name -> (setting, experiment name), in config order; an
+    experiment's replicates (:func:`replicates`) follow it."""
+    return {full: (setting, name) for full, (setting, name, _) in _runs(config).items()}
+
+
+def replicate_count(config: Mapping[str, Any], setting: str, name: str) -> int:
+    """How many times experiment ``name`` runs in ``setting``: its ``replicates``, else its
+    setting's ``defaults.replicates``, else ``defaults.replicates`` (the schema's default)."""
+    block = (config.get("experiments") or {}).get(name) or {}
+    if "replicates" in block:
+        return int(block["replicates"])
+    own = ((config.get("settings") or {}).get(setting) or {}).get("defaults") or {}
+    if setting and "replicates" in own:
+        return int(own["replicates"])
+    top = config.get("defaults") or {}
+    return int(top["replicates"] if "replicates" in top else _schema_filled()["replicates"])
+
+
+def replicates(config: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
+    """Every experiment run -> (the full name of its first replicate, its replicate number).
+
+    ``replicates: R`` runs an experiment R times, with the world and the start models fixed
+    and the seeds of sampling, LLM-as-a-Judge ratings, the alpha search, mixing and training
+    varied together (:func:`run_seed`): replicate 1 under the experiment's own name with the
+    config's ``seed``, replicate r >= 2 under ``{name}_rep{r}`` with a seed of its own."""
+    return {
+        full: (full_name(setting, name), r) for full, (setting, name, r) in _runs(config).items()
+    }
+
+
+def run_seed(config: Mapping[str, Any], full: str) -> int:
+    """The seed of experiment run ``full``'s sampling, ratings, alpha search, mixing and
+    training: the config's ``seed`` for its first replicate, for replicate r >= 2 one derived
+    from ``seed`` and r. The world, the start models and the evaluation keep ``seed``."""
+    runs = _runs(config)
+    if full not in runs:
+        locate(config, full)  # names the unknown experiment
+    r = runs[full][2]
+    seed = config.get("seed")
+    return seed if r == 1 else derive_seed(seed, "replicate", r)
+
+
+def _runs(config: Mapping[str, Any]) -> dict[str, tuple[str, str, int]]:
+    """Every experiment run: full name -> (setting, experiment name, replicate number)."""
     known = settings(config)
-    out: dict[str, tuple[str, str]] = {}
+    out: dict[str, tuple[str, str, int]] = {}
     for setting in known:
         for name, block in (config.get("experiments") or {}).items():
             wanted = (block or {}).get("settings")
@@ -115,7 +162,15 @@ def expanded(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
                     )
                 if setting not in wanted:
                     continue
-            out[full_name(setting, name)] = (setting, name)
+            full = full_name(setting, name)
+            for r in range(1, replicate_count(config, setting, name) + 1):
+                run = full if r == 1 else f"{full}{REPLICATE}{r}"
+                if run in out or (r > 1 and name + run[len(full) :] in config["experiments"]):
+                    raise ValueError(
+                        f"experiments.{name}.replicates: replicate {r} would run as {run!r}, "
+                        "the name of another experiment; rename that experiment"
+                    )
+                out[run] = (setting, name, r)
     return out
 
 
@@ -151,7 +206,9 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     if setting:
         defaults = deep_merge(defaults, (config["settings"][setting] or {}).get("defaults") or {})
     merged = deep_merge(defaults, block)
+    merged.pop("replicates", None)  # where the experiment runs, not how (:func:`replicates`)
     filled = schema_defaults()
+    del filled["replicates"]
     method = merged.get("method", filled["method"])
     if method == "sera":
         # the schema's sera defaults under the block (a config not validated: a test's raw
@@ -182,7 +239,7 @@ def experiment(config: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 # keys of the defaults block whose schema defaults experiment() fills in itself
-SCHEMA_FILLED = ("method", "sera")
+SCHEMA_FILLED = ("method", "sera", "replicates")
 
 
 def _schema_default(node: Mapping[str, Any]) -> Any:
@@ -208,8 +265,8 @@ def _schema_filled() -> dict[str, Any]:
 
 
 def schema_defaults() -> dict[str, Any]:
-    """The schema's defaults of the defaults block's ``method`` and ``sera`` (read from the
-    schema, where they are set once)."""
+    """The schema's defaults of the defaults block's ``method``, ``sera`` and ``replicates``
+    (read from the schema, where they are set once)."""
     return copy.deepcopy(_schema_filled())
 
 
@@ -298,15 +355,18 @@ def start_owner(config: Mapping[str, Any], exp: str) -> str:
 
 
 def resolved(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """Every value experiment ``name`` (a full name) runs with, in one mapping: its setting, the
-    global seed, the setting's base models and data, the sampler, the merged experiment block
-    and what it shares with other experiments (:func:`shared`); written to
+    """Every value experiment ``name`` (a full name) runs with, in one mapping: its setting, its
+    seed (:func:`run_seed`) and replicate (:func:`replicates`: the first replicate's name and
+    this one's number), the setting's base models and data, the sampler, the merged experiment
+    block and what it shares with other experiments (:func:`shared`); written to
     results/{name}/config.yaml, as alignment-handbook's recipes read."""
     setting = locate(config, name)[0]
+    first, r = replicates(config)[name]
     return {
         "experiment": name,
         "setting": setting or None,
-        "seed": config["seed"],
+        "seed": run_seed(config, name),
+        "replicate": {"of": first, "number": r},
         "base": base(config, setting),
         "sampler": dict(config["sampler"]),
         **experiment(config, name),
@@ -421,9 +481,9 @@ def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str
     """Every (experiment, iteration) -> the keys of its samples, scores, run and offline
     log-probs (digests of all each depends on), in config order: equal keys, equal work."""
     out = {}
-    seed = config.get("seed")
     for exp, (setting, _) in expanded(config).items():
         block = experiment(config, exp)
+        seed = run_seed(config, exp)  # a replicate's own
         generates = generates_pairs(block)
         # SeRA reads no mix block, and no alpha block but with sera.bootstrap dice_alpha (they
         # stay in its resolved block, from defaults)
@@ -477,7 +537,7 @@ def keys(config: Mapping[str, Any]) -> dict[tuple[str, int], tuple[str, str, str
                 offline = _key(
                     "offline logps",
                     setting,
-                    seed,
+                    config.get("seed"),  # the noise's (rule noisy_offline)
                     float(block.get("noise_fraction") or 0),  # as trains_own_start reads it
                     policy[t - 1],
                     reference[t - 1],
@@ -673,7 +733,12 @@ def _sera_eval_runs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
         raise KeyError(
             f"eval.sera.experiments: unknown experiment(s) {unknown}; configured: {sorted(logical)}"
         )
-    return [(s, full) for full, (s, name) in expanded(config).items() if name in wanted]
+    first = replicates(config)  # the first replicate of each: the paper's table has one row
+    return [
+        (s, full)
+        for full, (s, name) in expanded(config).items()
+        if name in wanted and first[full][1] == 1
+    ]
 
 
 def sera_eval_settings(config: Mapping[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -153,6 +154,32 @@ def per_rule(jobs: list[Job]) -> list[RuleTime]:
     return sorted(rows, key=lambda r: (-r.total, r.rule))
 
 
+# a replicate's files: results/{name}_rep{r}/..., results/eval/{name}_rep{r}-iter{t}/...,
+# results/benchmarks/{name}_rep{r}/... (dicewf.config.REPLICATE)
+_REPLICATE = re.compile(r"_rep(\d+)(?:/|-iter\d+/)")
+
+
+def replicate_of(job: Job) -> int:
+    """The replicate number of a job's experiment run, from its first output's path: r for a
+    replicate's files (``{name}_rep{r}``), 1 for every other job (replicate 1 and what all
+    replicates share: the world, the start models, the tables)."""
+    m = _REPLICATE.search(job.outputs[0]) if job.outputs else None
+    return int(m[1]) if m else 1
+
+
+def replicate_cost(jobs: list[Job]) -> dict:
+    """What a run's replicates r >= 2 took: their jobs and job time, and its share of all."""
+    extra = [j for j in jobs if replicate_of(j) > 1]
+    busy = sum(j.seconds for j in jobs)
+    time = sum(j.seconds for j in extra)
+    return {
+        "jobs": len(extra),
+        "job_time_s": time,
+        "share": time / busy if busy > 0 else float("nan"),
+        "replicates": sorted({replicate_of(j) for j in extra}),
+    }
+
+
 def summary(jobs: list[Job]) -> dict:
     """The figures of a run: wall time, summed job time, per rule and the critical path."""
     if not jobs:
@@ -166,6 +193,7 @@ def summary(jobs: list[Job]) -> dict:
         "job_time_s": busy,
         "parallelism": busy / wall if wall > 0 else float("nan"),
         "per_rule": [dataclasses.asdict(r) for r in per_rule(jobs)],
+        "replicates": replicate_cost(jobs),
         "critical_path_s": sum(j.seconds for j in path),
         "critical_path": [
             {"rule": j.rule, "output": j.outputs[0], "seconds": j.seconds} for j in path

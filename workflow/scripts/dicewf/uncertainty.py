@@ -43,6 +43,7 @@ __all__ = [
     "Interval",
     "PairedBootstrap",
     "Statistic",
+    "across_replicates",
     "agreement_scores",
     "interval",
     "joint",
@@ -425,6 +426,29 @@ def prompt_intervals(
         got = boot.interval([judged], statistic(key, l2), lambda v: v[0], [source])
         out[f"{key}_ci_low"], out[f"{key}_ci_high"] = got.low, got.high
     return {**out, "ci_level": level, "ci_n_bootstrap": n_bootstrap, "ci_seed": seed}
+
+
+# --- across replicates ---------------------------------------------------------------------------
+
+
+def across_replicates(values: Sequence[float], level: float) -> tuple[float, float, float]:
+    """The mean of one statistic over R independent replicates (runs that differ in their
+    seeds alone) and its Student-t interval, mean +- t_{R-1} * sd / sqrt(R): the run-to-run
+    spread that an interval over prompts cannot show. NaN bounds for fewer than 2 replicates
+    (no spread to estimate) or a NaN value; the bounds are the mean where all values agree.
+    Returns (mean, low, high)."""
+    from scipy.stats import t as student
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise ValueError("no replicates")
+    mean = float(x.mean())
+    if x.size < 2 or np.isnan(x).any():
+        return mean, math.nan, math.nan
+    half = float(student.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return mean, mean - half, mean + half
 
 
 # --- verdicts -----------------------------------------------------------------------------------

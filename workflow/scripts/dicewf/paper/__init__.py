@@ -105,7 +105,9 @@ def _compared(layout: Layout) -> list[str]:
     """The tables paper_vs_reproduced compares; with one setting Table 10 repeats Table 9.
     SeRA's tables set its paper's numbers beside their own rows."""
     return [
-        t for t in TABLES if t not in SERA_TABLES and (t != "table10" or len(layout.settings) > 1)
+        t
+        for t in TABLES
+        if t not in SERA_TABLES + ("replicates",) and (t != "table10" or len(layout.settings) > 1)
     ]
 
 
@@ -135,6 +137,8 @@ REGISTRY: dict[str, Target] = {
         functools.partial(_inputs.sweep_table, "table10"),
         functools.partial(tables.sweep_table, "table10"),
     ),
+    # experiments run more than once (replicates: R): each run and the mean across runs
+    "replicates": Target("table", _inputs.replicates, tables.replicates),
     # SeRA on the toy world (dicewf.paper.sera_tables)
     "sera_table1": Target("table", sera_tables.table1_needs, sera_tables.sera_table1),
     "sera_table2": Target("table", sera_tables.table2_needs, sera_tables.sera_table2),

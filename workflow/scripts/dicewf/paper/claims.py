@@ -42,6 +42,12 @@ STATISTICS = (LC, WR, GOLD, LEN)
 # such models differ by less than this in every resample
 TOLERANCE = 1e-3
 COLUMNS = ["Claim", "Table", "Compared", "Effect", "Effect low", "Effect high", "Unit", "Verdict"]
+# a difference claim whose models have replicates (replicates: R): the effect of each replicate
+# (replicate i of a against replicate i of b, or b itself where b has none), its mean and the
+# Student-t interval across replicates (dicewf.uncertainty.across_replicates), and that
+# interval's verdict; left out where no claim has replicates
+ACROSS = "Across replicates"
+REPLICATE_COLUMNS = ["Replicates", ACROSS, f"{ACROSS} low", f"{ACROSS} high", f"Verdict {ACROSS}"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,15 +155,25 @@ def plans(layout: Layout, claims: Sequence[Claim] = CLAIMS) -> list[Plan]:
     return out
 
 
-def _models(plan: Plan) -> list[str]:
-    return [*plan.models, *(m for _, candidates in plan.rows for m in candidates)]
+def _models(plan: Plan, layout: Layout) -> list[str]:
+    """The models a plan reads: a difference's two with their replicates, a sweep's rows."""
+    pairs = [r for m in plan.models for r in layout.replicas(m)]
+    return [*pairs, *(m for _, candidates in plan.rows for m in candidates)]
+
+
+def replicate_pairs(plan: Plan, layout: Layout) -> list[tuple[str, str]]:
+    """A difference claim's (a, b) per replicate: replicate i of each where both have one,
+    an unreplicated side (the base model) in every pair; one pair without replicates."""
+    a, b = (layout.replicas(m) for m in plan.models)
+    n = max(len(a), len(b)) if min(len(a), len(b)) == 1 else min(len(a), len(b))
+    return [(a[min(i, len(a) - 1)], b[min(i, len(b) - 1)]) for i in range(n)]
 
 
 def needs(layout: Layout, claims: Sequence[Claim] = CLAIMS) -> dict[str, Any]:
     """``judgements``: the evaluated models whose judgements the claims read (each once; a
     shared run under its owner's name), ``tuples``: whether Table 5's tuples are read."""
     planned = plans(layout, claims)
-    models = [layout.evaluated(m) for p in planned for m in _models(p)]
+    models = [layout.evaluated(m) for p in planned for m in _models(p, layout)]
     return {
         "judgements": list(dict.fromkeys(models)),
         "tuples": any(p.claim.kind == "agreement" for p in planned),
@@ -239,12 +255,27 @@ def build(
     for plan in plans(layout, claims):
         claim = plan.claim
         unit = "chars" if claim.metric == "mean_len_model" else "points"
+        across: dict[str, Any] = {}
         if claim.kind == "difference":
             a, b = plan.models
-            got = boot.difference(
-                judged(a), judged(b), u.statistic(claim.metric, l2), (source(a), source(b))
-            )
+            stat = u.statistic(claim.metric, l2)
+            got = boot.difference(judged(a), judged(b), stat, (source(a), source(b)))
             compared = f"{a} - {b}"
+            pairs = replicate_pairs(plan, layout)
+            if len(pairs) > 1:
+                effects = [
+                    boot.values(judged(x), stat, source(x))[0]
+                    - boot.values(judged(y), stat, source(y))[0]
+                    for x, y in pairs
+                ]
+                mean, low, high = u.across_replicates(effects, level)
+                across = {
+                    "Replicates": len(pairs),
+                    ACROSS: mean,
+                    f"{ACROSS} low": low,
+                    f"{ACROSS} high": high,
+                    f"Verdict {ACROSS}": u.verdict(low, high, claim.sign, tol=TOLERANCE),
+                }
         elif claim.kind == "agreement":
             got, compared = _agreement(claim, tuples, settings)
         else:
@@ -259,9 +290,16 @@ def build(
                 "Effect high": got.high,
                 "Unit": unit,
                 "Verdict": u.verdict(got.low, got.high, claim.sign, tol=TOLERANCE),
+                **across,
             }
         )
-    df = frame(rows, COLUMNS, floatfmt={"Effect": ".2f"}, intervals=["Effect"])
+    df = frame(
+        rows,
+        COLUMNS + REPLICATE_COLUMNS,
+        optional=REPLICATE_COLUMNS,
+        floatfmt={"Effect": ".2f", ACROSS: ".2f", "Replicates": ".0f"},
+        intervals=["Effect", ACROSS],
+    )
     df.attrs["level"] = level
     return df
 

@@ -23,6 +23,7 @@ from .layout import (
     figure_keys,
     has_alpha,
     per_setting_rows,
+    replicate_rows,
     sweep_candidates,
     sweep_points,
     sweep_rows,
@@ -91,6 +92,12 @@ def table4(layout: Layout) -> dict[str, Any]:
     return need(
         models=[f"{full}-iter1" for _, full in rows],
         alphas=[(full, 1) for _, full in rows if has_alpha(layout, full)],
+    )
+
+
+def replicates(layout: Layout) -> dict[str, Any]:
+    return need(
+        models=[model for _, _, members in replicate_rows(layout) for _, model, _ in members]
     )
 
 

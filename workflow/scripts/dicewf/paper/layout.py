@@ -110,9 +110,14 @@ class Layout:
     offline: dict[str, str | None]
     agreement: bool
     paper_settings: dict[str, str | None]
+    level: float  # the confidence level of intervals across replicates (eval.intervals.level)
     # model -> the model it is evaluated under, where another experiment runs its iteration
     # (dicewf.config.owners: equal inputs and settings); models not named are their own
     shared: dict[str, str] = dataclasses.field(default_factory=dict)
+    # an experiment run with replicates (dicewf.config.replicates) -> [full name, seed] of each
+    # replicate, the first (itself) included; its later replicates are not in ``runs``, so the
+    # paper's tables show the first and the replicates table all of them
+    replicates: dict[str, list[list]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Layout:
@@ -123,7 +128,12 @@ class Layout:
         if main not in settings:
             raise KeyError(f"report.setting: unknown setting {main!r}; configured: {settings}")
         runs = {}
+        replicates: dict[str, list[list]] = {}
+        for full, (first, r) in cfg.replicates(config).items():
+            replicates.setdefault(first, []).append([full, cfg.run_seed(config, full)])
         for full, (setting, exp) in cfg.expanded(config).items():
+            if full not in replicates:  # a later replicate
+                continue
             x = cfg.experiment(config, full)
             alpha, mix = x["alpha"], x.get("mix") or {}
             runs[full] = Run(
@@ -161,6 +171,8 @@ class Layout:
             agreement="agreement" in config,
             paper_settings={s: paper_setting(s) for s in settings},
             shared={m: o for m, o in cfg.model_owners(config).items() if m != o},
+            replicates={first: runs_ for first, runs_ in replicates.items() if len(runs_) > 1},
+            level=float(config["eval"]["intervals"]["level"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,6 +227,14 @@ class Layout:
         """The experiment whose iteration-``t`` files (alpha.json, ...) ``full`` reads."""
         owner = self.shared.get(f"{full}-iter{t}")
         return full if owner is None else owner.removesuffix(f"-iter{t}")
+
+    def replicas(self, model: str) -> list[str]:
+        """The models of every replicate of ``model`` (``{full}-iter{t}`` of a replicated
+        experiment: :attr:`replicates`), ``model`` first; ``[model]`` for any other."""
+        full, sep, t = model.rpartition("-iter")
+        if not sep or full not in self.replicates:
+            return [model]
+        return [f"{run}-iter{t}" for run, _ in self.replicates[full]]
 
     def runs_of(self, setting: str) -> list[tuple[str, Run]]:
         return [(full, run) for full, run in self.runs.items() if run.setting == setting]
@@ -346,3 +366,14 @@ def figure_keys(layout: Layout) -> tuple[tuple[str, int] | None, tuple[str, int]
             else (full, min(layout.figure_iteration, layout.runs[full].iterations))
         )
     return keys[0], keys[1]
+
+
+def replicate_rows(layout: Layout) -> list[tuple[str, int, list[tuple[int, str, int]]]]:
+    """(first replicate's full name, iteration, [(replicate number, model, seed), ...]) of
+    every replicated experiment (:attr:`Layout.replicates`) and iteration, in config order."""
+    out = []
+    for first, runs in layout.replicates.items():
+        for t in range(1, layout.runs[first].iterations + 1):
+            members = [(r, f"{full}-iter{t}", int(seed)) for r, (full, seed) in enumerate(runs, 1)]
+            out.append((first, t, members))
+    return out

@@ -84,9 +84,10 @@ class SeraLayout:
         settings = cfg.settings(config)
         main = config["report"].get("setting") or settings[0]
         runs = {}
+        replicate = cfg.replicates(config)
         for full, (setting, exp) in cfg.expanded(config).items():
             x = cfg.experiment(config, full)
-            if setting != main or x.get("method") != "sera":
+            if setting != main or x.get("method") != "sera" or replicate[full][1] > 1:
                 continue
             sera, train = x["sera"], x["train"]
             runs[full] = SeraRun(

@@ -32,6 +32,7 @@ from .layout import (
     Run,
     has_alpha,
     per_setting_rows,
+    replicate_rows,
     sweep_candidates,
     sweep_rows,
     table2_models,
@@ -244,6 +245,46 @@ def table4(layout, metrics, alphas, agreement):
         floatfmt={"gamma": ".2f", "LC": ".2f", "WR": ".2f", "Avg. Len.": ".0f"},
         intervals=[c for c, _ in measured],
     ), cells
+
+
+# the columns of the replicates table: (column, metrics.json key, format)
+REPLICATE_METRICS = (
+    ("LC", LC, ".2f"),
+    ("WR", WR, ".2f"),
+    ("Gold", GOLD, ".3f"),
+    ("Len", LEN, ".0f"),
+)
+
+
+def replicates(layout, metrics, alphas, agreement):
+    """Every replicated experiment's iterations: one row per replicate (its seed, each metric
+    with its interval over the evaluation prompts), then their mean with its Student-t interval
+    across the replicates at ``layout.level`` (:func:`dicewf.uncertainty.across_replicates`);
+    the Interval column says which interval a row's bounds are."""
+    from ..uncertainty import across_replicates
+
+    names = [c for c, _, _ in REPLICATE_METRICS]
+    columns = ["Experiment", "Iter", "Replicate", "Seed", "Interval", *interval_columns(names)]
+    rows, cells = [], []
+    for first, t, members in replicate_rows(layout):
+        run = layout.runs[first]
+        values: dict[str, list[float]] = {c: [] for c in names}
+        for r, model, seed in members:
+            row = {"Experiment": run.exp, "Iter": t, "Replicate": str(r), "Seed": seed}
+            row["Interval"] = "prompts"
+            for col, key, _ in REPLICATE_METRICS:
+                values[col].append(with_interval(row, col, metrics, model, key))
+            rows.append(row)
+        row = {"Experiment": run.exp, "Iter": t, "Replicate": f"mean of {len(members)}"}
+        row |= {"Seed": math.nan, "Interval": "replicates"}
+        for col in names:
+            row[col], row[f"{col} low"], row[f"{col} high"] = across_replicates(
+                values[col], layout.level
+            )
+            cells.append((run.setting, f"{run.exp} Iter {t}", col, row[col]))
+        rows.append(row)
+    fmt = {c: f for c, _, f in REPLICATE_METRICS} | {"Seed": ".0f"}
+    return frame(rows, columns, ("Gold", "Len"), fmt, intervals=names), cells
 
 
 def table5(layout, metrics, alphas, agreement):
