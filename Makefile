@@ -31,8 +31,10 @@ env: $(VENV)/.installed
 run: env
 	$(VENV)/bin/snakemake --cores $(CORES)
 
+# pytest-xdist, one worker a core, each taking whole modules (a module's fixture runs its
+# workflow once), in the order tests/conftest.py gives them: the longest first
 test: env
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(CORES) --dist loadfile --no-loadscope-reorder
 
 # the tree as ruff and snakefmt leave it (`ruff check --fix`, `ruff format`, `snakefmt .` fix it)
 lint: env

@@ -12,6 +12,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(items):
+    """The modules marked e2e first, longest first, each module's tests in their order: `make
+    test`'s xdist workers take whole modules in this order (--dist loadfile
+    --no-loadscope-reorder), so the whole-workflow runs start at once and the short modules fill
+    in around them instead of one long run finishing last."""
+
+    def seconds(item) -> float:
+        mark = item.get_closest_marker("e2e")
+        return mark.kwargs["seconds"] if mark else 0
+
+    items.sort(key=lambda item: -seconds(item))
+
+
 @pytest.fixture(scope="session")
 def world():
     from dicewf import toyworld
@@ -65,6 +78,21 @@ def mini_models(tmp_path_factory):
     (dicewf.miniworld), both roles, seed 0, each built once per session when first asked for
     (about a minute each)."""
     return _MiniModels(tmp_path_factory.mktemp("mini"))
+
+
+@pytest.fixture(autouse=True)
+def _undo_deterministic_algorithms():
+    """dicewf.jobs.deterministic(), which the training entry points call, sets a process-wide
+    flag of torch and an environment variable: both are undone after each test."""
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(False)
+    if workspace is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = workspace
 
 
 @pytest.fixture

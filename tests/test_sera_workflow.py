@@ -15,6 +15,9 @@ from dicewf import mixing, reflogps, sera
 from dicewf.io import DatasetError
 from test_workflow import REPO, load, planned_jobs, snakemake, workdir
 
+# the SeRA run end to end at the bottom
+pytestmark = pytest.mark.e2e(seconds=400)
+
 
 def toy_config(**experiments) -> dict:
     """The reduced toy world (.test/config.yaml) with these experiments alone, validated (the

@@ -30,7 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = REPO / "tests" / "slurm"
 PROFILES = ["--profile", str(REPO / "profiles" / "slurm"), "--profile", str(SLURM_DIR / "profile")]
-RUN_TIMEOUT = 1200  # seconds; a healthy run takes a few minutes
+RUN_TIMEOUT = 2400  # seconds; a healthy run takes a few minutes (longer beside other tests)
 CANCELLED_RULE = "train"
 
 
@@ -55,6 +55,7 @@ def _why_not() -> str | None:
 pytestmark = [
     pytest.mark.slurm,
     pytest.mark.slow,
+    pytest.mark.e2e(seconds=880),
     pytest.mark.skipif(_why_not() is not None, reason=_why_not() or ""),
 ]
 
@@ -82,8 +83,10 @@ def _snakemake_cmd(workdir: Path, *args: str) -> list[str]:
 def _workdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
-    # the loop and one baseline: what Slurm must run is the same for the rest of the matrix
+    # the loop and one baseline, once each: what Slurm must run is the same for the rest of the
+    # matrix and for a replicate (another experiment's name and seed)
     config["experiments"] = {k: config["experiments"][k] for k in ("dice", "offline_dpo")}
+    config["experiments"]["offline_dpo"].pop("replicates", None)
     (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 

@@ -132,6 +132,24 @@ def test_the_paired_bootstrap_pairs_prompts_by_id_and_refuses_different_prompts(
         )  # fmt: skip
 
 
+def test_a_point_estimate_alone_resamples_nothing():
+    """PairedBootstrap.point: the statistic on the prompts as they are (B = 1), equal to the
+    point of values(), whose resamples it neither computes nor needs (it reuses them)."""
+    a, b = paired_models(effect=0.05)
+    stat = u.statistic("win_rate")
+    rows = []
+    spy = u.Statistic(stat.name, stat.columns, lambda cols: rows.append(
+        len(next(iter(cols.values())))) or stat.fn(cols))  # fmt: skip
+    boot = u.PairedBootstrap(n_bootstrap=300, level=0.9, seed=4)
+    point = boot.point(a, spy, "a")
+    assert rows == [1]  # one row: no resample
+    assert point == u.PairedBootstrap(n_bootstrap=300, level=0.9, seed=4).values(a, stat, "a")[0]
+    boot.values(b, spy, "b")
+    assert rows == [1, 1, 300]
+    assert boot.point(b.iloc[::-1], spy, "b") == boot.values(b, spy, "b")[0]  # cached, aligned
+    assert rows == [1, 1, 300]
+
+
 @pytest.mark.parametrize(
     ("low", "high", "sign", "want"),
     [

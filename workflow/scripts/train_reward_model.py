@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 logs.to_file(snakemake.log[0])
 jobs.set_threads(snakemake.threads)  # torch's pool: the job's threads, logged
+jobs.deterministic()  # torch's deterministic algorithms, before training
 pairs = read_parquet(snakemake.input.pairs, "pairs")
 train_reward_model(
     snakemake.input.model,

@@ -12,6 +12,9 @@ workflow imports it at start-up (``common.smk``) to build the ``train`` rule's c
   and ``shell:`` jobs (snakemake/shell.py), which torch reads when it starts; this sets torch's
   intra-op pool explicitly (also where a job is run by hand or by another launcher), the
   variables that libraries started later read (tokenizers' Rust pool included), and logs it.
+- :func:`deterministic`: a training job uses torch's deterministic algorithms where torch has
+  them, so that a rerun on the same GPU repeats its weights (on a CPU our ops are deterministic
+  already: a test checks that a DPO run's weights are the same bits either way).
 """
 
 from __future__ import annotations
@@ -90,3 +93,25 @@ def set_threads(threads: object, *, processes: int = 1) -> int:
         processes,
     )
     return per_process
+
+
+# cuBLAS picks among reduction orders by the free workspace unless this is set; ":4096:8" is one of
+# the two values torch's reproducibility notes give (CUDA >= 10.2). Read when CUDA starts.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def deterministic() -> None:
+    """Turn on torch's deterministic algorithms in this process, before CUDA starts.
+
+    ``torch.use_deterministic_algorithms(True, warn_only=True)``: an op that has a deterministic
+    implementation uses it, and an op without one warns instead of failing the job. Also sets
+    ``CUBLAS_WORKSPACE_CONFIG`` (:data:`CUBLAS_WORKSPACE`) unless the environment already sets
+    it. Logs what it set."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    log.info(
+        "deterministic algorithms: on (ops without one warn); CUBLAS_WORKSPACE_CONFIG=%s",
+        os.environ["CUBLAS_WORKSPACE_CONFIG"],
+    )

@@ -198,6 +198,7 @@ def main(argv: Sequence[str] | None = None, *, config: Mapping[str, Any] | None 
 
     if script.threads is not None:
         jobs.set_threads(script.threads, processes=launched_processes())
+    jobs.deterministic()
     for role, path in (("--model", script.model), ("--ref", script.ref)):  # a model in each
         model_files.model_dir(path, f"{role} of train_launch.py")
     pairs = read_parquet(script.pairs, "pairs")

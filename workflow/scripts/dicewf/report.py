@@ -316,12 +316,24 @@ def _error_bars(values, lows, highs) -> np.ndarray | None:
     return np.where(known, np.stack([v - lo, hi - v]), 0.0).clip(min=0.0)
 
 
+REPLICATE_DOTS = {"s": 9, "color": "black", "zorder": 3, "label": "other replicates"}
+
+
+def _replicate_dots(ax, xs, replicates, **style) -> None:
+    """Each x's tuple of replicate values as dots at that x (labelled once in the legend)."""
+    points = [(x, v) for x, values in zip(xs, replicates, strict=True) for v in values]
+    if points:
+        x, y = zip(*points, strict=True)
+        ax.scatter(x, y, **(REPLICATE_DOTS | style))
+
+
 def figure1(bars: pd.DataFrame, png, pdf=None, *, iteration: int | None = None):
     """Figure 1 (right): grouped bars of the LC win rate, one group per setting.
 
     ``bars``: columns setting, method, lc (one row per bar, in drawing order), and optionally
-    lc_low and lc_high: each bar's interval, drawn as an error bar where both are known.
-    Returns the (closed) matplotlib figure.
+    lc_low and lc_high: each bar's interval, drawn as an error bar where both are known; and
+    replicate_lc: a tuple per bar of its experiment's other replicates' LC, drawn as dots on the
+    bar. Returns the (closed) matplotlib figure.
     """
     plt = _pyplot()
     check_frame(
@@ -332,12 +344,18 @@ def figure1(bars: pd.DataFrame, png, pdf=None, *, iteration: int | None = None):
     fig, ax = plt.subplots(figsize=(max(4.0, 2.2 * len(settings) + 1), 3.8))
     width = 0.8 / max(len(methods), 1)
     x = np.arange(len(settings))
+    dotted = False
     for i, method in enumerate(methods):
         sel = bars[bars["method"] == method].set_index("setting")
         heights = [float(sel["lc"].get(s, np.nan)) for s in settings]
         errors = _error_bars(heights, *(_column(sel, c, settings) for c in ("lc_low", "lc_high")))
+        xs = x + (i - (len(methods) - 1) / 2) * width
+        if "replicate_lc" in sel.columns:
+            replicates = [tuple(sel["replicate_lc"].get(s, ())) for s in settings]
+            _replicate_dots(ax, xs, replicates, **({"label": "_nolegend_"} if dotted else {}))
+            dotted = dotted or any(replicates)
         drawn = ax.bar(
-            x + (i - (len(methods) - 1) / 2) * width,
+            xs,
             heights,
             width,
             label=method,
@@ -369,7 +387,9 @@ def figure3(sweep: pd.DataFrame, png, pdf=None, *, title: str = "LC win rate aga
     the best point is annotated with its value.
 
     ``sweep``: columns gamma, iteration, lc, and optionally lc_low and lc_high: each point's
-    interval, drawn as an error bar where both are known. Returns the (closed) matplotlib figure.
+    interval, drawn as an error bar where both are known; and replicate_lc: a tuple per point of
+    its experiment's other replicates' LC, drawn as dots in the line's colour. Returns the
+    (closed) matplotlib figure.
     """
     plt = _pyplot()
     check_frame(
@@ -380,9 +400,17 @@ def figure3(sweep: pd.DataFrame, png, pdf=None, *, title: str = "LC win rate aga
         errors = _error_bars(
             line["lc"], *(line.get(c, pd.Series(np.nan, line.index)) for c in ("lc_low", "lc_high"))
         )
-        ax.errorbar(
+        drawn = ax.errorbar(
             line["gamma"], line["lc"], yerr=errors, marker="o", capsize=3, label=f"Iter {t}"
         )
+        if "replicate_lc" in line.columns:
+            _replicate_dots(
+                ax,
+                line["gamma"],
+                [tuple(v) for v in line["replicate_lc"]],
+                color=drawn.lines[0].get_color(),
+                label=f"Iter {t}, other replicates",
+            )
     finite = sweep.dropna(subset=["lc"])
     if len(finite):
         best = finite.loc[finite["lc"].idxmax()]

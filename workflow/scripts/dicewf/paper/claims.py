@@ -45,9 +45,26 @@ COLUMNS = ["Claim", "Table", "Compared", "Effect", "Effect low", "Effect high", 
 # a difference claim whose models have replicates (replicates: R): the effect of each replicate
 # (replicate i of a against replicate i of b, or b itself where b has none), its mean and the
 # Student-t interval across replicates (dicewf.uncertainty.across_replicates), and that
-# interval's verdict; left out where no claim has replicates
+# interval's verdict, and the verdict of each replicate's paired bootstrap over the prompts (the
+# first is Verdict's); left out where no claim has replicates
 ACROSS = "Across replicates"
-REPLICATE_COLUMNS = ["Replicates", ACROSS, f"{ACROSS} low", f"{ACROSS} high", f"Verdict {ACROSS}"]
+PER_REPLICATE = "Verdicts per replicate"
+REPLICATE_COLUMNS = [
+    "Replicates",
+    ACROSS,
+    f"{ACROSS} low",
+    f"{ACROSS} high",
+    f"Verdict {ACROSS}",
+    PER_REPLICATE,
+]
+
+
+def seed_dependent(verdicts: str) -> bool:
+    """Whether a :data:`PER_REPLICATE` cell ("holds, inconclusive, ...") has a replicate where
+    the claim holds and another where it is reversed: its verdict depends on the seed set."""
+    from ..uncertainty import HOLDS, REVERSED
+
+    return {HOLDS, REVERSED} <= {v.strip() for v in verdicts.split(",")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,18 +280,20 @@ def build(
             compared = f"{a} - {b}"
             pairs = replicate_pairs(plan, layout)
             if len(pairs) > 1:
-                effects = [
-                    boot.values(judged(x), stat, source(x))[0]
-                    - boot.values(judged(y), stat, source(y))[0]
+                each = [
+                    boot.difference(judged(x), judged(y), stat, (source(x), source(y)))
                     for x, y in pairs
                 ]
-                mean, low, high = u.across_replicates(effects, level)
+                mean, low, high = u.across_replicates([e.estimate for e in each], level)
                 across = {
                     "Replicates": len(pairs),
                     ACROSS: mean,
                     f"{ACROSS} low": low,
                     f"{ACROSS} high": high,
                     f"Verdict {ACROSS}": u.verdict(low, high, claim.sign, tol=TOLERANCE),
+                    PER_REPLICATE: ", ".join(
+                        u.verdict(e.low, e.high, claim.sign, tol=TOLERANCE) for e in each
+                    ),
                 }
         elif claim.kind == "agreement":
             got, compared = _agreement(claim, tuples, settings)
@@ -351,7 +370,7 @@ def _interior(plan: Plan, judged, source, stat, boot):
 
     chosen = []
     for _, candidates in plan.rows:
-        points = [boot.values(judged(m), stat, source(m))[0] for m in candidates]
+        points = [boot.point(judged(m), stat, source(m)) for m in candidates]
         chosen.append(candidates[int(np.argmax(points))])  # the earliest on a tie
 
     def combine(v):

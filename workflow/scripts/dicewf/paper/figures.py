@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 
 LC_COLUMNS = ("lc", "lc_low", "lc_high")
+# each point's later replicates' LC (a tuple; empty where its experiment has no replicates)
+REPLICATES = "replicate_lc"
 
 
 def _lc(metrics: Mapping[str, Mapping[str, Any]], model: str) -> dict[str, float]:
@@ -32,9 +34,17 @@ def _lc(metrics: Mapping[str, Mapping[str, Any]], model: str) -> dict[str, float
     }
 
 
+def _replicate_lc(
+    layout: Layout, metrics: Mapping[str, Mapping[str, Any]], model: str
+) -> tuple[float, ...]:
+    """The LC win rates of ``model``'s replicates 2..R (:meth:`Layout.replicas`); () if none."""
+    return tuple(value(metrics, m, LC) for m in layout.replicas(model)[1:])
+
+
 def figure1_data(layout: Layout, metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """Figure 1 (right): LC win rate of Base, Offline DPO, LLM-as-a-Judge and DICE per setting,
-    with its interval (lc_low, lc_high; NaN where metrics.json has none)."""
+    with its interval (lc_low, lc_high; NaN where metrics.json has none) and the LC of the
+    experiment's later replicates (:data:`REPLICATES`)."""
     import pandas as pd
 
     rows = [
@@ -44,16 +54,19 @@ def figure1_data(layout: Layout, metrics: Mapping[str, Mapping[str, Any]]) -> pd
             "model": model,
             "iteration": t,
             **_lc(metrics, model),
+            REPLICATES: _replicate_lc(layout, metrics, model),
         }
         for s, label, model, t in figure1_bars(layout)
     ]
-    return pd.DataFrame(rows, columns=["setting", "method", "model", "iteration", *LC_COLUMNS])
+    columns = ["setting", "method", "model", "iteration", *LC_COLUMNS, REPLICATES]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def sweep_data(
     layout: Layout, metrics: Mapping[str, Mapping[str, Any]], figure: str = "figure3"
 ) -> pd.DataFrame:
-    """Figures 3 and 5: LC win rate (and its interval) against gamma, one line per iteration."""
+    """Figures 3 and 5: LC win rate (its interval, its later replicates' LC) against gamma, one
+    line per iteration."""
     import pandas as pd
 
     s = layout.sweep_setting(figure)
@@ -63,10 +76,12 @@ def sweep_data(
             "experiment": layout.runs[full].exp,
             "iteration": t,
             **_lc(metrics, model),
+            REPLICATES: _replicate_lc(layout, metrics, model),
         }
         for gamma, full, t, model in sweep_points(layout, s)
     ]
-    return pd.DataFrame(rows, columns=["gamma", "experiment", "iteration", *LC_COLUMNS])
+    columns = ["gamma", "experiment", "iteration", *LC_COLUMNS, REPLICATES]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _alpha_star(alpha: Mapping[str, Any]) -> float:

@@ -125,12 +125,14 @@ def sweep_table(name: str, layout: Layout) -> dict[str, Any]:
 
 
 def figure1(layout: Layout) -> dict[str, Any]:
-    return need(models=[m for _, _, m, _ in figure1_bars(layout)])
+    """Each bar's model and its replicates (drawn as dots)."""
+    return need(models=[r for _, _, m, _ in figure1_bars(layout) for r in layout.replicas(m)])
 
 
 def sweep_figure(name: str, layout: Layout) -> dict[str, Any]:
-    """Figures 3 and 5."""
-    return need(models=[m for *_, m in sweep_points(layout, layout.sweep_setting(name))])
+    """Figures 3 and 5: each point's model and its replicates (drawn as dots)."""
+    points = sweep_points(layout, layout.sweep_setting(name))
+    return need(models=[r for *_, m in points for r in layout.replicas(m)])
 
 
 def figure2(layout: Layout) -> dict[str, Any]:
