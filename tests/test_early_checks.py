@@ -187,10 +187,11 @@ def test_each_distinct_block_is_built_once_and_a_passed_one_is_remembered(
     monkeypatch.setattr(checks, "trl_config", lambda kind, args, **kw: built.append(kind))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     checks.train_blocks(config)
-    # seven experiments with four distinct (trainer, train, length_penalty) blocks (DPO, KTO,
-    # R-DPO, SeRA-DPO with its own beta), plus start_policy (DPO), sft and the reward model
-    assert sorted(built) == ["dpo", "dpo", "dpo", "dpo", "kto", "reward", "sft"]
-    assert len(list((tmp_path / "dicewf" / "trl-checked").iterdir())) == 7
+    # ten experiments with six distinct (trainer, train, length_penalty) blocks (DPO, KTO,
+    # R-DPO, rDPO's robust loss, SeRA-DPO with its own beta, SeRA-SimPO's CPO), plus
+    # start_policy (DPO), sft and the reward model
+    assert sorted(built) == ["cpo", *["dpo"] * 5, "kto", "reward", "sft"]
+    assert len(list((tmp_path / "dicewf" / "trl-checked").iterdir())) == 9
     built.clear()
     checks.train_blocks(config)
     assert built == []  # remembered: TRL is not imported again
@@ -198,7 +199,7 @@ def test_each_distinct_block_is_built_once_and_a_passed_one_is_remembered(
     checks.train_blocks(config)
     # the DICE experiments' blocks changed (SeRA's beta is sera.beta's, not train.beta); DICE's
     # DPO block at beta 0.2 is now SeRA-DPO's (sera.beta.sigmoid 0.2), which already passed
-    assert sorted(built) == ["dpo", "kto"]
+    assert sorted(built) == ["dpo", "dpo", "kto"]  # R-DPO's and rDPO's, KTO's
 
 
 # --- fault 12: report targets ------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """SeRA as configuration over the workflow's rules (`method: sera`, workflow/rules/sera.smk):
 the experiment block's resolution and sharing, the library functions behind the rules, the
-planned DAG, and a SeRA run end to end on the reduced toy world."""
+planned DAG. The SeRA runs end to end on the reduced toy world are in tests/test_workflow.py
+(test_the_sera_runs_end_to_end), on the one run its other end-to-end tests read."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
@@ -14,9 +14,6 @@ from dicewf import config as cfg
 from dicewf import mixing, reflogps, sera
 from dicewf.io import DatasetError
 from test_workflow import REPO, load, planned_jobs, snakemake, workdir
-
-# the SeRA run end to end at the bottom
-pytestmark = pytest.mark.e2e(seconds=400)
 
 
 def toy_config(**experiments) -> dict:
@@ -566,155 +563,3 @@ def test_a_dry_run_plans_seras_jobs_and_no_alpha_search_for_it(tmp_path):
     out = snakemake("-n", cwd=wd).stdout
     start = out[out.index("rule noisy_start_policy:") :].split("\n\n")[0]
     assert "results/toy/models/sft" in start and "offline_noisy.parquet" in start, start
-
-
-@pytest.mark.slow
-def test_a_sera_run_end_to_end_on_the_reduced_toy_world(tmp_path):
-    config = load(REPO / ".test" / "config.yaml")
-    config["experiments"] = {
-        "sera_dpo": {"method": "sera", "iterations": 2, "noise_fraction": 0.2},
-        # a DICE-method baseline on the same noisy data: rDPO (TRL's robust loss) on D_offline
-        "robust_dpo": {
-            "iterations": 1,
-            "noise_fraction": 0.2,
-            "mix": {"gamma": 1.0},
-            "train": {"loss_type": "robust", "label_smoothing": 0.2},
-        },
-        # SeRA-SimPO (Appendix C.3): reference-free, by SimPO's reward; SeRA at DICE's alpha*
-        "sera_simpo": {
-            "method": "sera",
-            "iterations": 1,
-            "noise_fraction": 0.2,
-            "trainer": "cpo",
-            "train": {"loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": 1.0},
-        },
-        "sera_dice_alpha": {
-            "method": "sera",
-            "iterations": 1,
-            "noise_fraction": 0.2,
-            "sera": {"bootstrap": "dice_alpha"},
-        },
-    }
-    config["agreement"]["experiment"] = config["report"]["experiment"] = "sera_dpo"
-    cwd = workdir(tmp_path, config)
-    targets = [f"results/eval/{m}/metrics.json" for m in ("sera_dpo-iter1", "sera_dpo-iter2")]
-    targets += [
-        "results/eval/robust_dpo-iter1/metrics.json",
-        "results/eval/sera_dpo-iter0/metrics.json",
-        "results/eval/sera_simpo-iter1/metrics.json",
-        "results/eval/sera_dice_alpha-iter1/metrics.json",
-    ]
-    # SeRA's tables from the run's own files (docs/sera.md, Tables)
-    targets += ["results/tables/sera_table_noise.md", "results/tables/sera_table1.md"]
-    snakemake("--cores", "2", *targets, cwd=cwd)
-    r = cwd / "results"
-    offline = pd.read_parquet(r / "toy" / "data" / "offline.parquet")
-    # the noisy copy: exactly round(0.2 N) labels swapped, as swap_labels draws them from the seed
-    noisy = pd.read_parquet(r / "sera_dpo" / "data" / "offline_noisy.parquet")
-    assert noisy["label_swapped"].sum() == round(0.2 * len(offline))
-    pd.testing.assert_frame_equal(noisy, sera.swap_labels(offline, 0.2, config["seed"]))
-    # pi_theta^(0) of the noisy run: DPO of the SFT model on the noisy pairs
-    start = json.loads((r / "sera_dpo" / "iter0" / "train_metrics.json").read_text())
-    assert "rewards/accuracies" in start["final"]
-    assert (r / "sera_dpo" / "iter0" / "policy" / "model.safetensors").is_file()
-    for t in (1, 2):
-        d = r / "sera_dpo" / f"iter{t}"
-        report = json.loads((d / "selection.json").read_text())
-        n_off = round(0.7 * len(offline))
-        assert (report["n_pairs"], report["n_selected"]) == (len(offline), n_off)
-        assert report["ensemble"] is (t == 2)  # Eq. 7 once pi_theta^(t-2) exists
-        assert report["label_swapped"]["n_bad"] == noisy["label_swapped"].sum()
-        assert 0 <= report["label_swapped"]["recall"] <= 1
-        selection = pd.read_parquet(d / "offline_selection.parquet")
-        assert selection["selected"].sum() == n_off
-        mixed = pd.read_parquet(d / "mixed.parquet")
-        assert mixed["source"].value_counts().to_dict() == {
-            "offline": n_off,
-            "generated": len(offline) - n_off,
-        }
-        assert not reflogps.missing(mixed).any()  # trained with no ref_logps job
-        # Eq. 7 for the bootstrapped pairs at iteration 2: the samples scored under
-        # pi_theta^(0) against the SFT model too, each prompt paired by lambda-mixed rewards
-        assert report["bootstrap_ensemble"] is (t == 2)
-        assert (d / "scores_prev2.parquet").exists() is (t == 2)
-        if t == 2:
-            scores = pd.read_parquet(d / "scores.parquet")
-            ensemble = sera.ensemble_rewards(
-                scores, pd.read_parquet(d / "scores_prev2.parquet"), 0.3
-            )
-            boot = sera.bootstrap_pairs(
-                ensemble, count=len(offline) - n_off, score="ensemble_reward"
-            )
-            generated = mixed[mixed["source"] == "generated"]
-            assert set(zip(generated["prompt_id"], generated["chosen"], strict=True)) == set(
-                zip(boot["prompt_id"], boot["chosen"], strict=True)
-            )
-        assert not (d / "train_pairs.parquet").exists()
-        log = (cwd / "logs" / "sera_dpo" / f"iter{t}" / "train.log").read_text()
-        assert "no reference model is loaded" in log
-        metrics = json.loads((r / "eval" / f"sera_dpo-iter{t}" / "metrics.json").read_text())
-        # evaluated like DICE's models, on the trained policy of this iteration
-        assert 0 <= metrics["gold_quality"] <= 1 and metrics["policy"].endswith(f"iter{t}/policy")
-    # the baseline: every row from the noisy copy, from the shared noisy pi_theta^(0), against it
-    mixed = pd.read_parquet(r / "robust_dpo" / "iter1" / "mixed.parquet")
-    assert (mixed["source"] == "offline").all()
-    swapped = set(zip(noisy["prompt_id"], noisy["chosen"], strict=True))
-    assert set(zip(mixed["prompt_id"], mixed["chosen"], strict=True)) <= swapped
-    args = json.loads((r / "robust_dpo" / "iter1" / "train_args.json").read_text())
-    assert (args["loss_type"], args["label_smoothing"]) == ("robust", 0.2)
-
-    # SeRA-SimPO: D_offline selected and the samples paired by SimPO's reward (beta 2.0, no
-    # reference), trained by CPOTrainer with no reference model
-    d = r / "sera_simpo" / "iter1"
-    report = json.loads((d / "selection.json").read_text())
-    assert (report["reward"], report["bootstrap_reward"], report["beta"]) == ("simpo", "simpo", 2.0)
-    # D_offline under the same noisy pi_theta^(0) and SFT model: sera_dpo's one scoring job
-    assert not (d / "offline_logps.parquet").exists()
-    assert not (r / "sera_dice_alpha" / "iter1" / "offline_logps.parquet").exists()
-    assert not (r / "sera_simpo" / "data").exists()  # and its one noisy copy
-    by_hand, _ = sera.select_offline(
-        pd.read_parquet(r / "sera_dpo" / "iter1" / "offline_logps.parquet"),
-        2.0,
-        0.7,
-        reward="simpo",
-    )
-    selection = pd.read_parquet(d / "offline_selection.parquet")
-    assert selection["selected"].tolist() == by_hand["selected"].tolist()
-    scores = sera.response_rewards(pd.read_parquet(d / "scores.parquet"), "simpo", 2.0)
-    boot = sera.bootstrap_pairs(scores, count=report["n_generated"])
-    mixed = pd.read_parquet(d / "mixed.parquet")
-    generated = mixed[mixed["source"] == "generated"]
-    assert set(zip(generated["prompt_id"], generated["chosen"], generated["rejected"])) == set(
-        zip(boot["prompt_id"], boot["chosen"], boot["rejected"])
-    )
-    args = json.loads((d / "train_args.json").read_text())
-    assert (args["loss_type"], args["cpo_alpha"], args["beta"]) == ("simpo", 0.0, 2.0)
-    log = (cwd / "logs" / "sera_simpo" / "iter1" / "train.log").read_text()
-    assert "reference model: none" in log
-    assert "rewards/accuracies" in json.loads((d / "train_metrics.json").read_text())["final"]
-
-    # SeRA at DICE's alpha*: its bootstrapped pairs are pairs of search_alpha's D(alpha*)
-    d = r / "sera_dice_alpha" / "iter1"
-    assert json.loads((d / "selection.json").read_text())["bootstrap"] == "dice_alpha"
-    dice_pairs = pd.read_parquet(d / "pairs.parquet")
-    mixed = pd.read_parquet(d / "mixed.parquet")
-    generated = mixed[mixed["source"] == "generated"]
-    assert len(generated) == len(offline) - round(0.7 * len(offline))
-    assert set(zip(generated["prompt_id"], generated["chosen"], generated["rejected"])) <= set(
-        zip(dice_pairs["prompt_id"], dice_pairs["chosen"], dice_pairs["rejected"])
-    )
-    assert not (r / "robust_dpo" / "iter0").exists()  # sera_dpo's start policy, trained once
-    start = json.loads((r / "eval" / "sera_dpo-iter0" / "metrics.json").read_text())
-    assert start["policy"].endswith("sera_dpo/iter0/policy")
-    # the noise table: pi_theta^(0) and SeRA-DPO at 20% noise, its selection as selection.json
-    table = pd.read_csv(r / "tables" / "sera_table_noise.csv").set_index("Method")
-    first = json.loads((r / "sera_dpo" / "iter1" / "selection.json").read_text())
-    row = table.loc["SeRA-DPO Iter 1"]
-    assert (row["Noise (%)"], row["Swapped"]) == (20, noisy["label_swapped"].sum())
-    assert row["Swap recall"] == pytest.approx(first["label_swapped"]["recall"], abs=1e-4)
-    assert row["Gold-worse precision"] == pytest.approx(
-        first["gold_worse_chosen"]["precision"], abs=1e-4
-    )
-    assert "[" in (r / "tables" / "sera_table_noise.md").read_text()  # value [low, high]
-    rows = pd.read_csv(r / "tables" / "sera_table1.csv")["Method"].tolist()
-    assert rows == ["DPO (pi_theta^(0))", "SeRA-DPO Iter 1", "SeRA-DPO Iter 2"]

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from dicewf import config as wfconfig
+from dicewf import reflogps, sera
 from dicewf.io import check_frame
 from dicewf.paper import claims as cl
 
@@ -423,8 +424,11 @@ def test_every_output_exists_with_its_schema(e2e):
         "dice_gamma0-iter1",
         "rdpo_lambda002-iter1",
         "sera_dpo-iter0",  # its own pi_theta^(0) on the noisy D_offline (noise_fraction 0.2)
-        "sera_dpo-iter1",  # SeRA (tests/test_sera_workflow.py checks its files)
+        "sera_dpo-iter1",  # SeRA (test_the_sera_runs_end_to_end checks its files)
         "sera_dpo-iter2",
+        "robust_dpo-iter1",  # on sera_dpo's noisy D_offline, from its pi_theta^(0)
+        "sera_simpo-iter1",
+        "sera_dice_alpha-iter1",
     ]
     assert sorted(p.name for p in (r / "eval").iterdir()) == sorted(models)
     for model in models:
@@ -506,6 +510,124 @@ def test_every_output_exists_with_its_schema(e2e):
         assert (r / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
     assert (e2e / "logs" / "dice" / "iter1" / "train.log").stat().st_size > 0
     assert not list(r.rglob(".*.tmp-*")), "temporary files left behind"
+
+
+@pytest.mark.slow
+def test_the_sera_runs_end_to_end(e2e):
+    """.test/config.yaml's SeRA runs on noisy D_offline (sera_dpo, robust_dpo, sera_simpo,
+    sera_dice_alpha), from the one reduced run the fixture made."""
+    config, cwd = load(e2e / "config.yaml"), e2e
+    r = cwd / "results"
+    offline = pd.read_parquet(r / "toy" / "data" / "offline.parquet")
+    # the noisy copy: exactly round(0.2 N) labels swapped, as swap_labels draws them from the seed
+    noisy = pd.read_parquet(r / "sera_dpo" / "data" / "offline_noisy.parquet")
+    assert noisy["label_swapped"].sum() == round(0.2 * len(offline))
+    pd.testing.assert_frame_equal(noisy, sera.swap_labels(offline, 0.2, config["seed"]))
+    # pi_theta^(0) of the noisy run: DPO of the SFT model on the noisy pairs
+    start = json.loads((r / "sera_dpo" / "iter0" / "train_metrics.json").read_text())
+    assert "rewards/accuracies" in start["final"]
+    assert (r / "sera_dpo" / "iter0" / "policy" / "model.safetensors").is_file()
+    for t in (1, 2):
+        d = r / "sera_dpo" / f"iter{t}"
+        report = json.loads((d / "selection.json").read_text())
+        n_off = round(0.7 * len(offline))
+        assert (report["n_pairs"], report["n_selected"]) == (len(offline), n_off)
+        assert report["ensemble"] is (t == 2)  # Eq. 7 once pi_theta^(t-2) exists
+        assert report["label_swapped"]["n_bad"] == noisy["label_swapped"].sum()
+        assert 0 <= report["label_swapped"]["recall"] <= 1
+        selection = pd.read_parquet(d / "offline_selection.parquet")
+        assert selection["selected"].sum() == n_off
+        mixed = pd.read_parquet(d / "mixed.parquet")
+        assert mixed["source"].value_counts().to_dict() == {
+            "offline": n_off,
+            "generated": len(offline) - n_off,
+        }
+        assert not reflogps.missing(mixed).any()  # trained with no ref_logps job
+        # Eq. 7 for the bootstrapped pairs at iteration 2: the samples scored under
+        # pi_theta^(0) against the SFT model too, each prompt paired by lambda-mixed rewards
+        assert report["bootstrap_ensemble"] is (t == 2)
+        assert (d / "scores_prev2.parquet").exists() is (t == 2)
+        if t == 2:
+            scores = pd.read_parquet(d / "scores.parquet")
+            ensemble = sera.ensemble_rewards(
+                scores, pd.read_parquet(d / "scores_prev2.parquet"), 0.3
+            )
+            boot = sera.bootstrap_pairs(
+                ensemble, count=len(offline) - n_off, score="ensemble_reward"
+            )
+            generated = mixed[mixed["source"] == "generated"]
+            assert set(zip(generated["prompt_id"], generated["chosen"], strict=True)) == set(
+                zip(boot["prompt_id"], boot["chosen"], strict=True)
+            )
+        assert not (d / "train_pairs.parquet").exists()
+        log = (cwd / "logs" / "sera_dpo" / f"iter{t}" / "train.log").read_text()
+        assert "no reference model is loaded" in log
+        metrics = json.loads((r / "eval" / f"sera_dpo-iter{t}" / "metrics.json").read_text())
+        # evaluated like DICE's models, on the trained policy of this iteration
+        assert 0 <= metrics["gold_quality"] <= 1 and metrics["policy"].endswith(f"iter{t}/policy")
+    # the baseline: every row from the noisy copy, from the shared noisy pi_theta^(0), against it
+    mixed = pd.read_parquet(r / "robust_dpo" / "iter1" / "mixed.parquet")
+    assert (mixed["source"] == "offline").all()
+    swapped = set(zip(noisy["prompt_id"], noisy["chosen"], strict=True))
+    assert set(zip(mixed["prompt_id"], mixed["chosen"], strict=True)) <= swapped
+    args = json.loads((r / "robust_dpo" / "iter1" / "train_args.json").read_text())
+    assert (args["loss_type"], args["label_smoothing"]) == ("robust", 0.2)
+
+    # SeRA-SimPO: D_offline selected and the samples paired by SimPO's reward (beta 2.0, no
+    # reference), trained by CPOTrainer with no reference model
+    d = r / "sera_simpo" / "iter1"
+    report = json.loads((d / "selection.json").read_text())
+    assert (report["reward"], report["bootstrap_reward"], report["beta"]) == ("simpo", "simpo", 2.0)
+    # D_offline under the same noisy pi_theta^(0) and SFT model: sera_dpo's one scoring job
+    assert not (d / "offline_logps.parquet").exists()
+    assert not (r / "sera_dice_alpha" / "iter1" / "offline_logps.parquet").exists()
+    assert not (r / "sera_simpo" / "data").exists()  # and its one noisy copy
+    by_hand, _ = sera.select_offline(
+        pd.read_parquet(r / "sera_dpo" / "iter1" / "offline_logps.parquet"),
+        2.0,
+        0.7,
+        reward="simpo",
+    )
+    selection = pd.read_parquet(d / "offline_selection.parquet")
+    assert selection["selected"].tolist() == by_hand["selected"].tolist()
+    scores = sera.response_rewards(pd.read_parquet(d / "scores.parquet"), "simpo", 2.0)
+    boot = sera.bootstrap_pairs(scores, count=report["n_generated"])
+    mixed = pd.read_parquet(d / "mixed.parquet")
+    generated = mixed[mixed["source"] == "generated"]
+    assert set(zip(generated["prompt_id"], generated["chosen"], generated["rejected"])) == set(
+        zip(boot["prompt_id"], boot["chosen"], boot["rejected"])
+    )
+    args = json.loads((d / "train_args.json").read_text())
+    assert (args["loss_type"], args["cpo_alpha"], args["beta"]) == ("simpo", 0.0, 2.0)
+    log = (cwd / "logs" / "sera_simpo" / "iter1" / "train.log").read_text()
+    assert "reference model: none" in log
+    assert "rewards/accuracies" in json.loads((d / "train_metrics.json").read_text())["final"]
+
+    # SeRA at DICE's alpha*: its bootstrapped pairs are pairs of search_alpha's D(alpha*)
+    d = r / "sera_dice_alpha" / "iter1"
+    assert json.loads((d / "selection.json").read_text())["bootstrap"] == "dice_alpha"
+    dice_pairs = pd.read_parquet(d / "pairs.parquet")
+    mixed = pd.read_parquet(d / "mixed.parquet")
+    generated = mixed[mixed["source"] == "generated"]
+    assert len(generated) == len(offline) - round(0.7 * len(offline))
+    assert set(zip(generated["prompt_id"], generated["chosen"], generated["rejected"])) <= set(
+        zip(dice_pairs["prompt_id"], dice_pairs["chosen"], dice_pairs["rejected"])
+    )
+    assert not (r / "robust_dpo" / "iter0").exists()  # sera_dpo's start policy, trained once
+    start = json.loads((r / "eval" / "sera_dpo-iter0" / "metrics.json").read_text())
+    assert start["policy"].endswith("sera_dpo/iter0/policy")
+    # the noise table: pi_theta^(0) and SeRA-DPO at 20% noise, its selection as selection.json
+    table = pd.read_csv(r / "tables" / "sera_table_noise.csv").set_index("Method")
+    first = json.loads((r / "sera_dpo" / "iter1" / "selection.json").read_text())
+    row = table.loc["SeRA-DPO Iter 1"]
+    assert (row["Noise (%)"], row["Swapped"]) == (20, noisy["label_swapped"].sum())
+    assert row["Swap recall"] == pytest.approx(first["label_swapped"]["recall"], abs=1e-4)
+    assert row["Gold-worse precision"] == pytest.approx(
+        first["gold_worse_chosen"]["precision"], abs=1e-4
+    )
+    assert "[" in (r / "tables" / "sera_table_noise.md").read_text()  # value [low, high]
+    rows = pd.read_csv(r / "tables" / "sera_table1.csv")["Method"].tolist()
+    assert rows == ["DPO (pi_theta^(0))", "SeRA-DPO Iter 1", "SeRA-DPO Iter 2"]
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ reading an output of the one before, with the largest summed time: no number of 
 run shorter than it.
 
 Records describe the files as they are: a job rerun later overwrites its outputs' records, so
-read a run's figures after a run from a clean state (``make clean``). Stdlib only.
+read a run's figures after a run from a clean state (``make clean``). Stdlib only (and
+:mod:`dicewf.config`, which is too).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from .config import REPLICATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,8 +158,8 @@ def per_rule(jobs: list[Job]) -> list[RuleTime]:
 
 
 # a replicate's files: results/{name}_rep{r}/..., results/eval/{name}_rep{r}-iter{t}/...,
-# results/benchmarks/{name}_rep{r}/... (dicewf.config.REPLICATE)
-_REPLICATE = re.compile(r"_rep(\d+)(?:/|-iter\d+/)")
+# results/benchmarks/{name}_rep{r}/...
+_REPLICATE = re.compile(re.escape(REPLICATE) + r"(\d+)(?:/|-iter\d+/)")
 
 
 def replicate_of(job: Job) -> int:
