@@ -57,7 +57,8 @@ def tiny_model(tmp_path_factory, world):
 
 class _MiniModels(dict):
     """{(backbone, role): folder}, each model built on first use (a SeRA test needs zephyr's
-    alone)."""
+    alone), under a file lock: the first of pytest-xdist's workers to ask builds it into the
+    folder they share, the others wait for it and read it."""
 
     def __init__(self, root):
         super().__init__()
@@ -65,19 +66,30 @@ class _MiniModels(dict):
 
     def __missing__(self, key):
         from dicewf import miniworld
+        from filelock import FileLock
 
         backbone, role = key
-        path = miniworld.build_model(backbone, self.root / f"{backbone}-{role}", role=role, seed=0)
+        path = self.root / f"{backbone}-{role}"
+        with FileLock(f"{path}.lock"):
+            if not path.is_dir():  # build_model writes the folder atomically
+                miniworld.build_model(backbone, path, role=role, seed=0)
         self[key] = path
         return path
 
 
 @pytest.fixture(scope="session")
-def mini_models(tmp_path_factory):
+def mini_models(tmp_path_factory, worker_id):
     """{(backbone, role): folder}: the tiny zephyr and Llama-3 models with the real tokenizers
-    (dicewf.miniworld), both roles, seed 0, each built once per session when first asked for
-    (about a minute each)."""
-    return _MiniModels(tmp_path_factory.mktemp("mini"))
+    (dicewf.miniworld), both roles, seed 0, each built once per test run when first asked for
+    (about 10 s each here). Under pytest-xdist the workers share one folder in this run's base
+    temporary directory (pytest-xdist's recipe for a session fixture run once), so that
+    test_miniworld, test_paper_mini and test_sera_paper_mini on two workers build each model
+    once, not once a worker."""
+    if worker_id == "master":  # one process
+        return _MiniModels(tmp_path_factory.mktemp("mini"))
+    shared = tmp_path_factory.getbasetemp().parent / "mini"
+    shared.mkdir(exist_ok=True)
+    return _MiniModels(shared)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """The mini models: the paper backbones' real tokenizers, chat templates and architectures, tiny.
 
 Tokenizer tests are fast (a tokenizer builds in seconds); tests on built models are slow (a build
-fine-tunes for about a minute on one core) and share the session fixture ``mini_models``.
+fine-tunes for about 10 s here) and share the session fixture ``mini_models``.
 """
 
 from __future__ import annotations

@@ -32,7 +32,10 @@ SLURM_DIR = REPO / "tests" / "slurm"
 PROFILES = ["--profile", str(REPO / "profiles" / "slurm"), "--profile", str(SLURM_DIR / "profile")]
 RUN_TIMEOUT = 2400  # seconds; a healthy run takes a few minutes (longer beside other tests)
 CANCELLED_RULE = "train"
-LOCAL_TARGETS = ("results/tables/table1.csv",)
+# the local twin builds DICE's two iterations and the last one's evaluation: every compute rule
+# the Slurm run sends to sbatch, down the chain where a difference between the executors would
+# grow (iteration 2 trains against iteration 1's policy), and nothing else
+LOCAL_TARGETS = ("results/eval/dice-iter2/metrics.json",)
 
 
 def _why_not() -> str | None:
@@ -56,7 +59,7 @@ def _why_not() -> str | None:
 pytestmark = [
     pytest.mark.slurm,
     pytest.mark.slow,
-    pytest.mark.e2e(seconds=880),
+    pytest.mark.e2e(seconds=620),
     pytest.mark.skipif(_why_not() is not None, reason=_why_not() or ""),
 ]
 
@@ -204,8 +207,8 @@ def cluster(request):
 
 @pytest.fixture(scope="module")
 def runs(cluster, tmp_path_factory):
-    """The Slurm run (with one job cancelled) and a local run of the same config (its models
-    and Table 1), side by side."""
+    """The Slurm run (with one job cancelled) and a local run of the same config (LOCAL_TARGETS),
+    side by side."""
     slurm_dir = _workdir(tmp_path_factory.mktemp("slurm"))
     local_dir = _workdir(tmp_path_factory.mktemp("local"))
     planned, resources = _planned(slurm_dir)
@@ -216,8 +219,6 @@ def runs(cluster, tmp_path_factory):
     t0 = time.monotonic()
     deadline = t0 + RUN_TIMEOUT
     slurm_proc, slurm_log = _start(slurm_dir, *PROFILES)
-    # the local twin builds what test_results_equal_a_local_run compares: Table 1 needs every
-    # model's evaluation, and those every iteration's pairs and training
     local_proc, local_log = _start(local_dir, "--cores", "2", *LOCAL_TARGETS)
     injector = Injector(slurm_dir, slurm_log, slurm_proc)
     injector.start()
@@ -296,11 +297,6 @@ def test_a_cancelled_job_is_resubmitted_and_the_run_completes(runs):
 
 def test_results_equal_a_local_run(runs):
     slurm, local = runs["slurm"] / "results", runs["local"] / "results"
-    pd.testing.assert_frame_equal(
-        pd.read_csv(slurm / "tables" / "table1.csv"),
-        pd.read_csv(local / "tables" / "table1.csv"),
-        check_exact=True,
-    )
     iterations = sorted(p.name for p in (local / "dice").glob("iter*"))
     assert iterations == ["iter1", "iter2"]
     for it in iterations:
@@ -317,7 +313,7 @@ def test_results_equal_a_local_run(runs):
         losses = [[e["loss"] for e in m["log_history"] if "loss" in e] for m in metrics]
         assert losses[0] == losses[1], it
     models = sorted(p.name for p in (local / "eval").iterdir())
-    assert models == sorted(p.name for p in (slurm / "eval").iterdir())
+    assert models == ["dice-iter2"], models
     for model in models:
         assert json.loads((slurm / "eval" / model / "metrics.json").read_text()) == json.loads(
             (local / "eval" / model / "metrics.json").read_text()

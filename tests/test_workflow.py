@@ -516,8 +516,8 @@ def test_every_output_exists_with_its_schema(e2e):
 def test_the_sera_runs_end_to_end(e2e):
     """.test/config.yaml's SeRA runs on noisy D_offline (sera_dpo, robust_dpo, sera_simpo,
     sera_dice_alpha), from the one reduced run the fixture made."""
-    config, cwd = load(e2e / "config.yaml"), e2e
-    r = cwd / "results"
+    config = load(e2e / "config.yaml")
+    r = e2e / "results"
     offline = pd.read_parquet(r / "toy" / "data" / "offline.parquet")
     # the noisy copy: exactly round(0.2 N) labels swapped, as swap_labels draws them from the seed
     noisy = pd.read_parquet(r / "sera_dpo" / "data" / "offline_noisy.parquet")
@@ -560,7 +560,7 @@ def test_the_sera_runs_end_to_end(e2e):
                 zip(boot["prompt_id"], boot["chosen"], strict=True)
             )
         assert not (d / "train_pairs.parquet").exists()
-        log = (cwd / "logs" / "sera_dpo" / f"iter{t}" / "train.log").read_text()
+        log = (e2e / "logs" / "sera_dpo" / f"iter{t}" / "train.log").read_text()
         assert "no reference model is loaded" in log
         metrics = json.loads((r / "eval" / f"sera_dpo-iter{t}" / "metrics.json").read_text())
         # evaluated like DICE's models, on the trained policy of this iteration
@@ -599,7 +599,7 @@ def test_the_sera_runs_end_to_end(e2e):
     )
     args = json.loads((d / "train_args.json").read_text())
     assert (args["loss_type"], args["cpo_alpha"], args["beta"]) == ("simpo", 0.0, 2.0)
-    log = (cwd / "logs" / "sera_simpo" / "iter1" / "train.log").read_text()
+    log = (e2e / "logs" / "sera_simpo" / "iter1" / "train.log").read_text()
     assert "reference model: none" in log
     assert "rewards/accuracies" in json.loads((d / "train_metrics.json").read_text())["final"]
 
