@@ -32,9 +32,10 @@ SLURM_DIR = REPO / "tests" / "slurm"
 PROFILES = ["--profile", str(REPO / "profiles" / "slurm"), "--profile", str(SLURM_DIR / "profile")]
 RUN_TIMEOUT = 2400  # seconds; a healthy run takes a few minutes (longer beside other tests)
 CANCELLED_RULE = "train"
-# the local twin builds DICE's two iterations and the last one's evaluation: every compute rule
-# the Slurm run sends to sbatch, down the chain where a difference between the executors would
-# grow (iteration 2 trains against iteration 1's policy), and nothing else
+# the local twin builds DICE's two iterations and the last one's evaluation (the toy models,
+# sampling, scoring, reference log-probs, training, evaluation), down the chain where a
+# difference between the executors would grow (iteration 2 trains against iteration 1's
+# policy), and nothing else
 LOCAL_TARGETS = ("results/eval/dice-iter2/metrics.json",)
 
 
