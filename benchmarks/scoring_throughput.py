@@ -17,7 +17,10 @@ mmap threshold lowered to 64 KiB during that pass, so a freed tensor leaves the 
 once (measured in a separate, untimed pass). The vLLM path's KV cache, allocated at engine start,
 is not in its figure. The sequences are toy-world prompts with candidate responses in every style,
 right and wrong, scored by a freshly initialised toy Llama of config.yaml's ``toy_model`` shape,
-or by an existing model folder given with ``--model``. Run from the repo root:
+or by an existing model folder given with ``--model``; with ``--texts dice`` they are DICE-shaped
+instead (a prompt of about 200 tokens, a response of 300 to 1,500: ``dice_shaped.py``, which
+also builds a Llama-3.2-1B-shaped model; ``gpu_figures.sh`` runs both on a GPU). Run from the
+repo root:
 
     python benchmarks/scoring_throughput.py
     python benchmarks/scoring_throughput.py --model /path/to/1b --dtype bfloat16 --attn sdpa \
@@ -50,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scrip
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")  # keep scoring progress bars out of the table
 
+import dice_shaped
 import torch
 from dicewf import toymodel, toyworld, vllm_scoring
 from dicewf.io import write_json
@@ -457,6 +461,12 @@ def main() -> None:
         default=32000,
         help="also compare the paths with the model's vocabulary widened to this size (0: not)",
     )
+    parser.add_argument(
+        "--texts",
+        choices=("toy", "dice"),
+        default="toy",
+        help="toy-world prompts and responses, or DICE-shaped ones (benchmarks/dice_shaped.py)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/scoring_throughput.json")
@@ -483,9 +493,13 @@ def vllm_engine(args: argparse.Namespace) -> dict | None:
 def benchmark(args: argparse.Namespace, tmp: Path) -> None:
     """Build (or load) the model in ``tmp``, measure, print and write ``args.out``."""
     tasks = toy_tasks(args.seed)
-    prompts, responses = draw_pairs(tasks, args.n_sequences, args.seed)
     model_dir = args.model or build_toy_model(tasks, tmp)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if args.texts == "dice":
+        prompts, drawn = dice_shaped.texts(tokenizer, args.n_sequences, seed=args.seed)
+        responses = [r[0] for r in drawn]
+    else:
+        prompts, responses = draw_pairs(tasks, args.n_sequences, args.seed)
     model = load_model(model_dir, dtype=args.dtype, attn_implementation=args.attn)
     encoded = encode(tokenizer, prompts, responses)
     pad_id = tokenizer.pad_token_id
@@ -547,6 +561,7 @@ def benchmark(args: argparse.Namespace, tmp: Path) -> None:
             "model_dtype": str(next(model.parameters()).dtype),
             "attn_implementation": args.attn,
             "n_params": n_params,
+            "texts": args.texts,
             "n_sequences": args.n_sequences,
             "real_tokens": real,
             "max_length": max(lengths),
