@@ -2,9 +2,10 @@
 # Issue 10's GPU figures in one run: scoring throughput and MFU of a Llama-3.2-1B-shaped model
 # (random weights, Llama-3's tokenizer; benchmarks/dice_shaped.py) in bf16 with sdpa on 384
 # DICE-shaped sequences, token-budget batching against one sequence per forward pass, and the
-# memory-bounded scoring path against the former full log-softmax one; then DPO step times with
+# memory-bounded scoring path against the former full log-softmax one; where a scoring pass
+# spends its GPU time (scoring_profile.py, kernels by kind); then DPO step times with
 # the live reference model against reused reference log-probs, bf16 with gradient checkpointing
-# as config/paper.yaml trains. Writes the two JSON results and their logs under OUT_DIR.
+# as config/paper.yaml trains. Writes the three JSON results and their logs under OUT_DIR.
 #
 #   bash benchmarks/gpu_figures.sh OUT_DIR [SHAPE]
 #
@@ -35,6 +36,9 @@ status=0  # each benchmark runs even where the one before failed; exit: the last
     --texts dice --n-sequences "$sequences" --budgets 1,8192,32768,131072 --compare-budget 16384 \
     --wide-vocab 0 --no-vllm --repeats 3 --atol 1e-2 --out "$out/scoring_throughput.json" \
     2>&1 | tee "$out/scoring_throughput.log" || status=$?
+"$py" benchmarks/scoring_profile.py --model "$work/model" --n-sequences "$sequences" \
+    --budget 32768 --out "$out/scoring_profile.json" 2>&1 | tee "$out/scoring_profile.log" \
+    || status=$?
 "$py" benchmarks/ref_reuse.py --model "$work/model" --texts dice --pairs $((4 * steps)) \
     --steps "$steps" --batch 4 --repeats 2 --bf16 --gradient-checkpointing \
     --out "$out/ref_reuse.json" \

@@ -504,8 +504,8 @@ def _logp_unpadded(model, e) -> float:
 def test_sequence_logprobs_pads_right_and_masks_the_response(monkeypatch):
     seen = []
 
-    def spy(model, ids, attn, mask):
-        seen.append((ids, attn, mask))
+    def spy(model, ids, attn, mask, *, right_padded):
+        seen.append((ids, attn, mask, right_padded))
         return torch.tensor([10.0, 20.0])
 
     monkeypatch.setattr(scoring, "_batch_logprobs", spy)
@@ -514,18 +514,19 @@ def test_sequence_logprobs_pads_right_and_masks_the_response(monkeypatch):
     got = scoring.sequence_logprobs(model, encoded, max_tokens_per_batch=100, pad_token_id=4)
     assert got.dtype == np.float64
     assert got.tolist() == [20.0, 10.0]  # the batch is longest first
-    ((ids, attn, mask),) = seen
+    ((ids, attn, mask, right_padded),) = seen
     for t in (ids, attn, mask):
         assert t.dtype == torch.long
     assert ids.tolist() == [[5, 6, 7, 8, 9], [5, 6, 7, 4, 4]]
     assert attn.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert right_padded is True  # said from the host: no check on the GPU, which would sync
     assert mask.tolist() == [[0, 0, 0, 1, 1], [0, 1, 1, 0, 0]]
 
 
 def test_sequence_logprobs_puts_the_batch_on_the_models_device(monkeypatch):
     devices = []
 
-    def spy(model, ids, attn, mask):
+    def spy(model, ids, attn, mask, **_):
         devices.append((ids.device.type, attn.device.type, mask.device.type))
         return torch.zeros(ids.shape[0])
 
@@ -544,7 +545,7 @@ def test_sequence_logprobs_progress_bar_names_the_run_and_refreshes_every_5_s(mo
         return iterable
 
     monkeypatch.setattr(scoring, "tqdm", fake_tqdm)
-    monkeypatch.setattr(scoring, "_batch_logprobs", lambda m, ids, a, k: torch.zeros(len(ids)))
+    monkeypatch.setattr(scoring, "_batch_logprobs", lambda m, ids, a, k, **_: torch.zeros(len(ids)))
     model = torch.nn.Linear(1, 1)
     encoded = [scoring.Encoded([5, 6, 7], 1)]
     scoring.sequence_logprobs(model, encoded, max_tokens_per_batch=100, pad_token_id=0)
@@ -577,10 +578,35 @@ def test_llama_scoring_runs_its_head_on_the_response_positions_only_without_a_ca
     assert head_inputs == [(sum(r for _, r in SHAPES), 64)]
     ((kwargs),) = body_kwargs
     assert kwargs["use_cache"] is False
-    widths = sorted((p + r for p, r in SHAPES), reverse=True)
-    assert kwargs["attention_mask"].tolist() == [[1] * n + [0] * (widths[0] - n) for n in widths]
+    # right-padded: no padding mask (causal attention hides the pads; sdpa's causal kernel runs),
+    # and the log-probs are still those of each sequence alone
+    assert len({p + r for p, r in SHAPES}) > 1  # the batch is padded
+    assert kwargs["attention_mask"] is None
     for e, value in zip(encoded, got, strict=True):
         assert value == pytest.approx(_logp_unpadded(model, e), abs=1e-4)
+
+
+def test_a_batch_padded_other_than_on_the_right_keeps_its_attention_mask(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    seen = []
+    hook = model.model.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["attention_mask"]), with_kwargs=True
+    )
+    ids = torch.tensor([[0, 0, 5, 6, 7], [4, 5, 6, 7, 8]])
+    attn = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])  # left padding
+    mask = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 1, 1]])
+    try:
+        with torch.inference_mode():
+            scoring._batch_logprobs(model, ids, attn, mask)
+            scoring._batch_logprobs(model, ids[1:], attn[1:], mask[1:])  # no padding at all
+            scoring._batch_logprobs(model, ids, attn, mask, right_padded=False)
+    finally:
+        hook.remove()
+    assert seen[0] is attn
+    assert seen[1] is None
+    assert seen[2] is attn
 
 
 def test_another_causal_lm_keeps_logits_from_the_earliest_response_position(tiny_model):

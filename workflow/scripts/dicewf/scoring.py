@@ -146,10 +146,12 @@ def _split_head(model):
     return None if body is None or head is None else (body, head)
 
 
-def _batch_logprobs(model, ids, attn, mask):
+def _batch_logprobs(model, ids, attn, mask, *, right_padded: bool | None = None):
     """Summed response log-probs of one padded batch, with the fewest logits the model allows.
 
-    A :data:`HEAD_ON_HIDDEN` model runs its body, then its head on the hidden states of the
+    A :data:`HEAD_ON_HIDDEN` model runs its body (without the attention mask when the batch is
+    right-padded: causal attention keeps pads out of every real position's view; ``None``
+    reads that from ``attn``, on its device), then its head on the hidden states of the
     positions that predict a response token, in chunks. Another causal LM computes logits only
     from the first column where any response token is predicted (``logits_to_keep``) when its
     ``forward`` takes that argument, else at every position. No KV cache is kept (8 GiB for
@@ -160,7 +162,15 @@ def _batch_logprobs(model, ids, attn, mask):
     split = _split_head(model)
     if split is not None:
         body, head = split
-        hidden = body(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+        # right padding under causal attention: no real token sees a pad, so the body runs
+        # without the padding mask, and sdpa takes its causal kernel, which skips the masked
+        # half of the score matrix (the padded mask made it compute all of it: on an H200 about
+        # a fifth of scoring's GPU time at DICE's lengths, benchmarks/scoring_profile.py)
+        if right_padded is None:
+            right_padded = bool((attn[:, 1:] <= attn[:, :-1]).all())
+        hidden = body(
+            input_ids=ids, attention_mask=None if right_padded else attn, use_cache=False
+        ).last_hidden_state
         rows, cols = mask[:, 1:].nonzero(as_tuple=True)
         targets = ids[:, 1:][rows, cols]
         return _sum_target_logprobs(
@@ -295,7 +305,8 @@ def sequence_logprobs(
                 attn[row, :n] = 1
                 mask[row, e.response_start : n] = 1
             ids, attn, mask = ids.to(device), attn.to(device), mask.to(device)
-            result[batch] = _batch_logprobs(model, ids, attn, mask).cpu().numpy()
+            logps = _batch_logprobs(model, ids, attn, mask, right_padded=True)
+            result[batch] = logps.cpu().numpy()
     return result
 
 
