@@ -8,8 +8,8 @@ published architecture with random weights and Llama-3's real tokenizer (built h
 ``llama-models`` wheel by :func:`dicewf.miniworld.llama3_tokenizer`, or read from a folder).
 Its rotary scaling is left out: it changes no FLOP count. The texts are runs of words that
 Llama-3's tokenizer encodes as one token each (each after a space), so a prompt of 200 words is
-200 tokens before the chat template's. DICE's lengths (Section 5.1, UltraFeedback prompts and Zephyr/Llama-3
-responses): a prompt of about 200 tokens and a response of 300 to 1,500.
+200 tokens before the chat template's. DICE's lengths (Section 5.1, UltraFeedback prompts and
+Zephyr/Llama-3 responses): a prompt of about 200 tokens and a response of 300 to 1,500.
 
 Run from the repo root, to write a model folder:
 
