@@ -94,13 +94,15 @@ def mini_models(tmp_path_factory, worker_id):
 
 @pytest.fixture(autouse=True)
 def _undo_deterministic_algorithms():
-    """dicewf.jobs.deterministic(), which the training entry points call, sets a process-wide
-    flag of torch and an environment variable: both are undone after each test."""
+    """dicewf.jobs.deterministic(), which the training entry points call, sets two process-wide
+    flags of torch and an environment variable: all are undone after each test."""
     workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     yield
     torch = sys.modules.get("torch")
     if torch is not None and torch.are_deterministic_algorithms_enabled():
         torch.use_deterministic_algorithms(False)
+    if torch is not None:
+        torch.utils.deterministic.fill_uninitialized_memory = True  # torch's default
     if workspace is None:
         os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     else:

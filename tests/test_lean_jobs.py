@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -81,14 +84,16 @@ def test_deterministic_turns_on_torchs_deterministic_algorithms(preset, monkeypa
     else:
         monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", preset)
     assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory  # torch's default, until now
     with caplog.at_level(logging.INFO, logger="dicewf.jobs"):
         jobs.deterministic()
     assert torch.are_deterministic_algorithms_enabled()
     assert torch.is_deterministic_algorithms_warn_only_enabled()  # an op without one warns
+    assert not torch.utils.deterministic.fill_uninitialized_memory  # torch.empty writes no NaN
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == (preset or ":4096:8")  # a user's value kept
     assert (
-        f"deterministic algorithms: on (ops without one warn); CUBLAS_WORKSPACE_CONFIG={preset or ':4096:8'}"
-        in caplog.text
+        "deterministic algorithms: on (ops without one warn; new tensors not filled);"
+        f" CUBLAS_WORKSPACE_CONFIG={preset or ':4096:8'}" in caplog.text
     )
 
 
@@ -112,6 +117,57 @@ def test_deterministic_algorithms_leave_a_cpu_dpo_run_the_same_bits(tiny_model, 
     assert len(plain_losses) == ARGS["max_steps"] and det_losses == plain_losses
     assert plain.keys() == det.keys()
     assert all(torch.equal(plain[k], det[k]) for k in plain)
+
+
+# ---------------------------------------------------------------------------- the fast exit
+SCRIPTS = Path(jobs.__file__).resolve().parents[1]
+
+
+def _exit_job(tmp_path, *, child: bool) -> tuple[subprocess.CompletedProcess, Path]:
+    """A job process that logs to its log file, registers an atexit handler (the teardown that
+    exit_now skips), optionally starts a multiprocessing child, and calls exit_now."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import atexit, logging, multiprocessing, sys, time
+            from pathlib import Path
+            from dicewf import jobs, logs
+
+            logs.to_file({str(tmp_path / "job.log")!r})
+            atexit.register(lambda: Path({str(tmp_path / "teardown")!r}).touch())
+            if {child}:
+                multiprocessing.Process(target=time.sleep, args=(60,), daemon=True).start()
+            logging.getLogger("job").info("outputs written")
+            print("no newline yet", end="")
+            jobs.exit_now()
+            print("after exit_now")
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(SCRIPTS)}
+    done = subprocess.run([sys.executable, script], env=env, capture_output=True, timeout=120)
+    return done, tmp_path / "job.log"
+
+
+def test_exit_now_ends_the_job_with_status_0_its_log_flushed_and_no_teardown(tmp_path):
+    done, log = _exit_job(tmp_path, child=False)
+    assert done.returncode == 0, done.stderr
+    text = log.read_text()
+    assert "INFO job: outputs written" in text
+    assert text.endswith("no newline yet")  # the line-buffered log's last, unfinished line
+    assert "after exit_now" not in text
+    assert not (tmp_path / "teardown").exists()  # the interpreter's teardown did not run
+
+
+def test_exit_now_exits_normally_while_a_child_process_lives(tmp_path):
+    """A child (vLLM's engine core with multiprocessing on) needs the normal exit, which stops
+    it; the process still ends there with status 0."""
+    done, log = _exit_job(tmp_path, child=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "teardown").exists()
+    text = log.read_text()
+    assert "INFO job: outputs written" in text and "after exit_now" not in text
 
 
 # ------------------------------------------------------------------- the entry point's flags

@@ -36,3 +36,4 @@ write_parquet(responses, snakemake.output.responses)
 write_parquet(judged, snakemake.output.judgements)
 write_json(metrics, snakemake.output.metrics)
 print(metrics)
+jobs.exit_now()  # outputs written: skip the interpreter's teardown of torch and vLLM

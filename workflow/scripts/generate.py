@@ -31,3 +31,4 @@ answers = sample_sets(
 )
 for name, responses in answers.items():
     write_parquet(responses, snakemake.output[name])
+jobs.exit_now()  # outputs written: skip the interpreter's teardown of torch and vLLM

@@ -23,3 +23,4 @@ out = fill(
     **snakemake.params.score,
 )
 write_parquet(out, snakemake.output.pairs)
+jobs.exit_now()  # outputs written: skip the interpreter's teardown of torch and vLLM

@@ -26,3 +26,4 @@ scores = score(
     **snakemake.params.score,
 )
 write_parquet(scores, snakemake.output.scores)
+jobs.exit_now()  # outputs written: skip the interpreter's teardown of torch and vLLM

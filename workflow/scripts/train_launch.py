@@ -21,7 +21,9 @@ from pathlib import Path
 # `dicewf` lives next to this file; `accelerate launch` runs it as a plain file, not as a module
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dicewf.jobs import exit_now
 from dicewf.launch import main
+from dicewf.training import launched_processes
 
 if __name__ == "__main__":
     if "snakemake" in globals():  # Snakemake's script: (toy_start_policy)
@@ -47,3 +49,5 @@ if __name__ == "__main__":
         )
     else:
         main()
+    if launched_processes() == 1:  # one process, no distributed state: skip the teardown
+        exit_now()
