@@ -54,6 +54,8 @@ bench: env
 	$(PY) benchmarks/alpha_search.py
 	$(PY) benchmarks/scoring_throughput.py
 	$(PY) benchmarks/dry_run.py
+	$(PY) benchmarks/deterministic_fill.py
+	$(PY) benchmarks/job_exit.py
 
 clean:
 	rm -rf results logs .snakemake

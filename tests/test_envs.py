@@ -70,6 +70,8 @@ RULE_ENVS = {
     "sera_eval_summary": "analysis",
     "sera_paper_table": "analysis",
     "figure": "analysis",
+    "experiment_config": "analysis",
+    "train_args": "analysis",
 }
 
 # Packages whose version is not pinned on purpose (see the comment in envs/sampling.yaml).

@@ -18,6 +18,7 @@ from dicewf.io import (
     read_parquet,
     write_json,
     write_parquet,
+    write_settings,
     write_text,
     write_yaml,
 )
@@ -414,3 +415,25 @@ def test_write_text_and_write_yaml_write_their_content_keys_in_order(tmp_path):
     write_yaml({"z": 1, "a": {"y": [1, 2]}}, tmp_path / "c.yaml")
     assert (tmp_path / "c.yaml").read_text() == "z: 1\na:\n  y:\n  - 1\n  - 2\n"
     assert leftovers(tmp_path / "c.yaml") == []
+
+
+# --- settings files (the experiment_config and train_args rules) -------------------------------
+def test_write_settings_writes_yaml_in_the_blocks_order_and_json_sorted(tmp_path):
+    import yaml
+
+    block = {"max_steps": 60, "beta": 0.1, "nested": {"z": 1, "a": [1, 2]}}
+    line = write_settings(block, tmp_path / "config.yaml")
+    assert line == f"{tmp_path / 'config.yaml'}: 3 keys\n"
+    text = (tmp_path / "config.yaml").read_text()
+    assert yaml.safe_load(text) == block
+    assert text.index("max_steps") < text.index("beta")  # the block's order, not sorted
+    write_settings(block, tmp_path / "args.json")
+    text = (tmp_path / "args.json").read_text()
+    assert json.loads(text) == block
+    assert text.index('"beta"') < text.index('"max_steps"')  # sorted keys
+
+
+def test_write_settings_refuses_another_suffix_naming_the_path(tmp_path):
+    with pytest.raises(ValueError, match=r"args\.toml: settings are written as \.yaml or \.json"):
+        write_settings({"beta": 0.1}, tmp_path / "args.toml")
+    assert not (tmp_path / "args.toml").exists()

@@ -170,6 +170,22 @@ def test_exit_now_exits_normally_while_a_child_process_lives(tmp_path):
     assert "INFO job: outputs written" in text and "after exit_now" not in text
 
 
+def test_no_rule_has_a_run_block():
+    """Snakemake's local executor runs a `run:` block in a new Snakemake process that parses the
+    whole workflow again (about 11 s a job here); local jobs are `script:` jobs instead
+    (benchmarks/local_rules.py)."""
+    import re
+
+    files = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    found = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.fullmatch(r"\s+run:\s*(#.*)?", line)
+    ]
+    assert files[1:] and not found, found
+
+
 # ------------------------------------------------------------------- the entry point's flags
 def _main(tmp_path, monkeypatch, *extra: str, world_size: int | None = None) -> dict:
     """train_launch's main (``world_size`` processes) with train_dpo recording the device and

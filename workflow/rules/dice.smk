@@ -246,13 +246,12 @@ rule experiment_config:
     log:
         "logs/{exp}/experiment_config.log",
     localrule: True
+    conda:
+        "../../envs/analysis.yaml"
     params:
-        config=lambda w: cfg.resolved(config, w.exp),
-    run:
-        from dicewf.io import write_yaml
-
-        write_yaml(params.config, output.config)
-        Path(log[0]).write_text(f"{output.config}: {len(params.config)} keys\n")
+        settings=lambda w: cfg.resolved(config, w.exp),
+    script:
+        "../scripts/write_settings.py"
 
 
 rule train_args:
@@ -264,13 +263,12 @@ rule train_args:
     log:
         "logs/{exp}/iter{iter}/train_args.log",
     localrule: True
+    conda:
+        "../../envs/analysis.yaml"
     params:
-        args=lambda w: xp(w)["train"],  # DPOConfig (KTOConfig) fields
-    run:
-        from dicewf.io import write_json
-
-        write_json(params.args, output.args)
-        Path(log[0]).write_text(f"{output.args}: {len(params.args)} training fields\n")
+        settings=lambda w: xp(w)["train"],  # DPOConfig (KTOConfig) fields
+    script:
+        "../scripts/write_settings.py"
 
 
 rule train:

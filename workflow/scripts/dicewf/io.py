@@ -274,6 +274,20 @@ def write_yaml(obj: Any, path: str | os.PathLike) -> None:
     write_text(yaml.safe_dump(obj, sort_keys=False), path)
 
 
+def write_settings(settings: Mapping[str, Any], path: str | os.PathLike) -> str:
+    """A block of settings to ``path``: YAML in the block's key order for ``.yaml``, indented
+    JSON with sorted keys for ``.json`` (atomic either way). Returns the job's log line
+    (``{path}: {n} keys``); any other suffix is a ValueError naming ``path``."""
+    suffix = Path(path).suffix
+    if suffix == ".yaml":
+        write_yaml(dict(settings), path)
+    elif suffix == ".json":
+        write_json(dict(settings), path)
+    else:
+        raise ValueError(f"{path}: settings are written as .yaml or .json, not {suffix!r}")
+    return f"{path}: {len(settings)} keys\n"
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():
