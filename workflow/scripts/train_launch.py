@@ -47,7 +47,7 @@ if __name__ == "__main__":
             ],
             config=smk.params.args,
         )
-    else:
+    else:  # the train rule's `python` or `accelerate launch` command
         main()
-    if launched_processes() == 1:  # one process, no distributed state: skip the teardown
-        exit_now()
+        if launched_processes() == 1:  # one process, no distributed state: skip the teardown
+            exit_now()
