@@ -4,6 +4,11 @@ after a run from a clean state (``make clean && make run``):
 
     python benchmarks/time_per_rule.py                 # the run in this folder
     python benchmarks/time_per_rule.py --top 8 --out benchmarks/results/time_per_rule.json
+    python benchmarks/time_per_rule.py --target results/tables/table1.md --cores 2
+
+With ``--target`` (repeatable) it also prints what building those files alone from a clean state
+took in the run: the jobs upstream of them, their summed time, their critical path and the least
+wall time that ``--cores`` cores allow.
 """
 
 from __future__ import annotations
@@ -23,8 +28,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metadata", type=Path, default=Path(".snakemake/metadata"))
     parser.add_argument("--top", type=int, default=None, help="rules to print (default: all)")
     parser.add_argument("--out", type=Path, help="also write the figures here (JSON)")
+    parser.add_argument(
+        "--target", action="append", default=[], help="an output; what it alone needed"
+    )
+    parser.add_argument("--cores", type=int, default=2, help="for --target's least wall time")
     args = parser.parse_args(argv)
-    run = jobtimes.summary(jobtimes.jobs_from_records(jobtimes.read_records(args.metadata)))
+    jobs = jobtimes.jobs_from_records(jobtimes.read_records(args.metadata))
+    run = jobtimes.summary(jobs)
     print(
         f"{run['jobs']} jobs in {run['wall_s']:.0f} s of wall time; {run['job_time_s']:.0f} s "
         f"of job time (x{run['parallelism']:.2f} in parallel); critical path "
@@ -48,6 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     print("\ncritical path:")
     for step in run["critical_path"]:
         print(f"  {step['seconds']:>7.1f} s  {step['rule']:<20} {step['output']}")
+    if args.target:
+        cost = jobtimes.target_cost(jobs, args.target, args.cores)
+        print(
+            f"\n{', '.join(args.target)} alone: {cost['jobs']} jobs, {cost['job_time_s']:.0f} s "
+            f"of job time, critical path {cost['critical_path_s']:.0f} s; at least "
+            f"{cost['least_wall_s'] / 60:.1f} min on {cost['cores']} cores"
+        )
+        run["targets"] = {"targets": args.target, **cost}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(run, indent=2) + "\n")

@@ -92,6 +92,23 @@ def mini_models(tmp_path_factory, worker_id):
     return _MiniModels(shared)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_slurm_controller(tmp_path_factory):
+    """A test double for Slurm's `scontrol`, "no Slurm controller here", first on PATH for every
+    test: the folder holding it. Whenever Snakemake starts, the Slurm executor plugin runs
+    `scontrol show config` (for its options' help); where Slurm is installed but its daemons are
+    down (CI, outside tests/test_slurm.py) that call waits 9 s before it fails, in every dry run
+    and every workflow a test starts. tests/test_slurm.py, which starts a real controller, takes
+    the double off PATH for its module."""
+    folder = tmp_path_factory.mktemp("no-slurm")
+    double = folder / "scontrol"
+    double.write_text("#!/bin/sh\n# test double: no Slurm controller\nexit 1\n")
+    double.chmod(0o755)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+        yield folder
+
+
 @pytest.fixture(autouse=True)
 def _undo_deterministic_algorithms():
     """dicewf.jobs.deterministic(), which the training entry points call, sets two process-wide

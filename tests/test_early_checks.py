@@ -307,6 +307,16 @@ def test_a_yaml_syntax_error_shows_line_and_column(tmp_path):
 # --- at start-up, through Snakemake -------------------------------------------------------------
 
 
+def test_snakemake_started_by_a_test_finds_the_scontrol_double_first(no_slurm_controller):
+    """conftest's double answers Snakemake's Slurm plugin at once (no controller), instead of
+    an installed scontrol waiting for a controller that is down."""
+    found = subprocess.run(
+        ["sh", "-c", "command -v scontrol"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert Path(found) == no_slurm_controller / "scontrol"
+    assert subprocess.run([found, "show", "config"], capture_output=True).returncode == 1
+
+
 def dry_run(workdir: Path, *configfiles: Path) -> subprocess.CompletedProcess:
     args = ["--configfile", *map(str, configfiles)] if configfiles else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -147,3 +147,34 @@ def test_the_replicates_cost_is_the_time_of_their_jobs_alone():
         "replicates": [2, 3],
     }
     assert jobtimes.summary(jobs)["replicates"]["jobs"] == 3
+
+
+def test_a_targets_cost_counts_the_jobs_upstream_of_it_once_and_no_other():
+    J = jobtimes.Job
+    jobs = [
+        J("world", ("w",), (), 0, 1),  # 1, shared by both tables
+        J("train", ("out/m",), ("w",), 1, 5),  # 4
+        J("other", ("o",), ("w",), 1, 3),  # 2: the second table's alone
+        J("eval", ("e",), ("out/m/weights.safetensors",), 5, 6),  # 1, reads inside m's folder
+        J("table1", ("t1",), ("e", "w"), 6, 6.5),  # 0.5
+        J("table2", ("t2",), ("o",), 3, 3.5),  # 0.5
+    ]
+    assert [j.rule for j in jobtimes.upstream(jobs, ["t1"])] == [
+        "world",
+        "train",
+        "eval",
+        "table1",
+    ]
+    one = jobtimes.target_cost(jobs, ["t1"], cores=2)
+    assert one["jobs"] == 4
+    assert one["job_time_s"] == pytest.approx(6.5)
+    assert one["critical_path_s"] == pytest.approx(6.5)  # a chain: more cores do not help
+    assert one["least_wall_s"] == pytest.approx(6.5)
+    both = jobtimes.target_cost(jobs, ["t1", "t2", "t1/"], cores=2)  # the world counted once
+    assert (both["jobs"], both["job_time_s"]) == (6, pytest.approx(9.0))
+    assert both["least_wall_s"] == pytest.approx(6.5)
+    assert jobtimes.target_cost(jobs, ["t1", "t2"], cores=1)["least_wall_s"] == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="nothing.csv: no finished job"):
+        jobtimes.upstream(jobs, ["t1", "nothing.csv"])
+    with pytest.raises(ValueError, match="cores must be at least 1"):
+        jobtimes.target_cost(jobs, ["t1"], cores=0)

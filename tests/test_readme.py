@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from dicewf import config as wfconfig
-from test_workflow import NO_SLURM, REPO, SNAKEMAKE, expected_jobs, load
+from test_workflow import REPO, SNAKEMAKE, expected_jobs, load
 
 SNAKEMAKE_PROGRAMS = ("snakemake", ".venv/bin/snakemake")
 # what the copy leaves out: the environment and anything a run wrote
@@ -215,12 +215,12 @@ def test_each_make_target_of_the_readme_exists(command, clone):
 
 
 def snakemake(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """Snakemake with ``argv`` in ``cwd``, offline and with no Slurm controller in reach."""
+    """Snakemake with ``argv`` in ``cwd``, offline and with no Slurm controller in reach
+    (conftest's no_slurm_controller)."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
-        "PATH": f"{NO_SLURM}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}"
-        f"{os.environ.get('PATH', '')}",
+        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     return subprocess.run(
         [*SNAKEMAKE, *argv],

@@ -191,6 +191,15 @@ def _wait(proc: subprocess.Popen, log: Path, deadline: float) -> None:
     assert proc.returncode == 0, f"snakemake failed:\n{log.read_text()[-8000:]}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def real_scontrol(no_slurm_controller):
+    """This module talks to the real cluster: conftest's `scontrol` double off PATH."""
+    path = os.environ["PATH"].split(os.pathsep)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", os.pathsep.join(p for p in path if p != str(no_slurm_controller)))
+        yield
+
+
 @pytest.fixture(scope="module")
 def cluster(request):
     subprocess.run([str(SLURM_DIR / "start.sh")], check=True, timeout=120)
@@ -255,6 +264,11 @@ def runs(cluster, tmp_path_factory):
         "injector": injector,
         "jobs": jobs,
     }
+
+
+def test_this_module_calls_the_real_scontrol(no_slurm_controller):
+    found = shutil.which("scontrol")
+    assert found is not None and Path(found).parent != no_slurm_controller
 
 
 def test_every_remote_job_went_through_sbatch(runs):

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -26,23 +25,13 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # every test here starts Snakemake (dry runs too)
 pytestmark = [pytest.mark.slow, pytest.mark.e2e(seconds=1000)]
 
-# A test double for Slurm's `scontrol`: "no Slurm controller here". The Slurm executor plugin
-# runs `scontrol show config` whenever Snakemake starts; where Slurm is installed but its
-# daemons are down (CI between Slurm tests) that call waits ~9 s before failing. None of these
-# runs uses Slurm (tests/test_slurm.py does, with the real scontrol).
-NO_SLURM = Path(tempfile.mkdtemp(prefix="no-slurm-"))
-(NO_SLURM / "scontrol").write_text("#!/bin/sh\n# test double: no Slurm controller\nexit 1\n")
-(NO_SLURM / "scontrol").chmod(0o755)
-
 
 def snakemake(
     *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     # the train rule's shell command calls `accelerate` from this interpreter's environment
-    path = (
-        f"{NO_SLURM}{os.pathsep}{os.path.dirname(sys.executable)}{os.pathsep}"
-        f"{os.environ.get('PATH', '')}"
-    )
+    # (conftest's no_slurm_controller is first on PATH: no run here uses Slurm)
+    path = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",

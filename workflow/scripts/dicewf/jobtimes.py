@@ -97,13 +97,10 @@ def _norm(path: str) -> str:
     return os.path.normpath(path.rstrip("/"))
 
 
-def critical_path(jobs: list[Job]) -> list[Job]:
-    """The chain of jobs (each reading an output of the previous one) with the largest total time.
-
-    An input that no recorded job wrote (a source file, a download) starts a chain. Ties go to
-    the job that started first. Inputs inside an output folder (a ``directory()`` output) count
-    as that folder's.
-    """
+def _producers(jobs: list[Job]):
+    """A function: a job -> the indices in ``jobs`` of the jobs that wrote its inputs. Inputs
+    inside an output folder (a ``directory()`` output) count as that folder's; an input that no
+    recorded job wrote (a source file, a download) has none."""
     producer: dict[str, int] = {}
     for k, job in enumerate(jobs):
         for out in job.outputs:
@@ -119,6 +116,16 @@ def critical_path(jobs: list[Job]) -> list[Job]:
                 found.add(producer[p])
         return found
 
+    return producer, producers_of
+
+
+def critical_path(jobs: list[Job]) -> list[Job]:
+    """The chain of jobs (each reading an output of the previous one) with the largest total time.
+
+    An input that no recorded job wrote (a source file, a download) starts a chain. Ties go to
+    the job that started first.
+    """
+    _, producers_of = _producers(jobs)
     best: dict[int, tuple[float, int | None]] = {}  # job -> (path time ending here, previous job)
     order = sorted(range(len(jobs)), key=lambda k: jobs[k].end)
     for k in order:  # a producer ends before its consumer starts: end order is topological
@@ -137,6 +144,43 @@ def critical_path(jobs: list[Job]) -> list[Job]:
         chain.append(jobs[node])
         node = best[node][1]
     return chain[::-1]
+
+
+def upstream(jobs: list[Job], targets: Iterable[str]) -> list[Job]:
+    """The jobs that building ``targets`` from a clean state runs: the jobs that wrote them and,
+    transitively, every job that wrote one of their inputs; in the order of ``jobs``. A target
+    that no recorded job wrote is refused, naming it."""
+    producer, producers_of = _producers(jobs)
+    todo = []
+    for target in targets:
+        if _norm(target) not in producer:
+            raise ValueError(f"{target}: no finished job in the metadata records wrote it")
+        todo.append(producer[_norm(target)])
+    needed: set[int] = set()
+    while todo:
+        k = todo.pop()
+        if k not in needed:
+            needed.add(k)
+            todo.extend(producers_of(jobs[k]))
+    return [job for k, job in enumerate(jobs) if k in needed]
+
+
+def target_cost(jobs: list[Job], targets: Iterable[str], cores: int) -> dict:
+    """What building ``targets`` alone from a clean state took in this run: its jobs, their
+    summed time, its critical path and the least wall time that ``cores`` cores allow (the
+    larger of the critical path and the job time spread over the cores)."""
+    if cores < 1:
+        raise ValueError(f"cores must be at least 1, not {cores}")
+    needed = upstream(jobs, targets)
+    busy = sum(j.seconds for j in needed)
+    path = sum(j.seconds for j in critical_path(needed))
+    return {
+        "jobs": len(needed),
+        "job_time_s": busy,
+        "critical_path_s": path,
+        "least_wall_s": max(path, busy / cores),
+        "cores": cores,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
