@@ -98,9 +98,10 @@ def _norm(path: str) -> str:
 
 
 def _producers(jobs: list[Job]):
-    """A function: a job -> the indices in ``jobs`` of the jobs that wrote its inputs. Inputs
-    inside an output folder (a ``directory()`` output) count as that folder's; an input that no
-    recorded job wrote (a source file, a download) has none."""
+    """Output path -> index in ``jobs`` of the job that wrote it, and a function: a job -> the
+    indices of the jobs that wrote its inputs. Inputs inside an output folder (a ``directory()``
+    output) count as that folder's; an input that no recorded job wrote (a source file, a
+    download) has none."""
     producer: dict[str, int] = {}
     for k, job in enumerate(jobs):
         for out in job.outputs:
