@@ -97,27 +97,26 @@ def _norm(path: str) -> str:
     return os.path.normpath(path.rstrip("/"))
 
 
-def _producers(jobs: list[Job]):
-    """Output path -> index in ``jobs`` of the job that wrote it, and a function: a job -> the
-    indices of the jobs that wrote its inputs. Inputs inside an output folder (a ``directory()``
-    output) count as that folder's; an input that no recorded job wrote (a source file, a
-    download) has none."""
+def _writer(jobs: list[Job]):
+    """A function: a path -> the index in ``jobs`` of the job that wrote it, or None where no
+    recorded job did (a source file, a download). A path inside an output folder (a
+    ``directory()`` output) is that folder's."""
     producer: dict[str, int] = {}
     for k, job in enumerate(jobs):
         for out in job.outputs:
             producer[_norm(out)] = k
 
-    def producers_of(job: Job) -> set[int]:
-        found = set()
-        for path in job.inputs:
-            p = _norm(path)
-            while p not in producer and os.path.dirname(p) not in ("", p):
-                p = os.path.dirname(p)  # a file inside a directory() output
-            if p in producer:
-                found.add(producer[p])
-        return found
+    def writer(path: str) -> int | None:
+        p = _norm(path)
+        while p not in producer and os.path.dirname(p) not in ("", p):
+            p = os.path.dirname(p)  # a file inside a directory() output
+        return producer.get(p)
 
-    return producer, producers_of
+    return writer
+
+
+def _producers_of(job: Job, writer) -> set[int]:
+    return {k for k in map(writer, job.inputs) if k is not None}
 
 
 def critical_path(jobs: list[Job]) -> list[Job]:
@@ -126,11 +125,13 @@ def critical_path(jobs: list[Job]) -> list[Job]:
     An input that no recorded job wrote (a source file, a download) starts a chain. Ties go to
     the job that started first.
     """
-    _, producers_of = _producers(jobs)
+    writer = _writer(jobs)
     best: dict[int, tuple[float, int | None]] = {}  # job -> (path time ending here, previous job)
     order = sorted(range(len(jobs)), key=lambda k: jobs[k].end)
     for k in order:  # a producer ends before its consumer starts: end order is topological
-        before = [(best[p][0], -jobs[p].start, p) for p in producers_of(jobs[k]) if p in best]
+        before = [
+            (best[p][0], -jobs[p].start, p) for p in _producers_of(jobs[k], writer) if p in best
+        ]
         if before:
             total, _, prev = max(before)
             best[k] = (total + jobs[k].seconds, prev)
@@ -151,18 +152,18 @@ def upstream(jobs: list[Job], targets: Iterable[str]) -> list[Job]:
     """The jobs that building ``targets`` from a clean state runs: the jobs that wrote them and,
     transitively, every job that wrote one of their inputs; in the order of ``jobs``. A target
     that no recorded job wrote is refused, naming it."""
-    producer, producers_of = _producers(jobs)
+    writer = _writer(jobs)
     todo = []
     for target in targets:
-        if _norm(target) not in producer:
+        if (k := writer(target)) is None:
             raise ValueError(f"{target}: no finished job in the metadata records wrote it")
-        todo.append(producer[_norm(target)])
+        todo.append(k)
     needed: set[int] = set()
     while todo:
         k = todo.pop()
         if k not in needed:
             needed.add(k)
-            todo.extend(producers_of(jobs[k]))
+            todo.extend(_producers_of(jobs[k], writer))
     return [job for k, job in enumerate(jobs) if k in needed]
 
 
