@@ -843,7 +843,7 @@ def test_the_judge_caches_are_declared_outputs_so_forcerun_clears_them(tmp_path)
     repo = Path(__file__).parents[1]
     targets = [
         "results/eval/zephyr_base/arena_hard/judge_cache.jsonl",
-        "results/agreement/judge_cache.jsonl",
+        "results/paper/agreement/judge_cache.jsonl",
     ]
     proc = subprocess.run(
         [

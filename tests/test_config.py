@@ -175,6 +175,23 @@ def test_alternation_of_nothing_matches_nothing():
         assert not re.fullmatch(pattern, text)
 
 
+def test_a_configurations_own_folders_carry_its_name():
+    assert cfg.own_dir({}) == "results"
+    assert cfg.own_dir({}, "logs") == "logs"
+    assert cfg.own_dir({"name": "paper"}) == "results/paper"
+    assert cfg.own_dir({"name": "paper"}, "logs") == "logs/paper"
+    assert cfg.own_dir({"name": "paper"}, "results/benchmarks") == "results/benchmarks/paper"
+
+
+def test_the_schema_takes_a_name_that_is_one_folder(schema, config):
+    for name in ("paper", "paper-mini", "llama3_8b"):
+        assert schema_errors(schema, {**config, "name": name}) == []
+    for name in ("", "a/b", "../x", "Paper", "-x"):
+        assert schema_errors(schema, {**config, "name": name}) == [
+            f"name: {name!r} does not match '^[a-z0-9][a-z0-9_-]*$'"
+        ]
+
+
 # --- the schema --------------------------------------------------------------------------------
 
 

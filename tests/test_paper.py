@@ -511,7 +511,13 @@ def test_input_paths_name_the_files_of_needs():
     assert paths["metrics"][0] == "results/eval/zephyr_dice_gamma0_alpha0-iter1/metrics.json"
     assert paths["alphas"][0] == "results/zephyr_dice_gamma0_alpha0/iter1/alpha.json"
     assert set(paths) == {"metrics", "alphas"}
-    assert paper.input_paths("table5", full_layout()) == {"agreement": [paper.AGREEMENT]}
+    assert paper.input_paths("table5", full_layout()) == {
+        "agreement": ["results/agreement/agreement.json"]
+    }
+    # a named configuration's agreement run is in its own folder (dicewf.config.own_dir)
+    assert paper.input_paths("table5", full_layout(), "results/paper") == {
+        "agreement": ["results/paper/agreement/agreement.json"]
+    }
     fig4 = paper.input_paths("figure4", full_layout())
     assert fig4["landscapes"] == [
         "results/zephyr_dice/iter1/landscape.parquet",

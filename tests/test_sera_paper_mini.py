@@ -252,7 +252,7 @@ def test_seras_table1_shows_each_models_metrics_beside_the_papers(sera_mini_run)
     """sera_paper builds SeRA's Table 1 with the Mistral rows of the one evaluated run: each
     cell is the metric it comes from, the paper's number beside it."""
     wd = sera_mini_run.wd
-    table = pd.read_csv(wd / "results" / "tables" / "sera_paper_table1.csv")
+    table = pd.read_csv(wd / "results" / "paper" / "tables" / "sera_paper_table1.csv")
     assert list(table["Method"]) == ["SFT", "DPO", "SeRA-DPO"]
     assert list(table["Model"]) == models()
     assert set(table["Base model"]) == {"Mistral"}
@@ -267,5 +267,5 @@ def test_seras_table1_shows_each_models_metrics_beside_the_papers(sera_mini_run)
             assert row["Vicuna SFT"] == metrics["vicuna"]["vs_sft"]["win_rate"] == 50.0
     sera = table.set_index("Method").loc["SeRA-DPO"]
     assert (sera["AE Single (paper)"], sera["AE SFT (paper)"]) == (8.38, 86.9)
-    md = (wd / "results" / "tables" / "sera_paper_table1.md").read_text()
+    md = (wd / "results" / "paper" / "tables" / "sera_paper_table1.md").read_text()
     assert md.startswith("SeRA Table 1 (paper scale)")

@@ -209,12 +209,12 @@ def test_the_sera_paper_targets_include_the_tables_with_a_row(tmp_path, paper):
     reads the metrics of exactly its rows' models."""
     out = snakemake("-n", "sera_paper", cwd=workdir(tmp_path / "simpo", paper)).stdout
     for n in (1, 2, 9):
-        assert f"results/tables/sera_paper_table{n}.md" in out
+        assert f"results/paper/tables/sera_paper_table{n}.md" in out
     out = snakemake("-n", "sera_paper", cwd=workdir(tmp_path / "none", without_simpo(paper))).stdout
-    assert "results/tables/sera_paper_table1.md" in out
+    assert "results/paper/tables/sera_paper_table1.md" in out
     assert "sera_paper_table9" not in out
     wd = workdir(tmp_path, paper)
-    out = snakemake("-n", "results/tables/sera_paper_table2.csv", "--forceall", cwd=wd).stdout
+    out = snakemake("-n", "results/paper/tables/sera_paper_table2.csv", "--forceall", cwd=wd).stdout
     want = {spt.metrics_path(m) for m in spt.models(spt.rows("sera_paper_table2", paper))}
     job = out.split("rule sera_paper_table:")[1].split("rule ")[0]
     assert {p for p in want if p in job} == want and "sera_dpo" not in job
@@ -228,15 +228,15 @@ def test_the_rule_writes_the_table_from_the_metrics_files(tmp_path, paper):
     wd = workdir(tmp_path, cfg)
     write_metrics(wd)
     snakemake(
-        "results/tables/sera_paper_table1.md",
+        "results/paper/tables/sera_paper_table1.md",
         "--cores",
         "1",
         "--allowed-rules",
         "sera_paper_table",
         cwd=wd,
     )
-    md = (wd / "results" / "tables" / "sera_paper_table1.md").read_text()
+    md = (wd / "results" / "paper" / "tables" / "sera_paper_table1.md").read_text()
     assert md.startswith("SeRA Table 1 (paper scale)")
     assert "| Mistral | SeRA-DPO | zephyr_sera_dpo_mistral-iter2 | 7.50 | 8.38 |" in md
-    tex = (wd / "results" / "tables" / "sera_paper_table1.tex").read_text()
+    tex = (wd / "results" / "paper" / "tables" / "sera_paper_table1.tex").read_text()
     assert "tab:sera_paper_table1" in tex

@@ -439,6 +439,14 @@ def test_the_claims_table_is_a_target_of_the_reduced_config(tmp_path):
     assert "results/eval/dice-iter1/judgements.parquet" in out
 
 
+def test_the_claims_table_reads_the_agreement_tuples_of_its_configurations_folder():
+    layout = toy_layout({"dice": {"iterations": 1}})
+    assert cl.input_paths(layout)["tuples"] == ["results/agreement/tuples.parquet"]
+    named = cl.input_paths(layout, root="results/mytoy")
+    assert named["tuples"] == ["results/mytoy/agreement/tuples.parquet"]
+    assert named["judgements"] == cl.input_paths(layout)["judgements"]
+
+
 def test_report_claims_adapter_writes_csv_md_and_tex(tmp_path):
     from test_paper import run_adapter
 

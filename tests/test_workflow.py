@@ -354,6 +354,43 @@ def test_a_bad_config_key_stops_the_run_and_names_it(tmp_path):
     assert "methd" in proc.stdout + proc.stderr
 
 
+def planned_paths(cwd: Path, *args: str) -> set[str]:
+    """Every output, log and benchmark path of every job a forced dry run plans."""
+    out = snakemake(*args, "-n", "--forceall", cwd=cwd).stdout
+    paths = set()
+    for line in out.splitlines():
+        m = re.fullmatch(r"\s+(?:output|log|benchmark): (.+)", line)
+        if m:
+            paths.update(p.strip() for p in m[1].split(","))
+    return paths
+
+
+def test_the_toy_and_the_paper_config_share_no_output_path(tmp_path):
+    """One clone holds the toy run and the paper's: no output, log or benchmark of either is
+    the other's (so neither reuses nor overwrites the other's files); the paper's tables,
+    figures and agreement run are under results/paper/ (its name)."""
+    toy = planned_paths(workdir(tmp_path / "toy", load(REPO / "config.yaml")))
+    paper = planned_paths(workdir(tmp_path / "paper", load(REPO / "config" / "paper.yaml")))
+    assert len(toy) > 1000 and len(paper) > 1000
+    assert {"results/tables/table1.md", "results/agreement/tuples.parquet"} <= toy
+    assert {
+        "results/paper/tables/table1.md",
+        "results/paper/figures/figure1.png",
+        "results/paper/agreement/tuples.parquet",
+        "logs/paper/report/table1.log",
+        "results/benchmarks/paper/agreement/train_reward_model.tsv",
+    } <= paper
+    assert toy & paper == set()
+
+
+def test_a_configuration_named_as_an_experiment_is_refused(tmp_path):
+    cfg = load(REPO / "config.yaml")
+    cfg["name"] = "dice"
+    proc = snakemake("-n", cwd=workdir(tmp_path, cfg), check=False)
+    assert proc.returncode != 0
+    assert "name: 'dice' is a reserved result folder, an experiment's" in proc.stdout + proc.stderr
+
+
 def test_a_reserved_experiment_name_is_refused(tmp_path):
     cfg = load(REPO / "config.yaml")
     cfg["experiments"]["toy"] = {}

@@ -11,12 +11,12 @@ rule train_reward_model:
         model=model_input(hub.local_dir(cfg.base(config, MAIN_SETTING)["reference"])),
         pairs=reward_model_pairs,
     output:
-        model=directory("results/agreement/reward_model"),
-        metrics="results/agreement/reward_model_metrics.json",
+        model=directory(f"{OWN}/agreement/reward_model"),
+        metrics=f"{OWN}/agreement/reward_model_metrics.json",
     log:
-        "logs/agreement/train_reward_model.log",
+        f"{OWN_LOGS}/agreement/train_reward_model.log",
     benchmark:
-        "results/benchmarks/agreement/train_reward_model.tsv"
+        f"{OWN_BENCHMARKS}/agreement/train_reward_model.tsv"
     conda:
         "../../envs/training.yaml"
     threads: MODEL_THREADS
@@ -35,16 +35,16 @@ rule train_reward_model:
 rule agreement:
     input:
         unpack(agreement_inputs),
-        reward_model="results/agreement/reward_model",
+        reward_model=f"{OWN}/agreement/reward_model",
     output:
         **AGREEMENT_JUDGE_CACHE,
-        agreement=paper.AGREEMENT,
-        tuples="results/agreement/tuples.parquet",
+        agreement=paper.agreement_path(OWN),
+        tuples=paper.claims.tuples_path(OWN),
         # an API judge's replies: appended to judge_cache.partial.jsonl beside it as they
         # arrive (a killed or failed job resumes), moved here when the job succeeds (so
         # --forcerun asks again)
     log:
-        "logs/agreement/agreement.log",
+        f"{OWN_LOGS}/agreement/agreement.log",
     conda:
         "../../envs/training.yaml"
     threads: MODEL_THREADS

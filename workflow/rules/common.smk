@@ -38,6 +38,17 @@ if _clash:
     raise ValueError(
         f"experiments/settings: names {sorted(_clash)} are reserved for result folders"
     )
+if config.get("name") in RESERVED | set(RUNS) | set(config.get("settings") or {}):
+    raise ValueError(
+        f"name: {config['name']!r} is a reserved result folder, an experiment's or a setting's "
+        "name; the configuration's own outputs go under results/<name>/"
+    )
+# the configuration's own outputs, no experiment's (tables, figures, the agreement run), and
+# their logs and benchmarks: results/, logs/, results/benchmarks/ for an unnamed config (the
+# toy world), each with name/ under it for a named one (config/paper.yaml: results/paper/...)
+OWN = cfg.own_dir(config)
+OWN_LOGS = cfg.own_dir(config, "logs")
+OWN_BENCHMARKS = cfg.own_dir(config, f"{cfg.RESULTS}/benchmarks")
 for _setting in SETTINGS:
     _missing = [k for k in ("policy", "reference") if k not in cfg.base(config, _setting)]
     if _missing:
@@ -301,7 +312,7 @@ def shared_scores(w):
 AGREEMENT_JUDGE_CACHE = (
     {}
     if config["agreement"]["judge"] == "gold"
-    else {"judge_cache": "results/agreement/judge_cache.jsonl"}
+    else {"judge_cache": f"{OWN}/agreement/judge_cache.jsonl"}
 )
 
 
@@ -342,12 +353,12 @@ def caption_of(name):
 
 def table_inputs(w):
     """Exactly the files a table reads (dicewf.paper.needs)."""
-    return paper.input_paths(w.table, LAYOUT)
+    return paper.input_paths(w.table, LAYOUT, OWN)
 
 
 def figure_inputs(w):
     """Exactly the files a figure reads (dicewf.paper.needs)."""
-    return paper.input_paths(w.figure, LAYOUT)
+    return paper.input_paths(w.figure, LAYOUT, OWN)
 
 
 def sera_figure_inputs(w):
@@ -360,12 +371,12 @@ def all_targets():
     # one) read the toy suite's metrics and gold labels; at paper scale SeRA is judged by its own
     # evaluation (sera_eval.smk, target sera_paper)
     tables = [t for t in paper.TABLES if TOY_EVAL or t not in paper.SERA_TABLES]
-    targets = [f"results/tables/{name}.md" for name in tables + ["paper_vs_reproduced"]]
-    targets += [f"results/figures/{name}.png" for name in paper.FIGURES]
+    targets = [f"{OWN}/tables/{name}.md" for name in tables + ["paper_vs_reproduced"]]
+    targets += [f"{OWN}/figures/{name}.png" for name in paper.FIGURES]
     if TOY_EVAL:
-        targets += [f"results/figures/sera_figure{n}.png" for n in range(2, 7)]
+        targets += [f"{OWN}/figures/sera_figure{n}.png" for n in range(2, 7)]
         # the paper's claims, each with a verdict (per-prompt judgements: toy suite)
-        targets.append("results/tables/claims.md")
+        targets.append(f"{OWN}/tables/claims.md")
     # every configured run is evaluated (once where runs are shared), also those no table shows
     targets += [paper.metrics_path(model) for model in MODELS]
     # every value each experiment ran with, in one file per experiment

@@ -9,17 +9,17 @@ rule table:
     input:
         unpack(table_inputs),
     output:
-        csv="results/tables/{table}.csv",
+        csv=f"{OWN}/tables/{{table}}.csv",
         md=report(
-            "results/tables/{table}.md",
+            f"{OWN}/tables/{{table}}.md",
             caption="../report/caption.rst",
             category="Paper",
             subcategory="Tables",
             labels={"name": "{table}"},
         ),
-        tex="results/tables/{table}.tex",
+        tex=f"{OWN}/tables/{{table}}.tex",
     log:
-        "logs/report/{table}.log",
+        f"{OWN_LOGS}/report/{{table}}.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -37,15 +37,15 @@ rule figure:
         unpack(figure_inputs),
     output:
         png=report(
-            "results/figures/{figure}.png",
+            f"{OWN}/figures/{{figure}}.png",
             caption="../report/caption.rst",
             category="Paper",
             subcategory="Figures",
             labels={"name": "{figure}"},
         ),
-        pdf="results/figures/{figure}.pdf",
+        pdf=f"{OWN}/figures/{{figure}}.pdf",
     log:
-        "logs/report/{figure}.log",
+        f"{OWN_LOGS}/report/{{figure}}.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -65,19 +65,19 @@ if TOY_EVAL:
         its paired-bootstrap interval over the evaluation prompts and a verdict. Reads the
         per-prompt judgements of the models each claim compares (toy suite only)."""
         input:
-            **paper.claims.input_paths(LAYOUT),
+            **paper.claims.input_paths(LAYOUT, root=OWN),
         output:
-            csv="results/tables/claims.csv",
+            csv=f"{OWN}/tables/claims.csv",
             md=report(
-                "results/tables/claims.md",
+                f"{OWN}/tables/claims.md",
                 caption="../report/caption.rst",
                 category="Paper",
                 subcategory="Tables",
                 labels={"name": "claims"},
             ),
-            tex="results/tables/claims.tex",
+            tex=f"{OWN}/tables/claims.tex",
         log:
-            "logs/report/claims.log",
+            f"{OWN_LOGS}/report/claims.log",
         localrule: True
         conda:
             "../../envs/analysis.yaml"

@@ -170,17 +170,17 @@ rule sera_paper_table:
     input:
         metrics=sera_paper_table_inputs,
     output:
-        csv="results/tables/{sptable}.csv",
+        csv=f"{OWN}/tables/{{sptable}}.csv",
         md=report(
-            "results/tables/{sptable}.md",
+            f"{OWN}/tables/{{sptable}}.md",
             caption="../report/caption.rst",
             category="Paper",
             subcategory="SeRA tables",
             labels={"name": "{sptable}"},
         ),
-        tex="results/tables/{sptable}.tex",
+        tex=f"{OWN}/tables/{{sptable}}.tex",
     log:
-        "logs/report/{sptable}.log",
+        f"{OWN_LOGS}/report/{{sptable}}.log",
     wildcard_constraints:
         sptable=cfg.alternation(list(sera_paper_tables.TABLES)),
     localrule: True
@@ -200,5 +200,5 @@ rule sera_paper:
     `snakemake --configfile config/paper.yaml sera_paper`."""
     input:
         [f"results/eval/{m}/sera/metrics.json" for m in SERA_MODELS],
-        [f"results/tables/{t}.md" for t in SERA_PAPER_TABLES],
+        [f"{OWN}/tables/{t}.md" for t in SERA_PAPER_TABLES],
     localrule: True

@@ -39,15 +39,15 @@ rule sera_figure:
         unpack(sera_figure_inputs),
     output:
         png=report(
-            "results/figures/sera_figure{n}.png",
+            f"{OWN}/figures/sera_figure{{n}}.png",
             caption="../report/caption.rst",
             category="Paper",
             subcategory="SeRA figures",
             labels={"name": "sera_figure{n}"},
         ),
-        pdf="results/figures/sera_figure{n}.pdf",
+        pdf=f"{OWN}/figures/sera_figure{{n}}.pdf",
     log:
-        "logs/report/sera_figure{n}.log",
+        f"{OWN_LOGS}/report/sera_figure{{n}}.log",
     wildcard_constraints:
         n="[2-6]",
     localrule: True

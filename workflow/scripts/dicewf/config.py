@@ -385,6 +385,14 @@ def iterations(config: Mapping[str, Any]) -> list[tuple[str, int]]:
     ]
 
 
+def own_dir(config: Mapping[str, Any], folder: str = RESULTS) -> str:
+    """``folder`` of the configuration's own outputs, those no experiment owns (tables, figures,
+    the agreement run; ``folder`` logs or results/benchmarks for their logs and benchmarks):
+    ``folder/name`` when the config has a ``name``, else ``folder`` itself."""
+    name = config.get("name")
+    return f"{folder}/{name}" if name else folder
+
+
 def iter_dir(exp: str, t: int | str) -> str:
     return f"{RESULTS}/{exp}/iter{t}"
 

@@ -29,10 +29,20 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .. import config as cfg
 from . import claims, figures, sera_tables, tables
 from . import inputs as _inputs
 from .figures import alpha_axis, figure1_data, sweep_data
-from .inputs import AGREEMENT, ALPHA, LANDSCAPE, LENGTH_DIFFS, METRICS, SELECTION, metrics_path
+from .inputs import (
+    AGREEMENT,
+    ALPHA,
+    LANDSCAPE,
+    LENGTH_DIFFS,
+    METRICS,
+    SELECTION,
+    agreement_path,
+    metrics_path,
+)
 from .layout import FIGURE1_BARS, TABLE1_ROWS, TABLE3_ROWS, TABLE4_ROWS, TABLE6_ROWS, Layout, Run
 from .layout import paper_setting as _paper_setting
 from .tables import Cell, alpha_label, arena_text, sweep_iterations, sweep_label
@@ -66,6 +76,7 @@ __all__ = [
     "PaperCell",
     "Run",
     "Target",
+    "agreement_path",
     "alpha_axis",
     "alpha_label",
     "arena_text",
@@ -186,10 +197,10 @@ def needs(name: str, layout: Layout) -> dict[str, Any]:
     return _target(name).needs(layout)
 
 
-def input_paths(name: str, layout: Layout) -> dict[str, list[str]]:
+def input_paths(name: str, layout: Layout, root: str = cfg.RESULTS) -> dict[str, list[str]]:
     """Snakemake's named inputs of ``name`` (in the order of :func:`needs`); a shared run's
-    files are its owner's (:attr:`Layout.shared`)."""
-    return _inputs.input_paths(needs(name, layout), layout)
+    files are its owner's (:attr:`Layout.shared`); ``root``: the configuration's own folder."""
+    return _inputs.input_paths(needs(name, layout), layout, root)
 
 
 def read_inputs(name: str, layout: Layout, inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 JUDGEMENTS = f"{cfg.RESULTS}/eval/{{model}}/judgements.parquet"  # eval.smk: the toy eval
-TUPLES = f"{cfg.RESULTS}/agreement/tuples.parquet"  # agreement.smk: agreement
+# under the configuration's own folder (dicewf.config.own_dir)
+TUPLES = "{root}/agreement/tuples.parquet"  # agreement.smk: agreement
 KINDS = ("difference", "agreement", "interior_optimum")
 # Table 5's reward models: the tuples' reward columns ({prefix}_1, {prefix}_2)
 AGREEMENT_REWARDS = {"DPO Implicit Reward": "reward", "IntlRM": "rm_reward"}
@@ -197,12 +198,20 @@ def needs(layout: Layout, claims: Sequence[Claim] = CLAIMS) -> dict[str, Any]:
     }
 
 
-def input_paths(layout: Layout, claims: Sequence[Claim] = CLAIMS) -> dict[str, list[str]]:
-    """Snakemake's named inputs of the claims table; empty groups left out."""
+def tuples_path(root: str = cfg.RESULTS) -> str:
+    """The agreement run's labelled tuples of the configuration whose own folder is ``root``."""
+    return TUPLES.format(root=root)
+
+
+def input_paths(
+    layout: Layout, claims: Sequence[Claim] = CLAIMS, root: str = cfg.RESULTS
+) -> dict[str, list[str]]:
+    """Snakemake's named inputs of the claims table; empty groups left out. ``root``: the
+    configuration's own folder (:func:`dicewf.config.own_dir`), which holds the agreement run."""
     needed = needs(layout, claims)
     out = {
         "judgements": [JUDGEMENTS.format(model=m) for m in needed["judgements"]],
-        "tuples": [TUPLES] if needed["tuples"] else [],
+        "tuples": [tuples_path(root)] if needed["tuples"] else [],
     }
     return {key: paths for key, paths in out.items() if paths}
 

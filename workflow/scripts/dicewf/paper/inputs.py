@@ -36,7 +36,8 @@ from .layout import (
 # the small files the tables and figures read, written once: the rules that write them name
 # their outputs with these templates too
 METRICS = f"{cfg.RESULTS}/eval/{{model}}/metrics.json"  # eval.smk: toy eval, eval_summary
-AGREEMENT = f"{cfg.RESULTS}/agreement/agreement.json"  # agreement.smk: agreement
+# under the configuration's own folder (dicewf.config.own_dir)
+AGREEMENT = "{root}/agreement/agreement.json"  # agreement.smk: agreement
 _ITER = cfg.iter_dir("{exp}", "{iter}")  # dice.smk: search_alpha
 ALPHA, LANDSCAPE = f"{_ITER}/alpha.json", f"{_ITER}/landscape.parquet"
 LENGTH_DIFFS = f"{_ITER}/length_diffs.parquet"
@@ -52,6 +53,11 @@ LISTS = ("models", "alphas", "landscapes", "length_diffs", "selections", "offlin
 
 def metrics_path(model: str) -> str:
     return METRICS.format(model=model)
+
+
+def agreement_path(root: str = cfg.RESULTS) -> str:
+    """Table 5's agreement.json of the configuration whose own folder is ``root``."""
+    return AGREEMENT.format(root=root)
 
 
 def need(**parts: Any) -> dict[str, Any]:
@@ -156,8 +162,11 @@ def figure4(layout: Layout) -> dict[str, Any]:
 # --- files --------------------------------------------------------------------------------------
 
 
-def input_paths(needed: Mapping[str, Any], layout: Layout) -> dict[str, list[str]]:
-    """Snakemake's named inputs of a need (in its order); empty groups left out.
+def input_paths(
+    needed: Mapping[str, Any], layout: Layout, root: str = cfg.RESULTS
+) -> dict[str, list[str]]:
+    """Snakemake's named inputs of a need (in its order); empty groups left out. ``root``: the
+    configuration's own folder (:func:`dicewf.config.own_dir`), which holds the agreement run.
 
     A model or iteration whose run another experiment does (:attr:`.layout.Layout.shared`)
     names that experiment's file: one file may then stand for two entries of the need, and
@@ -170,7 +179,7 @@ def input_paths(needed: Mapping[str, Any], layout: Layout) -> dict[str, list[str
             ]
             for group, template in ITERATION_FILES.items()
         },
-        "agreement": [AGREEMENT] if needed["agreement"] else [],
+        "agreement": [agreement_path(root)] if needed["agreement"] else [],
         "offline": list(needed["offline"]),
     }
     return {key: paths for key, paths in out.items() if paths}
