@@ -383,6 +383,26 @@ def test_the_toy_and_the_paper_config_share_no_output_path(tmp_path):
     assert toy & paper == set()
 
 
+def test_a_named_toy_configuration_reads_and_writes_its_own_folder(tmp_path):
+    """A named copy of the reduced toy config: its tables, figures, agreement run and claims
+    table (which reads the agreement tuples) are under results/<name>/, none under results/."""
+    cfg = load(REPO / ".test" / "config.yaml")
+    cfg["name"] = "mytoy"
+    wd = workdir(tmp_path, cfg)
+    paths = planned_paths(wd)
+    own = {p for p in paths if p.startswith(("results/mytoy/", "logs/mytoy/"))}
+    assert {
+        "results/mytoy/tables/claims.md",
+        "results/mytoy/figures/figure1.png",
+        "results/mytoy/agreement/tuples.parquet",
+        "logs/mytoy/report/claims.log",
+    } <= own
+    assert not [p for p in paths if p.startswith(("results/tables/", "results/agreement/"))]
+    out = snakemake("-n", "--forceall", "results/mytoy/tables/claims.md", cwd=wd).stdout
+    job = out.split("rule claims:")[1].split("rule ")[0]
+    assert "results/mytoy/agreement/tuples.parquet" in job, job
+
+
 def test_a_configuration_named_as_an_experiment_is_refused(tmp_path):
     cfg = load(REPO / "config.yaml")
     cfg["name"] = "dice"
