@@ -289,6 +289,6 @@ def test_the_paper_dag_trains_and_evaluates_each_shared_iteration_once(tmp_path)
         assert f"results/{setting}_offline_dpo/iter1/policy" in trained
         assert f"eval/{setting}_offline_dpo_newref-iter1/" not in generated
         assert f"eval/{setting}_offline_dpo_newref-iter2/" in generated
-    table1 = re.search(r"input: (.*)\n    output: results/tables/table1.csv", out)[1]
+    table1 = re.search(r"input: (.*)\n    output: results/paper/tables/table1.csv", out)[1]
     for setting in ("zephyr", "llama3"):
         assert table1.count(f"results/eval/{setting}_offline_dpo-iter1/metrics.json") == 2
