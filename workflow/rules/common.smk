@@ -33,12 +33,13 @@ checks.check_config(config, trl=workflow.is_main_process)
 RESERVED = {"toy", "eval", "tables", "figures", "benchmarks", "base", "data", "agreement"}
 SETTINGS = cfg.settings(config)
 RUNS = cfg.expanded(config)  # full experiment name -> (setting, experiment)
-_clash = RESERVED & (set(RUNS) | set(config.get("settings") or {}))
+_names = set(RUNS) | set(config.get("settings") or {})  # each a folder under results/
+_clash = RESERVED & _names
 if _clash:
     raise ValueError(
         f"experiments/settings: names {sorted(_clash)} are reserved for result folders"
     )
-if config.get("name") in RESERVED | set(RUNS) | set(config.get("settings") or {}):
+if config.get("name") in RESERVED | _names:
     raise ValueError(
         f"name: {config['name']!r} is a reserved result folder, an experiment's or a setting's "
         "name; the configuration's own outputs go under results/<name>/"
