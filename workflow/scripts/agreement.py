@@ -2,6 +2,10 @@
 (ERM) and the implicit reward (dicewf.agreement.table5), on tuples labelled by the gold judge or
 an OpenAI-compatible one."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from functools import partial
 from typing import TYPE_CHECKING
 

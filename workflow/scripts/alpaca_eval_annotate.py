@@ -11,6 +11,10 @@ Expected rule shape::
             model_name="..."
 """
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import alpacaeval, logs

@@ -1,5 +1,9 @@
 """Snakemake adapter: Figure 4's objective landscape from an iteration's cached scores."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import alpha, logs

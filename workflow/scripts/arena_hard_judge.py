@@ -14,6 +14,10 @@ Expected rule shape::
             prompt={}           # optional: system_prompt, prompt_template, follow_ups
 """
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import arena, logs

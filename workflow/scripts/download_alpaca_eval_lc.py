@@ -1,5 +1,9 @@
 """Snakemake adapter: fetch AlpacaEval 2's length-control data into its own cache folder."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import alpacaeval, logs

@@ -1,6 +1,10 @@
 """Snakemake adapter: download a hub dataset (hf://datasets/ORG/NAME[@REV]) into
 resources/hub/datasets/."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import hub, logs

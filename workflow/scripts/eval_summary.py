@@ -1,5 +1,9 @@
 """Snakemake adapter: merge a model's AlpacaEval 2 and Arena-Hard metrics into one file."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs

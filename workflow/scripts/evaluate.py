@@ -1,6 +1,10 @@
 """Snakemake adapter: generate on held-out prompts, judge them against the references with the
 gold judge and score both toy benchmarks (dicewf.toyeval.evaluate)."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import jobs, logs, toyeval, toyworld

@@ -6,6 +6,10 @@ Used by DICE's `generate_benchmarks` and SeRA's `sera_generate` (its param ``pro
 the prompt sets' schema, ``eval_prompts`` where not given).
 """
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import jobs, logs, model_files

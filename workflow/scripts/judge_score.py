@@ -1,5 +1,9 @@
 """Snakemake adapter: the policy judges its own sampled responses (LLM-as-a-Judge baseline)."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import jobs, llm_judge, logs

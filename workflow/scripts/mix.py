@@ -1,5 +1,9 @@
 """Snakemake adapter: experience replay, D_t = (1 - gamma) D(alpha*) + gamma D_offline."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 import pandas as pd

@@ -1,5 +1,9 @@
 """Snakemake adapter: D_offline with a share of its labels swapped, seeded (dicewf.sera)."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs

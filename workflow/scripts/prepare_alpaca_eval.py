@@ -1,5 +1,9 @@
 """Snakemake adapter: AlpacaEval 2 prompts with the gpt4_turbo baseline replies as references."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import datasets, logs

@@ -1,5 +1,9 @@
 """Snakemake adapter: Arena-Hard v0.1 questions with the baseline model's answers as references."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import datasets, logs

@@ -1,6 +1,10 @@
 """Snakemake adapter: D_offline (a seeded subset of UltraFeedback pairs) and its prompt set, or
 (n_pairs None, no prompts output) every usable pair."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import datasets, logs

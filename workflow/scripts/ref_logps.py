@@ -1,6 +1,10 @@
 """Snakemake adapter: every mixed pair with its log-probs under the train reference (the rows
 that lack them scored once, as TRL tokenizes; dicewf.reflogps.fill)."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import jobs, logs, model_files

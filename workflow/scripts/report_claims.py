@@ -4,6 +4,10 @@ params: layout (Layout.to_dict()), l2 (the LC GLM's), intervals (n_bootstrap, le
 caption. Inputs as dicewf.paper.claims.input_paths(layout) names them.
 """
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, paper, report

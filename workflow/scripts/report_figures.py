@@ -5,6 +5,10 @@ None for the others). Inputs as dicewf.paper.input_paths(figure, layout) names t
 and pdf.
 """
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, paper

@@ -1,6 +1,10 @@
 """Snakemake adapter: one of SeRA's figures (dicewf.paper.sera_figures); the numbers drawn go
 to the job's log."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs

@@ -4,6 +4,10 @@ params: table (a name of dicewf.paper.sera_paper_tables.TABLES), rows (its rows)
 (eval.sera.benchmarks), caption. input.metrics: sera_paper_tables.input_paths(rows).
 """
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, report

@@ -4,6 +4,10 @@ params: table (a name from dicewf.paper.TABLES or "paper_vs_reproduced"), layout
 (Layout.to_dict()), caption. Inputs as dicewf.paper.input_paths(table, layout) names them.
 """
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, paper, report

@@ -1,5 +1,9 @@
 """Snakemake adapter: K responses per prompt from the current policy."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import jobs, logs, model_files

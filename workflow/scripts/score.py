@@ -1,5 +1,9 @@
 """Snakemake adapter: implicit rewards of the samples (policy t-1 against reference t-1)."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import jobs, logs, model_files

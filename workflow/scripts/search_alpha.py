@@ -1,5 +1,9 @@
 """Snakemake adapter: alpha* of Eq. 6 (log-ratio scale) and D(alpha*) (Algorithm 1 line 4)."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import alpha as search

@@ -1,5 +1,9 @@
 """Snakemake adapter: a model's SeRA metrics on every benchmark, keyed by benchmark."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs

@@ -8,6 +8,10 @@ Expected rule shape::
     params: bench=..., judge={...} (dicewf.judge_client.ChatClient arguments), both_orders=...
 """
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, sera_eval

@@ -1,6 +1,10 @@
 """Snakemake adapter: SeRA's D_t, the offline pairs selected by IRM and the bootstrapped pairs
 (dicewf.sera.select_offline, mix_iteration)."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs

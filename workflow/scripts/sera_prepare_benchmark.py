@@ -1,5 +1,9 @@
 """Snakemake adapter: a SeRA benchmark's prompts from its snapshot or question file."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import logs, sera_eval

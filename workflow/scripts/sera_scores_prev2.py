@@ -1,6 +1,10 @@
 """Snakemake adapter: SeRA's Eq. 7 for the bootstrapped pairs, the iteration's scored samples
 scored again under pi_theta^(t-2) against its reference (dicewf.scoring.score)."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import jobs, logs, model_files

@@ -1,5 +1,9 @@
 """Snakemake adapter: train the toy tokenizer and randomly initialise the tiny Llama."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import jobs, logs, toymodel, toyworld

@@ -21,6 +21,10 @@ from pathlib import Path
 # `dicewf` lives next to this file; `accelerate launch` runs it as a plain file, not as a module
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from dicewf.jobs import exit_now
 from dicewf.launch import main
 from dicewf.training import launched_processes

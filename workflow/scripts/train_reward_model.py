@@ -1,5 +1,9 @@
 """Snakemake adapter: the internal reward model (IntlRM, Table 5), trained on its pairs only."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from typing import TYPE_CHECKING
 
 from dicewf import jobs, logs

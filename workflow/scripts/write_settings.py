@@ -3,6 +3,10 @@ write_settings): experiment_config (an experiment's resolved config, YAML) and t
 train block that train_launch.py reads, JSON). A `script:` job is one short Python process; a
 `run:` block would be run by a whole Snakemake process that parses the workflow again."""
 
+from dicewf.forkserver import handoff
+
+handoff()  # a local run's warm start (dicewf.forkserver); returns at once in a Slurm job
+
 from pathlib import Path
 from typing import TYPE_CHECKING
 
