@@ -157,10 +157,10 @@ def serve(path: str | os.PathLike, modules=PRELOAD, ready: str | None = None) ->
             except (OSError, ValueError):
                 sock.close()
                 continue
-            if request.get("prefix") != sys.prefix:  # another environment (a conda env)
+            if request.get("prefix") != _prefix():  # another environment (a conda env)
                 for fd in fds:
                     os.close(fd)
-                _send(sock, {"refused": f"the server runs in {sys.prefix}"})
+                _send(sock, {"refused": f"the server runs in {_prefix()}"})
                 sock.close()
                 continue
             sys.stdout.flush()
@@ -198,6 +198,12 @@ def serve(path: str | os.PathLike, modules=PRELOAD, ready: str | None = None) ->
     listener.close()
 
 
+def _prefix() -> str:
+    """This interpreter's environment, links resolved (a venv reached through a link is the
+    same environment)."""
+    return os.path.realpath(sys.prefix)
+
+
 def handoff() -> None:
     """A job script's first statement: run the rest of this script in a child of the server
     named by ``DICEWF_FORKSERVER`` and exit with its status; return (run here, as before) where
@@ -227,7 +233,7 @@ def handoff() -> None:
         "cwd": os.getcwd(),
         "env": dict(os.environ),
         "client": os.getpid(),
-        "prefix": sys.prefix,
+        "prefix": _prefix(),
     }
     sys.stdout.flush()
     sys.stderr.flush()
