@@ -58,6 +58,7 @@ bench: env
 	$(PY) benchmarks/dry_run.py
 	$(PY) benchmarks/deterministic_fill.py
 	$(PY) benchmarks/job_exit.py
+	$(PY) benchmarks/warm_start.py
 
 clean:
 	rm -rf results logs .snakemake

@@ -44,6 +44,10 @@ if action == "raise":
     raise RuntimeError("planted failure")
 if action == "message":
     sys.exit("planted message")
+if action == "atexit":
+    import atexit, threading
+    atexit.register(lambda: open(sys.argv[2], "a").write("atexit\\n"))
+    threading.Thread(target=lambda: (time.sleep(0.3), open(sys.argv[2], "a").write("thread\\n"))).start()
 if action == "sleep":
     open(sys.argv[2], "w").write(str(os.getpid()))
     time.sleep(60)
@@ -128,6 +132,14 @@ def test_the_job_exits_with_its_scripts_status(server, job, args, status, stderr
         assert stderr in proc.stderr
 
 
+def test_the_job_ends_as_the_interpreter_ends_threads_joined_and_atexit_run(server, job, tmp_path):
+    """vLLM and multiprocessing shut their processes down in atexit handlers."""
+    marks = tmp_path / "marks"
+    proc, report = _run(job, "atexit", str(marks), DICEWF_FORKSERVER=server[0])
+    assert proc.returncode == 0 and report["child"] is True
+    assert marks.read_text() == "thread\natexit\n"
+
+
 def _wait_for(path: Path) -> int:
     deadline = time.monotonic() + 30
     while not (path.exists() and path.read_text()):
@@ -206,6 +218,18 @@ def test_a_job_of_another_environment_is_refused_and_runs_where_it_is(server, jo
     assert "not handed to the server (the server runs in" in proc.stderr
 
 
+def test_the_same_environment_reached_through_a_link_is_handed_off(server, job, tmp_path):
+    """`ln -s /work/env .venv`: the link's interpreter is the server's environment."""
+    link = tmp_path / "venv-link"
+    link.symlink_to(Path(sys.prefix).resolve(), target_is_directory=True)
+    python = link / "bin" / Path(sys.executable).name
+    if not python.exists():
+        pytest.skip(f"no {python.name} in {sys.prefix}/bin")
+    proc, report = _run(job, "exit", "0", python=str(python), DICEWF_FORKSERVER=server[0])
+    assert proc.returncode == 0, proc.stderr
+    assert report["child"] is True and report["ppid"] == server[1]
+
+
 def test_the_runner_serves_its_command_and_stops_with_it(tmp_path):
     """`forkserver.py -- CMD`: CMD sees the socket, its status is the runner's, and the
     server and its folder are gone after it."""
@@ -236,3 +260,16 @@ def test_the_runner_without_a_command_is_a_usage_error():
     )
     assert proc.returncode == 2
     assert "usage: forkserver.py" in proc.stderr
+
+
+def test_a_bad_request_is_dropped_and_the_server_goes_on(server, job):
+    import socket
+
+    for payload in (b"not json\n", b'{"script": "x"}\n', b""):  # no streams, or nothing at all
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as bad:
+            bad.connect(server[0])
+            bad.sendall(payload)
+            bad.shutdown(socket.SHUT_WR)
+            assert bad.recv(100) == b""  # closed without an answer
+    proc, report = _run(job, "exit", "0", DICEWF_FORKSERVER=server[0])
+    assert proc.returncode == 0 and report["child"] is True

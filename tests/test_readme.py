@@ -26,6 +26,8 @@ from dicewf import config as wfconfig
 from test_workflow import REPO, SNAKEMAKE, expected_jobs, load
 
 SNAKEMAKE_PROGRAMS = ("snakemake", ".venv/bin/snakemake")
+# `make run`'s runner (dicewf.forkserver): a Snakemake command after its `--`
+RUNNER = (".venv/bin/python", "workflow/scripts/forkserver.py", "--")
 # what the copy leaves out: the environment and anything a run wrote
 NOT_COPIED = (
     ".git",
@@ -105,7 +107,12 @@ def clone(tmp_path_factory) -> Path:
 # the front page and the pages it links to: each shows commands a user types
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMANDS = [c for page in PAGES for c in readme_commands(page.read_text())]
-SNAKEMAKE_COMMANDS = [c for c in COMMANDS if c.split()[0] in SNAKEMAKE_PROGRAMS]
+SNAKEMAKE_COMMANDS = [
+    c
+    for c in COMMANDS
+    if c.split()[0] in SNAKEMAKE_PROGRAMS
+    or (tuple(c.split()[:3]) == RUNNER and c.split()[3] in SNAKEMAKE_PROGRAMS)
+]
 RULE_NAMES = {
     name
     for smk in (REPO / "workflow" / "rules").glob("*.smk")
@@ -163,7 +170,9 @@ def test_every_docs_page_is_linked_from_the_front_page_and_every_link_resolves()
 def test_each_snakemake_command_of_the_readme_runs_as_written(command, clone):
     line, comment = split_comment(command)
     line = line.split("|")[0]  # `--rulegraph | dot ...`: Snakemake's part (dot may be missing)
-    argv = shlex.split(line)[1:]
+    words = shlex.split(line)
+    runner = tuple(words[:3]) == RUNNER  # Snakemake under make run's fork server, as written
+    argv = words[4:] if runner else words[1:]
     if any(a.startswith("--profile") for a in argv) and importlib_missing(
         "snakemake_executor_plugin_slurm"
     ):
@@ -172,7 +181,7 @@ def test_each_snakemake_command_of_the_readme_runs_as_written(command, clone):
     if not graph and "-n" not in argv and "--dry-run" not in argv:
         # a dry run: after `--` (targets) the flag must come first
         argv = ["-n", *argv]
-    proc = snakemake(argv, clone)
+    proc = snakemake(argv, clone, runner=runner)
     assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
     if graph:
         assert proc.stdout.lstrip().startswith("digraph"), proc.stdout[:200]
@@ -207,23 +216,29 @@ def test_each_make_target_of_the_readme_exists(command, clone):
     assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
     m = re.search(r"(\d[\d,]*) jobs", split_comment(command)[1])
     if m:  # a count a page states is what the target's Snakemake command plans
-        runs = [line for line in proc.stdout.splitlines() if re.match(r"\S*snakemake\s", line)]
+        # the Snakemake command, alone or after its runner's `--` (make run)
+        found = (
+            re.search(r"(?:^|\s--\s)(\S*snakemake\s.*)", line) for line in proc.stdout.splitlines()
+        )
+        runs = [f[1] for f in found if f]
         assert len(runs) == 1, f"{command}: no one snakemake command in\n{proc.stdout}"
         dry = snakemake(["-n", *shlex.split(runs[0])[1:]], clone)
         assert dry.returncode == 0, f"{runs[0]}\n{dry.stdout}\n{dry.stderr}"
         assert job_stats(dry.stdout + dry.stderr)["total"] == int(m[1].replace(",", "")), command
 
 
-def snakemake(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def snakemake(argv: list[str], cwd: Path, runner: bool = False) -> subprocess.CompletedProcess:
     """Snakemake with ``argv`` in ``cwd``, offline and with no Slurm controller in reach
-    (conftest's no_slurm_controller)."""
+    (conftest's no_slurm_controller); ``runner``: under the fork server's runner, as make run
+    starts it."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+    wrap = [sys.executable, str(cwd / RUNNER[1]), "--"] if runner else []
     return subprocess.run(
-        [*SNAKEMAKE, *argv],
+        [*wrap, *SNAKEMAKE, *argv],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from test_workflow import WARM
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = REPO / "tests" / "slurm"
@@ -100,9 +101,8 @@ def _start(workdir: Path, *args: str, warm: bool = False) -> tuple[subprocess.Po
     """Snakemake in ``workdir``, in a session of its own; ``warm``: under the fork server
     (dicewf.forkserver), as `make run` starts it."""
     log = workdir / "snakemake.out"
-    runner = [sys.executable, str(REPO / "workflow" / "scripts" / "forkserver.py"), "--"]
     proc = subprocess.Popen(
-        [*(runner if warm else []), *_snakemake_cmd(workdir, *args)],
+        [*(WARM if warm else []), *_snakemake_cmd(workdir, *args)],
         cwd=workdir,
         env=_env(),
         stdout=log.open("w"),

@@ -22,6 +22,8 @@ from dicewf.paper import claims as cl
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# make run's runner: the command after `--` runs with the fork server (dicewf.forkserver)
+WARM = [sys.executable, str(REPO / "workflow" / "scripts" / "forkserver.py"), "--"]
 # every test here starts Snakemake (dry runs too)
 pytestmark = [pytest.mark.slow, pytest.mark.e2e(seconds=1000)]
 
@@ -793,7 +795,7 @@ def test_three_shards_give_the_same_samples_and_scores_as_one(e2e, tmp_path):
         "gather_samples": 1,
         "search_alpha": 1,
     }, jobs
-    snakemake("--cores", "2", *targets, cwd=sharded)
+    snakemake("--cores", "2", *targets, cwd=sharded, warm=True)
 
     def both(f):
         return (

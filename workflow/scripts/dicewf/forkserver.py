@@ -19,6 +19,7 @@ started when it forks (the state PyTorch's own forked DataLoader workers rely on
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import json
@@ -119,10 +120,33 @@ def _run_child(request: dict, fds: list[int]) -> None:
     except BaseException:  # noqa: BLE001 - an uncaught exception: traceback on stderr, status 1
         sys.excepthook(*sys.exc_info())
         code = 1
+    # the interpreter's exit, then the process's end: non-daemon threads joined, atexit
+    # handlers run (vLLM's and multiprocessing's shutdown of their processes, logging's flush)
+    threading._shutdown()
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a stream the job closed
             stream.flush()
     os._exit(code)
+
+
+def _read_request(sock: socket.socket) -> tuple[dict | None, list[int]]:
+    """A job's request and its three standard streams; (None, fds) for anything else, read
+    within 10 s so that a silent client cannot hold the server."""
+    fds: list[int] = []
+    try:
+        sock.settimeout(10)
+        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 3)
+        while data and not data.endswith(b"\n"):
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+        sock.settimeout(None)
+        request = json.loads(data)
+    except (OSError, ValueError):
+        return None, fds
+    return (request if len(fds) == 3 and isinstance(request, dict) else None), fds
 
 
 def serve(path: str | os.PathLike, modules=PRELOAD, ready: str | None = None) -> None:
@@ -149,12 +173,10 @@ def serve(path: str | os.PathLike, modules=PRELOAD, ready: str | None = None) ->
                 clients.append(conn)
                 continue
             clients.remove(sock)
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 3)
-                while not data.endswith(b"\n"):
-                    data += sock.recv(1 << 20)
-                request = json.loads(data)
-            except (OSError, ValueError):
+            request, fds = _read_request(sock)
+            if request is None:
+                for fd in fds:
+                    os.close(fd)
                 sock.close()
                 continue
             if request.get("prefix") != _prefix():  # another environment (a conda env)
@@ -174,8 +196,9 @@ def serve(path: str | os.PathLike, modules=PRELOAD, ready: str | None = None) ->
                 _run_child(request, fds)
             for fd in fds:
                 os.close(fd)
-            _send(sock, {"pid": pid})
             children[pid] = sock
+            with contextlib.suppress(OSError):  # a job gone already: its child ends itself
+                _send(sock, {"pid": pid})
         while children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
