@@ -273,3 +273,39 @@ def test_a_bad_request_is_dropped_and_the_server_goes_on(server, job):
             assert bad.recv(100) == b""  # closed without an answer
     proc, report = _run(job, "exit", "0", DICEWF_FORKSERVER=server[0])
     assert proc.returncode == 0 and report["child"] is True
+
+
+def test_ctrl_c_stops_the_command_then_the_server_without_a_traceback(tmp_path):
+    """Ctrl-C goes to the terminal's whole process group: the runner waits for its command
+    (Snakemake stops its jobs) and then stops the server, which ignored it."""
+    marker = tmp_path / "ready"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(RUNNER),
+            "--no-preload",
+            "--",
+            "sh",
+            "-c",
+            f'trap "exit 3" INT; echo "$DICEWF_FORKSERVER" > {marker}; sleep 30',
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    sock = Path(_wait_for_text(marker))
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 3, stderr
+    assert "Traceback" not in stderr
+    assert not sock.parent.exists()  # the server stopped and its folder is gone
+
+
+def _wait_for_text(path: Path) -> str:
+    deadline = time.monotonic() + 30
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, f"{path} was not written"
+        time.sleep(0.05)
+    return path.read_text().strip()

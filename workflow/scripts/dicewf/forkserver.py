@@ -151,7 +151,10 @@ def _read_request(sock: socket.socket) -> tuple[dict | None, list[int]]:
 
 def serve(path: str | os.PathLike, modules=PRELOAD, ready: str | None = None) -> None:
     """Preload ``modules``, then fork a child per request on the Unix socket ``path`` until
-    SIGTERM. ``ready``: a file written once the socket listens."""
+    SIGTERM. ``ready``: a file written once the socket listens. Ctrl-C reaches the command's
+    whole process group: the server ignores it (its runner stops it once the command has
+    stopped its jobs); the children take Python's default back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     preload(modules)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(os.fspath(path))
@@ -301,18 +304,25 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-c", _SERVE, sock, ready, json.dumps(modules)],
             env={**os.environ, "PYTHONPATH": _pythonpath()},
         )
-        while not os.path.exists(ready):
-            if server.poll() is not None:
-                print("dicewf.forkserver: the server failed to start", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
-        print(
-            f"dicewf.forkserver: local jobs start from a process that imported "
-            f"{len(modules)} modules in {time.monotonic() - started:.1f} s",
-            file=sys.stderr,
-        )
         try:
-            return subprocess.call(command, env={**os.environ, VAR: sock})
+            while not os.path.exists(ready):
+                if server.poll() is not None:
+                    print("dicewf.forkserver: the server failed to start", file=sys.stderr)
+                    return 1
+                time.sleep(0.1)
+            print(
+                f"dicewf.forkserver: local jobs start from a process that imported "
+                f"{len(modules)} modules in {time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+            )
+            proc = subprocess.Popen(command, env={**os.environ, VAR: sock})
+            while True:
+                try:
+                    return proc.wait()
+                except KeyboardInterrupt:  # the command got the same Ctrl-C: wait for it
+                    continue
+        except KeyboardInterrupt:  # Ctrl-C before the command started
+            return 130
         finally:
             server.terminate()
             server.wait()
