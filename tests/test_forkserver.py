@@ -309,3 +309,22 @@ def _wait_for_text(path: Path) -> str:
         assert time.monotonic() < deadline, f"{path} was not written"
         time.sleep(0.05)
     return path.read_text().strip()
+
+
+def test_a_job_of_another_copy_of_the_library_is_refused_and_runs_where_it_is(
+    server, job, tmp_path
+):
+    """A Snakefile of another checkout: its jobs import their own dicewf, not the server's."""
+    copy = tmp_path / "other" / "dicewf"
+    shutil.copytree(SCRIPTS / "dicewf", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run(
+        [sys.executable, str(job), "exit", "0"],
+        cwd=job.parent,
+        env={**_env(DICEWF_FORKSERVER=server[0]), "PYTHONPATH": str(copy.parent)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[0])["child"] is False
+    assert "not handed to the server (the server preloaded the library of" in proc.stderr

@@ -182,10 +182,12 @@ def serve(path: str | os.PathLike, modules=PRELOAD, ready: str | None = None) ->
                     os.close(fd)
                 sock.close()
                 continue
-            if request.get("prefix") != _prefix():  # another environment (a conda env)
+            refused = _refusal(request)
+            if refused:
                 for fd in fds:
                     os.close(fd)
-                _send(sock, {"refused": f"the server runs in {_prefix()}"})
+                with contextlib.suppress(OSError):
+                    _send(sock, {"refused": refused})
                 sock.close()
                 continue
             sys.stdout.flush()
@@ -224,6 +226,21 @@ def serve(path: str | os.PathLike, modules=PRELOAD, ready: str | None = None) ->
     listener.close()
 
 
+def _library() -> str:
+    """The folder of the ``dicewf`` this process imported."""
+    return str(Path(__file__).resolve().parent)
+
+
+def _refusal(request: dict) -> str | None:
+    """Why the server will not run a job: another Python environment (a rule's conda env) or
+    another copy of the library (a Snakefile of another checkout) than it preloaded."""
+    if request.get("prefix") != _prefix():
+        return f"the server runs in {_prefix()}"
+    if request.get("library") != _library():
+        return f"the server preloaded the library of {_library()}"
+    return None
+
+
 def _prefix() -> str:
     """This interpreter's environment, links resolved (a venv reached through a link is the
     same environment)."""
@@ -260,6 +277,7 @@ def handoff() -> None:
         "env": dict(os.environ),
         "client": os.getpid(),
         "prefix": _prefix(),
+        "library": _library(),
     }
     sys.stdout.flush()
     sys.stderr.flush()
