@@ -9,9 +9,10 @@ about 1 s of work (docs/benchmarks.md). Under ``python workflow/scripts/forkserv
 path, ``sys.argv``, ``sys.path``, the working directory, the environment and its standard
 streams (as file descriptors). The server forks; the child takes them over and runs the script
 as ``__main__``; the job's process waits for the child's exit status, forwards SIGINT and
-SIGTERM to it and exits with that status. Without the variable (a Slurm job, a job run by
-hand), or where the server does not answer, :func:`handoff` returns and the job runs as
-before: the same script, the same code path.
+SIGTERM to it and exits with that status. Without the variable (Snakemake run directly), in a
+Slurm job or a process of a distributed launch, for another Python environment or another copy
+of this library (the server refuses those), or where no server answers, :func:`handoff` returns
+and the job runs as before: the same script, the same code path.
 
 The server itself only imports: it computes nothing, so no thread pool of torch or OpenMP has
 started when it forks (the state PyTorch's own forked DataLoader workers rely on).
