@@ -65,8 +65,8 @@ def preload(modules=PRELOAD) -> list[str]:
         except ImportError:
             continue
         done.append(name)
-    if "vllm" in done:
-        from vllm import LLM  # noqa: F401 - the heavy part of importing vLLM
+    if "vllm" in done:  # vLLM's LLM is imported on first use: the heavy part of vLLM
+        _ = sys.modules["vllm"].LLM
     return done
 
 
@@ -258,10 +258,9 @@ def handoff() -> None:
     # a Slurm job runs where Slurm put it; a process of a distributed launch stays with its peers
     if any(v in os.environ for v in ("SLURM_JOB_ID", "LOCAL_RANK", "WORLD_SIZE")):
         return
-    import __main__
-
+    main = sys.modules["__main__"]
     # Snakemake's `script:` runs a copy with its preamble and points __file__ at the original
-    script = getattr(__main__, "__real_file__", getattr(__main__, "__file__", None))
+    script = getattr(main, "__real_file__", getattr(main, "__file__", None))
     if script is None:
         return
     try:
