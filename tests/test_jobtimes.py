@@ -98,7 +98,7 @@ def test_the_benchmark_reads_a_real_snakemake_run(tmp_path):
                 input: "a.txt", "b"
                 output: "c.txt"
                 localrule: True
-                shell: "touch {output}"
+                shell: "sleep 0.2; touch {output}"
             """
         )
     )
