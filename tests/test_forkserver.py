@@ -140,12 +140,13 @@ def test_the_job_ends_as_the_interpreter_ends_threads_joined_and_atexit_run(serv
     assert marks.read_text() == "thread\natexit\n"
 
 
-def _wait_for(path: Path) -> int:
+def _wait_for(path: Path) -> str:
+    """The text of ``path`` once a process has written it."""
     deadline = time.monotonic() + 30
-    while not (path.exists() and path.read_text()):
+    while not (path.exists() and path.read_text().strip()):
         assert time.monotonic() < deadline, f"{path} was not written"
         time.sleep(0.05)
-    return int(path.read_text())
+    return path.read_text().strip()
 
 
 def _gone(pid: int, seconds: float = 10) -> bool:
@@ -172,7 +173,7 @@ def _start(job: Path, marker: Path, sock: str) -> subprocess.Popen:
 def test_sigterm_to_the_job_reaches_its_child(server, job, tmp_path):
     """Snakemake stops a job with SIGTERM: the child gets it and the job ends as it would."""
     client = _start(job, tmp_path / "pid", server[0])
-    child = _wait_for(tmp_path / "pid")
+    child = int(_wait_for(tmp_path / "pid"))
     assert child != client.pid
     client.send_signal(signal.SIGTERM)
     assert client.wait(timeout=30) == 128 + signal.SIGTERM
@@ -182,7 +183,7 @@ def test_sigterm_to_the_job_reaches_its_child(server, job, tmp_path):
 def test_a_killed_job_takes_its_child_with_it(server, job, tmp_path):
     """SIGKILL cannot be forwarded: the child sees its job's process gone and ends."""
     client = _start(job, tmp_path / "pid", server[0])
-    child = _wait_for(tmp_path / "pid")
+    child = int(_wait_for(tmp_path / "pid"))
     client.kill()
     client.wait(timeout=30)
     assert _gone(child)
@@ -230,19 +231,16 @@ def test_the_same_environment_reached_through_a_link_is_handed_off(server, job, 
     assert report["child"] is True and report["ppid"] == server[1]
 
 
+def _runner(shell: str) -> list[str]:
+    """The runner, preloading nothing, around one shell command."""
+    return [sys.executable, str(RUNNER), "--no-preload", "--", "sh", "-c", shell]
+
+
 def test_the_runner_serves_its_command_and_stops_with_it(tmp_path):
     """`forkserver.py -- CMD`: CMD sees the socket, its status is the runner's, and the
     server and its folder are gone after it."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(RUNNER),
-            "--no-preload",
-            "--",
-            "sh",
-            "-c",
-            'test -S "$DICEWF_FORKSERVER" && echo "$DICEWF_FORKSERVER"; exit 5',
-        ],
+        _runner('test -S "$DICEWF_FORKSERVER" && echo "$DICEWF_FORKSERVER"; exit 5'),
         env=_env(),
         capture_output=True,
         text=True,
@@ -280,35 +278,19 @@ def test_ctrl_c_stops_the_command_then_the_server_without_a_traceback(tmp_path):
     (Snakemake stops its jobs) and then stops the server, which ignored it."""
     marker = tmp_path / "ready"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(RUNNER),
-            "--no-preload",
-            "--",
-            "sh",
-            "-c",
-            f'trap "exit 3" INT; echo "$DICEWF_FORKSERVER" > {marker}; sleep 30',
-        ],
+        _runner(f'trap "exit 3" INT; echo "$DICEWF_FORKSERVER" > {marker}; sleep 30'),
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
-    sock = Path(_wait_for_text(marker))
+    sock = Path(_wait_for(marker))
     os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr
     assert "Traceback" not in stderr
     assert not sock.parent.exists()  # the server stopped and its folder is gone
-
-
-def _wait_for_text(path: Path) -> str:
-    deadline = time.monotonic() + 30
-    while not (path.exists() and path.read_text().strip()):
-        assert time.monotonic() < deadline, f"{path} was not written"
-        time.sleep(0.05)
-    return path.read_text().strip()
 
 
 def test_a_job_of_another_copy_of_the_library_is_refused_and_runs_where_it_is(
